@@ -1,0 +1,383 @@
+//! Configuration: the TOML schema of the contract as serde structs, then
+//! [`Config::validate`], which lists every problem rather than the first.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"
+//! [[apps]]
+//! name = "main"
+//! client_key = "awxxxx"
+//! client_secret_env = "DOUYIN_CLIENT_SECRET"
+//! [[routes]]
+//! name = "all"
+//! path = "/*"
+//! token = "client"
+//! ```
+
+mod locate;
+mod validate;
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub use validate::{Problem, Severity};
+
+/// Request bodies above this are refused with 413: Douyin's largest uploads
+/// (video parts) stay well below 20 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 20 * 1024 * 1024;
+/// Bodies up to this size are kept so a call can be replayed once after a
+/// token refresh; 2 MiB covers every JSON/form API while bounding memory.
+pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 2 * 1024 * 1024;
+/// The platform answers within seconds; 30 s is nginx's `proxy_read_timeout` order.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Long enough for in-flight calls (and a retry) to finish on SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// A healthy TCP+TLS connect to the platform takes well under a second.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Refresh a token in the background once this share of its lifetime has
+/// passed, so callers never wait for one that is about to expire.
+pub const DEFAULT_REFRESH_AT_FRACTION: f64 = 0.8;
+/// First delay after a failed token fetch; doubles per failure.
+pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 500;
+/// Cap of the back-off: short enough to recover quickly, long enough that an
+/// outage cannot turn into the 500-calls-in-5-minutes lock-out (10020).
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 10_000;
+/// A token endpoint that has not answered by then counts as failed.
+pub const DEFAULT_TOKEN_FETCH_TIMEOUT_MS: u64 = 10_000;
+/// The platform's API host.
+pub const DEFAULT_UPSTREAM: &str = "https://open.douyin.com";
+/// Where client tokens come from unless an app says otherwise.
+pub const DEFAULT_CLIENT_TOKEN_ENDPOINT: &str = "/oauth/client_token/";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The listeners and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The Douyin Open Platform (or the sandbox) the gateway forwards to.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Where tokens are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Token lifecycle tuning (extension of the contract).
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Which platform error codes mean what.
+    #[serde(default)]
+    pub token_errors: TokenErrorsConfig,
+    /// Douyin apps (client_key + secret).
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    /// Services allowed to call the gateway.
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
+    /// Route rules, matched in file order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The proxy listener; callers point their base URL here.
+    pub listen: String,
+    /// Metrics, health, OAuth and admin API.
+    pub admin_listen: String,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: u64,
+    /// Bodies up to this size are buffered so a call can be retried once.
+    pub retry_buffer_bytes: u64,
+    /// Time allowed for the upstream to answer (headers and inspected body).
+    pub request_timeout_ms: u64,
+    /// Time in-flight requests get on SIGTERM/SIGINT.
+    pub shutdown_grace_ms: u64,
+    /// No caller key needed; refused unless `listen` is loopback.
+    pub allow_anonymous: bool,
+    /// Serve the proxy over HTTPS.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            retry_buffer_bytes: DEFAULT_RETRY_BUFFER_BYTES,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            allow_anonymous: false,
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key.
+    pub key_path: PathBuf,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// API calls and token endpoints go here.
+    pub base_url: String,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout_ms: u64,
+    /// An extra CA (PEM) to trust besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            base_url: DEFAULT_UPSTREAM.into(),
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            ca_file: None,
+        }
+    }
+}
+
+/// Which store keeps tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded SQLite file (the default).
+    #[default]
+    Sqlite,
+    /// Redis, shared by many instances.
+    Redis,
+    /// In process only; lost on restart.
+    Memory,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite`, `redis` or `memory`.
+    pub kind: StoreKind,
+    /// SQLite file.
+    pub path: PathBuf,
+    /// Redis URL.
+    pub url: Option<String>,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Environment variable holding the base64 32-byte encryption key.
+    pub encryption_key_env: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Sqlite,
+            path: "data/tokens.db".into(),
+            url: None,
+            key_prefix: "douyin-gateway:".into(),
+            encryption_key_env: None,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Hex SHA-256 of the admin key; absent = admin API off.
+    pub api_key_sha256: Option<String>,
+}
+
+/// `[tokens]` (extension): how tokens are kept fresh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Share of a token's lifetime after which it is refreshed in the background.
+    pub refresh_at_fraction: f64,
+    /// First back-off delay after a failed fetch.
+    pub backoff_initial_ms: u64,
+    /// Largest back-off delay.
+    pub backoff_max_ms: u64,
+    /// Timeout of one call to a token endpoint.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            refresh_at_fraction: DEFAULT_REFRESH_AT_FRACTION,
+            backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            fetch_timeout_ms: DEFAULT_TOKEN_FETCH_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[token_errors]`: replaces the default code tables when given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenErrorsConfig {
+    /// Codes meaning "this access token is dead": refresh and retry once.
+    pub refresh: Option<Vec<i64>>,
+    /// Codes meaning "the user must authorize again".
+    pub reauthorize: Option<Vec<i64>>,
+}
+
+/// `[[apps]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// The platform's client_key.
+    pub client_key: String,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// OAuth redirect URI (https, no query).
+    pub redirect_uri: Option<String>,
+    /// OAuth scopes to request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `/oauth/client_token/` or `/oauth/stable_client_token/`.
+    #[serde(default = "default_client_token_endpoint")]
+    pub client_token_endpoint: String,
+}
+
+fn default_client_token_endpoint() -> String {
+    DEFAULT_CLIENT_TOKEN_ENDPOINT.into()
+}
+
+/// `[[callers]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Hex SHA-256 of the caller's key.
+    pub api_key_sha256: String,
+    /// Route names it may use; `"*"` = all.
+    #[serde(default = "all_routes")]
+    pub routes: Vec<String>,
+}
+
+fn all_routes() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// The credential a route attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Nothing: plain pass-through.
+    None,
+    /// The app's client_token.
+    Client,
+    /// The user's access_token, by open_id.
+    User,
+    /// The enterprise biz_token, by open_id (+ scope).
+    Biz,
+}
+
+/// Where the token goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inject {
+    /// `access-token: T`
+    #[default]
+    Header,
+    /// `access_token=T` in the query.
+    Query,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and caller route lists.
+    pub name: String,
+    /// Exact path, or a prefix ending in `*`.
+    pub path: String,
+    /// Allowed methods; absent = any.
+    pub methods: Option<Vec<String>>,
+    /// The credential to attach.
+    pub token: TokenKind,
+    /// The app; optional when exactly one exists.
+    pub app: Option<String>,
+    /// `header` or `query`.
+    #[serde(default)]
+    pub inject: Inject,
+    /// `query:NAME` or `header:NAME`.
+    #[serde(default = "default_open_id")]
+    pub open_id: String,
+    /// biz: the scope to request.
+    pub biz_scope: Option<String>,
+}
+
+fn default_open_id() -> String {
+    "query:open_id".into()
+}
+
+/// A config that failed to load, with every problem found.
+#[derive(Debug)]
+pub struct LoadError {
+    /// What was wrong, in file order where known.
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.problems {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl Config {
+    /// Parses TOML text; `file` names it in problems.
+    pub fn parse(text: &str, file: &str) -> Result<Config, LoadError> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            LoadError {
+                problems: vec![Problem::error(file, "", line, e.message().to_string())],
+            }
+        })
+    }
+
+    /// Reads, parses and validates a file; warnings are returned beside the config.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), LoadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+            problems: vec![Problem::error(&file, "", None, format!("cannot read: {e}"))],
+        })?;
+        Self::load_str(&text, &file)
+    }
+
+    /// Parses and validates text.
+    pub fn load_str(text: &str, file: &str) -> Result<(Config, Vec<Problem>), LoadError> {
+        let config = Self::parse(text, file)?;
+        let problems = config.validate(text, file);
+        if problems.iter().any(|p| p.severity == Severity::Error) {
+            return Err(LoadError { problems });
+        }
+        Ok((config, problems))
+    }
+}

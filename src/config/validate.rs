@@ -1,0 +1,520 @@
+//! `Config::validate`: every semantic problem at once, each with its key path
+//! and line, so `douyin-gateway check` can list them all.
+
+use super::{locate::line_of, Config, StoreKind, TokenKind};
+use crate::route::PathPattern;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The config is refused.
+    Error,
+    /// Worth a look; the config still loads.
+    Warning,
+}
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The file.
+    pub file: String,
+    /// Dotted key path, e.g. `routes[2].path`.
+    pub key: String,
+    /// Line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn error(file: &str, key: &str, line: Option<usize>, message: String) -> Self {
+        Problem {
+            severity: Severity::Error,
+            file: file.into(),
+            key: key.into(),
+            line,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{sev}: {}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+struct Collector<'a> {
+    text: &'a str,
+    file: &'a str,
+    out: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, sev: Severity, table: &str, index: Option<usize>, key: &str, msg: String) {
+        let path = match index {
+            Some(i) => format!("{table}[{i}]"),
+            None => table.to_string(),
+        };
+        let path = if key.is_empty() {
+            path
+        } else {
+            format!("{path}.{key}")
+        };
+        self.out.push(Problem {
+            severity: sev,
+            file: self.file.into(),
+            line: line_of(self.text, table, index, key),
+            key: path,
+            message: msg,
+        });
+    }
+    fn err(&mut self, table: &str, index: Option<usize>, key: &str, msg: impl Into<String>) {
+        self.push(Severity::Error, table, index, key, msg.into());
+    }
+    fn warn(&mut self, table: &str, index: Option<usize>, key: &str, msg: impl Into<String>) {
+        self.push(Severity::Warning, table, index, key, msg.into());
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether an env var or file secret is present and non-empty.
+fn secret_present(env: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<(), String> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(()),
+            Ok(_) => Err(format!("environment variable {var} is empty")),
+            Err(_) => Err(format!("environment variable {var} is not set")),
+        };
+    }
+    if let Some(path) = file {
+        return match std::fs::read_to_string(path) {
+            Ok(v) if !v.trim().is_empty() => Ok(()),
+            Ok(_) => Err(format!("secret file {} is empty", path.display())),
+            Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
+        };
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Every problem of the config; also checks that named secrets exist.
+    pub fn validate(&self, text: &str, file: &str) -> Vec<Problem> {
+        let mut c = Collector {
+            text,
+            file,
+            out: Vec::new(),
+        };
+        self.validate_server(&mut c);
+        self.validate_store(&mut c);
+        self.validate_apps(&mut c);
+        self.validate_routes(&mut c);
+        self.validate_callers(&mut c);
+        c.out
+    }
+
+    fn validate_server(&self, c: &mut Collector<'_>) {
+        let s = &self.server;
+        let listen = s.listen.parse::<SocketAddr>();
+        if listen.is_err() {
+            c.err(
+                "server",
+                None,
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
+            );
+        }
+        if s.admin_listen.parse::<SocketAddr>().is_err() {
+            c.err(
+                "server",
+                None,
+                "admin_listen",
+                format!("{:?} is not an address like 127.0.0.1:9090", s.admin_listen),
+            );
+        }
+        if s.max_body_bytes == 0 {
+            c.err("server", None, "max_body_bytes", "must be greater than 0");
+        }
+        if s.retry_buffer_bytes > s.max_body_bytes {
+            c.warn(
+                "server",
+                None,
+                "retry_buffer_bytes",
+                "is larger than max_body_bytes; max_body_bytes bounds it",
+            );
+        }
+        if s.request_timeout_ms == 0 {
+            c.err(
+                "server",
+                None,
+                "request_timeout_ms",
+                "must be greater than 0",
+            );
+        }
+        if s.allow_anonymous {
+            if let Ok(addr) = listen {
+                if !addr.ip().is_loopback() {
+                    c.err("server", None, "allow_anonymous", format!(
+                        "anonymous callers are allowed only on a loopback listener; listen is {addr}: add [[callers]] keys instead"));
+                }
+            }
+        } else if self.callers.is_empty() {
+            c.warn(
+                "server",
+                None,
+                "",
+                "no [[callers]] and allow_anonymous = false: every call gets 401",
+            );
+        }
+        if let Some(tls) = &s.tls {
+            for (key, path) in [("cert_path", &tls.cert_path), ("key_path", &tls.key_path)] {
+                if !path.is_file() {
+                    c.err(
+                        "server.tls",
+                        None,
+                        key,
+                        format!("{} does not exist", path.display()),
+                    );
+                }
+            }
+        }
+        let u = &self.upstream;
+        match u.base_url.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some() =>
+            {
+                if uri.query().is_some() || uri.path().trim_end_matches('/') != "" {
+                    c.err(
+                        "upstream",
+                        None,
+                        "base_url",
+                        "must be scheme://host[:port] with no path or query",
+                    );
+                }
+            }
+            _ => c.err(
+                "upstream",
+                None,
+                "base_url",
+                format!("{:?} is not an http(s) URL", u.base_url),
+            ),
+        }
+        if let Some(ca) = &u.ca_file {
+            if !ca.is_file() {
+                c.err(
+                    "upstream",
+                    None,
+                    "ca_file",
+                    format!("{} does not exist", ca.display()),
+                );
+            }
+        }
+        if let Some(h) = &self.admin.api_key_sha256 {
+            if !is_sha256_hex(h) {
+                c.err(
+                    "admin",
+                    None,
+                    "api_key_sha256",
+                    "must be 64 hex digits (douyin-gateway hash-key prints it)",
+                );
+            }
+        }
+        let t = &self.tokens;
+        if !(t.refresh_at_fraction > 0.0 && t.refresh_at_fraction < 1.0) {
+            c.err(
+                "tokens",
+                None,
+                "refresh_at_fraction",
+                "must be between 0 and 1, e.g. 0.8",
+            );
+        }
+        if t.backoff_initial_ms == 0 || t.backoff_initial_ms > t.backoff_max_ms {
+            c.err(
+                "tokens",
+                None,
+                "backoff_initial_ms",
+                "must be greater than 0 and at most backoff_max_ms",
+            );
+        }
+        if t.fetch_timeout_ms == 0 {
+            c.err("tokens", None, "fetch_timeout_ms", "must be greater than 0");
+        }
+    }
+
+    fn validate_store(&self, c: &mut Collector<'_>) {
+        let st = &self.store;
+        if st.kind == StoreKind::Redis && st.url.is_none() {
+            c.err(
+                "store",
+                None,
+                "url",
+                "kind = \"redis\" needs url = \"redis://host:6379/0\"",
+            );
+        }
+        match (&st.encryption_key_env, st.kind) {
+            (None, StoreKind::Memory) => {}
+            (None, _) => c.err("store", None, "encryption_key_env",
+                "tokens are encrypted at rest: name the environment variable holding the key (douyin-gateway keygen prints one)"),
+            (Some(var), _) => match std::env::var(var) {
+                Err(_) => c.err("store", None, "encryption_key_env", format!("environment variable {var} is not set")),
+                Ok(v) => {
+                    use base64::Engine;
+                    let ok = base64::engine::general_purpose::STANDARD
+                        .decode(v.trim())
+                        .is_ok_and(|k| k.len() == 32);
+                    if !ok {
+                        c.err("store", None, "encryption_key_env",
+                            format!("{var} must hold 32 bytes in base64 (douyin-gateway keygen prints one)"));
+                    }
+                }
+            },
+        }
+    }
+
+    fn validate_apps(&self, c: &mut Collector<'_>) {
+        for (i, app) in self.apps.iter().enumerate() {
+            let i = Some(i);
+            if app.name.is_empty() {
+                c.err("apps", i, "name", "must not be empty");
+            }
+            if self.apps.iter().filter(|a| a.name == app.name).count() > 1 {
+                c.err(
+                    "apps",
+                    i,
+                    "name",
+                    format!("app {:?} is defined more than once", app.name),
+                );
+            }
+            if app.client_key.is_empty() {
+                c.err("apps", i, "client_key", "must not be empty");
+            }
+            match (&app.client_secret_env, &app.client_secret_file) {
+                (None, None) => c.err("apps", i, "client_secret_env",
+                    "name where the secret comes from: client_secret_env or client_secret_file (never inline)"),
+                (Some(_), Some(_)) => c.err("apps", i, "client_secret_file", "give client_secret_env or client_secret_file, not both"),
+                _ => {
+                    if let Err(e) = secret_present(&app.client_secret_env, &app.client_secret_file) {
+                        let key = if app.client_secret_env.is_some() { "client_secret_env" } else { "client_secret_file" };
+                        c.err("apps", i, key, e);
+                    }
+                }
+            }
+            if let Some(uri) = &app.redirect_uri {
+                let ok = uri.parse::<http::Uri>().is_ok_and(|u| {
+                    u.scheme_str() == Some("https")
+                        && u.query().is_none()
+                        && u.authority().is_some()
+                });
+                if !ok {
+                    c.err(
+                        "apps",
+                        i,
+                        "redirect_uri",
+                        "must be an https URL with no query (the platform requires it)",
+                    );
+                }
+            }
+            if !app.client_token_endpoint.starts_with('/') {
+                c.err(
+                    "apps",
+                    i,
+                    "client_token_endpoint",
+                    "must be a path such as /oauth/client_token/",
+                );
+            } else if !matches!(
+                app.client_token_endpoint.as_str(),
+                "/oauth/client_token/" | "/oauth/stable_client_token/"
+            ) {
+                c.warn(
+                    "apps",
+                    i,
+                    "client_token_endpoint",
+                    "is neither /oauth/client_token/ nor /oauth/stable_client_token/",
+                );
+            }
+        }
+    }
+
+    fn validate_routes(&self, c: &mut Collector<'_>) {
+        if self.routes.is_empty() {
+            c.warn(
+                "routes",
+                None,
+                "",
+                "no [[routes]]: every call gets 404 no_route",
+            );
+        }
+        let mut patterns: Vec<Option<(PathPattern, Option<Vec<String>>)>> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let idx = Some(i);
+            if r.name.is_empty() || r.name == "*" {
+                c.err(
+                    "routes",
+                    idx,
+                    "name",
+                    "must be a non-empty name other than \"*\"",
+                );
+            }
+            if self.routes.iter().filter(|o| o.name == r.name).count() > 1 {
+                c.err(
+                    "routes",
+                    idx,
+                    "name",
+                    format!("route {:?} is defined more than once", r.name),
+                );
+            }
+            let pattern = match PathPattern::parse(&r.path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    c.err("routes", idx, "path", e);
+                    None
+                }
+            };
+            let mut methods = None;
+            if let Some(ms) = &r.methods {
+                if ms.is_empty() {
+                    c.err(
+                        "routes",
+                        idx,
+                        "methods",
+                        "an empty list matches nothing; leave it out to allow any method",
+                    );
+                }
+                for m in ms {
+                    if http::Method::from_bytes(m.as_bytes()).is_err()
+                        || m.to_ascii_uppercase() != *m
+                    {
+                        c.err(
+                            "routes",
+                            idx,
+                            "methods",
+                            format!("{m:?} is not an upper-case HTTP method"),
+                        );
+                    }
+                    if m == "CONNECT" {
+                        c.err("routes", idx, "methods", "CONNECT is never proxied");
+                    }
+                }
+                methods = Some(ms.clone());
+            }
+            if r.token != TokenKind::None {
+                match &r.app {
+                    Some(app) if !self.apps.iter().any(|a| &a.name == app) => {
+                        c.err("routes", idx, "app", format!("no [[apps]] named {app:?}"))
+                    }
+                    None if self.apps.len() != 1 => c.err(
+                        "routes",
+                        idx,
+                        "app",
+                        format!(
+                            "token = {:?} needs app = \"…\" when there is not exactly one [[apps]]",
+                            r.token
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+            if matches!(r.token, TokenKind::User | TokenKind::Biz) {
+                if crate::route::OpenIdSource::parse(&r.open_id).is_none() {
+                    c.err(
+                        "routes",
+                        idx,
+                        "open_id",
+                        "must be \"query:NAME\" or \"header:NAME\"",
+                    );
+                }
+            }
+            if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
+                c.err(
+                    "routes",
+                    idx,
+                    "biz_scope",
+                    "token = \"biz\" needs the scope to request",
+                );
+            }
+            if let Some((pi, _)) = pattern.as_ref().and_then(|p| {
+                patterns.iter().enumerate().find(|(_, prev)| {
+                    prev.as_ref()
+                        .is_some_and(|(pp, pm)| pp.covers(p) && methods_cover(pm, &methods))
+                })
+            }) {
+                c.warn(
+                    "routes",
+                    idx,
+                    "path",
+                    format!(
+                        "route {:?} can never match: route {:?} before it catches all its requests",
+                        r.name, self.routes[pi].name
+                    ),
+                );
+            }
+            patterns.push(pattern.map(|p| (p, methods)));
+        }
+    }
+
+    fn validate_callers(&self, c: &mut Collector<'_>) {
+        for (i, caller) in self.callers.iter().enumerate() {
+            let idx = Some(i);
+            if self
+                .callers
+                .iter()
+                .filter(|o| o.name == caller.name)
+                .count()
+                > 1
+            {
+                c.err(
+                    "callers",
+                    idx,
+                    "name",
+                    format!("caller {:?} is defined more than once", caller.name),
+                );
+            }
+            if !is_sha256_hex(&caller.api_key_sha256) {
+                c.err(
+                    "callers",
+                    idx,
+                    "api_key_sha256",
+                    "must be 64 hex digits (douyin-gateway hash-key prints it)",
+                );
+            }
+            for r in &caller.routes {
+                if r != "*" && !self.routes.iter().any(|x| &x.name == r) {
+                    c.err(
+                        "callers",
+                        idx,
+                        "routes",
+                        format!("no [[routes]] named {r:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether an earlier route's methods include all of a later one's.
+fn methods_cover(earlier: &Option<Vec<String>>, later: &Option<Vec<String>>) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => l.iter().all(|m| e.contains(m)),
+    }
+}

@@ -1,0 +1,124 @@
+//! `douyin-gateway demo`: the sandbox platform and a gateway in one process,
+//! on loopback, with a built-in config and ready-to-paste curl lines.
+
+use crate::config::Config;
+use crate::sandbox::{self, SandboxOptions};
+use crate::server;
+use std::process::ExitCode;
+use tokio::net::TcpListener;
+
+/// The sandbox app the demo config uses.
+const CLIENT_KEY: &str = "awsandbox0000001";
+/// Its secret (the sandbox's default app); only ever on loopback.
+const CLIENT_SECRET: &str = "sandbox-secret";
+/// The demo's admin key (loopback only).
+pub const ADMIN_KEY: &str = "demo-admin-key";
+
+/// The built-in config: anonymous callers on loopback, memory store, sample routes.
+pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+allow_anonymous = true
+
+[upstream]
+base_url = "{sandbox_url}"
+
+[store]
+kind = "memory"
+
+[admin]
+api_key_sha256 = "{admin}"
+
+[[apps]]
+name = "demo"
+client_key = "{CLIENT_KEY}"
+client_secret_file = "{secret}"
+
+[[routes]]
+name = "ticket"
+path = "/js/getticket/"
+token = "client"
+
+[[routes]]
+name = "role-check"
+path = "/api/douyin/v1/role/check/"
+methods = ["POST"]
+token = "client"
+
+[[routes]]
+name = "video-list"
+path = "/api/douyin/v1/video/video_list/"
+token = "user"
+
+[[routes]]
+name = "video-list-legacy"
+path = "/video/list/"
+token = "user"
+inject = "query"
+"#,
+        admin = crate::caller::hash_key(ADMIN_KEY),
+        secret = secret_file.display(),
+    )
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> ExitCode {
+    match start().await {
+        Ok((sb, gw, secret)) => {
+            let (g, a, s) = (gw.addr, gw.admin_addr, sb.url());
+            println!(
+                r#"
+douyin-gateway demo: a sandbox Douyin platform at {s}, the gateway at http://{g}, its admin listener at http://{a}.
+Paste these into another terminal:
+
+  # an app-level call: the gateway fetches a client_token once and attaches it
+  curl -s http://{g}/js/getticket/
+
+  # a JSON POST, forwarded byte for byte
+  curl -s -X POST -H 'content-type: application/json' -d '{{"role_labels":["AUTH_COMPANY"]}}' http://{g}/api/douyin/v1/role/check/
+
+  # the platform revokes the client_token; the next call is refreshed and replayed, invisibly to the caller
+  curl -s -X POST -d '{{"client_key":"{CLIENT_KEY}"}}' {s}/sandbox/revoke
+  curl -s http://{g}/js/getticket/
+
+  # a user call with no tokens for this open_id: 401 user_authorization_required
+  curl -si 'http://{g}/api/douyin/v1/video/video_list/?open_id=demo-user&cursor=0&count=10'
+
+  # what the gateway holds (never token values), and its metrics
+  curl -s -H 'X-Admin-Key: {ADMIN_KEY}' http://{a}/admin/tokens
+  curl -s http://{a}/metrics | grep '^douyin_gateway_token'
+
+Ctrl-C stops it.
+"#
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            gw.stop().await;
+            drop(sb);
+            let _ = std::fs::remove_file(secret);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start() -> Result<(sandbox::Sandbox, server::Running, std::path::PathBuf), String> {
+    let bind = || async {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot bind a loopback port: {e}"))
+    };
+    let sb = sandbox::start(SandboxOptions::default(), bind().await?)?;
+    let secret =
+        std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
+    std::fs::write(&secret, CLIENT_SECRET)
+        .map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
+    let text = config_text(&sb.url(), &secret);
+    let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
+    let gw = server::start_on(config, None, bind().await?, bind().await?).await?;
+    Ok((sb, gw, secret))
+}

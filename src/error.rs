@@ -1,0 +1,147 @@
+//! The gateway's own errors, and the one place they become HTTP responses:
+//! the contract's JSON body plus an `x-gateway-error` header.
+
+use crate::body::ProxyBody;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Header naming the error code on every gateway error response.
+pub static X_GATEWAY_ERROR: header::HeaderName = header::HeaderName::from_static("x-gateway-error");
+
+/// An error the gateway answers itself (as opposed to one the platform sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// A user/biz route and no open_id where the route says.
+    #[error("this route needs an open_id in {0}")]
+    OpenIdMissing(String),
+    /// Absolute-form URI, CONNECT, malformed input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or wrong caller key.
+    #[error("no valid caller key: send it as X-Gateway-Key or Authorization: Bearer")]
+    CallerUnauthenticated,
+    /// No tokens for this open_id, or its refresh_token expired or was revoked.
+    #[error("{message}")]
+    UserAuthorizationRequired {
+        /// What happened.
+        message: String,
+        /// Where to send the user, when the app has a redirect_uri.
+        authorize_url: Option<String>,
+    },
+    /// The caller may not use this route.
+    #[error("caller {caller:?} may not use route {route:?}")]
+    CallerForbidden {
+        /// Caller name.
+        caller: String,
+        /// Route name.
+        route: String,
+    },
+    /// No route matches.
+    #[error("no route matches {method} {path}")]
+    NoRoute {
+        /// Method.
+        method: String,
+        /// Path (without the query).
+        path: String,
+    },
+    /// Body over `max_body_bytes`.
+    #[error("request body is larger than max_body_bytes ({0})")]
+    BodyTooLarge(u64),
+    /// Connect/IO failure to the upstream.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The token endpoint failed.
+    #[error("token unavailable: {0}")]
+    TokenUnavailable(String),
+    /// `request_timeout_ms` passed.
+    #[error("upstream did not answer within {0} ms")]
+    UpstreamTimeout(u64),
+}
+
+impl GatewayError {
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            OpenIdMissing(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
+            CallerUnauthenticated | UserAuthorizationRequired { .. } => StatusCode::UNAUTHORIZED,
+            CallerForbidden { .. } => StatusCode::FORBIDDEN,
+            NoRoute { .. } => StatusCode::NOT_FOUND,
+            BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The machine-readable code of the contract.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            OpenIdMissing(_) => "open_id_missing",
+            BadRequest(_) => "bad_request",
+            CallerUnauthenticated => "caller_unauthenticated",
+            UserAuthorizationRequired { .. } => "user_authorization_required",
+            CallerForbidden { .. } => "caller_forbidden",
+            NoRoute { .. } => "no_route",
+            BodyTooLarge(_) => "body_too_large",
+            UpstreamUnavailable(_) => "upstream_unavailable",
+            TokenUnavailable(_) => "token_unavailable",
+            UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// Renders the contract's JSON error response.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let mut inner = serde_json::json!({
+            "code": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id,
+        });
+        if let GatewayError::UserAuthorizationRequired {
+            authorize_url: Some(url),
+            ..
+        } = &self
+        {
+            inner["authorize_url"] = url.clone().into();
+        }
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(&X_GATEWAY_ERROR, HeaderValue::from_static(self.code()));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_contract_json() {
+        let e = GatewayError::UserAuthorizationRequired {
+            message: "no tokens".into(),
+            authorize_url: Some("http://gw/oauth/authorize?app=main".into()),
+        };
+        let resp = e.into_response("rid-1");
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()[&X_GATEWAY_ERROR],
+            "user_authorization_required"
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["gateway_error"]["code"], "user_authorization_required");
+        assert_eq!(v["gateway_error"]["request_id"], "rid-1");
+        assert_eq!(
+            v["gateway_error"]["authorize_url"],
+            "http://gw/oauth/authorize?app=main"
+        );
+    }
+}

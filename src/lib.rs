@@ -1,0 +1,23 @@
+//! douyin-gateway: a reverse proxy that attaches Douyin Open Platform
+//! credentials to plain calls, refreshes them when the platform rejects them,
+//! and replays the call once.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod admin;
+pub mod body;
+pub mod caller;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod inspect;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod sandbox;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod token;
+pub mod upstream;

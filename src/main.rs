@@ -1,0 +1,205 @@
+//! `douyin-gateway`: serve, check, sandbox, demo, keygen, hash-key.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use douyin_gateway::config::{Config, Severity};
+use douyin_gateway::{demo, sandbox, server};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "douyin-gateway",
+    version,
+    about = "Credential-attaching reverse proxy for the Douyin Open Platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config and the secrets it names; exit 1 listing every problem.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run the Douyin Open Platform emulator.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        #[command(flatten)]
+        opts: sandbox::SandboxOptions,
+    },
+    /// Sandbox and gateway in one process, with ready-to-paste curl lines.
+    Demo,
+    /// Print a fresh random 32-byte key, base64, for `encryption_key_env`.
+    Keygen,
+    /// Read an API key on stdin; print its hex SHA-256 for `api_key_sha256`.
+    HashKey,
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => check(&config),
+        Cmd::Serve { config } => {
+            init_logging();
+            runtime().block_on(serve(config))
+        }
+        Cmd::Sandbox { listen, opts } => {
+            init_logging();
+            runtime().block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(&listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("sandbox: cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match sandbox::start(opts, listener) {
+                    Ok(s) => {
+                        println!("sandbox listening on {}", s.url());
+                        let _ = tokio::signal::ctrl_c().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("sandbox: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Cmd::Demo => {
+            init_logging();
+            runtime().block_on(demo::run())
+        }
+        Cmd::Keygen => {
+            use base64::Engine;
+            let key: [u8; 32] = rand::random();
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            ExitCode::SUCCESS
+        }
+        Cmd::HashKey => {
+            let mut key = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+                eprintln!("hash-key: cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.is_empty() {
+                eprintln!("hash-key: no key on stdin");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", douyin_gateway::caller::hash_key(key));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    match Config::load(path) {
+        Ok((config, warnings)) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!(
+                "{}: valid: {} app(s), {} route(s), {} caller(s); store {:?}; proxy on {}, admin on {}",
+                path.display(),
+                config.apps.len(),
+                config.routes.len(),
+                config.callers.len(),
+                config.store.kind,
+                config.server.listen,
+                config.server.admin_listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let errors = e
+                .problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
+            for p in &e.problems {
+                println!("{p}");
+            }
+            println!("{}: invalid: {errors} error(s)", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok((config, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            config
+        }
+        Err(e) => {
+            for p in &e.problems {
+                tracing::error!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match server::start(config, Some(path)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match running.reload() {
+                Ok(()) => tracing::info!("config reloaded"),
+                Err(e) => tracing::error!("config reload refused; the old config keeps serving:\n{e}"),
+            },
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.stop().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

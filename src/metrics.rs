@@ -1,0 +1,186 @@
+//! The gateway's Prometheus metrics: one `Metrics` registered at start, with
+//! label handles looked up once (a `with_label_values` call takes a lock).
+//! Labels are bounded: route names, app names, token classes, outcomes.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::OnceLock;
+
+/// Route label for requests that matched no route.
+pub const NO_ROUTE: &str = "_no_route";
+
+/// Latency buckets from 0.5 ms (a cache-hit hop) to 30 s (the default timeout).
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// All metric families.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    /// `douyin_gateway_token_fetches_total{app,class,outcome}`.
+    pub token_fetches: IntCounterVec,
+    token_retries: IntCounterVec,
+    /// `douyin_gateway_token_cache_total{class,result}`.
+    pub token_cache: IntCounterVec,
+    /// `douyin_gateway_tokens{app,class,state}`, set at scrape time.
+    pub tokens: IntGaugeVec,
+}
+
+/// Handles of one route, resolved once.
+pub struct RouteMetrics {
+    name: String,
+    requests: IntCounterVec,
+    /// Request duration (whole request, as the caller sees it).
+    pub duration: prometheus::Histogram,
+    /// Upstream duration (each upstream exchange).
+    pub upstream: prometheus::Histogram,
+    /// Retry after refresh, answered well.
+    pub retry_ok: IntCounter,
+    /// Retry after refresh, still rejected.
+    pub retry_rejected: IntCounter,
+    /// Refresh code on a call too large to replay.
+    pub retry_not_replayable: IntCounter,
+    /// Refresh code on a token refreshed moments ago: not refreshed again.
+    pub retry_suppressed: IntCounter,
+    /// Refresh code, but no new token could be had.
+    pub retry_token_unavailable: IntCounter,
+    statuses: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn count(&self, status: u16) {
+        let slot = self
+            .statuses
+            .get(status as usize)
+            .unwrap_or(&self.statuses[0]);
+        slot.get_or_init(|| {
+            self.requests
+                .with_label_values(&[&self.name, &status.to_string()])
+        })
+        .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_requests_total",
+                "Requests answered, by route and status.",
+            ),
+            &["route", "status"],
+        )
+        .unwrap();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "douyin_gateway_request_duration_seconds",
+                "Time from request to response headers, by route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )
+        .unwrap();
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "douyin_gateway_upstream_duration_seconds",
+                "Time of each upstream exchange, by route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )
+        .unwrap();
+        let token_fetches = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_token_fetches_total",
+                "Calls to token endpoints, by app, class and outcome.",
+            ),
+            &["app", "class", "outcome"],
+        )
+        .unwrap();
+        let token_retries = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_token_retries_total",
+                "Calls replayed after a token refresh, by route and outcome.",
+            ),
+            &["route", "outcome"],
+        )
+        .unwrap();
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_token_cache_total",
+                "Token cache lookups, by class and result.",
+            ),
+            &["class", "result"],
+        )
+        .unwrap();
+        let tokens = IntGaugeVec::new(
+            Opts::new(
+                "douyin_gateway_tokens",
+                "Tokens held, by app, class and state.",
+            ),
+            &["app", "class", "state"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(token_fetches.clone()),
+            Box::new(token_retries.clone()),
+            Box::new(token_cache.clone()),
+            Box::new(tokens.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            token_fetches,
+            token_retries,
+            token_cache,
+            tokens,
+        }
+    }
+
+    /// Handles for a route name.
+    pub fn route(&self, name: &str) -> RouteMetrics {
+        let retry = |o: &str| self.token_retries.with_label_values(&[name, o]);
+        RouteMetrics {
+            name: name.to_string(),
+            requests: self.requests.clone(),
+            duration: self.request_duration.with_label_values(&[name]),
+            upstream: self.upstream_duration.with_label_values(&[name]),
+            retry_ok: retry("ok"),
+            retry_rejected: retry("rejected_again"),
+            retry_not_replayable: retry("not_replayable"),
+            retry_suppressed: retry("suppressed"),
+            retry_token_unavailable: retry("token_unavailable"),
+            statuses: (0..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encode metrics");
+        out
+    }
+}

@@ -1,0 +1,220 @@
+//! The proxy: a request's whole journey, phase by phase.
+//!
+//! 1. refuse CONNECT and absolute-form targets (the caller's `Host` never picks the upstream);
+//! 2. authenticate the caller; 3. match a route; 4. check the caller may use it;
+//! 5. find the token the route needs (cache hit: no waiting);
+//! 6. strip credentials and hop-by-hop headers; 7. forward, inspect the answer,
+//!    refresh and replay once on a token rejection ([`exchange`]).
+//!
+//! Gateway errors become responses in one place: [`GatewayError::into_response`].
+
+mod exchange;
+pub mod headers;
+
+use crate::body::ProxyBody;
+use crate::caller::Identity;
+use crate::config::TokenKind;
+use crate::error::GatewayError;
+use crate::route::Route;
+use crate::runtime::Runtime;
+use crate::state::Shared;
+use crate::token::{Need, Token, TokenError, TokenKey};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Request id header: taken from the caller when sane, else generated; echoed on every answer.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The proxy as a tower `Service`.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy over shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy { shared }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(handle(shared, req).await) })
+    }
+}
+
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let ok = v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok && !v.is_empty() {
+            return v.clone();
+        }
+    }
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| format!("{:08x}", rand::random::<u32>()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("ascii")
+}
+
+/// Handles one request from start to end; never fails (errors are answers).
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let rt = shared.runtime.load_full();
+    let rid = request_id(req.headers());
+    let rid_str = rid.to_str().unwrap_or("-").to_owned();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let mut route_index = None;
+    let timeout = Duration::from_millis(rt.config.server.request_timeout_ms);
+    let result =
+        match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::UpstreamTimeout(
+                rt.config.server.request_timeout_ms,
+            )),
+        };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let route = route_index.map_or("-", |i| &rt.config.routes[i].name);
+            if e.status().is_server_error() {
+                tracing::warn!(request_id = %rid_str, %method, %path, route, code = e.code(), "{e}");
+            } else {
+                tracing::info!(request_id = %rid_str, %method, %path, route, code = e.code(), "{e}");
+            }
+            e.into_response(&rid_str)
+        }
+    };
+    resp.headers_mut().insert(&X_REQUEST_ID, rid);
+    let m = route_index.map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+    m.count(resp.status().as_u16());
+    m.duration.observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn journey(
+    shared: &Shared,
+    rt: &Runtime,
+    req: Request<Incoming>,
+    route_index: &mut Option<usize>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+    if parts.method == Method::CONNECT {
+        return Err(GatewayError::BadRequest("CONNECT is not proxied".into()));
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        return Err(GatewayError::BadRequest(
+            "absolute-form request targets are refused: send the path only".into(),
+        ));
+    }
+    let identity = rt
+        .callers
+        .authenticate(&parts.headers)
+        .ok_or(GatewayError::CallerUnauthenticated)?;
+    let route = rt
+        .routes
+        .find(&parts.method, parts.uri.path())
+        .ok_or_else(|| GatewayError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        })?;
+    *route_index = Some(route.index);
+    if !identity.may_use(route.index) {
+        return Err(forbidden(&identity, route));
+    }
+    let max = rt.config.server.max_body_bytes;
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > max) {
+        return Err(GatewayError::BodyTooLarge(max));
+    }
+    let key = token_key(rt, route, &parts)?;
+    headers::strip_request(&mut parts.headers);
+    let token = match &key {
+        Some(k) => Some(token_for(shared, rt, route, k).await?),
+        None => None,
+    };
+    exchange::run(shared, rt, route, parts, body, content_length, key, token).await
+}
+
+fn forbidden(identity: &Identity<'_>, route: &Route) -> GatewayError {
+    GatewayError::CallerForbidden {
+        caller: identity.name().to_owned(),
+        route: route.name.to_string(),
+    }
+}
+
+/// The token a route needs for this request, or `None` for `token = "none"`.
+fn token_key(
+    rt: &Runtime,
+    route: &Route,
+    parts: &http::request::Parts,
+) -> Result<Option<TokenKey>, GatewayError> {
+    let app = || &rt.apps[route.app];
+    let open_id = || {
+        route.open_id.extract(parts).ok_or_else(|| {
+            GatewayError::OpenIdMissing(match &route.open_id {
+                crate::route::OpenIdSource::Query(n) => format!("query parameter {n:?}"),
+                crate::route::OpenIdSource::Header(h) => format!("header {h:?}"),
+            })
+        })
+    };
+    Ok(match route.token {
+        TokenKind::None => None,
+        TokenKind::Client => Some(app().client_key.clone()),
+        TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
+        TokenKind::Biz => Some(TokenKey::biz(
+            Arc::clone(&app().name),
+            &open_id()?,
+            route.biz_scope.as_deref().unwrap_or(""),
+        )),
+    })
+}
+
+/// The cached token, or one obtained now (waiting on the single flight).
+async fn token_for(
+    shared: &Shared,
+    rt: &Runtime,
+    route: &Route,
+    key: &TokenKey,
+) -> Result<Arc<Token>, GatewayError> {
+    if let Some(t) = shared.tokens.cached(key) {
+        return Ok(t);
+    }
+    shared
+        .tokens
+        .obtain(key, Need::Any)
+        .await
+        .map_err(|e| token_error(rt, route, e))
+}
+
+/// A token failure as the caller sees it.
+fn token_error(rt: &Runtime, route: &Route, e: TokenError) -> GatewayError {
+    if e.needs_authorization() {
+        GatewayError::UserAuthorizationRequired {
+            message: e.to_string(),
+            authorize_url: rt.apps.get(route.app).and_then(|a| a.authorize_url.clone()),
+        }
+    } else {
+        GatewayError::TokenUnavailable(e.to_string())
+    }
+}

@@ -1,0 +1,244 @@
+//! Route rules: which credential a request gets. Routes match in file order;
+//! the first whose path and method fit wins.
+
+use crate::config::{Config, Inject, TokenKind};
+use http::Method;
+use std::sync::Arc;
+
+/// A route's path: exact, or a prefix written with a trailing `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// The whole path must be equal.
+    Exact(String),
+    /// The path must start with this.
+    Prefix(String),
+}
+
+impl PathPattern {
+    /// Parses `"/a/b/"` or `"/a/*"`.
+    pub fn parse(path: &str) -> Result<Self, String> {
+        if !path.starts_with('/') {
+            return Err(format!("{path:?} must start with '/'"));
+        }
+        match path.find('*') {
+            None => Ok(PathPattern::Exact(path.to_string())),
+            Some(i) if i == path.len() - 1 => Ok(PathPattern::Prefix(path[..i].to_string())),
+            Some(_) => Err(format!("{path:?}: '*' is allowed only at the end")),
+        }
+    }
+
+    /// Whether a request path fits.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => p == path,
+            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+
+    /// Whether every path `other` matches, `self` matches too.
+    pub fn covers(&self, other: &PathPattern) -> bool {
+        match (self, other) {
+            (PathPattern::Prefix(p), PathPattern::Exact(o) | PathPattern::Prefix(o)) => {
+                o.starts_with(p.as_str())
+            }
+            (PathPattern::Exact(p), PathPattern::Exact(o)) => p == o,
+            (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
+        }
+    }
+}
+
+/// Where a caller names the user a user/biz route acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenIdSource {
+    /// A query parameter.
+    Query(String),
+    /// A request header (lower-cased).
+    Header(http::HeaderName),
+}
+
+impl OpenIdSource {
+    /// Parses `"query:NAME"` / `"header:NAME"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (kind, name) = s.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "query" => Some(OpenIdSource::Query(name.to_string())),
+            "header" => http::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(OpenIdSource::Header),
+            _ => None,
+        }
+    }
+
+    /// The open_id a request carries, if any.
+    pub fn extract<'a>(
+        &self,
+        parts: &'a http::request::Parts,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        match self {
+            OpenIdSource::Header(h) => parts
+                .headers
+                .get(h)?
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
+            OpenIdSource::Query(name) => form_urlencoded::parse(parts.uri.query()?.as_bytes())
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| v),
+        }
+    }
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Its name (metrics label, caller lists).
+    pub name: Arc<str>,
+    /// Position in the table.
+    pub index: usize,
+    /// Path rule.
+    pub path: PathPattern,
+    /// Allowed methods; `None` = any.
+    pub methods: Option<Vec<Method>>,
+    /// The credential to attach.
+    pub token: TokenKind,
+    /// Index into the app list (meaningless for `token = "none"`).
+    pub app: usize,
+    /// Header or query.
+    pub inject: Inject,
+    /// Where the open_id comes from (user/biz).
+    pub open_id: OpenIdSource,
+    /// biz: the scope.
+    pub biz_scope: Option<Arc<str>>,
+}
+
+/// All routes, in file order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compiles a validated config.
+    pub fn build(config: &Config) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, r)| Route {
+                name: r.name.as_str().into(),
+                index,
+                path: PathPattern::parse(&r.path).expect("validated"),
+                methods: r.methods.as_ref().map(|ms| {
+                    ms.iter()
+                        .map(|m| Method::from_bytes(m.as_bytes()).expect("validated"))
+                        .collect()
+                }),
+                token: r.token,
+                app: r
+                    .app
+                    .as_ref()
+                    .and_then(|a| config.apps.iter().position(|x| &x.name == a))
+                    .unwrap_or(0),
+                inject: r.inject,
+                open_id: OpenIdSource::parse(&r.open_id)
+                    .unwrap_or(OpenIdSource::Query("open_id".into())),
+                biz_scope: r.biz_scope.as_deref().map(Into::into),
+            })
+            .collect();
+        RouteTable { routes }
+    }
+
+    /// The first route whose path and method fit.
+    pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            r.path.matches(path) && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        })
+    }
+
+    /// All routes.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let p = PathPattern::parse("/api/*").unwrap();
+        assert!(p.matches("/api/x"));
+        assert!(!p.matches("/ap"));
+        assert!(PathPattern::parse("/a*b").is_err());
+        assert!(PathPattern::parse("a").is_err());
+        let e = PathPattern::parse("/api/x").unwrap();
+        assert!(p.covers(&e));
+        assert!(!e.covers(&p));
+    }
+
+    #[test]
+    fn first_match_wins_with_methods() {
+        let text = r#"
+[[apps]]
+name = "a"
+client_key = "k"
+client_secret_env = "PATH"
+[[routes]]
+name = "post-only"
+path = "/x"
+methods = ["POST"]
+token = "client"
+[[routes]]
+name = "any"
+path = "/*"
+token = "none"
+"#;
+        let config = Config::parse(text, "t").unwrap();
+        let t = RouteTable::build(&config);
+        assert_eq!(&*t.find(&Method::POST, "/x").unwrap().name, "post-only");
+        assert_eq!(&*t.find(&Method::GET, "/x").unwrap().name, "any");
+    }
+
+    #[test]
+    fn open_id_sources() {
+        let req = http::Request::get("/v?a=1&open_id=ou%5F1")
+            .header("x-open-id", "h1")
+            .body(())
+            .unwrap();
+        let (parts, _) = req.into_parts();
+        assert_eq!(
+            OpenIdSource::parse("query:open_id")
+                .unwrap()
+                .extract(&parts)
+                .unwrap(),
+            "ou_1"
+        );
+        assert_eq!(
+            OpenIdSource::parse("header:X-Open-Id")
+                .unwrap()
+                .extract(&parts)
+                .unwrap(),
+            "h1"
+        );
+        assert!(OpenIdSource::parse("query:missing")
+            .unwrap()
+            .extract(&parts)
+            .is_none());
+        assert!(OpenIdSource::parse("body:x").is_none());
+    }
+}

@@ -1,0 +1,126 @@
+//! The compiled configuration the proxy reads per request; swapped whole on
+//! SIGHUP, so a request sees one consistent version from start to end.
+
+use crate::caller::Callers;
+use crate::config::{Config, TokenKind};
+use crate::inspect::CodeTable;
+use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::route::RouteTable;
+use crate::secret::Secret;
+use crate::token::cache::{Settings, Tuning};
+use crate::token::issuer::{AppCreds, IssuerConfig};
+use crate::token::TokenKey;
+use crate::upstream::Base;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One app as the proxy needs it.
+#[derive(Debug)]
+pub struct App {
+    /// Name.
+    pub name: Arc<str>,
+    /// Its client_token key, built once.
+    pub client_key: TokenKey,
+    /// The gateway's authorize URL for it, when it has a redirect_uri.
+    pub authorize_url: Option<String>,
+}
+
+/// Compiled config.
+pub struct Runtime {
+    /// The source.
+    pub config: Config,
+    /// Route rules.
+    pub routes: RouteTable,
+    /// Callers.
+    pub callers: Callers,
+    /// Apps, in config order (routes refer by index).
+    pub apps: Vec<App>,
+    /// The upstream.
+    pub base: Base,
+    /// Code tables.
+    pub codes: CodeTable,
+    /// Metric handles per route, by route index.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Metric handles of requests that matched no route.
+    pub no_route_metrics: RouteMetrics,
+}
+
+/// Reads an app's client secret from where the config says.
+fn read_secret(app: &crate::config::AppConfig) -> Result<Secret, String> {
+    let raw = if let Some(var) = &app.client_secret_env {
+        std::env::var(var)
+            .map_err(|_| format!("app {:?}: environment variable {var} is not set", app.name))?
+    } else if let Some(path) = &app.client_secret_file {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("app {:?}: cannot read {}: {e}", app.name, path.display()))?
+    } else {
+        return Err(format!("app {:?}: no client secret configured", app.name));
+    };
+    Ok(Secret::new(raw.trim()))
+}
+
+impl Runtime {
+    /// Compiles a validated config; also returns the token settings it implies.
+    pub fn build(config: Config, metrics: &Metrics) -> Result<(Runtime, Settings), String> {
+        let base = Base::parse(&config.upstream.base_url)?;
+        let codes = CodeTable::new(
+            config.token_errors.refresh.as_deref(),
+            config.token_errors.reauthorize.as_deref(),
+        );
+        let mut creds = std::collections::HashMap::new();
+        let mut apps = Vec::new();
+        let admin = &config.server.admin_listen;
+        for a in &config.apps {
+            let name: Arc<str> = a.name.as_str().into();
+            creds.insert(
+                Arc::clone(&name),
+                AppCreds {
+                    client_key: a.client_key.clone(),
+                    client_secret: read_secret(a)?,
+                    client_token_endpoint: a.client_token_endpoint.clone(),
+                },
+            );
+            let authorize_url = a.redirect_uri.as_ref().map(|_| {
+                let q: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("app", &a.name)
+                    .finish();
+                format!("http://{admin}/oauth/authorize?{q}")
+            });
+            apps.push(App {
+                client_key: TokenKey::client(Arc::clone(&name)),
+                name,
+                authorize_url,
+            });
+        }
+        let t = &config.tokens;
+        let settings = Settings {
+            issuer: IssuerConfig {
+                base: base.clone(),
+                apps: creds,
+                codes: codes.clone(),
+            },
+            tuning: Tuning {
+                refresh_at_fraction: t.refresh_at_fraction,
+                backoff_initial: Duration::from_millis(t.backoff_initial_ms),
+                backoff_max: Duration::from_millis(t.backoff_max_ms),
+                fetch_timeout: Duration::from_millis(t.fetch_timeout_ms),
+            },
+        };
+        let routes = RouteTable::build(&config);
+        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
+            return Err("routes attach tokens but no [[apps]] is configured".into());
+        }
+        let runtime = Runtime {
+            callers: Callers::build(&config),
+            routes,
+            apps,
+            base,
+            codes,
+            route_metrics,
+            no_route_metrics: metrics.route(NO_ROUTE),
+            config,
+        };
+        Ok((runtime, settings))
+    }
+}

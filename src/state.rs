@@ -1,0 +1,20 @@
+//! What every request and the admin listener share.
+
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::token::Tokens;
+use crate::upstream::HttpClient;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// Shared state of a running gateway.
+pub struct Shared {
+    /// The current compiled config.
+    pub runtime: ArcSwap<Runtime>,
+    /// The token cache.
+    pub tokens: Arc<Tokens>,
+    /// The upstream client.
+    pub client: HttpClient,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,291 @@
+//! The token cache: a `DashMap` of slots read on every request without
+//! waiting, and per-slot single-flight for fetching.
+//!
+//! Reading: [`Tokens::cached`] finds the slot, loads its current token from an
+//! `ArcSwap` (no lock held past the call) and, once the token passed its
+//! `refresh_at`, starts one background refresh while the caller carries on.
+//!
+//! Fetching: [`Tokens::obtain`] takes the slot's async mutex. Whoever holds it
+//! fetches; the others wait, then find the new token and return it: one call
+//! to the platform however many requests wait. A failure starts a back-off
+//! (doubling, capped) during which callers fail fast with the last error, so an
+//! outage cannot turn into a fetch storm that trips the platform's rate limit.
+
+use super::issuer::{self, IssuerConfig};
+use super::{Token, TokenClass, TokenError, TokenKey};
+use crate::metrics::Metrics;
+use crate::upstream::HttpClient;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use dashmap::DashMap;
+use prometheus::IntCounter;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A token fetched to replace a rejected one, and rejected in turn sooner than
+/// this, is not replaced again: an API that rejects every token (a wrong route
+/// class, a misconfigured code table) must not turn each call into a token
+/// fetch and burn the app's 500-per-5-minutes budget. At most one such fetch
+/// per token per this interval.
+const MIN_AGE_TO_REFETCH: Duration = Duration::from_secs(10);
+
+/// What a caller of [`Tokens::obtain`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any live token.
+    Any,
+    /// The platform rejected generation `n`: drop it (if still current) and get another.
+    Rejected(u64),
+    /// Generation `n` is getting old: replace it, keeping it in use meanwhile.
+    Newer(u64),
+}
+
+#[derive(Default)]
+struct Flight {
+    failures: u32,
+    retry_after: Option<Instant>,
+    last_error: Option<TokenError>,
+}
+
+/// One token's place in the cache.
+#[derive(Default)]
+pub struct Slot {
+    current: ArcSwapOption<Token>,
+    flight: tokio::sync::Mutex<Flight>,
+    refreshing: AtomicBool,
+}
+
+/// Tuning, from `[tokens]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Share of the lifetime after which to refresh in the background.
+    pub refresh_at_fraction: f64,
+    /// First back-off delay.
+    pub backoff_initial: Duration,
+    /// Largest back-off delay.
+    pub backoff_max: Duration,
+    /// Timeout of one fetch.
+    pub fetch_timeout: Duration,
+}
+
+/// Everything swapped on reload.
+pub struct Settings {
+    /// Endpoints, apps, codes.
+    pub issuer: IssuerConfig,
+    /// Tuning.
+    pub tuning: Tuning,
+}
+
+/// The token cache and its fetching.
+pub struct Tokens {
+    slots: DashMap<TokenKey, Arc<Slot>>,
+    settings: ArcSwap<Settings>,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+    generation: AtomicU64,
+    hits: [IntCounter; 3],
+    misses: [IntCounter; 3],
+}
+
+/// A token as the admin API and gauges see it: never its value.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    /// Which token.
+    pub key: TokenKey,
+    /// Seconds until it is no longer used; `None` when there is none.
+    pub expires_in: Option<Duration>,
+    /// `valid`, `expired` or `failed`.
+    pub state: &'static str,
+}
+
+impl Tokens {
+    /// An empty cache.
+    pub fn new(client: HttpClient, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let handle = |result: &str| {
+            TokenClass::ALL.map(|c| metrics.token_cache.with_label_values(&[c.as_str(), result]))
+        };
+        Arc::new(Tokens {
+            slots: DashMap::new(),
+            settings: ArcSwap::from_pointee(settings),
+            client,
+            hits: handle("hit"),
+            misses: handle("miss"),
+            metrics,
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// Installs new settings (config reload). Tokens of apps whose client_key
+    /// changed, or that are gone, are dropped.
+    pub fn reconfigure(&self, settings: Settings) {
+        let old = self.settings.load();
+        self.slots.retain(|k, _| {
+            let keep = matches!(
+                (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
+                (Some(a), Some(b)) if a.client_key == b.client_key
+            );
+            keep
+        });
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The hot path: a live cached token, without waiting. Counts hit or miss,
+    /// and starts a background refresh once the token is getting old.
+    pub fn cached(self: &Arc<Self>, key: &TokenKey) -> Option<Arc<Token>> {
+        let class = key.class as usize;
+        let slot = self.slots.get(key).map(|s| Arc::clone(&s));
+        let token = slot.as_ref().and_then(|s| s.current.load_full());
+        let now = Instant::now();
+        match (slot, token) {
+            (Some(slot), Some(t)) if now < t.expires_at => {
+                self.hits[class].inc();
+                if now >= t.refresh_at && !slot.refreshing.swap(true, Ordering::AcqRel) {
+                    let this = Arc::clone(self);
+                    let (key, generation) = (key.clone(), t.generation);
+                    tokio::spawn(async move {
+                        let _ = this.obtain_in(&slot, &key, Need::Newer(generation)).await;
+                        slot.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Some(t)
+            }
+            _ => {
+                self.misses[class].inc();
+                None
+            }
+        }
+    }
+
+    /// Gets a token as `need` says, fetching if required: one fetch per key at a time.
+    pub async fn obtain(&self, key: &TokenKey, need: Need) -> Result<Arc<Token>, TokenError> {
+        let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
+        self.obtain_in(&slot, key, need).await
+    }
+
+    async fn obtain_in(
+        &self,
+        slot: &Slot,
+        key: &TokenKey,
+        need: Need,
+    ) -> Result<Arc<Token>, TokenError> {
+        let mut flight = slot.flight.lock().await;
+        let now = Instant::now();
+        if let Some(t) = slot.current.load_full() {
+            let live = now < t.expires_at;
+            match need {
+                Need::Any if live => return Ok(t),
+                Need::Rejected(g) | Need::Newer(g) if g != t.generation && live => return Ok(t),
+                Need::Rejected(g)
+                    if g == t.generation
+                        && t.replaced_rejected
+                        && now - t.obtained_at < MIN_AGE_TO_REFETCH =>
+                {
+                    return Err(TokenError::RejectedWhenFresh(
+                        MIN_AGE_TO_REFETCH.as_millis() as u64,
+                    ));
+                }
+                Need::Rejected(g) if g == t.generation => slot.current.store(None),
+                _ => {}
+            }
+        }
+        if let (Some(until), Some(err)) = (flight.retry_after, &flight.last_error) {
+            if now < until {
+                let wait = until - now;
+                return Err(TokenError::BackingOff {
+                    last: Box::new(err.clone()),
+                    retry_in_ms: wait.as_millis() as u64,
+                });
+            }
+        }
+        let settings = self.settings.load_full();
+        let tuning = settings.tuning;
+        let result = match tokio::time::timeout(
+            tuning.fetch_timeout,
+            issuer::fetch(&self.client, &settings.issuer, key),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
+        }
+        .and_then(|f| {
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            let mut t = Token::new(
+                generation,
+                f.value,
+                f.expires_in,
+                tuning.refresh_at_fraction,
+            )?;
+            t.replaced_rejected = matches!(need, Need::Rejected(_));
+            Ok(t)
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .token_fetches
+            .with_label_values(&[&key.app, key.class.as_str(), outcome])
+            .inc();
+        match result {
+            Ok(token) => {
+                let token = Arc::new(token);
+                slot.current.store(Some(Arc::clone(&token)));
+                *flight = Flight::default();
+                tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
+                Ok(token)
+            }
+            Err(err) => {
+                flight.failures += 1;
+                let doubling = tuning
+                    .backoff_initial
+                    .saturating_mul(1u32 << (flight.failures - 1).min(16));
+                let delay = doubling.min(tuning.backoff_max);
+                flight.retry_after = Some(Instant::now() + delay);
+                flight.last_error = Some(err.clone());
+                if err.needs_authorization() {
+                    tracing::info!(app = %key.app, class = key.class.as_str(), "{err}");
+                } else {
+                    tracing::warn!(app = %key.app, class = key.class.as_str(), failures = flight.failures,
+                        backoff_ms = delay.as_millis() as u64, "token fetch failed: {err}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Every token's state, without values.
+    pub fn snapshot(&self) -> Vec<TokenInfo> {
+        let now = Instant::now();
+        let mut out: Vec<TokenInfo> = self
+            .slots
+            .iter()
+            .map(|e| {
+                let current = e.value().current.load_full();
+                let (expires_in, state) = match current {
+                    Some(t) if now < t.expires_at => (Some(t.expires_at - now), "valid"),
+                    Some(_) => (Some(Duration::ZERO), "expired"),
+                    None => (None, "failed"),
+                };
+                TokenInfo {
+                    key: e.key().clone(),
+                    expires_in,
+                    state,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Sets the `douyin_gateway_tokens` gauge from the cache (at scrape time).
+    pub fn update_gauge(&self) {
+        self.metrics.tokens.reset();
+        for info in self.snapshot() {
+            self.metrics
+                .tokens
+                .with_label_values(&[&info.key.app, info.key.class.as_str(), info.state])
+                .inc();
+        }
+    }
+}

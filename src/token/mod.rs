@@ -1,0 +1,212 @@
+//! Tokens: what the gateway attaches, where it keeps them, how it gets new ones.
+//!
+//! - [`cache`]: the in-memory map read on every request, with one fetch in
+//!   flight per token however many requests wait, and back-off after failures.
+//! - [`issuer`]: the calls to the platform's token endpoints.
+
+pub mod cache;
+pub mod issuer;
+
+use crate::secret::Secret;
+use http::HeaderValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use cache::{Need, Tokens};
+
+/// The three token classes of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TokenClass {
+    /// App-level client_token.
+    Client,
+    /// User access_token, by open_id.
+    User,
+    /// Enterprise biz_token, by open_id and scope.
+    Biz,
+}
+
+impl TokenClass {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenClass::Client => "client",
+            TokenClass::User => "user",
+            TokenClass::Biz => "biz",
+        }
+    }
+
+    /// All classes, for metric handles.
+    pub const ALL: [TokenClass; 3] = [TokenClass::Client, TokenClass::User, TokenClass::Biz];
+}
+
+/// Which token: app, class and subject (empty for client tokens; the open_id
+/// for user tokens; open_id and scope for biz tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenKey {
+    /// App name.
+    pub app: Arc<str>,
+    /// Class.
+    pub class: TokenClass,
+    /// Open_id (and scope), or empty.
+    pub subject: Arc<str>,
+}
+
+impl TokenKey {
+    /// An app's client_token.
+    pub fn client(app: Arc<str>) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::Client,
+            subject: Arc::from(""),
+        }
+    }
+
+    /// A user's access_token.
+    pub fn user(app: Arc<str>, open_id: &str) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::User,
+            subject: Arc::from(open_id),
+        }
+    }
+
+    /// An enterprise biz_token.
+    pub fn biz(app: Arc<str>, open_id: &str, scope: &str) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::Biz,
+            subject: Arc::from(format!("{open_id}\n{scope}")),
+        }
+    }
+}
+
+/// A live token with its pre-built header value.
+#[derive(Debug)]
+pub struct Token {
+    /// Distinguishes this token from the one before it: a rejection names the
+    /// generation it saw, so a newer token is never dropped for an older one's failure.
+    pub generation: u64,
+    /// `access-token` header value, marked sensitive.
+    pub header: HeaderValue,
+    /// The value, for query injection.
+    pub value: Secret,
+    /// When it was obtained.
+    pub obtained_at: Instant,
+    /// After this, refresh it in the background.
+    pub refresh_at: Instant,
+    /// After this, do not use it (a margin before the platform's expiry).
+    pub expires_at: Instant,
+    /// The refresh_token (user and biz tokens).
+    pub refresh: Option<Secret>,
+    /// Fetched because the platform rejected the token before it.
+    pub replaced_rejected: bool,
+}
+
+impl Token {
+    /// Builds a token obtained now, valid `expires_in` seconds.
+    pub fn new(
+        generation: u64,
+        value: String,
+        expires_in: u64,
+        refresh_fraction: f64,
+    ) -> Result<Self, TokenError> {
+        let mut header = HeaderValue::from_str(&value)
+            .map_err(|_| TokenError::Malformed("token is not a valid header value".into()))?;
+        header.set_sensitive(true);
+        let now = Instant::now();
+        let life = Duration::from_secs(expires_in.max(1));
+        // Stop using it a little early so a call in flight does not carry a token that dies on the way.
+        let margin = (life / 10).min(Duration::from_secs(30));
+        Ok(Token {
+            generation,
+            header,
+            value: Secret::new(value),
+            obtained_at: now,
+            refresh_at: now + life.mul_f64(refresh_fraction),
+            expires_at: now + life - margin,
+            refresh: None,
+            replaced_rejected: false,
+        })
+    }
+}
+
+/// Why a token could not be had. Messages name no token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The endpoint could not be reached.
+    #[error("token endpoint unreachable: {0}")]
+    Network(String),
+    /// The endpoint did not answer in time.
+    #[error("token endpoint did not answer within {0} ms")]
+    Timeout(u64),
+    /// An HTTP error status.
+    #[error("token endpoint answered HTTP {0}")]
+    Status(u16),
+    /// Not the JSON the platform documents.
+    #[error("token endpoint answered malformed JSON: {0}")]
+    Malformed(String),
+    /// 10020 on the client_token endpoint.
+    #[error("token endpoint rate-limited the app (10020: over 500 calls in 5 minutes)")]
+    RateLimited,
+    /// 10002/10003/10013: a configuration error.
+    #[error("token endpoint refused the app's credentials ({code}: {description}); check client_key and the client secret")]
+    BadCredentials {
+        /// Platform code.
+        code: i64,
+        /// Platform description.
+        description: String,
+    },
+    /// Any other platform error code.
+    #[error("token endpoint refused ({code}: {description})")]
+    Refused {
+        /// Platform code.
+        code: i64,
+        /// Platform description.
+        description: String,
+    },
+    /// No tokens for this user, or their refresh_token is dead.
+    #[error("{0}")]
+    AuthorizationRequired(String),
+    /// The platform rejected a token that had just been obtained.
+    #[error("the platform rejected a token fetched {0} ms ago or less to replace a rejected one; not fetching another yet (check the route's token class and [token_errors])")]
+    RejectedWhenFresh(u64),
+    /// The app named by a route no longer exists.
+    #[error("app {0:?} is not configured")]
+    UnknownApp(String),
+    /// A recent fetch failed; waiting before the next.
+    #[error("{last}; next attempt in {retry_in_ms} ms")]
+    BackingOff {
+        /// The failure that started the back-off.
+        last: Box<TokenError>,
+        /// Time left.
+        retry_in_ms: u64,
+    },
+}
+
+impl TokenError {
+    /// Metric outcome label.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            TokenError::Network(_) => "network",
+            TokenError::Timeout(_) => "timeout",
+            TokenError::Status(_) => "http_status",
+            TokenError::Malformed(_) => "malformed",
+            TokenError::RateLimited => "rate_limited",
+            TokenError::BadCredentials { .. } => "bad_credentials",
+            TokenError::Refused { .. } => "refused",
+            TokenError::AuthorizationRequired(_) => "reauthorize",
+            TokenError::UnknownApp(_) => "unknown_app",
+            TokenError::RejectedWhenFresh(_) => "rejected_when_fresh",
+            TokenError::BackingOff { .. } => "backing_off",
+        }
+    }
+
+    /// Whether the caller must send the user through authorization.
+    pub fn needs_authorization(&self) -> bool {
+        match self {
+            TokenError::AuthorizationRequired(_) => true,
+            TokenError::BackingOff { last, .. } => last.needs_authorization(),
+            _ => false,
+        }
+    }
+}

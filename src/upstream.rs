@@ -1,0 +1,106 @@
+//! The pooled keep-alive client to the platform: HTTP/1.1 or HTTP/2 (ALPN)
+//! over rustls, TCP_NODELAY, idle connections reaped.
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The client type.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Idle upstream connections are closed after this: below the 120 s a typical
+/// load balancer keeps an idle connection, so we close first.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per host: enough for bursts of a few hundred calls.
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+
+/// The scheme and authority requests are sent to.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// host:port.
+    pub authority: http::uri::Authority,
+}
+
+impl Base {
+    /// Parses a validated `base_url`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("base_url: {e}"))?;
+        match (uri.scheme(), uri.authority()) {
+            (Some(s), Some(a)) => Ok(Base {
+                scheme: s.clone(),
+                authority: a.clone(),
+            }),
+            _ => Err(format!("base_url {url:?} needs scheme and host")),
+        }
+    }
+
+    /// The URI of a path (with query) on the upstream.
+    pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// Builds the client: webpki roots plus the configured extra CA.
+pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no certificate in it", path.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .build(https))
+}
+
+/// Describes a client error for a log line or a 502 message: the chain of
+/// causes, which names hosts and OS errors but never headers or bodies.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
