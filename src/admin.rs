@@ -18,10 +18,8 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(serde_json::to_vec(&v).expect("json")));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -62,11 +60,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             r
         }
         (_, p) if p.starts_with("/admin/") => admin_api(&shared, req).await,
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {path}"),
-        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
     }
 }
 
@@ -88,8 +82,7 @@ fn authorized(shared: &Shared, headers: &http::HeaderMap) -> Option<bool> {
 fn bearer(h: &http::HeaderMap) -> Option<String> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (s, k) = v.split_once(' ')?;
-    s.eq_ignore_ascii_case("bearer")
-        .then(|| k.trim().to_owned())
+    s.eq_ignore_ascii_case("bearer").then(|| k.trim().to_owned())
 }
 
 fn unix_in(d: Option<std::time::Duration>) -> serde_json::Value {
@@ -145,10 +138,7 @@ async fn admin_api(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBod
             json(StatusCode::OK, serde_json::json!({ "tokens": list }))
         }
         (&Method::POST, "/admin/refresh") => {
-            let bytes = match http_body_util::Limited::new(body, MAX_ADMIN_BODY)
-                .collect()
-                .await
-            {
+            let bytes = match http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     return error(
@@ -177,21 +167,13 @@ async fn admin_api(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBod
             };
             let rt = shared.runtime.load();
             let Some(app) = rt.apps.iter().find(|a| *a.name == r.app) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "unknown_app",
-                    format!("no app {:?}", r.app),
-                );
+                return error(StatusCode::NOT_FOUND, "unknown_app", format!("no app {:?}", r.app));
             };
             let key = match (class_of(&r.class), r.open_id.as_deref()) {
                 (Some(TokenClass::Client), _) => app.client_key.clone(),
                 (Some(TokenClass::User), Some(o)) => TokenKey::user(Arc::clone(&app.name), o),
                 (Some(TokenClass::User | TokenClass::Biz), None) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "class user/biz needs open_id",
-                    )
+                    return error(StatusCode::BAD_REQUEST, "bad_request", "class user/biz needs open_id")
                 }
                 (Some(TokenClass::Biz), Some(_)) => {
                     return error(
@@ -214,11 +196,7 @@ async fn admin_api(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBod
                     StatusCode::OK,
                     serde_json::json!({"refreshed": true, "expires_at": unix_in(Some(t.expires_at.saturating_duration_since(std::time::Instant::now())))}),
                 ),
-                Err(e) => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "token_unavailable",
-                    e.to_string(),
-                ),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", e.to_string()),
             }
         }
         _ => error(

@@ -151,10 +151,7 @@ mod tests {
     #[test]
     fn anonymous_only_without_key() {
         let c = callers(true);
-        assert!(matches!(
-            c.authenticate(&HeaderMap::new()),
-            Some(Identity::Anonymous)
-        ));
+        assert!(matches!(c.authenticate(&HeaderMap::new()), Some(Identity::Anonymous)));
         let mut h = HeaderMap::new();
         h.insert(&GATEWAY_KEY, "bad".parse().unwrap());
         assert!(c.authenticate(&h).is_none());

@@ -113,10 +113,8 @@ async fn start() -> Result<(sandbox::Sandbox, server::Running, std::path::PathBu
             .map_err(|e| format!("cannot bind a loopback port: {e}"))
     };
     let sb = sandbox::start(SandboxOptions::default(), bind().await?)?;
-    let secret =
-        std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
-    std::fs::write(&secret, CLIENT_SECRET)
-        .map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
+    let secret = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
+    std::fs::write(&secret, CLIENT_SECRET).map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
     let text = config_text(&sb.url(), &secret);
     let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
     let gw = server::start_on(config, None, bind().await?, bind().await?).await?;

@@ -104,15 +104,11 @@ impl GatewayError {
         {
             inner["authorize_url"] = url.clone().into();
         }
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
+        let body = serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
         let mut resp = Response::new(ProxyBody::full(body));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(&X_GATEWAY_ERROR, HeaderValue::from_static(self.code()));
         resp
     }
@@ -131,10 +127,7 @@ mod tests {
         };
         let resp = e.into_response("rid-1");
         assert_eq!(resp.status(), 401);
-        assert_eq!(
-            resp.headers()[&X_GATEWAY_ERROR],
-            "user_authorization_required"
-        );
+        assert_eq!(resp.headers()[&X_GATEWAY_ERROR], "user_authorization_required");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["gateway_error"]["code"], "user_authorization_required");

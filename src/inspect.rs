@@ -214,11 +214,7 @@ impl CodeTable {
     /// Tables replacing the defaults where given.
     pub fn new(refresh: Option<&[i64]>, reauthorize: Option<&[i64]>) -> Self {
         CodeTable {
-            refresh: refresh
-                .unwrap_or(DEFAULT_REFRESH_CODES)
-                .iter()
-                .copied()
-                .collect(),
+            refresh: refresh.unwrap_or(DEFAULT_REFRESH_CODES).iter().copied().collect(),
             reauthorize: reauthorize
                 .unwrap_or(DEFAULT_REAUTHORIZE_CODES)
                 .iter()
@@ -267,8 +263,7 @@ mod tests {
     /// Every sample body of `shared/fixtures/responses`, with its verdict.
     #[test]
     fn fixtures_reach_their_verdicts() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses");
         let readme = match std::fs::read_to_string(dir.join("README.md")) {
             Ok(r) => r,
             Err(_) if std::env::var("CI").is_err() => {
@@ -280,10 +275,7 @@ mod tests {
         let table = CodeTable::default();
         let mut checked = 0;
         for line in readme.lines() {
-            let cols: Vec<&str> = line
-                .split('|')
-                .map(|c| c.trim().trim_matches('`'))
-                .collect();
+            let cols: Vec<&str> = line.split('|').map(|c| c.trim().trim_matches('`')).collect();
             if cols.len() < 4 || !cols[1].ends_with(".json") {
                 continue;
             }
@@ -318,15 +310,11 @@ mod tests {
 
     #[test]
     fn lenient_and_odd_shapes() {
-        assert!(
-            codes(br#"{"data":{"error_code":"0"},"extra":{"error_code":"0"}}"#)
-                .unwrap()
-                .is_ok()
-        );
+        assert!(codes(br#"{"data":{"error_code":"0"},"extra":{"error_code":"0"}}"#)
+            .unwrap()
+            .is_ok());
         assert_eq!(
-            codes(br#"{"err_no":"28001008","data":null}"#)
-                .unwrap()
-                .first(),
+            codes(br#"{"err_no":"28001008","data":null}"#).unwrap().first(),
             Some(28001008)
         );
         assert_eq!(
@@ -334,9 +322,7 @@ mod tests {
             Some(40004)
         );
         assert_eq!(
-            codes(br#"{"data":"x","error_code":10010.0}"#)
-                .unwrap()
-                .first(),
+            codes(br#"{"data":"x","error_code":10010.0}"#).unwrap().first(),
             Some(10010)
         );
         assert!(codes(b"not json").is_none());

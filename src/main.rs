@@ -50,12 +50,13 @@ enum Cmd {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -124,30 +125,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok((config, warnings)) => {
             for w in &warnings {
                 println!("{w}");
             }
             println!(
-                "{}: valid: {} app(s), {} route(s), {} caller(s); store {:?}; proxy on {}, admin on {}",
+                "{}: valid: {} app(s), {} route(s), {} caller(s); store {}; proxy on {}, admin on {}",
                 path.display(),
                 config.apps.len(),
                 config.routes.len(),
                 config.callers.len(),
-                config.store.kind,
+                format!("{:?}", config.store.kind).to_lowercase(),
                 config.server.listen,
                 config.server.admin_listen
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let errors = e
-                .problems
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count();
+            let errors = e.problems.iter().filter(|p| p.severity == Severity::Error).count();
             for p in &e.problems {
                 println!("{p}");
             }

@@ -3,8 +3,7 @@
 //! Labels are bounded: route names, app names, token classes, outcomes.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -55,15 +54,9 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// Counts one answered request.
     pub fn count(&self, status: u16) {
-        let slot = self
-            .statuses
-            .get(status as usize)
-            .unwrap_or(&self.statuses[0]);
-        slot.get_or_init(|| {
-            self.requests
-                .with_label_values(&[&self.name, &status.to_string()])
-        })
-        .inc();
+        let slot = self.statuses.get(status as usize).unwrap_or(&self.statuses[0]);
+        slot.get_or_init(|| self.requests.with_label_values(&[&self.name, &status.to_string()]))
+            .inc();
     }
 }
 
@@ -128,10 +121,7 @@ impl Metrics {
         )
         .unwrap();
         let tokens = IntGaugeVec::new(
-            Opts::new(
-                "douyin_gateway_tokens",
-                "Tokens held, by app, class and state.",
-            ),
+            Opts::new("douyin_gateway_tokens", "Tokens held, by app, class and state."),
             &["app", "class", "state"],
         )
         .unwrap();

@@ -38,9 +38,7 @@ impl PathPattern {
     /// Whether every path `other` matches, `self` matches too.
     pub fn covers(&self, other: &PathPattern) -> bool {
         match (self, other) {
-            (PathPattern::Prefix(p), PathPattern::Exact(o) | PathPattern::Prefix(o)) => {
-                o.starts_with(p.as_str())
-            }
+            (PathPattern::Prefix(p), PathPattern::Exact(o) | PathPattern::Prefix(o)) => o.starts_with(p.as_str()),
             (PathPattern::Exact(p), PathPattern::Exact(o)) => p == o,
             (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
         }
@@ -73,10 +71,7 @@ impl OpenIdSource {
     }
 
     /// The open_id a request carries, if any.
-    pub fn extract<'a>(
-        &self,
-        parts: &'a http::request::Parts,
-    ) -> Option<std::borrow::Cow<'a, str>> {
+    pub fn extract<'a>(&self, parts: &'a http::request::Parts) -> Option<std::borrow::Cow<'a, str>> {
         match self {
             OpenIdSource::Header(h) => parts
                 .headers
@@ -144,8 +139,7 @@ impl RouteTable {
                     .and_then(|a| config.apps.iter().position(|x| &x.name == a))
                     .unwrap_or(0),
                 inject: r.inject,
-                open_id: OpenIdSource::parse(&r.open_id)
-                    .unwrap_or(OpenIdSource::Query("open_id".into())),
+                open_id: OpenIdSource::parse(&r.open_id).unwrap_or(OpenIdSource::Query("open_id".into())),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
             })
             .collect();
@@ -154,9 +148,9 @@ impl RouteTable {
 
     /// The first route whose path and method fit.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
-            r.path.matches(path) && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-        })
+        self.routes
+            .iter()
+            .find(|r| r.path.matches(path) && r.methods.as_ref().is_none_or(|ms| ms.contains(method)))
     }
 
     /// All routes.
@@ -222,10 +216,7 @@ token = "none"
             .unwrap();
         let (parts, _) = req.into_parts();
         assert_eq!(
-            OpenIdSource::parse("query:open_id")
-                .unwrap()
-                .extract(&parts)
-                .unwrap(),
+            OpenIdSource::parse("query:open_id").unwrap().extract(&parts).unwrap(),
             "ou_1"
         );
         assert_eq!(
@@ -235,10 +226,7 @@ token = "none"
                 .unwrap(),
             "h1"
         );
-        assert!(OpenIdSource::parse("query:missing")
-            .unwrap()
-            .extract(&parts)
-            .is_none());
+        assert!(OpenIdSource::parse("query:missing").unwrap().extract(&parts).is_none());
         assert!(OpenIdSource::parse("body:x").is_none());
     }
 }

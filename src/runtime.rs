@@ -48,11 +48,9 @@ pub struct Runtime {
 /// Reads an app's client secret from where the config says.
 fn read_secret(app: &crate::config::AppConfig) -> Result<Secret, String> {
     let raw = if let Some(var) = &app.client_secret_env {
-        std::env::var(var)
-            .map_err(|_| format!("app {:?}: environment variable {var} is not set", app.name))?
+        std::env::var(var).map_err(|_| format!("app {:?}: environment variable {var} is not set", app.name))?
     } else if let Some(path) = &app.client_secret_file {
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("app {:?}: cannot read {}: {e}", app.name, path.display()))?
+        std::fs::read_to_string(path).map_err(|e| format!("app {:?}: cannot read {}: {e}", app.name, path.display()))?
     } else {
         return Err(format!("app {:?}: no client secret configured", app.name));
     };

@@ -46,14 +46,12 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, St
         .map_err(|e| format!("server.tls.cert_path {}: {e}", tls.cert_path.display()))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key_path)
         .map_err(|e| format!("server.tls.key_path {}: {e}", tls.key_path.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("server.tls: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
 }
@@ -127,10 +125,7 @@ impl Running {
     /// and the old one keeps serving. Listener addresses, TLS and `ca_file`
     /// need a restart.
     pub fn reload(&self) -> Result<(), String> {
-        let path = self
-            .config_path
-            .as_ref()
-            .ok_or("no config file to reload")?;
+        let path = self.config_path.as_ref().ok_or("no config file to reload")?;
         let (mut config, problems) = Config::load(path).map_err(|e| e.to_string())?;
         for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
             tracing::warn!("{p}");
@@ -187,9 +182,7 @@ async fn serve<S>(
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
                     let _ = watcher.watch(conn).await;
                 });
@@ -198,9 +191,7 @@ async fn serve<S>(
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
                         Ok(tls) => {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(tls), svc)
-                                .into_owned();
+                            let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
                             let _ = watcher.watch(conn).await;
                         }
                         Err(e) => tracing::debug!("TLS handshake failed: {e}"),

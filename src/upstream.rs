@@ -64,9 +64,7 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
             return Err(format!("ca_file {}: no certificate in it", path.display()));
         }
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots.add(c).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -355,7 +355,7 @@ impl Config {
         toml::from_str::<Config>(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             LoadError {
                 problems: vec![Problem::error(file, "", line, e.message().to_string())],
             }

@@ -71,11 +71,7 @@ impl Collector<'_> {
             Some(i) => format!("{table}[{i}]"),
             None => table.to_string(),
         };
-        let path = if key.is_empty() {
-            path
-        } else {
-            format!("{path}.{key}")
-        };
+        let path = if key.is_empty() { path } else { format!("{path}.{key}") };
         self.out.push(Problem {
             severity: sev,
             file: self.file.into(),
@@ -162,12 +158,7 @@ impl Config {
             );
         }
         if s.request_timeout_ms == 0 {
-            c.err(
-                "server",
-                None,
-                "request_timeout_ms",
-                "must be greater than 0",
-            );
+            c.err("server", None, "request_timeout_ms", "must be greater than 0");
         }
         if s.allow_anonymous {
             if let Ok(addr) = listen {
@@ -187,22 +178,14 @@ impl Config {
         if let Some(tls) = &s.tls {
             for (key, path) in [("cert_path", &tls.cert_path), ("key_path", &tls.key_path)] {
                 if !path.is_file() {
-                    c.err(
-                        "server.tls",
-                        None,
-                        key,
-                        format!("{} does not exist", path.display()),
-                    );
+                    c.err("server.tls", None, key, format!("{} does not exist", path.display()));
                 }
             }
         }
         let u = &self.upstream;
         match u.base_url.parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.authority().is_some() =>
-            {
-                if uri.query().is_some() || uri.path().trim_end_matches('/') != "" {
+            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => {
+                if uri.query().is_some() || !uri.path().trim_end_matches('/').is_empty() {
                     c.err(
                         "upstream",
                         None,
@@ -220,12 +203,7 @@ impl Config {
         }
         if let Some(ca) = &u.ca_file {
             if !ca.is_file() {
-                c.err(
-                    "upstream",
-                    None,
-                    "ca_file",
-                    format!("{} does not exist", ca.display()),
-                );
+                c.err("upstream", None, "ca_file", format!("{} does not exist", ca.display()));
             }
         }
         if let Some(h) = &self.admin.api_key_sha256 {
@@ -308,22 +286,33 @@ impl Config {
                 c.err("apps", i, "client_key", "must not be empty");
             }
             match (&app.client_secret_env, &app.client_secret_file) {
-                (None, None) => c.err("apps", i, "client_secret_env",
-                    "name where the secret comes from: client_secret_env or client_secret_file (never inline)"),
-                (Some(_), Some(_)) => c.err("apps", i, "client_secret_file", "give client_secret_env or client_secret_file, not both"),
+                (None, None) => c.err(
+                    "apps",
+                    i,
+                    "client_secret_env",
+                    "name where the secret comes from: client_secret_env or client_secret_file (never inline)",
+                ),
+                (Some(_), Some(_)) => c.err(
+                    "apps",
+                    i,
+                    "client_secret_file",
+                    "give client_secret_env or client_secret_file, not both",
+                ),
                 _ => {
                     if let Err(e) = secret_present(&app.client_secret_env, &app.client_secret_file) {
-                        let key = if app.client_secret_env.is_some() { "client_secret_env" } else { "client_secret_file" };
+                        let key = if app.client_secret_env.is_some() {
+                            "client_secret_env"
+                        } else {
+                            "client_secret_file"
+                        };
                         c.err("apps", i, key, e);
                     }
                 }
             }
             if let Some(uri) = &app.redirect_uri {
-                let ok = uri.parse::<http::Uri>().is_ok_and(|u| {
-                    u.scheme_str() == Some("https")
-                        && u.query().is_none()
-                        && u.authority().is_some()
-                });
+                let ok = uri
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme_str() == Some("https") && u.query().is_none() && u.authority().is_some());
                 if !ok {
                     c.err(
                         "apps",
@@ -356,23 +345,13 @@ impl Config {
 
     fn validate_routes(&self, c: &mut Collector<'_>) {
         if self.routes.is_empty() {
-            c.warn(
-                "routes",
-                None,
-                "",
-                "no [[routes]]: every call gets 404 no_route",
-            );
+            c.warn("routes", None, "", "no [[routes]]: every call gets 404 no_route");
         }
         let mut patterns: Vec<Option<(PathPattern, Option<Vec<String>>)>> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             let idx = Some(i);
             if r.name.is_empty() || r.name == "*" {
-                c.err(
-                    "routes",
-                    idx,
-                    "name",
-                    "must be a non-empty name other than \"*\"",
-                );
+                c.err("routes", idx, "name", "must be a non-empty name other than \"*\"");
             }
             if self.routes.iter().filter(|o| o.name == r.name).count() > 1 {
                 c.err(
@@ -400,9 +379,7 @@ impl Config {
                     );
                 }
                 for m in ms {
-                    if http::Method::from_bytes(m.as_bytes()).is_err()
-                        || m.to_ascii_uppercase() != *m
-                    {
+                    if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
                         c.err(
                             "routes",
                             idx,
@@ -433,23 +410,15 @@ impl Config {
                     _ => {}
                 }
             }
-            if matches!(r.token, TokenKind::User | TokenKind::Biz) {
-                if crate::route::OpenIdSource::parse(&r.open_id).is_none() {
-                    c.err(
-                        "routes",
-                        idx,
-                        "open_id",
-                        "must be \"query:NAME\" or \"header:NAME\"",
-                    );
+            if matches!(r.token, TokenKind::User | TokenKind::Biz)
+                && crate::route::OpenIdSource::parse(&r.open_id).is_none()
+            {
+                {
+                    c.err("routes", idx, "open_id", "must be \"query:NAME\" or \"header:NAME\"");
                 }
             }
             if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
-                c.err(
-                    "routes",
-                    idx,
-                    "biz_scope",
-                    "token = \"biz\" needs the scope to request",
-                );
+                c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
             }
             if let Some((pi, _)) = pattern.as_ref().and_then(|p| {
                 patterns.iter().enumerate().find(|(_, prev)| {
@@ -474,13 +443,7 @@ impl Config {
     fn validate_callers(&self, c: &mut Collector<'_>) {
         for (i, caller) in self.callers.iter().enumerate() {
             let idx = Some(i);
-            if self
-                .callers
-                .iter()
-                .filter(|o| o.name == caller.name)
-                .count()
-                > 1
-            {
+            if self.callers.iter().filter(|o| o.name == caller.name).count() > 1 {
                 c.err(
                     "callers",
                     idx,
@@ -498,12 +461,7 @@ impl Config {
             }
             for r in &caller.routes {
                 if r != "*" && !self.routes.iter().any(|x| &x.name == r) {
-                    c.err(
-                        "callers",
-                        idx,
-                        "routes",
-                        format!("no [[routes]] named {r:?}"),
-                    );
+                    c.err("callers", idx, "routes", format!("no [[routes]] named {r:?}"));
                 }
             }
         }

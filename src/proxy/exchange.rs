@@ -46,9 +46,7 @@ async fn prepare_body(
     match read_up_to(body, keep.min(max)).await {
         Ok(Read::Complete(b)) => Ok(Outbound::Kept(b)),
         Ok(Read::Partial(p, _)) if p.len() as u64 > max => Err(GatewayError::BodyTooLarge(max)),
-        Ok(Read::Partial(p, rest)) => {
-            Ok(Outbound::Streaming(ProxyBody::stream(Some(p), rest, max)))
-        }
+        Ok(Read::Partial(p, rest)) => Ok(Outbound::Streaming(ProxyBody::stream(Some(p), rest, max))),
         Err(e) => Err(GatewayError::BadRequest(format!(
             "could not read the request body: {e}"
         ))),
@@ -86,9 +84,7 @@ fn build_request(
 }
 
 fn inspectable(h: &http::HeaderMap) -> bool {
-    let encoded = h
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v != "identity");
+    let encoded = h.get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
     let ctype_ok = h.get(header::CONTENT_TYPE).is_none_or(|v| {
         let v = v.as_bytes();
         v.starts_with(b"text/") || v.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"))
@@ -159,13 +155,7 @@ pub(super) async fn run(
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let server = &rt.config.server;
     let metrics = &rt.route_metrics[route.index];
-    let outbound = prepare_body(
-        body,
-        content_length,
-        server.retry_buffer_bytes,
-        server.max_body_bytes,
-    )
-    .await?;
+    let outbound = prepare_body(body, content_length, server.retry_buffer_bytes, server.max_body_bytes).await?;
     let (Some(key), Some(token)) = (key, token) else {
         let body = match outbound {
             Outbound::Kept(b) => ProxyBody::full(b),
@@ -194,11 +184,7 @@ pub(super) async fn run(
         return Ok(resp);
     };
     tracing::info!(route = %route.name, app = %key.app, class = key.class.as_str(), code, "platform rejected the token; refreshing and replaying once");
-    let fresh = match shared
-        .tokens
-        .obtain(&key, Need::Rejected(token.generation))
-        .await
-    {
+    let fresh = match shared.tokens.obtain(&key, Need::Rejected(token.generation)).await {
         Ok(t) => t,
         Err(e @ TokenError::RejectedWhenFresh(_)) => {
             // A token refreshed moments ago was rejected too: no new fetch; the caller sees the platform's answer.

@@ -93,23 +93,14 @@ mod tests {
 
     #[test]
     fn queries() {
-        assert_eq!(
-            rewrite_query(Some("a=1&b=2"), None).as_deref(),
-            Some("a=1&b=2")
-        );
-        assert_eq!(
-            rewrite_query(Some("access_token=x&a=1"), None).as_deref(),
-            Some("a=1")
-        );
+        assert_eq!(rewrite_query(Some("a=1&b=2"), None).as_deref(), Some("a=1&b=2"));
+        assert_eq!(rewrite_query(Some("access_token=x&a=1"), None).as_deref(), Some("a=1"));
         assert_eq!(rewrite_query(Some("access%5Ftoken=x"), None), None);
         assert_eq!(
             rewrite_query(Some("a=1&access_token=evil"), Some("clt.t/+")).as_deref(),
             Some("a=1&access_token=clt.t%2F%2B")
         );
-        assert_eq!(
-            rewrite_query(None, Some("t")).as_deref(),
-            Some("access_token=t")
-        );
+        assert_eq!(rewrite_query(None, Some("t")).as_deref(), Some("access_token=t"));
         assert_eq!(
             rewrite_query(Some("access_tokens=1"), None).as_deref(),
             Some("access_tokens=1")

@@ -83,13 +83,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let mut route_index = None;
     let timeout = Duration::from_millis(rt.config.server.request_timeout_ms);
-    let result =
-        match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::UpstreamTimeout(
-                rt.config.server.request_timeout_ms,
-            )),
-        };
+    let result = match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
+        Ok(r) => r,
+        Err(_) => Err(GatewayError::UpstreamTimeout(rt.config.server.request_timeout_ms)),
+    };
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -164,11 +161,7 @@ fn forbidden(identity: &Identity<'_>, route: &Route) -> GatewayError {
 }
 
 /// The token a route needs for this request, or `None` for `token = "none"`.
-fn token_key(
-    rt: &Runtime,
-    route: &Route,
-    parts: &http::request::Parts,
-) -> Result<Option<TokenKey>, GatewayError> {
+fn token_key(rt: &Runtime, route: &Route, parts: &http::request::Parts) -> Result<Option<TokenKey>, GatewayError> {
     let app = || &rt.apps[route.app];
     let open_id = || {
         route.open_id.extract(parts).ok_or_else(|| {
@@ -191,12 +184,7 @@ fn token_key(
 }
 
 /// The cached token, or one obtained now (waiting on the single flight).
-async fn token_for(
-    shared: &Shared,
-    rt: &Runtime,
-    route: &Route,
-    key: &TokenKey,
-) -> Result<Arc<Token>, GatewayError> {
+async fn token_for(shared: &Shared, rt: &Runtime, route: &Route, key: &TokenKey) -> Result<Arc<Token>, GatewayError> {
     if let Some(t) = shared.tokens.cached(key) {
         return Ok(t);
     }

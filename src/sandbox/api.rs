@@ -21,12 +21,7 @@ enum Class {
     User,
 }
 
-fn check(
-    inner: &Inner,
-    class: Class,
-    token: Option<&str>,
-    open_id: Option<&str>,
-) -> Result<(), Reject> {
+fn check(inner: &Inner, class: Class, token: Option<&str>, open_id: Option<&str>) -> Result<(), Reject> {
     let token = token.filter(|t| !t.is_empty()).ok_or(Reject::Missing)?;
     let now = inner.now();
     match class {
@@ -114,9 +109,7 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
             headers.first().or(params.first()).map(String::as_str),
             None,
         ),
-        (&Method::POST, "/api/douyin/v1/role/check/") => {
-            (Class::Client, headers.first().map(String::as_str), None)
-        }
+        (&Method::POST, "/api/douyin/v1/role/check/") => (Class::Client, headers.first().map(String::as_str), None),
         (&Method::GET, "/api/douyin/v1/video/video_list/") => (
             Class::User,
             headers.first().map(String::as_str),
@@ -159,9 +152,7 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
                 "",
                 json!({"result": true, "body_len": r.body.len(), "body_sha256": hex::encode(Sha256::digest(r.body))}),
             ),
-            Err(Reject::Expired) => {
-                c_reply(28001008, "access_token过期，请刷新或重新授权", Value::Null)
-            }
+            Err(Reject::Expired) => c_reply(28001008, "access_token过期，请刷新或重新授权", Value::Null),
             Err(_) => c_reply(28001003, "access_token无效", Value::Null),
         },
         "/oauth/userinfo/" => match verdict {
@@ -169,16 +160,14 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
                 json!({"data": {"open_id": open_id, "nickname": "sandbox user", "avatar": "",
                 "error_code": 0, "description": ""}, "message": "success"}),
             ),
-            Err(Reject::Expired) => {
-                super::oauth::a_err(2190008, "access_token过期,请刷新或重新授权")
-            }
+            Err(Reject::Expired) => super::oauth::a_err(2190008, "access_token过期,请刷新或重新授权"),
             Err(Reject::Mismatch) => super::oauth::a_err(2190015, "access_token与open_id不匹配"),
             Err(_) => super::oauth::a_err(2190002, "access_token无效"),
         },
         "/video/list/" => match verdict {
-            Ok(()) => b_ok(
-                json!({"list": [{"item_id": "@sandbox1", "title": "hello"}], "cursor": 0, "has_more": false}),
-            ),
+            Ok(()) => {
+                b_ok(json!({"list": [{"item_id": "@sandbox1", "title": "hello"}], "cursor": 0, "has_more": false}))
+            }
             Err(Reject::Mismatch) => b_err(2190015, "access_token与open_id不匹配"),
             Err(_) => b_err(10008, "access_token无效或过期"),
         },
@@ -190,9 +179,9 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
             Err(_) => b_err(2190002, "access_token无效"),
         },
         _ => match verdict {
-            Ok(()) => b_ok(
-                json!({"list": [{"item_id": "@sandbox1", "title": "hello"}], "cursor": 0, "has_more": false}),
-            ),
+            Ok(()) => {
+                b_ok(json!({"list": [{"item_id": "@sandbox1", "title": "hello"}], "cursor": 0, "has_more": false}))
+            }
             Err(Reject::Expired) => b_err(2190008, "access_token过期,请刷新或重新授权"),
             Err(Reject::Mismatch) => b_err(2190015, "access_token与open_id不匹配"),
             Err(_) => b_err(2190002, "access_token无效"),

@@ -116,10 +116,8 @@ impl Reply {
     fn into_response(self) -> Response<Full<Bytes>> {
         let mut r = Response::new(Full::new(self.body));
         *r.status_mut() = self.status;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             r.headers_mut().insert(header::LOCATION, l);
         }
@@ -207,20 +205,14 @@ pub fn start(opts: SandboxOptions, listener: TcpListener) -> Result<Sandbox, Str
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Down> {
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, 32 * 1024 * 1024)
-        .collect()
-        .await
-    {
+    let body = match http_body_util::Limited::new(body, 32 * 1024 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Ok(
-                Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response(),
-            )
-        }
+        Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
     };
     let path = parts.uri.path();
     let faults = state.inner.lock().unwrap().faults.clone();
     if path.starts_with("/oauth/") && path != "/oauth/userinfo/" {
+        Counters::bump(&state.counters.token_endpoint_requests);
         if faults.token_latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.token_latency_ms)).await;
         }
@@ -228,20 +220,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             TokenFault::None => {}
             TokenFault::Down => return Err(Down),
             TokenFault::Status500 => {
-                return Ok(Reply::status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/html",
-                    "<html>500</html>",
+                return Ok(
+                    Reply::status(StatusCode::INTERNAL_SERVER_ERROR, "text/html", "<html>500</html>").into_response(),
                 )
-                .into_response())
             }
             TokenFault::Malformed => {
-                return Ok(Reply::status(
-                    StatusCode::OK,
-                    "application/json",
-                    "{\"data\": {\"access_tok",
+                return Ok(
+                    Reply::status(StatusCode::OK, "application/json", "{\"data\": {\"access_tok").into_response(),
                 )
-                .into_response())
             }
             TokenFault::RateLimited => return Ok(oauth::a_err(10020, "请求太频繁").into_response()),
         }
@@ -254,9 +240,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         (&Method::POST, "/oauth/renew_refresh_token/") => oauth::renew_refresh_token(&state, &body),
         (&Method::POST, "/oauth/business_token/") => oauth::business_token(&state, &body),
         (&Method::POST, "/oauth/refresh_biz_token/") => oauth::refresh_biz_token(&state, &body),
-        (&Method::GET, "/platform/oauth/connect/") => {
-            oauth::connect(&state, parts.uri.query().unwrap_or(""))
-        }
+        (&Method::GET, "/platform/oauth/connect/") => oauth::connect(&state, parts.uri.query().unwrap_or("")),
         (_, p) if p.starts_with("/sandbox/") => control(&state, &parts.method, p, &body),
         _ => {
             let r = api::ApiRequest {
@@ -270,16 +254,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
                 tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
             }
             if rand::random::<f64>() < faults.api_status500_rate {
-                Reply::status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/html",
-                    "<html>500</html>",
-                )
+                Reply::status(StatusCode::INTERNAL_SERVER_ERROR, "text/html", "<html>500</html>")
             } else if rand::random::<f64>() < faults.api_malformed_rate {
                 Reply::status(StatusCode::OK, "application/json", "{\"data\": [")
             } else {
                 api::answer(&state, &r).unwrap_or_else(|| {
-                    let mut r = Reply::json(json!({"err_no": 404, "err_msg": "no such API in the sandbox", "log_id": "sandbox"}));
+                    let mut r = Reply::json(
+                        json!({"err_no": 404, "err_msg": "no such API in the sandbox", "log_id": "sandbox"}),
+                    );
                     r.status = StatusCode::NOT_FOUND;
                     r
                 })

@@ -2,8 +2,7 @@
 //! `shared/docs/douyin-platform.md` describes them.
 
 use super::state::{
-    BizToken, ClientToken, Code, Counters, RefreshToken, State, UserToken, BUDGET_WINDOW, CODE_TTL,
-    OVERLAP,
+    BizToken, ClientToken, Code, Counters, RefreshToken, State, UserToken, BUDGET_WINDOW, CODE_TTL, OVERLAP,
 };
 use super::{form, Reply};
 use serde_json::{json, Value};
@@ -18,9 +17,7 @@ fn a_ok(mut data: Value) -> Reply {
 
 /// Envelope A error.
 pub(super) fn a_err(code: i64, description: &str) -> Reply {
-    Reply::json(
-        json!({"data": {"error_code": code, "description": description}, "message": "error"}),
-    )
+    Reply::json(json!({"data": {"error_code": code, "description": description}, "message": "error"}))
 }
 
 /// Envelope E (biz).
@@ -29,10 +26,7 @@ fn e_reply(code: i64, message: &str, data: Value) -> Reply {
 }
 
 fn json_body(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
-    serde_json::from_slice::<Value>(body)
-        .ok()?
-        .as_object()
-        .cloned()
+    serde_json::from_slice::<Value>(body).ok()?.as_object().cloned()
 }
 
 fn field<'a>(m: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
@@ -65,10 +59,7 @@ pub(super) fn client_token(state: &State, body: &[u8], stable: bool) -> Reply {
     let mut inner = state.inner.lock().unwrap();
     let now = inner.now();
     let calls = inner.client_calls.entry(key.to_string()).or_default();
-    while calls
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > BUDGET_WINDOW)
-    {
+    while calls.front().is_some_and(|t| now.duration_since(*t) > BUDGET_WINDOW) {
         calls.pop_front();
     }
     if calls.len() as u64 >= state.opts.client_token_budget {
@@ -125,10 +116,7 @@ pub(super) fn connect(state: &State, query: &str) -> Reply {
         return a_err(c, d);
     }
     if get("response_type") != "code" || get("redirect_uri").is_empty() {
-        return a_err(
-            10002,
-            "参数错误: response_type=code and redirect_uri are required",
-        );
+        return a_err(10002, "参数错误: response_type=code and redirect_uri are required");
     }
     let open_id = match get("open_id") {
         "" => super::state::mint("_000"),
@@ -266,18 +254,9 @@ pub(super) fn renew_refresh_token(state: &State, body: &[u8]) -> Reply {
     a_ok(json!({"refresh_token": new, "expires_in": ttl.as_secs()}))
 }
 
-fn biz_answer(
-    state: &State,
-    inner: &mut super::state::Inner,
-    client_key: &str,
-    open_id: &str,
-    scope: &str,
-) -> Reply {
+fn biz_answer(state: &State, inner: &mut super::state::Inner, client_key: &str, open_id: &str, scope: &str) -> Reply {
     let now = inner.now();
-    let (token, refresh) = (
-        super::state::mint("bus_act."),
-        super::state::mint("bus_rft."),
-    );
+    let (token, refresh) = (super::state::mint("bus_act."), super::state::mint("bus_rft."));
     let ttl = Duration::from_secs(state.opts.biz_token_ttl);
     let refresh_ttl = Duration::from_secs(state.opts.biz_refresh_token_ttl);
     let base = BizToken {
@@ -308,11 +287,7 @@ pub(super) fn business_token(state: &State, body: &[u8]) -> Reply {
     let Some(m) = json_body(body) else {
         return e_reply(10002, "参数错误: body must be JSON", json!({}));
     };
-    if let Err((c, d)) = check_app(
-        state,
-        field(&m, "client_key"),
-        Some(field(&m, "client_secret")),
-    ) {
+    if let Err((c, d)) = check_app(state, field(&m, "client_key"), Some(field(&m, "client_secret"))) {
         return e_reply(c, d, json!({}));
     }
     if field(&m, "open_id").is_empty() || field(&m, "scope").is_empty() {
@@ -334,11 +309,7 @@ pub(super) fn refresh_biz_token(state: &State, body: &[u8]) -> Reply {
     let Some(m) = json_body(body) else {
         return e_reply(10002, "参数错误: body must be JSON", json!({}));
     };
-    if let Err((c, d)) = check_app(
-        state,
-        field(&m, "client_key"),
-        Some(field(&m, "client_secret")),
-    ) {
+    if let Err((c, d)) = check_app(state, field(&m, "client_key"), Some(field(&m, "client_secret"))) {
         return e_reply(c, d, json!({}));
     }
     let mut inner = state.inner.lock().unwrap();

@@ -52,6 +52,8 @@ pub struct Faults {
 /// Counters, as `GET /sandbox/stats` shows them.
 #[derive(Default)]
 pub struct Counters {
+    /// Requests to any token endpoint, faulty answers included.
+    pub token_endpoint_requests: AtomicU64,
     /// Calls to `/oauth/client_token/` and `/oauth/stable_client_token/`.
     pub client_token_calls: AtomicU64,
     /// Client tokens minted.
@@ -82,6 +84,7 @@ impl Counters {
     pub fn json(&self) -> serde_json::Value {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
+            "token_endpoint_requests": g(&self.token_endpoint_requests),
             "client_token_calls": g(&self.client_token_calls),
             "client_tokens_issued": g(&self.client_tokens_issued),
             "access_token_calls": g(&self.access_token_calls),

@@ -101,9 +101,8 @@ pub struct TokenInfo {
 impl Tokens {
     /// An empty cache.
     pub fn new(client: HttpClient, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let handle = |result: &str| {
-            TokenClass::ALL.map(|c| metrics.token_cache.with_label_values(&[c.as_str(), result]))
-        };
+        let handle =
+            |result: &str| TokenClass::ALL.map(|c| metrics.token_cache.with_label_values(&[c.as_str(), result]));
         Arc::new(Tokens {
             slots: DashMap::new(),
             settings: ArcSwap::from_pointee(settings),
@@ -162,12 +161,7 @@ impl Tokens {
         self.obtain_in(&slot, key, need).await
     }
 
-    async fn obtain_in(
-        &self,
-        slot: &Slot,
-        key: &TokenKey,
-        need: Need,
-    ) -> Result<Arc<Token>, TokenError> {
+    async fn obtain_in(&self, slot: &Slot, key: &TokenKey, need: Need) -> Result<Arc<Token>, TokenError> {
         let mut flight = slot.flight.lock().await;
         let now = Instant::now();
         if let Some(t) = slot.current.load_full() {
@@ -176,13 +170,9 @@ impl Tokens {
                 Need::Any if live => return Ok(t),
                 Need::Rejected(g) | Need::Newer(g) if g != t.generation && live => return Ok(t),
                 Need::Rejected(g)
-                    if g == t.generation
-                        && t.replaced_rejected
-                        && now - t.obtained_at < MIN_AGE_TO_REFETCH =>
+                    if g == t.generation && t.replaced_rejected && now - t.obtained_at < MIN_AGE_TO_REFETCH =>
                 {
-                    return Err(TokenError::RejectedWhenFresh(
-                        MIN_AGE_TO_REFETCH.as_millis() as u64,
-                    ));
+                    return Err(TokenError::RejectedWhenFresh(MIN_AGE_TO_REFETCH.as_millis() as u64));
                 }
                 Need::Rejected(g) if g == t.generation => slot.current.store(None),
                 _ => {}
@@ -210,12 +200,7 @@ impl Tokens {
         }
         .and_then(|f| {
             let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            let mut t = Token::new(
-                generation,
-                f.value,
-                f.expires_in,
-                tuning.refresh_at_fraction,
-            )?;
+            let mut t = Token::new(generation, f.value, f.expires_in, tuning.refresh_at_fraction)?;
             t.replaced_rejected = matches!(need, Need::Rejected(_));
             Ok(t)
         });

@@ -62,11 +62,7 @@ struct OauthEnvelope {
 }
 
 /// Fetches a new token for `key`.
-pub async fn fetch(
-    client: &HttpClient,
-    cfg: &IssuerConfig,
-    key: &TokenKey,
-) -> Result<Fetched, TokenError> {
+pub async fn fetch(client: &HttpClient, cfg: &IssuerConfig, key: &TokenKey) -> Result<Fetched, TokenError> {
     let app = cfg
         .apps
         .get(&key.app)
@@ -96,10 +92,8 @@ pub async fn fetch(
 
 /// Reads an A-envelope token answer.
 fn read_oauth(bytes: &[u8], codes: &CodeTable, client_token: bool) -> Result<Fetched, TokenError> {
-    let found =
-        inspect::codes(bytes).ok_or_else(|| TokenError::Malformed("not a JSON object".into()))?;
-    let env: OauthEnvelope =
-        serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let found = inspect::codes(bytes).ok_or_else(|| TokenError::Malformed("not a JSON object".into()))?;
+    let env: OauthEnvelope = serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
     let data = env.data.unwrap_or_default();
     let description = data.description.clone().unwrap_or_default();
     match codes.verdict(&found, Context::TokenEndpoint) {
@@ -144,9 +138,7 @@ pub async fn post(
     content_type: &'static str,
     body: Vec<u8>,
 ) -> Result<Bytes, TokenError> {
-    let uri = base
-        .uri(path)
-        .map_err(|e| TokenError::Network(e.to_string()))?;
+    let uri = base.uri(path).map_err(|e| TokenError::Network(e.to_string()))?;
     let req = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -166,9 +158,7 @@ pub async fn post(
         .map_err(|e| TokenError::Network(format!("reading the answer: {e}")))?
         .to_bytes();
     // Errors come with 200; a 4xx that still carries a platform envelope is read as one.
-    if status.is_server_error()
-        || (status.is_client_error() && inspect::codes(&bytes).is_none_or(|c| c.is_ok()))
-    {
+    if status.is_server_error() || (status.is_client_error() && inspect::codes(&bytes).is_none_or(|c| c.is_ok())) {
         return Err(TokenError::Status(status.as_u16()));
     }
     Ok(bytes)
@@ -193,17 +183,10 @@ mod tests {
             TokenError::RateLimited
         );
         assert!(matches!(
-            read_oauth(
-                br#"{"data":{"description":"x","error_code":10013}}"#,
-                &t,
-                true
-            ),
+            read_oauth(br#"{"data":{"description":"x","error_code":10013}}"#, &t, true),
             Err(TokenError::BadCredentials { code: 10013, .. })
         ));
-        assert!(matches!(
-            read_oauth(b"<html>", &t, true),
-            Err(TokenError::Malformed(_))
-        ));
+        assert!(matches!(read_oauth(b"<html>", &t, true), Err(TokenError::Malformed(_))));
         assert!(matches!(
             read_oauth(br#"{"data":{"error_code":0}}"#, &t, true),
             Err(TokenError::Malformed(_))

@@ -104,12 +104,7 @@ pub struct Token {
 
 impl Token {
     /// Builds a token obtained now, valid `expires_in` seconds.
-    pub fn new(
-        generation: u64,
-        value: String,
-        expires_in: u64,
-        refresh_fraction: f64,
-    ) -> Result<Self, TokenError> {
+    pub fn new(generation: u64, value: String, expires_in: u64, refresh_fraction: f64) -> Result<Self, TokenError> {
         let mut header = HeaderValue::from_str(&value)
             .map_err(|_| TokenError::Malformed("token is not a valid header value".into()))?;
         header.set_sensitive(true);
@@ -149,7 +144,9 @@ pub enum TokenError {
     #[error("token endpoint rate-limited the app (10020: over 500 calls in 5 minutes)")]
     RateLimited,
     /// 10002/10003/10013: a configuration error.
-    #[error("token endpoint refused the app's credentials ({code}: {description}); check client_key and the client secret")]
+    #[error(
+        "token endpoint refused the app's credentials ({code}: {description}); check client_key and the client secret"
+    )]
     BadCredentials {
         /// Platform code.
         code: i64,

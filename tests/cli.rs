@@ -1,0 +1,329 @@
+//! The binary as an operator runs it: `check`, `serve` with signals, `demo`,
+//! `keygen`, `hash-key`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_douyin-gateway");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let (code, out) = run(&["check", "--config", path], &[("DOUYIN_CLIENT_SECRET", "s")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid: 1 app(s), 5 route(s)"), "{out}");
+    // Without the secret it names, it is not.
+    let out = Command::new(BIN)
+        .args(["check", "--config", path])
+        .env_remove("DOUYIN_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DOUYIN_CLIENT_SECRET is not set"));
+}
+
+#[test]
+fn check_lists_every_problem_with_its_line() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(
+        br#"[server]
+listen = "0.0.0.0:8080"
+allow_anonymous = true
+admin_listen = "nowhere"
+
+[upstream]
+base_url = "ftp://x"
+
+[[apps]]
+name = "a"
+client_key = "k"
+client_secret_env = "DG_TEST_SURELY_UNSET_VAR"
+
+[[callers]]
+name = "c"
+api_key_sha256 = "abc"
+routes = ["missing-route"]
+
+[[routes]]
+name = "all"
+path = "/*"
+token = "client"
+
+[[routes]]
+name = "shadowed"
+path = "/x/"
+token = "biz"
+app = "nope"
+"#,
+    )
+    .unwrap();
+    let (code, out) = run(&["check", "--config", f.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        ":3: server.allow_anonymous: anonymous callers are allowed only on a loopback listener",
+        ":4: server.admin_listen:",
+        ":7: upstream.base_url:",
+        ":12: apps[0].client_secret_env: environment variable DG_TEST_SURELY_UNSET_VAR is not set",
+        ":16: callers[0].api_key_sha256:",
+        ":17: callers[0].routes: no [[routes]] named \"missing-route\"",
+        ":28: routes[1].app: no [[apps]] named \"nope\"",
+        "routes[1].biz_scope:",
+        "warning: ",
+        "routes[1].path: route \"shadowed\" can never match",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+
+    // A typo is an error, with its line.
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"[server]\nlisten = \"127.0.0.1:1\"\nmax_body_byte = 5\n")
+        .unwrap();
+    let (code, out) = run(&["check", "--config", f.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains(":3:") && out.contains("max_body_byte"), "{out}");
+}
+
+#[test]
+fn keygen_and_hash_key() {
+    use base64::Engine;
+    let (code, out) = run(&["keygen"], &[]);
+    assert_eq!(code, 0);
+    let key = base64::engine::general_purpose::STANDARD.decode(out.trim()).unwrap();
+    assert_eq!(key.len(), 32);
+    assert_ne!(run(&["keygen"], &[]).1, out, "keys are random");
+
+    let mut child = Command::new(BIN)
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"my-key\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        douyin_gateway::caller::hash_key("my-key")
+    );
+}
+
+/// A gateway process whose stderr is collected line by line.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(l);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 1;
+    line[start..].split_whitespace().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        api_latency_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    let secret = secret_file();
+    let text = config_text(&sb.url(), secret.path(), "", "");
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg_path = cfg.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&["serve", "--config", &cfg_path], &[("RUST_LOG", "debug")]);
+    let line = p.wait_for("gateway listening");
+    let (addr, admin) = (field(&line, "addr").to_string(), field(&line, "admin_addr").to_string());
+    let http = Http::default();
+    let gw = |path: &str| format!("http://{addr}{path}");
+
+    assert_eq!(http.get(&gw("/js/getticket/")).await.status, 200);
+    http.control(&sb, "/sandbox/revoke", serde_json::json!({"client_key": CLIENT_KEY}))
+        .await;
+    assert_eq!(
+        http.post(&gw("/api/douyin/v1/role/check/"), "{}").await.status,
+        200,
+        "refreshed and replayed"
+    );
+    assert_eq!(http.get(&gw("/new/x")).await.status, 404);
+
+    // SIGHUP with a new route: it serves.
+    let with_route = format!("{text}\n[[routes]]\nname = \"new\"\npath = \"/new/*\"\ntoken = \"none\"\n");
+    std::fs::write(&cfg_path, &with_route).unwrap();
+    p.signal("-HUP");
+    p.wait_for("config reloaded");
+    let r = http.get(&gw("/new/x")).await;
+    assert_eq!(r.status, 404, "forwarded to the sandbox, which has no such API");
+    assert!(r.gateway_error().is_none(), "{}", r.text());
+
+    // SIGHUP with a broken config: refused, the old one keeps serving.
+    std::fs::write(&cfg_path, "[server]\nlisten = 5\n").unwrap();
+    p.signal("-HUP");
+    p.wait_for("config reload refused");
+    assert_eq!(http.get(&gw("/js/getticket/")).await.status, 200);
+    assert!(http.get(&format!("http://{admin}/healthz")).await.status == 200);
+
+    // SIGTERM with a call in flight: it finishes, then the process exits 0.
+    http.control(&sb, "/sandbox/faults", serde_json::json!({"api_latency_ms": 700}))
+        .await;
+    let slow = tokio::spawn({
+        let (http, url) = (http.clone(), gw("/js/getticket/"));
+        async move { http.get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("-TERM");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "in-flight call finished during shutdown");
+    let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("stopped"), "{log}");
+
+    // Nothing secret in the log: not the client secret, not any token the platform saw.
+    assert!(!log.contains(CLIENT_SECRET), "client secret in the log");
+    let mut tokens = std::collections::HashSet::new();
+    for e in http.requests(&sb).await {
+        for k in ["access_token_headers", "access_token_params"] {
+            for t in e[k].as_array().unwrap() {
+                tokens.insert(t.as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(
+        tokens.len() >= 2,
+        "the test should have seen the original and the refreshed token"
+    );
+    for t in tokens {
+        assert!(!log.contains(&t), "a token is in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_prints_curl_lines_that_work() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "curl is required under CI");
+        eprintln!("NOTICE: curl not installed; demo curl lines not exercised");
+        return;
+    }
+    let mut p = Proc::spawn(&["demo"], &[]);
+    p.wait_for("Ctrl-C stops it.");
+    let curls: Vec<String> = p
+        .seen
+        .iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert!(curls.len() >= 6, "{:?}", p.seen);
+    let mut outputs = Vec::new();
+    for c in &curls {
+        let out = tokio::task::spawn_blocking({
+            let c = c.clone();
+            move || Command::new("sh").arg("-c").arg(&c).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert!(outputs[0].contains("\"ticket\""), "{}", outputs[0]);
+    assert!(outputs[1].contains("\"err_no\":0"), "{}", outputs[1]);
+    assert!(
+        outputs[3].contains("\"ticket\""),
+        "after the revoke, the call still works: {}",
+        outputs[3]
+    );
+    assert!(
+        outputs[4].contains("401") && outputs[4].contains("user_authorization_required"),
+        "{}",
+        outputs[4]
+    );
+    assert!(outputs[5].contains("\"class\":\"client\""), "{}", outputs[5]);
+    assert!(
+        outputs[6].contains("douyin_gateway_token_fetches_total"),
+        "{}",
+        outputs[6]
+    );
+    p.signal("-INT");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,276 @@
+//! Test harness: the sandbox and the gateway on ephemeral loopback ports, and
+//! a small HTTP client.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use douyin_gateway::config::Config;
+use douyin_gateway::sandbox::{self, Sandbox, SandboxOptions};
+use douyin_gateway::server::{self, Running};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::io::Write;
+use tokio::net::TcpListener;
+
+pub const CLIENT_KEY: &str = "awsandbox0000001";
+pub const CLIENT_SECRET: &str = "sandbox-secret";
+pub const CALLER_KEY: &str = "caller-key-1";
+pub const ADMIN_KEY: &str = "admin-key-1";
+
+pub async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+pub async fn sandbox_with(opts: SandboxOptions) -> Sandbox {
+    sandbox::start(opts, bind().await).unwrap()
+}
+
+pub async fn sandbox() -> Sandbox {
+    sandbox_with(SandboxOptions::default()).await
+}
+
+/// A gateway plus what keeps its secret file alive.
+pub struct Gateway {
+    pub running: Running,
+    pub secret: tempfile::NamedTempFile,
+    pub config_file: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.addr)
+    }
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.admin_addr)
+    }
+}
+
+pub fn secret_file() -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(CLIENT_SECRET.as_bytes()).unwrap();
+    f
+}
+
+/// The standard test config: one app, a caller key, sample routes; `extra`
+/// is appended (more routes, `[token_errors]`, …) and `server_extra` goes in `[server]`.
+pub fn config_text(upstream: &str, secret: &std::path::Path, server_extra: &str, extra: &str) -> String {
+    // Short back-off so recovery tests finish quickly.
+    config_full(
+        upstream,
+        secret,
+        server_extra,
+        "backoff_initial_ms = 100\nbackoff_max_ms = 400",
+        extra,
+    )
+}
+
+/// As [`config_text`], with the `[tokens]` table given.
+pub fn config_full(upstream: &str, secret: &std::path::Path, server_extra: &str, tokens: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{server_extra}
+
+[upstream]
+base_url = "{upstream}"
+connect_timeout_ms = 1000
+
+[store]
+kind = "memory"
+
+[admin]
+api_key_sha256 = "{admin}"
+
+[tokens]
+{tokens}
+
+[[apps]]
+name = "main"
+client_key = "{CLIENT_KEY}"
+client_secret_file = "{secret}"
+
+[[callers]]
+name = "backend"
+api_key_sha256 = "{caller}"
+
+[[routes]]
+name = "ticket"
+path = "/js/getticket/"
+token = "client"
+inject = "query"
+
+[[routes]]
+name = "role-check"
+path = "/api/douyin/v1/role/check/"
+methods = ["POST"]
+token = "client"
+
+[[routes]]
+name = "video-list"
+path = "/api/douyin/v1/video/video_list/"
+token = "user"
+
+{extra}
+"#,
+        admin = douyin_gateway::caller::hash_key(ADMIN_KEY),
+        caller = douyin_gateway::caller::hash_key(CALLER_KEY),
+        secret = secret.display(),
+    )
+}
+
+pub async fn gateway_text(text: &str, secret: tempfile::NamedTempFile) -> Gateway {
+    let mut config_file = tempfile::NamedTempFile::new().unwrap();
+    config_file.write_all(text.as_bytes()).unwrap();
+    let (config, _) = Config::load_str(text, "test config").unwrap_or_else(|e| panic!("config: {e}"));
+    let running = server::start_on(
+        config,
+        Some(config_file.path().to_path_buf()),
+        bind().await,
+        bind().await,
+    )
+    .await
+    .unwrap();
+    Gateway {
+        running,
+        secret,
+        config_file,
+    }
+}
+
+pub async fn gateway_with(sb: &Sandbox, server_extra: &str, extra: &str) -> Gateway {
+    let secret = secret_file();
+    let text = config_text(&sb.url(), secret.path(), server_extra, extra);
+    gateway_text(&text, secret).await
+}
+
+pub async fn gateway(sb: &Sandbox) -> Gateway {
+    gateway_with(sb, "", "").await
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The gateway error code, when the gateway answered itself.
+    pub fn gateway_error(&self) -> Option<String> {
+        let h = self.headers.get("x-gateway-error")?.to_str().ok()?.to_string();
+        assert_eq!(
+            self.json()["gateway_error"]["code"],
+            h.as_str(),
+            "header and body codes differ"
+        );
+        Some(h)
+    }
+}
+
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Http {
+    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let (parts, body) = resp.into_parts();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    /// GET as the configured caller.
+    pub async fn get(&self, url: &str) -> Resp {
+        self.send(Method::GET, url, &[("x-gateway-key", CALLER_KEY)], Bytes::new())
+            .await
+    }
+
+    /// POST JSON as the configured caller.
+    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Resp {
+        self.send(
+            Method::POST,
+            url,
+            &[("x-gateway-key", CALLER_KEY), ("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Sandbox control call.
+    pub async fn control(&self, sb: &Sandbox, path: &str, body: Value) -> Value {
+        let r = self
+            .send(
+                Method::POST,
+                &format!("{}{path}", sb.url()),
+                &[],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()
+    }
+
+    pub async fn stats(&self, sb: &Sandbox) -> Value {
+        self.send(Method::GET, &format!("{}/sandbox/stats", sb.url()), &[], Bytes::new())
+            .await
+            .json()
+    }
+
+    pub async fn requests(&self, sb: &Sandbox) -> Vec<Value> {
+        let r = self
+            .send(
+                Method::GET,
+                &format!("{}/sandbox/requests", sb.url()),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .json();
+        r["requests"].as_array().unwrap().clone()
+    }
+
+    pub async fn metrics(&self, gw: &Gateway) -> String {
+        self.send(Method::GET, &gw.admin("/metrics"), &[], Bytes::new())
+            .await
+            .text()
+    }
+}
+
+/// The value of one metric sample, e.g. `douyin_gateway_token_fetches_total{app="main",class="client",outcome="ok"}`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+pub fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}

@@ -1,0 +1,271 @@
+//! Every gateway error of the contract's table, and token endpoint failures.
+
+mod common;
+
+use common::*;
+use http::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Checks a gateway error answer: status, code in header and body, request id.
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.gateway_error().as_deref(), Some(code), "{}", r.text());
+    let v = r.json();
+    let rid = v["gateway_error"]["request_id"].as_str().unwrap();
+    assert!(!rid.is_empty());
+    assert_eq!(r.headers["x-request-id"], rid);
+    assert!(!v["gateway_error"]["message"].as_str().unwrap().is_empty());
+    assert_eq!(r.headers["content-type"], "application/json");
+}
+
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the gateway's JSON error is complete or the connection closes.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        out.extend_from_slice(&buf[..n]);
+        if n == 0 || out.ends_with(b"}}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn caller_errors() {
+    let sb = sandbox().await;
+    let extra = format!(
+        "[[callers]]\nname = \"limited\"\napi_key_sha256 = \"{}\"\nroutes = [\"ticket\"]\n",
+        douyin_gateway::caller::hash_key("limited-key")
+    );
+    let gw = gateway_with(&sb, "", &extra).await;
+    let http = Http::default();
+    let url = gw.url("/api/douyin/v1/role/check/");
+
+    let r = http.send(Method::POST, &url, &[], "{}").await;
+    assert_error(&r, 401, "caller_unauthenticated");
+    let r = http.send(Method::POST, &url, &[("x-gateway-key", "wrong")], "{}").await;
+    assert_error(&r, 401, "caller_unauthenticated");
+    let r = http
+        .send(
+            Method::POST,
+            &url,
+            &[("authorization", &format!("Bearer {CALLER_KEY}"))],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "Bearer works too: {}", r.text());
+
+    let r = http
+        .send(Method::POST, &url, &[("x-gateway-key", "limited-key")], "{}")
+        .await;
+    assert_error(&r, 403, "caller_forbidden");
+    let r = http
+        .send(
+            Method::GET,
+            &gw.url("/js/getticket/"),
+            &[("x-gateway-key", "limited-key")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    let r = http.get(&gw.url("/no/such/api/")).await;
+    assert_error(&r, 404, "no_route");
+    // A route limited to POST does not match GET.
+    let r = http.get(&url).await;
+    assert_error(&r, 404, "no_route");
+    assert_eq!(
+        n(&http.stats(&sb).await["api_calls"]),
+        2,
+        "refused calls never reach the platform"
+    );
+}
+
+#[tokio::test]
+async fn user_route_errors() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = config_text(&sb.url(), secret.path(), "", "").replace(
+        "client_secret_file",
+        "redirect_uri = \"https://gw.example.com/oauth/callback\"\nclient_secret_file",
+    );
+    let gw = gateway_text(&text, secret).await;
+    let http = Http::default();
+    let r = http.get(&gw.url("/api/douyin/v1/video/video_list/?cursor=0")).await;
+    assert_error(&r, 400, "open_id_missing");
+    let r = http
+        .get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_nobody"))
+        .await;
+    assert_error(&r, 401, "user_authorization_required");
+    let want = format!("http://{}/oauth/authorize?app=main", gw.running.admin_addr);
+    assert_eq!(r.json()["gateway_error"]["authorize_url"], want.as_str());
+}
+
+#[tokio::test]
+async fn absolute_form_and_connect_are_refused() {
+    let sb = sandbox().await;
+    let gw = gateway(&sb).await;
+    let out = raw(
+        gw.running.addr,
+        &format!(
+        "GET http://evil.example/js/getticket/ HTTP/1.1\r\nHost: evil.example\r\nx-gateway-key: {CALLER_KEY}\r\n\r\n"),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("x-gateway-error: bad_request"), "{out}");
+    let out = raw(
+        gw.running.addr,
+        &format!("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nx-gateway-key: {CALLER_KEY}\r\n\r\n"),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("bad_request"), "{out}");
+    assert_eq!(n(&Http::default().stats(&sb).await["api_calls"]), 0);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let sb = sandbox().await;
+    let gw = gateway_with(&sb, "max_body_bytes = 1000\nretry_buffer_bytes = 500", "").await;
+    let http = Http::default();
+    let r = http.post(&gw.url("/api/douyin/v1/role/check/"), vec![b'x'; 1001]).await;
+    assert_error(&r, 413, "body_too_large");
+    let r = http.post(&gw.url("/api/douyin/v1/role/check/"), vec![b'x'; 1000]).await;
+    assert_eq!(r.status, 200);
+    // Chunked, no length given: refused once it passes the limit.
+    let chunk = "x".repeat(700);
+    let out = raw(gw.running.addr, &format!(
+        "POST /api/douyin/v1/role/check/ HTTP/1.1\r\nHost: gw\r\nx-gateway-key: {CALLER_KEY}\r\ntransfer-encoding: chunked\r\n\r\n\
+         2bc\r\n{chunk}\r\n2bc\r\n{chunk}\r\n0\r\n\r\n")).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("body_too_large"), "{out}");
+}
+
+#[tokio::test]
+async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let secret = secret_file();
+    let text = config_text(
+        &format!("http://{closed}"),
+        secret.path(),
+        "",
+        "[[routes]]\nname = \"plain\"\npath = \"/plain/*\"\ntoken = \"none\"\n",
+    );
+    let gw = gateway_text(&text, secret).await;
+    let http = Http::default();
+    let r = http.get(&gw.url("/plain/x")).await;
+    assert_error(&r, 502, "upstream_unavailable");
+
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        api_latency_ms: 2000,
+        ..Default::default()
+    })
+    .await;
+    let gw = gateway_with(&sb, "request_timeout_ms = 300", "").await;
+    let r = http.get(&gw.url("/js/getticket/")).await;
+    assert_error(&r, 504, "upstream_timeout");
+}
+
+/// A fault at the token endpoint: 503 with a message naming it, a bounded
+/// number of fetches however many calls come, and recovery once it clears.
+async fn token_endpoint_fault(fault: &str, says: &str) {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    // A back-off longer than the burst below, so the burst sees at most two fetches.
+    let text = config_full(
+        &sb.url(),
+        secret.path(),
+        "",
+        "backoff_initial_ms = 1500\nbackoff_max_ms = 3000",
+        "",
+    );
+    let gw = gateway_text(&text, secret).await;
+    let http = Http::default();
+    http.control(&sb, "/sandbox/faults", json!({"token_endpoint": fault}))
+        .await;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (http, url) = (http.clone(), gw.url("/js/getticket/"));
+        calls.spawn(async move { http.get(&url).await });
+    }
+    while let Some(r) = calls.join_next().await {
+        let r = r.unwrap();
+        assert_error(&r, 503, "token_unavailable");
+        let msg = r.json()["gateway_error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(says), "{fault}: message {msg:?} should say {says:?}");
+        assert!(!r.text().contains(CLIENT_SECRET));
+    }
+    let fetches = n(&http.stats(&sb).await["token_endpoint_requests"]);
+    assert!(
+        (1..=2).contains(&fetches),
+        "{fault}: 100 calls made {fetches} token fetches"
+    );
+    assert_eq!(n(&http.stats(&sb).await["api_calls"]), 0);
+
+    http.control(&sb, "/sandbox/faults", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http.get(&gw.url("/js/getticket/")).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_error(&r, 503, "token_unavailable");
+        assert!(Instant::now() < deadline, "{fault}: no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_token_fetches_total{app="main",class="client",outcome="ok"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_down() {
+    token_endpoint_fault("down", "unreachable").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_500() {
+    token_endpoint_fault("status500", "HTTP 500").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_malformed() {
+    token_endpoint_fault("malformed", "malformed JSON").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_rate_limited() {
+    token_endpoint_fault("rate_limited", "10020").await;
+}
+
+#[tokio::test]
+async fn wrong_client_secret_is_a_configuration_error() {
+    let sb = sandbox().await;
+    let mut secret = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut secret, b"not-the-secret").unwrap();
+    let text = config_text(&sb.url(), secret.path(), "", "");
+    let gw = gateway_text(&text, secret).await;
+    let r = Http::default().get(&gw.url("/js/getticket/")).await;
+    assert_error(&r, 503, "token_unavailable");
+    let msg = r.json()["gateway_error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("10013") && msg.contains("client_key"), "{msg}");
+    assert!(!r.text().contains("not-the-secret"));
+}
