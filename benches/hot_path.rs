@@ -1,1 +1,126 @@
-fn main() {}
+//! The synchronous hot path of a proxied call, piece by piece: caller auth,
+//! route match, token cache lookup, query rewrite, and reading an answer's
+//! error codes. `cargo bench --bench hot_path`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use douyin_gateway::caller::{hash_key, Callers};
+use douyin_gateway::config::Config;
+use douyin_gateway::inspect::{self, CodeTable, Context};
+use douyin_gateway::metrics::Metrics;
+use douyin_gateway::route::RouteTable;
+use douyin_gateway::runtime::Runtime;
+use douyin_gateway::token::{Need, TokenKey, Tokens};
+use std::sync::Arc;
+
+const B_OK: &[u8] = br#"{"data":{"list":[{"item_id":"@9VwL3","title":"hello"}],"error_code":0,"description":""},"extra":{"error_code":0,"description":"","logid":"2024","now":1700000000}}"#;
+
+fn config() -> Config {
+    let text = format!(
+        r#"[upstream]
+base_url = "http://127.0.0.1:1"
+[store]
+kind = "memory"
+[[apps]]
+name = "main"
+client_key = "k"
+client_secret_env = "PATH"
+[[callers]]
+name = "a"
+api_key_sha256 = "{}"
+[[callers]]
+name = "b"
+api_key_sha256 = "{}"
+[[routes]]
+name = "video"
+path = "/api/douyin/v1/video/video_list/"
+token = "user"
+[[routes]]
+name = "ticket"
+path = "/js/getticket/"
+token = "client"
+[[routes]]
+name = "rest"
+path = "/api/*"
+token = "client"
+"#,
+        hash_key("key-a"),
+        hash_key("key-b")
+    );
+    Config::parse(&text, "bench").unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = config();
+    let callers = Callers::build(&cfg);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-gateway-key", "key-b".parse().unwrap());
+    c.bench_function("caller_authenticate", |b| {
+        b.iter(|| black_box(callers.authenticate(black_box(&headers)).is_some()))
+    });
+
+    let routes = RouteTable::build(&cfg);
+    c.bench_function("route_find_prefix", |b| {
+        b.iter(|| {
+            black_box(
+                routes
+                    .find(&http::Method::GET, black_box("/api/douyin/v1/item/list/"))
+                    .map(|r| r.index),
+            )
+        })
+    });
+
+    let table = CodeTable::default();
+    c.bench_function("inspect_b_ok", |b| {
+        b.iter(|| black_box(table.verdict(&inspect::codes(black_box(B_OK)).unwrap(), Context::Api)))
+    });
+
+    c.bench_function("rewrite_query_inject", |b| {
+        b.iter(|| {
+            black_box(douyin_gateway::proxy::headers::rewrite_query(
+                black_box(Some("open_id=ou_1&cursor=0&count=10")),
+                Some("act.0123456789abcdef"),
+            ))
+        })
+    });
+
+    // A cache hit, with a token put there by a real fetch against a one-shot local answerer.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tokens = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sb = douyin_gateway::sandbox::start(
+            douyin_gateway::sandbox::SandboxOptions {
+                apps: vec!["k:secret".into()],
+                ..Default::default()
+            },
+            listener,
+        )
+        .unwrap();
+        let mut cfg = config();
+        cfg.upstream.base_url = format!("http://{addr}");
+        std::env::set_var("DG_BENCH_SECRET", "secret");
+        cfg.apps[0].client_secret_env = Some("DG_BENCH_SECRET".into());
+        let metrics = Arc::new(Metrics::new());
+        let (_, settings) = Runtime::build(cfg.clone(), &metrics).unwrap();
+        let client = douyin_gateway::upstream::client(&cfg.upstream).unwrap();
+        let tokens = Tokens::new(client, settings, metrics);
+        tokens
+            .obtain(&TokenKey::client("main".into()), Need::Any)
+            .await
+            .unwrap();
+        std::mem::forget(sb);
+        tokens
+    });
+    let key = TokenKey::client("main".into());
+    let _guard = rt.enter();
+    c.bench_function("token_cache_hit", |b| {
+        b.iter(|| black_box(tokens.cached(black_box(&key)).is_some()))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -130,14 +130,24 @@ pub enum Read {
 /// the rest, so a large body is never held whole.
 pub async fn read_up_to(mut body: Incoming, cap: u64) -> Result<Read, hyper::Error> {
     use http_body_util::BodyExt;
+    // Most answers arrive in one frame: keep it as it is, copy only when a second one comes.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
+        let Ok(data) = frame?.into_data() else { continue };
+        if let Some(f) = first.take() {
+            buf.extend_from_slice(&f);
+        }
+        if buf.is_empty() {
+            first = Some(data);
+        } else {
             buf.extend_from_slice(&data);
-            if buf.len() as u64 > cap {
-                return Ok(Read::Partial(buf.freeze(), body));
-            }
+        }
+        let len = first.as_ref().map_or(buf.len(), Bytes::len) as u64;
+        if len > cap {
+            let read = first.take().unwrap_or_else(|| buf.split().freeze());
+            return Ok(Read::Partial(read, body));
         }
     }
-    Ok(Read::Complete(buf.freeze()))
+    Ok(Read::Complete(first.unwrap_or_else(|| buf.freeze())))
 }

@@ -79,8 +79,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     let start = Instant::now();
     let rt = shared.runtime.load_full();
     let rid = request_id(req.headers());
-    let rid_str = rid.to_str().unwrap_or("-").to_owned();
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // Kept for the log line of an error; both are reference-counted, not copied.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let mut route_index = None;
     let timeout = Duration::from_millis(rt.config.server.request_timeout_ms);
     let result = match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
@@ -91,12 +91,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
         Ok(resp) => resp,
         Err(e) => {
             let route = route_index.map_or("-", |i| &rt.config.routes[i].name);
+            let (rid, path) = (rid.to_str().unwrap_or("-"), uri.path());
             if e.status().is_server_error() {
-                tracing::warn!(request_id = %rid_str, %method, %path, route, code = e.code(), "{e}");
+                tracing::warn!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
             } else {
-                tracing::info!(request_id = %rid_str, %method, %path, route, code = e.code(), "{e}");
+                tracing::info!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
             }
-            e.into_response(&rid_str)
+            e.into_response(rid)
         }
     };
     resp.headers_mut().insert(&X_REQUEST_ID, rid);
@@ -116,7 +117,10 @@ async fn journey(
     if parts.method == Method::CONNECT {
         return Err(GatewayError::BadRequest("CONNECT is not proxied".into()));
     }
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+    // In HTTP/1 a scheme or authority in the target means absolute form; HTTP/2 always carries them
+    // (`:scheme`, `:authority`), and they never choose the upstream either way.
+    let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
+    if absolute && parts.version < http::Version::HTTP_2 {
         return Err(GatewayError::BadRequest(
             "absolute-form request targets are refused: send the path only".into(),
         ));
