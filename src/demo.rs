@@ -14,8 +14,11 @@ const CLIENT_SECRET: &str = "sandbox-secret";
 /// The demo's admin key (loopback only).
 pub const ADMIN_KEY: &str = "demo-admin-key";
 
+/// The open_id the demo's sandbox gives whoever consents.
+pub const DEMO_USER: &str = "demo-user";
+
 /// The built-in config: anonymous callers on loopback, memory store, sample routes.
-pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path) -> String {
+pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path, admin: std::net::SocketAddr) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -29,12 +32,14 @@ base_url = "{sandbox_url}"
 kind = "memory"
 
 [admin]
-api_key_sha256 = "{admin}"
+api_key_sha256 = "{admin_hash}"
 
 [[apps]]
 name = "demo"
 client_key = "{CLIENT_KEY}"
 client_secret_file = "{secret}"
+redirect_uri = "http://{admin}/oauth/callback"
+scopes = ["user_info", "video.list.bytes"]
 
 [[routes]]
 name = "ticket"
@@ -57,8 +62,14 @@ name = "video-list-legacy"
 path = "/video/list/"
 token = "user"
 inject = "query"
+
+[[routes]]
+name = "enterprise"
+path = "/api/douyin/v1/enterprise/*"
+token = "biz"
+biz_scope = "data.external.item"
 "#,
-        admin = crate::caller::hash_key(ADMIN_KEY),
+        admin_hash = crate::caller::hash_key(ADMIN_KEY),
         secret = secret_file.display(),
     )
 }
@@ -83,8 +94,22 @@ Paste these into another terminal:
   curl -s -X POST -d '{{"client_key":"{CLIENT_KEY}"}}' {s}/sandbox/revoke
   curl -s http://{g}/js/getticket/
 
-  # a user call with no tokens for this open_id: 401 user_authorization_required
-  curl -si 'http://{g}/api/douyin/v1/video/video_list/?open_id=demo-user&cursor=0&count=10'
+  # a user call before the user authorized the app: 401 user_authorization_required, with an authorize_url
+  curl -s 'http://{g}/api/douyin/v1/video/video_list/?open_id={DEMO_USER}&cursor=0&count=10'
+
+  # the user authorizes (a browser follows the same redirects): the gateway stores their tokens
+  curl -sL 'http://{a}/oauth/authorize?app=demo'
+
+  # now the call carries the user's access_token; old-style APIs get it in the query
+  curl -s 'http://{g}/api/douyin/v1/video/video_list/?open_id={DEMO_USER}&cursor=0&count=10'
+  curl -s 'http://{g}/video/list/?open_id={DEMO_USER}&cursor=0&count=10'
+
+  # the user's access_token expires on the platform: refreshed with the refresh_token, replayed
+  curl -s -X POST -d '{{"expire_user":"{DEMO_USER}"}}' {s}/sandbox/revoke
+  curl -s 'http://{g}/api/douyin/v1/video/video_list/?open_id={DEMO_USER}&cursor=0&count=10'
+
+  # an enterprise API: a biz_token is generated for this open_id and scope on first use
+  curl -s 'http://{g}/api/douyin/v1/enterprise/item/list/?open_id=demo-enterprise'
 
   # what the gateway holds (never token values), and its metrics
   curl -s -H 'X-Admin-Key: {ADMIN_KEY}' http://{a}/admin/tokens
@@ -112,11 +137,17 @@ async fn start() -> Result<(sandbox::Sandbox, server::Running, std::path::PathBu
             .await
             .map_err(|e| format!("cannot bind a loopback port: {e}"))
     };
-    let sb = sandbox::start(SandboxOptions::default(), bind().await?)?;
+    let opts = SandboxOptions {
+        consent_open_id: Some(DEMO_USER.into()),
+        ..SandboxOptions::default()
+    };
+    let sb = sandbox::start(opts, bind().await?)?;
     let secret = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
     std::fs::write(&secret, CLIENT_SECRET).map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
-    let text = config_text(&sb.url(), &secret);
+    let (listen, admin) = (bind().await?, bind().await?);
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let text = config_text(&sb.url(), &secret, admin_addr);
     let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
-    let gw = server::start_on(config, None, bind().await?, bind().await?).await?;
+    let gw = server::start_on(config, None, listen, admin).await?;
     Ok((sb, gw, secret))
 }

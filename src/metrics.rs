@@ -28,6 +28,11 @@ pub struct Metrics {
     pub token_cache: IntCounterVec,
     /// `douyin_gateway_tokens{app,class,state}`, set at scrape time.
     pub tokens: IntGaugeVec,
+    /// `douyin_gateway_reauthorization{app,when}`: users who must re-consent
+    /// (`required`) or will have to within 7 days (`within_7d`), set at scrape time.
+    pub reauthorization: IntGaugeVec,
+    /// `douyin_gateway_refresh_token_renewals_total{app,outcome}`.
+    pub renewals: IntCounterVec,
 }
 
 /// Handles of one route, resolved once.
@@ -125,8 +130,26 @@ impl Metrics {
             &["app", "class", "state"],
         )
         .unwrap();
+        let reauthorization = IntGaugeVec::new(
+            Opts::new(
+                "douyin_gateway_reauthorization",
+                "Users who must authorize the app again (when=required) or will have to within 7 days (when=within_7d).",
+            ),
+            &["app", "when"],
+        )
+        .unwrap();
+        let renewals = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_refresh_token_renewals_total",
+                "refresh_token renewals, by app and outcome.",
+            ),
+            &["app", "outcome"],
+        )
+        .unwrap();
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(renewals.clone()),
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(token_fetches.clone()),
@@ -145,6 +168,8 @@ impl Metrics {
             token_retries,
             token_cache,
             tokens,
+            reauthorization,
+            renewals,
         }
     }
 

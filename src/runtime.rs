@@ -14,15 +14,23 @@ use crate::upstream::Base;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One app as the proxy needs it.
+/// One app as the proxy and the admin listener need it.
 #[derive(Debug)]
 pub struct App {
     /// Name.
     pub name: Arc<str>,
     /// Its client_token key, built once.
     pub client_key: TokenKey,
+    /// The platform's client_key.
+    pub platform_key: String,
     /// The gateway's authorize URL for it, when it has a redirect_uri.
     pub authorize_url: Option<String>,
+    /// Where the platform sends the user back.
+    pub redirect_uri: Option<String>,
+    /// Scopes to request, comma-joined.
+    pub scopes: String,
+    /// The key webhook events are signed with.
+    pub webhook_key: Secret,
 }
 
 /// Compiled config.
@@ -46,15 +54,15 @@ pub struct Runtime {
 }
 
 /// Reads an app's client secret from where the config says.
-fn read_secret(app: &crate::config::AppConfig) -> Result<Secret, String> {
-    let raw = if let Some(var) = &app.client_secret_env {
-        std::env::var(var).map_err(|_| format!("app {:?}: environment variable {var} is not set", app.name))?
-    } else if let Some(path) = &app.client_secret_file {
-        std::fs::read_to_string(path).map_err(|e| format!("app {:?}: cannot read {}: {e}", app.name, path.display()))?
+fn read_secret(app: &str, env: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<Option<Secret>, String> {
+    let raw = if let Some(var) = env {
+        std::env::var(var).map_err(|_| format!("app {app:?}: environment variable {var} is not set"))?
+    } else if let Some(path) = file {
+        std::fs::read_to_string(path).map_err(|e| format!("app {app:?}: cannot read {}: {e}", path.display()))?
     } else {
-        return Err(format!("app {:?}: no client secret configured", app.name));
+        return Ok(None);
     };
-    Ok(Secret::new(raw.trim()))
+    Ok(Some(Secret::new(raw.trim())))
 }
 
 impl Runtime {
@@ -67,14 +75,21 @@ impl Runtime {
         );
         let mut creds = std::collections::HashMap::new();
         let mut apps = Vec::new();
-        let admin = &config.server.admin_listen;
+        let admin_url = match &config.server.public_admin_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", config.server.admin_listen),
+        };
         for a in &config.apps {
             let name: Arc<str> = a.name.as_str().into();
+            let secret = read_secret(&a.name, &a.client_secret_env, &a.client_secret_file)?
+                .ok_or_else(|| format!("app {:?}: no client secret configured", a.name))?;
+            let webhook_key =
+                read_secret(&a.name, &a.webhook_secret_env, &a.webhook_secret_file)?.unwrap_or_else(|| secret.clone());
             creds.insert(
                 Arc::clone(&name),
                 AppCreds {
                     client_key: a.client_key.clone(),
-                    client_secret: read_secret(a)?,
+                    client_secret: secret,
                     client_token_endpoint: a.client_token_endpoint.clone(),
                 },
             );
@@ -82,12 +97,16 @@ impl Runtime {
                 let q: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("app", &a.name)
                     .finish();
-                format!("http://{admin}/oauth/authorize?{q}")
+                format!("{admin_url}/oauth/authorize?{q}")
             });
             apps.push(App {
                 client_key: TokenKey::client(Arc::clone(&name)),
                 name,
+                platform_key: a.client_key.clone(),
                 authorize_url,
+                redirect_uri: a.redirect_uri.clone(),
+                scopes: a.scopes.join(","),
+                webhook_key,
             });
         }
         let t = &config.tokens;
@@ -102,6 +121,8 @@ impl Runtime {
                 backoff_initial: Duration::from_millis(t.backoff_initial_ms),
                 backoff_max: Duration::from_millis(t.backoff_max_ms),
                 fetch_timeout: Duration::from_millis(t.fetch_timeout_ms),
+                renew_before: Duration::from_secs(t.renew_before_secs),
+                max_renewals: t.max_renewals,
             },
         };
         let routes = RouteTable::build(&config);

@@ -90,11 +90,13 @@ pub async fn start_on(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let (runtime, settings) = Runtime::build(config, &metrics)?;
     let tokens = Tokens::new(client.clone(), settings, Arc::clone(&metrics));
+    let maintain_every = Duration::from_millis(runtime.config.tokens.maintain_interval_ms);
     let shared = Arc::new(Shared {
         runtime: arc_swap::ArcSwap::from_pointee(runtime),
         tokens,
         client,
         metrics,
+        pending: dashmap::DashMap::new(),
     });
     let (shutdown, rx) = watch::channel(false);
     let proxy = Proxy::new(Arc::clone(&shared));
@@ -105,9 +107,21 @@ pub async fn start_on(
             async move { Ok::<_, Infallible>(crate::admin::handle(shared, req).await) }
         })
     };
+    let maintenance = {
+        let (tokens, mut stop) = (Arc::clone(&shared.tokens), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(maintain_every) => tokens.maintain().await,
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
     let tasks = vec![
         tokio::spawn(serve(listen, tls, proxy, rx.clone(), grace)),
         tokio::spawn(serve(admin, None, admin_svc, rx, grace)),
+        maintenance,
     ];
     tracing::info!(%addr, %admin_addr, "gateway listening");
     Ok(Running {

@@ -17,4 +17,15 @@ pub struct Shared {
     pub client: HttpClient,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Authorization flows started and not yet called back, by `state`.
+    pub pending: dashmap::DashMap<String, Pending>,
+}
+
+/// An authorization the gateway sent a user to.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The app being authorized.
+    pub app: String,
+    /// After this the `state` is refused.
+    pub expires: std::time::Instant,
 }

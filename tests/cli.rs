@@ -293,7 +293,7 @@ async fn demo_prints_curl_lines_that_work() {
         .map(|l| l.trim().to_string())
         .filter(|l| l.starts_with("curl "))
         .collect();
-    assert!(curls.len() >= 6, "{:?}", p.seen);
+    assert!(curls.len() >= 13, "{:?}", p.seen);
     let mut outputs = Vec::new();
     for c in &curls {
         let out = tokio::task::spawn_blocking({
@@ -305,24 +305,56 @@ async fn demo_prints_curl_lines_that_work() {
         assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
         outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    assert!(outputs[0].contains("\"ticket\""), "{}", outputs[0]);
-    assert!(outputs[1].contains("\"err_no\":0"), "{}", outputs[1]);
+    let out = |needle: &str, nth: usize| -> &str {
+        let i = curls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.contains(needle))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("{needle}"))
+            .0;
+        &outputs[i]
+    };
     assert!(
-        outputs[3].contains("\"ticket\""),
-        "after the revoke, the call still works: {}",
-        outputs[3]
-    );
-    assert!(
-        outputs[4].contains("401") && outputs[4].contains("user_authorization_required"),
+        out("/js/getticket/", 0).contains("\"ticket\""),
         "{}",
-        outputs[4]
+        out("/js/getticket/", 0)
     );
-    assert!(outputs[5].contains("\"class\":\"client\""), "{}", outputs[5]);
+    assert!(out("/role/check/", 0).contains("\"err_no\":0"));
     assert!(
-        outputs[6].contains("douyin_gateway_token_fetches_total"),
-        "{}",
-        outputs[6]
+        out("/js/getticket/", 1).contains("\"ticket\""),
+        "after the revoke the call still works"
     );
+    assert!(
+        out("video_list", 0).contains("user_authorization_required") && out("video_list", 0).contains("authorize_url")
+    );
+    assert!(out("/oauth/authorize", 0).contains("Authorized") && out("/oauth/authorize", 0).contains("demo-user"));
+    assert!(
+        out("video_list", 1).contains("\"error_code\":0"),
+        "{}",
+        out("video_list", 1)
+    );
+    assert!(
+        out("/video/list/", 0).contains("\"error_code\":0"),
+        "{}",
+        out("/video/list/", 0)
+    );
+    assert!(
+        out("video_list", 2).contains("\"error_code\":0"),
+        "refreshed after expiry: {}",
+        out("video_list", 2)
+    );
+    assert!(
+        out("/enterprise/", 0).contains("\"error_code\":0"),
+        "{}",
+        out("/enterprise/", 0)
+    );
+    assert!(
+        out("/admin/tokens", 0).contains("\"class\":\"user\""),
+        "{}",
+        out("/admin/tokens", 0)
+    );
+    assert!(out("/metrics", 0).contains("douyin_gateway_token_fetches_total"));
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);

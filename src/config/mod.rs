@@ -44,6 +44,13 @@ pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 500;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 10_000;
 /// A token endpoint that has not answered by then counts as failed.
 pub const DEFAULT_TOKEN_FETCH_TIMEOUT_MS: u64 = 10_000;
+/// Renew refresh_tokens 7 days before they expire: days of slack for an
+/// outage, while each renewal still adds 23 of its 30 days.
+pub const DEFAULT_RENEW_BEFORE_SECS: u64 = 7 * 24 * 3600;
+/// The platform allows 5 renewals of a refresh_token.
+pub const DEFAULT_MAX_RENEWALS: u32 = 5;
+/// Looking for refresh_tokens due once a minute is ample for a 7-day window.
+pub const DEFAULT_MAINTAIN_INTERVAL_MS: u64 = 60_000;
 /// The platform's API host.
 pub const DEFAULT_UPSTREAM: &str = "https://open.douyin.com";
 /// Where client tokens come from unless an app says otherwise.
@@ -100,6 +107,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// No caller key needed; refused unless `listen` is loopback.
     pub allow_anonymous: bool,
+    /// How users' browsers reach the admin listener, for `authorize_url`
+    /// (default `http://{admin_listen}`).
+    pub public_admin_url: Option<String>,
     /// Serve the proxy over HTTPS.
     pub tls: Option<TlsConfig>,
 }
@@ -114,6 +124,7 @@ impl Default for ServerConfig {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             allow_anonymous: false,
+            public_admin_url: None,
             tls: None,
         }
     }
@@ -212,6 +223,12 @@ pub struct TokensConfig {
     pub backoff_max_ms: u64,
     /// Timeout of one call to a token endpoint.
     pub fetch_timeout_ms: u64,
+    /// Renew a user's refresh_token once it expires within this many seconds.
+    pub renew_before_secs: u64,
+    /// Renewals the platform allows per refresh_token chain.
+    pub max_renewals: u32,
+    /// How often refresh_tokens due for renewal are looked for.
+    pub maintain_interval_ms: u64,
 }
 
 impl Default for TokensConfig {
@@ -221,6 +238,9 @@ impl Default for TokensConfig {
             backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
             fetch_timeout_ms: DEFAULT_TOKEN_FETCH_TIMEOUT_MS,
+            renew_before_secs: DEFAULT_RENEW_BEFORE_SECS,
+            max_renewals: DEFAULT_MAX_RENEWALS,
+            maintain_interval_ms: DEFAULT_MAINTAIN_INTERVAL_MS,
         }
     }
 }
@@ -255,6 +275,11 @@ pub struct AppConfig {
     /// `/oauth/client_token/` or `/oauth/stable_client_token/`.
     #[serde(default = "default_client_token_endpoint")]
     pub client_token_endpoint: String,
+    /// Environment variable holding the key webhook events are signed with
+    /// (default: the client secret, as the platform signs them).
+    pub webhook_secret_env: Option<String>,
+    /// File holding that key.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 fn default_client_token_endpoint() -> String {

@@ -233,6 +233,9 @@ impl Config {
                 "must be greater than 0 and at most backoff_max_ms",
             );
         }
+        if t.maintain_interval_ms == 0 {
+            c.err("tokens", None, "maintain_interval_ms", "must be greater than 0");
+        }
         if t.fetch_timeout_ms == 0 {
             c.err("tokens", None, "fetch_timeout_ms", "must be greater than 0");
         }
@@ -310,16 +313,55 @@ impl Config {
                 }
             }
             if let Some(uri) = &app.redirect_uri {
-                let ok = uri
-                    .parse::<http::Uri>()
-                    .is_ok_and(|u| u.scheme_str() == Some("https") && u.query().is_none() && u.authority().is_some());
-                if !ok {
-                    c.err(
+                match uri.parse::<http::Uri>() {
+                    Ok(u) if u.authority().is_some() && u.query().is_none() => {
+                        let host = u.host().unwrap_or("").trim_matches(['[', ']']);
+                        let loopback =
+                            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                        match u.scheme_str() {
+                            Some("https") => {}
+                            Some("http") if loopback => c.warn(
+                                "apps",
+                                i,
+                                "redirect_uri",
+                                "http is accepted for a loopback address (the sandbox); the platform itself requires https",
+                            ),
+                            _ => c.err("apps", i, "redirect_uri", "must be an https URL (the platform requires it)"),
+                        }
+                        if !u.path().ends_with("/oauth/callback") {
+                            c.warn(
+                                "apps",
+                                i,
+                                "redirect_uri",
+                                "the gateway answers the authorization callback at /oauth/callback on admin_listen",
+                            );
+                        }
+                    }
+                    _ => c.err(
                         "apps",
                         i,
                         "redirect_uri",
                         "must be an https URL with no query (the platform requires it)",
-                    );
+                    ),
+                }
+            }
+            match (&app.webhook_secret_env, &app.webhook_secret_file) {
+                (Some(_), Some(_)) => c.err(
+                    "apps",
+                    i,
+                    "webhook_secret_file",
+                    "give webhook_secret_env or webhook_secret_file, not both",
+                ),
+                (None, None) => {}
+                (env, file) => {
+                    if let Err(e) = secret_present(env, file) {
+                        let key = if env.is_some() {
+                            "webhook_secret_env"
+                        } else {
+                            "webhook_secret_file"
+                        };
+                        c.err("apps", i, key, e);
+                    }
                 }
             }
             if !app.client_token_endpoint.starts_with('/') {

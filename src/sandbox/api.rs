@@ -120,6 +120,12 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
             params.first().map(String::as_str),
             q.get("open_id").map(String::as_str),
         ),
+        // An enterprise API: biz token in the header, the enterprise's open_id in the query.
+        (&Method::GET, "/api/douyin/v1/enterprise/item/list/") => (
+            Class::User,
+            headers.first().map(String::as_str),
+            q.get("open_id").map(String::as_str),
+        ),
         (&Method::POST, "/oauth/userinfo/") => (
             Class::User,
             body_form.get("access_token").map(String::as_str),

@@ -66,6 +66,9 @@ pub struct SandboxOptions {
     /// Share of API calls answered with malformed JSON.
     #[arg(long, default_value_t = 0.0)]
     pub api_malformed_rate: f64,
+    /// The open_id every consent on the authorization page gives (default: a fresh one each time).
+    #[arg(long)]
+    pub consent_open_id: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -313,6 +316,9 @@ fn control(state: &State, method: &Method, path: &str, body: &[u8]) -> Reply {
                 let now = inner.now();
                 for u in inner.users.values_mut().filter(|u| u.open_id == o) {
                     u.expires_at = now;
+                }
+                for b in inner.biz.values_mut().filter(|b| b.open_id == o) {
+                    b.expires_at = now;
                 }
                 Reply::json(json!({"expired": o}))
             } else if let Some(o) = v["revoke_user"].as_str() {

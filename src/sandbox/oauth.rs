@@ -118,9 +118,10 @@ pub(super) fn connect(state: &State, query: &str) -> Reply {
     if get("response_type") != "code" || get("redirect_uri").is_empty() {
         return a_err(10002, "参数错误: response_type=code and redirect_uri are required");
     }
-    let open_id = match get("open_id") {
-        "" => super::state::mint("_000"),
-        o => o.to_string(),
+    let open_id = match (get("open_id"), &state.opts.consent_open_id) {
+        ("", Some(o)) => o.clone(),
+        ("", None) => super::state::mint("_000"),
+        (o, _) => o.to_string(),
     };
     let code = super::state::mint("");
     let mut inner = state.inner.lock().unwrap();

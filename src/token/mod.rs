@@ -80,8 +80,51 @@ impl TokenKey {
     }
 }
 
-/// A live token with its pre-built header value.
-#[derive(Debug)]
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where a user's (or enterprise's) consent stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantState {
+    /// The refresh_token works and can be renewed.
+    Active,
+    /// The refresh_token works until it expires but cannot be renewed again:
+    /// the user must re-consent before `refresh_expires_unix`.
+    RenewalsExhausted,
+    /// The refresh_token is dead (expired, 10010, revoked): the user must authorize again.
+    Dead(String),
+}
+
+/// What renews a user or biz token: its refresh_token and how long it lives.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The refresh_token (biz: biz_refresh_token).
+    pub refresh_token: Secret,
+    /// When it expires, Unix seconds.
+    pub refresh_expires_unix: u64,
+    /// Its full lifetime when issued or renewed (the platform says 30 days).
+    pub refresh_lifetime_secs: u64,
+    /// Renewals used (the platform allows 5).
+    pub renewals: u32,
+    /// Granted scopes, comma-separated.
+    pub scope: String,
+    /// Whether it still works.
+    pub state: GrantState,
+}
+
+impl Grant {
+    /// Whether the refresh_token can still be used.
+    pub fn usable(&self, now_unix: u64) -> bool {
+        !matches!(self.state, GrantState::Dead(_)) && self.refresh_expires_unix > now_unix
+    }
+}
+
+/// A token with its pre-built header value.
+#[derive(Debug, Clone)]
 pub struct Token {
     /// Distinguishes this token from the one before it: a rejection names the
     /// generation it saw, so a newer token is never dropped for an older one's failure.
@@ -96,8 +139,10 @@ pub struct Token {
     pub refresh_at: Instant,
     /// After this, do not use it (a margin before the platform's expiry).
     pub expires_at: Instant,
-    /// The refresh_token (user and biz tokens).
-    pub refresh: Option<Secret>,
+    /// The platform's expiry, Unix seconds (for the admin API and the store).
+    pub expires_unix: u64,
+    /// How to renew it (user and biz tokens).
+    pub grant: Option<Arc<Grant>>,
     /// Fetched because the platform rejected the token before it.
     pub replaced_rejected: bool,
 }
@@ -119,9 +164,27 @@ impl Token {
             obtained_at: now,
             refresh_at: now + life.mul_f64(refresh_fraction),
             expires_at: now + life - margin,
-            refresh: None,
+            expires_unix: unix_now() + expires_in,
+            grant: None,
             replaced_rejected: false,
         })
+    }
+
+    /// The same token, no longer to be used (the platform rejected it), its grant kept.
+    pub fn killed(&self) -> Token {
+        Token {
+            expires_at: self.obtained_at,
+            refresh_at: self.obtained_at,
+            ..self.clone()
+        }
+    }
+
+    /// The same token with another grant.
+    pub fn with_grant(&self, grant: Grant) -> Token {
+        Token {
+            grant: Some(Arc::new(grant)),
+            ..self.clone()
+        }
     }
 }
 

@@ -274,3 +274,74 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 pub fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
+
+/// A gateway whose config is written knowing its admin address (for
+/// `redirect_uri`): `make(admin_addr, secret_path)` returns the config text.
+pub async fn gateway_knowing_admin(make: impl FnOnce(std::net::SocketAddr, &std::path::Path) -> String) -> Gateway {
+    let secret = secret_file();
+    let (listen, admin) = (bind().await, bind().await);
+    let text = make(admin.local_addr().unwrap(), secret.path());
+    let mut config_file = tempfile::NamedTempFile::new().unwrap();
+    config_file.write_all(text.as_bytes()).unwrap();
+    let (config, _) = Config::load_str(&text, "test config").unwrap_or_else(|e| panic!("config: {e}"));
+    let running = server::start_on(config, Some(config_file.path().to_path_buf()), listen, admin)
+        .await
+        .unwrap();
+    Gateway {
+        running,
+        secret,
+        config_file,
+    }
+}
+
+/// The standard config plus an app redirect_uri pointing at the gateway's own
+/// callback, scopes, and the given `[tokens]` table and extra text.
+pub async fn user_gateway(sb: &Sandbox, tokens: &str, extra: &str) -> Gateway {
+    let upstream = sb.url();
+    gateway_knowing_admin(|admin, secret| {
+        config_full(&upstream, secret, "", tokens, extra).replace(
+            "client_secret_file",
+            &format!("redirect_uri = \"http://{admin}/oauth/callback\"\nscopes = [\"user_info\", \"video.list.bytes\"]\nclient_secret_file"),
+        )
+    })
+    .await
+}
+
+impl Http {
+    /// Admin API call with the admin key.
+    pub async fn admin(&self, gw: &Gateway, method: Method, path: &str, body: &str) -> Resp {
+        self.send(
+            method,
+            &gw.admin(path),
+            &[("x-admin-key", ADMIN_KEY), ("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Walks the authorization flow as a browser would: /oauth/authorize →
+    /// the platform's consent page → /oauth/callback. Returns the callback's answer.
+    pub async fn authorize(&self, gw: &Gateway, app: &str) -> Resp {
+        let r = self
+            .send(
+                Method::GET,
+                &gw.admin(&format!("/oauth/authorize?app={app}")),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 302, "{}", r.text());
+        let consent = r.headers["location"].to_str().unwrap().to_string();
+        let r = self.send(Method::GET, &consent, &[], Bytes::new()).await;
+        assert_eq!(r.status, 302, "consent page: {}", r.text());
+        let callback = r.headers["location"].to_str().unwrap().to_string();
+        assert!(callback.starts_with(&gw.admin("/oauth/callback?")), "{callback}");
+        self.send(Method::GET, &callback, &[], Bytes::new()).await
+    }
+}
+
+/// The open_id a callback page names.
+pub fn open_id_of(page: &str) -> String {
+    let start = page.find("<code>").expect("open_id on the page") + 6;
+    page[start..page[start..].find("</code>").unwrap() + start].to_string()
+}

@@ -1,0 +1,237 @@
+//! The admin API behind `X-Admin-Key` (or `Authorization: Bearer`): list
+//! tokens (never their values), import and forget users, refresh now.
+
+use super::{error, json, read_body};
+use crate::body::ProxyBody;
+use crate::inspect::Lenient;
+use crate::secret::Secret;
+use crate::state::Shared;
+use crate::token::issuer::{Fetched, REFRESH_TOKEN_LIFETIME};
+use crate::token::{unix_now, Grant, GrantState, Need, TokenClass, TokenError, TokenKey};
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// `None`: no admin key configured (the API is off).
+fn authorized(shared: &Shared, headers: &http::HeaderMap) -> Option<bool> {
+    let rt = shared.runtime.load();
+    let mut want = [0u8; 32];
+    hex::decode_to_slice(rt.config.admin.api_key_sha256.as_ref()?, &mut want).ok()?;
+    let bearer = || {
+        let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (s, k) = v.split_once(' ')?;
+        s.eq_ignore_ascii_case("bearer").then(|| k.trim())
+    };
+    let key = headers.get("x-admin-key").and_then(|v| v.to_str().ok()).or_else(bearer);
+    let Some(key) = key else { return Some(false) };
+    let got: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    Some(bool::from(got.ct_eq(&want)))
+}
+
+fn class_of(s: &str) -> Option<TokenClass> {
+    TokenClass::ALL.into_iter().find(|c| c.as_str() == s)
+}
+
+fn decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Handles `/admin/*`.
+pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+    match authorized(shared, req.headers()) {
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the admin API is off: set [admin] api_key_sha256",
+            )
+        }
+        Some(false) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "admin_unauthenticated",
+                "send the admin key as X-Admin-Key",
+            )
+        }
+        Some(true) => {}
+    }
+    let (parts, body) = req.into_parts();
+    let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["admin", "tokens"]) => list(shared),
+        (&Method::PUT, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
+            let body = match read_body(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            import(shared, &decode(app), &decode(open_id), &body).await
+        }
+        (&Method::DELETE, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
+            let (app, open_id) = (decode(app), decode(open_id));
+            match shared.tokens.remove_user(&app, &open_id) {
+                0 => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no tokens stored for that app and open_id",
+                ),
+                n => json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id})),
+            }
+        }
+        (&Method::POST, ["admin", "refresh"]) => {
+            let body = match read_body(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            refresh(shared, &body).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {} {}", parts.method, parts.uri.path()),
+        ),
+    }
+}
+
+fn list(shared: &Shared) -> Response<ProxyBody> {
+    let list: Vec<Value> = shared
+        .tokens
+        .snapshot()
+        .into_iter()
+        .map(|i| {
+            let mut subject = i.key.subject.split('\n');
+            let open_id = subject.next().filter(|o| !o.is_empty());
+            let mut v = json!({
+                "app": &*i.key.app,
+                "class": i.key.class.as_str(),
+                "open_id": open_id,
+                "expires_at": i.expires_unix,
+                "refresh_expires_at": i.grant.as_ref().map(|g| g.refresh_expires_unix),
+                "state": i.state,
+            });
+            if let Some(g) = &i.grant {
+                v["scope"] = match i.key.class {
+                    TokenClass::Biz => subject.next().unwrap_or("").into(),
+                    _ => g.scope.clone().into(),
+                };
+                if i.key.class == TokenClass::User {
+                    v["renewals"] = g.renewals.into();
+                    v["reauthorize_by"] = i.reauthorize_by.into();
+                }
+                if let GrantState::Dead(why) = &g.state {
+                    v["reason"] = why.clone().into();
+                }
+            }
+            v
+        })
+        .collect();
+    json(StatusCode::OK, json!({ "tokens": list }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Import {
+    access_token: String,
+    refresh_token: String,
+    expires_in: Lenient,
+    refresh_expires_in: Lenient,
+    #[serde(default)]
+    scope: String,
+}
+
+async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Response<ProxyBody> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "bad_request", m);
+    let i: Import = match serde_json::from_slice(body) {
+        Ok(i) => i,
+        Err(e) => return bad(format!(
+            "body must be {{\"access_token\",\"refresh_token\",\"expires_in\",\"refresh_expires_in\",\"scope\"?}}: {e}"
+        )),
+    };
+    let (Some(expires_in), Some(refresh_in)) = (
+        i.expires_in.0.filter(|e| *e > 0),
+        i.refresh_expires_in.0.filter(|e| *e > 0),
+    ) else {
+        return bad("expires_in and refresh_expires_in must be positive numbers of seconds".into());
+    };
+    if i.access_token.is_empty() || i.refresh_token.is_empty() {
+        return bad("access_token and refresh_token must not be empty".into());
+    }
+    let rt = shared.runtime.load();
+    let Some(a) = rt.apps.iter().find(|a| &*a.name == app) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            format!("no [[apps]] named {app:?}"),
+        );
+    };
+    let fetched = Fetched {
+        value: i.access_token,
+        expires_in: expires_in as u64,
+        grant: Some(Grant {
+            refresh_token: Secret::new(i.refresh_token),
+            refresh_expires_unix: unix_now() + refresh_in as u64,
+            // An imported token's history is unknown: count it as freshly issued.
+            refresh_lifetime_secs: REFRESH_TOKEN_LIFETIME.max(refresh_in as u64),
+            renewals: 0,
+            scope: i.scope,
+            state: GrantState::Active,
+        }),
+    };
+    match shared
+        .tokens
+        .install(&TokenKey::user(Arc::clone(&a.name), open_id), fetched)
+        .await
+    {
+        Ok(t) => json(
+            StatusCode::OK,
+            json!({"stored": true, "app": app, "open_id": open_id, "expires_at": t.expires_unix}),
+        ),
+        Err(e) => bad(e.to_string()),
+    }
+}
+
+async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RefreshReq {
+        app: String,
+        class: String,
+        open_id: Option<String>,
+        scope: Option<String>,
+    }
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
+    let r: RefreshReq = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return bad(&format!("body must be {{\"app\",\"class\",\"open_id\"?}}: {e}")),
+    };
+    let rt = shared.runtime.load();
+    let Some(app) = rt.apps.iter().find(|a| *a.name == r.app) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            format!("no [[apps]] named {:?}", r.app),
+        );
+    };
+    let key = match (class_of(&r.class), r.open_id.as_deref()) {
+        (Some(TokenClass::Client), _) => app.client_key.clone(),
+        (Some(TokenClass::User), Some(o)) => TokenKey::user(Arc::clone(&app.name), o),
+        (Some(TokenClass::Biz), Some(o)) => match r.scope.as_deref() {
+            Some(s) => TokenKey::biz(Arc::clone(&app.name), o, s),
+            None => return bad("class biz needs scope"),
+        },
+        (Some(_), None) => return bad("class user/biz needs open_id"),
+        (None, _) => return bad("class must be client, user or biz"),
+    };
+    let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
+    match shared.tokens.obtain(&key, Need::Newer(generation)).await {
+        Ok(t) => json(StatusCode::OK, json!({"refreshed": true, "expires_at": t.expires_unix})),
+        Err(e @ TokenError::AuthorizationRequired(_)) => {
+            error(StatusCode::UNAUTHORIZED, "user_authorization_required", e.to_string())
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", e.to_string()),
+    }
+}

@@ -1,0 +1,88 @@
+//! The admin listener: health, readiness, metrics, the OAuth authorization
+//! flow ([`oauth`]), the platform's webhook ([`webhook`]), and the admin API
+//! behind `X-Admin-Key` ([`api`]).
+
+mod api;
+mod oauth;
+mod webhook;
+
+use crate::body::ProxyBody;
+use crate::state::Shared;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// Admin and webhook request bodies are small JSON documents.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(serde_json::to_vec(&v).expect("json")));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// An admin-listener error: the contract's JSON shape and header.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
+    let mut r = json(
+        status,
+        serde_json::json!({"gateway_error": {"code": code, "message": message.into()}}),
+    );
+    if let Ok(v) = HeaderValue::from_str(code) {
+        r.headers_mut().insert(&crate::error::X_GATEWAY_ERROR, v);
+    }
+    r
+}
+
+/// Reads a small body, or answers 400/413.
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    match http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("admin bodies are at most {MAX_ADMIN_BODY} bytes"),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Handles one admin-listener request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/metrics") => {
+            shared.tokens.update_gauges();
+            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/oauth/authorize") => oauth::authorize(&shared, req.uri().query()),
+        (&Method::GET, "/oauth/callback") => oauth::callback(&shared, req.uri().query()).await,
+        (&Method::POST, "/webhooks/douyin") => webhook::handle(&shared, req).await,
+        (_, p) if p.starts_with("/admin/") => api::handle(&shared, req).await,
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
+    }
+}
