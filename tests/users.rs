@@ -103,7 +103,7 @@ async fn bad_replayed_and_refused_states_store_nothing() {
     let r = http
         .send(Method::GET, &cb(&format!("code=not-a-code&state={state}")), &[], "")
         .await;
-    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("10007"), "{}", r.text());
     // No code at all (the user declined).
     let r = http

@@ -4,7 +4,7 @@
 
 use crate::body::ProxyBody;
 use crate::state::{Pending, Shared};
-use crate::token::{issuer, TokenKey};
+use crate::token::{issuer, TokenError, TokenKey};
 use http::{header, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,11 +166,14 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
         }
         Err(e) => {
             tracing::warn!(app = %pending.app, "authorization code exchange failed: {e}");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "Authorization failed",
-                &format!("The platform refused the code: {}", escape(&e.to_string())),
-            )
+            // A refused code is the request's fault (stale, reused); a platform we cannot reach is ours.
+            let status = match e {
+                TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            page(status, "Authorization failed", &format!("The platform refused the code: {}", escape(&e.to_string())))
         }
     }
 }
