@@ -107,7 +107,12 @@ fn bench(c: &mut Criterion) {
         let metrics = Arc::new(Metrics::new());
         let (_, settings) = Runtime::build(cfg.clone(), &metrics).unwrap();
         let client = douyin_gateway::upstream::client(&cfg.upstream).unwrap();
-        let tokens = Tokens::new(client, settings, metrics);
+        let tokens = Tokens::new(
+            client,
+            settings,
+            metrics,
+            Arc::new(douyin_gateway::store::Store::Memory),
+        );
         tokens
             .obtain(&TokenKey::client("main".into()), Need::Any)
             .await

@@ -19,5 +19,6 @@ pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod token;
 pub mod upstream;

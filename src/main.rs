@@ -45,6 +45,12 @@ enum Cmd {
     Demo,
     /// Print a fresh random 32-byte key, base64, for `encryption_key_env`.
     Keygen,
+    /// Rewrite every stored token under the current encryption key (after a rotation).
+    Rekey {
+        /// Config file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Read an API key on stdin; print its hex SHA-256 for `api_key_sha256`.
     HashKey,
 }
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             init_logging();
             runtime().block_on(demo::run())
         }
+        Cmd::Rekey { config } => runtime().block_on(rekey(&config)),
         Cmd::Keygen => {
             use base64::Engine;
             let key: [u8; 32] = rand::random();
@@ -121,6 +128,33 @@ fn main() -> ExitCode {
             }
             println!("{}", douyin_gateway::caller::hash_key(key));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn rekey(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match douyin_gateway::store::Store::open(&config.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rekey: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match store.rekey().await {
+        Ok(n) => {
+            println!("rekey: {n} record(s) rewritten under the current key");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rekey: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub reauthorization: IntGaugeVec,
     /// `douyin_gateway_refresh_token_renewals_total{app,outcome}`.
     pub renewals: IntCounterVec,
+    /// `douyin_gateway_token_evicted_early_total{app,class}`: tokens the platform
+    /// rejected well before their expiry.
+    pub evicted_early: IntCounterVec,
 }
 
 /// Handles of one route, resolved once.
@@ -146,8 +149,17 @@ impl Metrics {
             &["app", "outcome"],
         )
         .unwrap();
+        let evicted_early = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_token_evicted_early_total",
+                "Tokens the platform rejected in the first half of their lifetime: something else fetches with these credentials.",
+            ),
+            &["app", "class"],
+        )
+        .unwrap();
         for c in [
             Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(evicted_early.clone()),
             Box::new(renewals.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
@@ -170,6 +182,7 @@ impl Metrics {
             tokens,
             reauthorization,
             renewals,
+            evicted_early,
         }
     }
 

@@ -2,7 +2,7 @@
 //! and config reload.
 
 use crate::body::ProxyBody;
-use crate::config::{Config, Severity, StoreKind};
+use crate::config::{Config, Severity};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
@@ -74,12 +74,6 @@ pub async fn start_on(
     listen: TcpListener,
     admin: TcpListener,
 ) -> Result<Running, String> {
-    if config.store.kind != StoreKind::Memory {
-        return Err(format!(
-            "[store] kind = {:?} is not available in this build yet (durable stores are being built); use kind = \"memory\"",
-            config.store.kind
-        ));
-    }
     let addr = listen.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     // Authorize URLs name the admin listener as bound (port 0 becomes the real port).
@@ -88,8 +82,14 @@ pub async fn start_on(
     let client = crate::upstream::client(&config.upstream)?;
     let tls = tls_acceptor(&config)?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let config_store = config.store.clone();
     let (runtime, settings) = Runtime::build(config, &metrics)?;
-    let tokens = Tokens::new(client.clone(), settings, Arc::clone(&metrics));
+    let store = Arc::new(crate::store::Store::open(&config_store).await?);
+    let tokens = Tokens::new(client.clone(), settings, Arc::clone(&metrics), store);
+    let loaded = tokens.load().await.map_err(|e| format!("cannot start: {e}"))?;
+    if loaded > 0 {
+        tracing::info!(tokens = loaded, "tokens loaded from the store");
+    }
     let maintain_every = Duration::from_millis(runtime.config.tokens.maintain_interval_ms);
     let shared = Arc::new(Shared {
         runtime: arc_swap::ArcSwap::from_pointee(runtime),

@@ -4,12 +4,9 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_douyin-gateway");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().unwrap();
@@ -119,85 +116,6 @@ fn keygen_and_hash_key() {
         String::from_utf8_lossy(&out.stdout).trim(),
         douyin_gateway::caller::hash_key("my-key")
     );
-}
-
-/// A gateway process whose stderr is collected line by line.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn finish(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(l);
-        }
-        (status.code().unwrap_or(-1), self.seen.join("\n"))
-    }
-}
-
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    let start = line
-        .find(&format!("{name}="))
-        .unwrap_or_else(|| panic!("{name} in {line}"))
-        + name.len()
-        + 1;
-    line[start..].split_whitespace().next().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,13 +73,14 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         }
         (&Method::DELETE, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
             let (app, open_id) = (decode(app), decode(open_id));
-            match shared.tokens.remove_user(&app, &open_id) {
-                0 => error(
+            match shared.tokens.remove_user(&app, &open_id).await {
+                Ok(0) => error(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "no tokens stored for that app and open_id",
                 ),
-                n => json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id})),
+                Ok(n) => json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id})),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
             }
         }
         (&Method::POST, ["admin", "refresh"]) => {
@@ -147,9 +148,11 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Respo
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "bad_request", m);
     let i: Import = match serde_json::from_slice(body) {
         Ok(i) => i,
-        Err(e) => return bad(format!(
+        Err(e) => {
+            return bad(format!(
             "body must be {{\"access_token\",\"refresh_token\",\"expires_in\",\"refresh_expires_in\",\"scope\"?}}: {e}"
-        )),
+        ))
+        }
     };
     let (Some(expires_in), Some(refresh_in)) = (
         i.expires_in.0.filter(|e| *e > 0),

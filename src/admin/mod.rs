@@ -14,6 +14,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
+/// A store slower than this to answer a readiness probe is not ready.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Admin and webhook request bodies are small JSON documents.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -69,7 +72,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => match tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await {
+            Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
+            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            Err(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the token store did not answer within 1 s",
+            ),
+        },
         (&Method::GET, "/metrics") => {
             shared.tokens.update_gauges();
             let mut r = Response::new(ProxyBody::full(shared.metrics.render()));

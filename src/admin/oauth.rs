@@ -173,7 +173,11 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            page(status, "Authorization failed", &format!("The platform refused the code: {}", escape(&e.to_string())))
+            page(
+                status,
+                "Authorization failed",
+                &format!("The platform refused the code: {}", escape(&e.to_string())),
+            )
         }
     }
 }

@@ -61,9 +61,14 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             let Some(open_id) = event["from_user_id"].as_str().filter(|o| !o.is_empty()) else {
                 return bad("unauthorize event without from_user_id");
             };
-            let dropped = shared.tokens.remove_user(&app.name, open_id);
-            tracing::info!(app = %app.name, dropped, "user revoked the app: tokens dropped");
-            json(StatusCode::OK, json!({"dropped": dropped}))
+            match shared.tokens.remove_user(&app.name, open_id).await {
+                Ok(dropped) => {
+                    tracing::info!(app = %app.name, dropped, "user revoked the app: tokens dropped");
+                    json(StatusCode::OK, json!({"dropped": dropped}))
+                }
+                // Not acknowledged: the platform sends the event again.
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            }
         }
         other => json(StatusCode::OK, json!({"ignored": other})),
     }

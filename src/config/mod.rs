@@ -189,6 +189,8 @@ pub struct StoreConfig {
     pub key_prefix: String,
     /// Environment variable holding the base64 32-byte encryption key.
     pub encryption_key_env: Option<String>,
+    /// During a key rotation: the variable holding the key records were written with before.
+    pub previous_encryption_key_env: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -199,6 +201,7 @@ impl Default for StoreConfig {
             url: None,
             key_prefix: "douyin-gateway:".into(),
             encryption_key_env: None,
+            previous_encryption_key_env: None,
         }
     }
 }

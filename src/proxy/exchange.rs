@@ -140,6 +140,31 @@ async fn send(
     }
 }
 
+/// Counts and explains a token the platform rejected in the first half of its
+/// life: the usual cause is another fetcher with the same credentials (only the
+/// latest two client_tokens stay valid), or a user who revoked the app.
+fn evicted_early(shared: &Shared, key: &TokenKey, token: &Token) {
+    let life = token.expires_at.saturating_duration_since(token.obtained_at);
+    let age = token.obtained_at.elapsed();
+    if token.replaced_rejected || age >= life / 2 {
+        return;
+    }
+    shared
+        .metrics
+        .evicted_early
+        .with_label_values(&[&key.app, key.class.as_str()])
+        .inc();
+    match key.class {
+        crate::token::TokenClass::Client => tracing::warn!(app = %key.app, age_s = age.as_secs(),
+            "the platform rejected a client_token long before its expiry: something else is fetching client_tokens \
+             with this app's credentials (another gateway with its own store, a test environment using production \
+             keys, a home-made token server); only the latest two stay valid. Let one owner fetch."),
+        _ => tracing::warn!(app = %key.app, class = key.class.as_str(), age_s = age.as_secs(),
+            "the platform rejected a token long before its expiry: the user may have revoked the app, \
+             or another system refreshed or re-authorized this user"),
+    }
+}
+
 /// Forwards a request, replaying it once with a new token if the platform
 /// rejected the first.
 #[allow(clippy::too_many_arguments)]
@@ -173,6 +198,7 @@ pub(super) async fn run(
     let Some(Verdict::Refresh(code)) = codes.map(|c| rt.codes.verdict(&c, Context::Api)) else {
         return Ok(resp);
     };
+    evicted_early(shared, &key, &token);
     let Some(kept) = kept else {
         // Too large to replay: the caller gets this answer, the next call a new token.
         metrics.retry_not_replayable.inc();

@@ -13,8 +13,10 @@
 
 use super::issuer::Fetched;
 use super::issuer::{self, IssuerConfig};
-use super::{unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
+use super::persist::Mode;
+use super::{Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::metrics::Metrics;
+use crate::store::Store;
 use crate::upstream::HttpClient;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
@@ -30,9 +32,6 @@ use std::time::{Duration, Instant};
 /// per token per this interval.
 const MIN_AGE_TO_REFETCH: Duration = Duration::from_secs(10);
 
-/// How far ahead the re-consent forecast looks.
-pub const REAUTHORIZE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// What a caller of [`Tokens::obtain`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -45,7 +44,7 @@ pub enum Need {
 }
 
 #[derive(Default)]
-struct Flight {
+pub(super) struct Flight {
     failures: u32,
     retry_after: Option<Instant>,
     last_error: Option<TokenError>,
@@ -54,9 +53,11 @@ struct Flight {
 /// One token's place in the cache.
 #[derive(Default)]
 pub struct Slot {
-    current: ArcSwapOption<Token>,
-    flight: tokio::sync::Mutex<Flight>,
-    refreshing: AtomicBool,
+    pub(super) current: ArcSwapOption<Token>,
+    pub(super) flight: tokio::sync::Mutex<Flight>,
+    pub(super) refreshing: AtomicBool,
+    /// A change the store has not taken yet (it was unreachable): written by the next sweep.
+    pub(super) dirty: AtomicBool,
 }
 
 /// Tuning, from `[tokens]`.
@@ -86,35 +87,19 @@ pub struct Settings {
 
 /// The token cache and its fetching.
 pub struct Tokens {
-    slots: DashMap<TokenKey, Arc<Slot>>,
-    settings: ArcSwap<Settings>,
-    client: HttpClient,
-    metrics: Arc<Metrics>,
-    generation: AtomicU64,
+    pub(super) slots: DashMap<TokenKey, Arc<Slot>>,
+    pub(super) settings: ArcSwap<Settings>,
+    pub(super) client: HttpClient,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) generation: AtomicU64,
     hits: [IntCounter; 3],
     misses: [IntCounter; 3],
-}
-
-/// A token as the admin API and gauges see it: never its value.
-#[derive(Debug, Clone)]
-pub struct TokenInfo {
-    /// Which token.
-    pub key: TokenKey,
-    /// Seconds until it is no longer used; `None` when there is none.
-    pub expires_in: Option<Duration>,
-    /// `valid`, `expired`, `failed` or `reauthorization_required`.
-    pub state: &'static str,
-    /// The platform's expiry of the token, Unix seconds.
-    pub expires_unix: Option<u64>,
-    /// The grant behind a user or biz token.
-    pub grant: Option<Arc<Grant>>,
-    /// When the user must re-consent at the latest, Unix seconds (user tokens).
-    pub reauthorize_by: Option<u64>,
+    pub(super) store: Arc<Store>,
 }
 
 impl Tokens {
     /// An empty cache.
-    pub fn new(client: HttpClient, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(client: HttpClient, settings: Settings, metrics: Arc<Metrics>, store: Arc<Store>) -> Arc<Self> {
         let handle =
             |result: &str| TokenClass::ALL.map(|c| metrics.token_cache.with_label_values(&[c.as_str(), result]));
         Arc::new(Tokens {
@@ -125,6 +110,7 @@ impl Tokens {
             misses: handle("miss"),
             metrics,
             generation: AtomicU64::new(1),
+            store,
         })
     }
 
@@ -174,11 +160,14 @@ impl Tokens {
         let slot = match key.class {
             // User tokens come only from authorization or import: an unknown open_id gets no slot,
             // so callers cannot grow the map with made-up ids.
-            TokenClass::User => self.slots.get(key).map(|s| Arc::clone(&s)).ok_or_else(|| {
-                TokenError::AuthorizationRequired(
-                    "no tokens are stored for this open_id: the user must authorize the app".into(),
-                )
-            })?,
+            TokenClass::User => match self.slots.get(key).map(|s| Arc::clone(&s)) {
+                Some(s) => s,
+                None => self.slot_from_store(key).await.ok_or_else(|| {
+                    TokenError::AuthorizationRequired(
+                        "no tokens are stored for this open_id: the user must authorize the app".into(),
+                    )
+                })?,
+            },
             _ => Arc::clone(&self.slots.entry(key.clone()).or_default()),
         };
         self.obtain_in(&slot, key, need).await
@@ -234,7 +223,8 @@ impl Tokens {
             .inc();
         match result {
             Ok(token) => {
-                let token = Arc::new(token);
+                let expected = current.as_ref().map_or(0, |c| c.version);
+                let token = Arc::new(self.persist(slot, key, token, expected, Mode::Adopt).await);
                 slot.current.store(Some(Arc::clone(&token)));
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
@@ -285,162 +275,19 @@ impl Tokens {
     /// Stores tokens obtained elsewhere (authorization callback, admin import),
     /// replacing whatever the slot held and clearing any back-off.
     pub async fn install(&self, key: &TokenKey, fetched: Fetched) -> Result<Arc<Token>, TokenError> {
-        let token = Arc::new(self.build(fetched, self.settings.load().tuning)?);
+        let token = self.build(fetched, self.settings.load().tuning)?;
         let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
         let mut flight = slot.flight.lock().await;
+        let expected = slot.current.load().as_ref().map_or(0, |c| c.version);
+        let token = Arc::new(self.persist(&slot, key, token, expected, Mode::Overwrite).await);
         slot.current.store(Some(Arc::clone(&token)));
         *flight = Flight::default();
+        if slot.dirty.load(Ordering::Acquire) {
+            // In use, and written by the next sweep; but not durable yet, which the caller must hear.
+            return Err(TokenError::Network(
+                "the token store is unavailable: the tokens are in use but only in memory until it answers".into(),
+            ));
+        }
         Ok(token)
-    }
-
-    /// Forgets a user: their user token, and their biz tokens of that app.
-    /// Returns how many tokens were dropped.
-    pub fn remove_user(&self, app: &str, open_id: &str) -> usize {
-        let before = self.slots.len();
-        self.slots.retain(|k, _| {
-            let subject_open_id = k.subject.split('\n').next().unwrap_or("");
-            !(&*k.app == app && k.class != TokenClass::Client && subject_open_id == open_id)
-        });
-        before - self.slots.len()
-    }
-
-    /// Renews refresh_tokens that expire within the renewal window; run
-    /// periodically. The old refresh_token dies at once on the platform, so the
-    /// new one replaces it in the slot before the slot's lock is released.
-    pub async fn maintain(&self) {
-        let settings = self.settings.load_full();
-        let tuning = settings.tuning;
-        let due: Vec<(TokenKey, Arc<Slot>)> = self
-            .slots
-            .iter()
-            .filter(|e| e.key().class == TokenClass::User)
-            .map(|e| (e.key().clone(), Arc::clone(e.value())))
-            .collect();
-        for (key, slot) in due {
-            let _flight = slot.flight.lock().await;
-            let Some(t) = slot.current.load_full() else { continue };
-            let Some(g) = t.grant.as_deref() else { continue };
-            let now = unix_now();
-            if g.state != GrantState::Active
-                || !g.usable(now)
-                || g.refresh_expires_unix > now + tuning.renew_before.as_secs()
-            {
-                continue;
-            }
-            if g.renewals >= tuning.max_renewals {
-                let exhausted = Grant {
-                    state: GrantState::RenewalsExhausted,
-                    ..g.clone()
-                };
-                slot.current.store(Some(Arc::new(t.with_grant(exhausted))));
-                tracing::warn!(app = %key.app, "a user's refresh_token was renewed {} times and cannot be again: they must re-consent before it expires", g.renewals);
-                continue;
-            }
-            let result = tokio::time::timeout(
-                tuning.fetch_timeout,
-                issuer::renew(&self.client, &settings.issuer, &key, g),
-            )
-            .await;
-            let result = result.unwrap_or(Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)));
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.outcome(),
-            };
-            self.metrics.renewals.with_label_values(&[&key.app, outcome]).inc();
-            match result {
-                Ok(new) => {
-                    slot.current.store(Some(Arc::new(t.with_grant(new))));
-                    tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
-                }
-                Err(TokenError::AuthorizationRequired(why)) => {
-                    // The renewal limit, or a dead refresh_token: stop renewing; the current
-                    // refresh_token still serves until it expires.
-                    let state = if why.contains("may not be renewed") {
-                        GrantState::RenewalsExhausted
-                    } else {
-                        GrantState::Dead(why.clone())
-                    };
-                    slot.current
-                        .store(Some(Arc::new(t.with_grant(Grant { state, ..g.clone() }))));
-                    tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
-                }
-                // Network trouble: the next round tries again (the window is days wide).
-                Err(e) => tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}"),
-            }
-        }
-    }
-
-    /// Every token's state, without values.
-    pub fn snapshot(&self) -> Vec<TokenInfo> {
-        let now = Instant::now();
-        let now_unix = unix_now();
-        let tuning = self.settings.load().tuning;
-        let mut out: Vec<TokenInfo> = self
-            .slots
-            .iter()
-            .map(|e| {
-                let current = e.value().current.load_full();
-                let grant = current.as_ref().and_then(|t| t.grant.clone());
-                let dead = grant
-                    .as_deref()
-                    .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
-                let (expires_in, state) = match &current {
-                    Some(_) if dead && e.key().class == TokenClass::User => {
-                        (Some(Duration::ZERO), "reauthorization_required")
-                    }
-                    Some(t) if now < t.expires_at => (Some(t.expires_at - now), "valid"),
-                    Some(_) => (Some(Duration::ZERO), "expired"),
-                    None => (None, "failed"),
-                };
-                let reauthorize_by = grant.as_deref().filter(|_| e.key().class == TokenClass::User).map(|g| {
-                    let left = match g.state {
-                        GrantState::Active => tuning.max_renewals.saturating_sub(g.renewals) as u64,
-                        _ => 0,
-                    };
-                    // Each renewal happens `renew_before` ahead of expiry and adds a full lifetime.
-                    let step = g.refresh_lifetime_secs.saturating_sub(tuning.renew_before.as_secs());
-                    match g.state {
-                        GrantState::Dead(_) => now_unix.min(g.refresh_expires_unix),
-                        _ => g.refresh_expires_unix + left * step,
-                    }
-                });
-                TokenInfo {
-                    key: e.key().clone(),
-                    expires_in,
-                    state,
-                    expires_unix: current.as_ref().map(|t| t.expires_unix),
-                    grant,
-                    reauthorize_by,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
-    }
-
-    /// Sets the `douyin_gateway_tokens` and `douyin_gateway_reauthorization`
-    /// gauges from the cache (at scrape time).
-    pub fn update_gauges(&self) {
-        self.metrics.tokens.reset();
-        self.metrics.reauthorization.reset();
-        let horizon = unix_now() + REAUTHORIZE_HORIZON.as_secs();
-        for info in self.snapshot() {
-            self.metrics
-                .tokens
-                .with_label_values(&[&info.key.app, info.key.class.as_str(), info.state])
-                .inc();
-            if info.key.class != TokenClass::User {
-                continue;
-            }
-            let when = match (info.state, info.reauthorize_by) {
-                ("reauthorization_required", _) => "required",
-                (_, Some(by)) if by <= horizon => "within_7d",
-                _ => continue,
-            };
-            self.metrics
-                .reauthorization
-                .with_label_values(&[&info.key.app, when])
-                .inc();
-        }
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod cache;
 pub mod issuer;
+mod persist;
+pub mod upkeep;
 
 use crate::secret::Secret;
 use http::HeaderValue;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use cache::{Need, Tokens};
+pub use upkeep::TokenInfo;
 
 /// The three token classes of the platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,6 +148,8 @@ pub struct Token {
     pub grant: Option<Arc<Grant>>,
     /// Fetched because the platform rejected the token before it.
     pub replaced_rejected: bool,
+    /// The store's version of the record this token was written as (0: never written).
+    pub version: u64,
 }
 
 impl Token {
@@ -167,6 +172,7 @@ impl Token {
             expires_unix: unix_now() + expires_in,
             grant: None,
             replaced_rejected: false,
+            version: 0,
         })
     }
 

@@ -11,7 +11,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub const CLIENT_KEY: &str = "awsandbox0000001";
@@ -344,4 +347,91 @@ impl Http {
 pub fn open_id_of(page: &str) -> String {
     let start = page.find("<code>").expect("open_id on the page") + 6;
     page[start..page[start..].find("</code>").unwrap() + start].to_string()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_douyin-gateway");
+
+/// A gateway process whose stderr is collected line by line.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_any(&[needle])
+    }
+
+    /// Waits for a line containing any of `needles`; returns it.
+    pub fn wait_for_any(&mut self, needles: &[&str]) -> String {
+        let needle = needles.join("\" or \"");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().any(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(l);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 1;
+    line[start..].split_whitespace().next().unwrap()
 }

@@ -1,0 +1,152 @@
+//! Where tokens are kept: `memory` (nothing survives a restart), `sqlite`
+//! (one file, the default) or `redis` (shared by many instances).
+//!
+//! The in-process cache ([`crate::token::Tokens`]) stays in front of every
+//! store: the store is read at start and on a miss, and written whenever a
+//! token changes, before the new token is used. Every write is a
+//! compare-and-swap on the record's version, so a slow writer can never
+//! replace a newer token with an older one. Token values (and the rest of the
+//! record) are encrypted with AES-256-GCM ([`crypto`]).
+
+pub mod crypto;
+pub mod record;
+pub mod redis;
+pub mod sqlite;
+
+use crate::config::{StoreConfig, StoreKind};
+use crate::token::TokenKey;
+pub use record::Record;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+    /// A record cannot be read with the configured keys.
+    #[error("token store record {key}: {reason}")]
+    Unreadable {
+        /// Which record.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of a compare-and-swap write.
+#[derive(Debug)]
+pub enum Put {
+    /// Written; the record's new version.
+    Written(u64),
+    /// Someone wrote first; what the store holds now.
+    Conflict(Option<Record>),
+}
+
+/// The configured store.
+pub enum Store {
+    /// Nothing persisted.
+    Memory,
+    /// Embedded SQLite.
+    Sqlite(sqlite::SqliteStore),
+    /// Redis, shared by instances.
+    Redis(redis::RedisStore),
+}
+
+impl Store {
+    /// Opens the configured store (creates the SQLite file and schema if needed).
+    pub async fn open(cfg: &StoreConfig) -> Result<Store, String> {
+        let keys = || -> Result<crypto::Keys, String> {
+            let var = cfg
+                .encryption_key_env
+                .as_deref()
+                .ok_or("[store] encryption_key_env is required")?;
+            let current = crypto::Key::from_env(var)?;
+            let previous = cfg
+                .previous_encryption_key_env
+                .as_deref()
+                .map(crypto::Key::from_env)
+                .transpose()?;
+            Ok(crypto::Keys { current, previous })
+        };
+        Ok(match cfg.kind {
+            StoreKind::Memory => Store::Memory,
+            StoreKind::Sqlite => Store::Sqlite(sqlite::SqliteStore::open(&cfg.path, keys()?).await?),
+            StoreKind::Redis => {
+                let url = cfg.url.as_deref().ok_or("[store] kind = \"redis\" needs url")?;
+                Store::Redis(redis::RedisStore::open(url, &cfg.key_prefix, keys()?).await?)
+            }
+        })
+    }
+
+    /// Whether tokens survive a restart here.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Store::Memory)
+    }
+
+    /// Every record (at start). Fails if any cannot be read: better to refuse
+    /// to start than to run with tokens silently missing.
+    pub async fn load_all(&self) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::Memory => Ok(Vec::new()),
+            Store::Sqlite(s) => s.load_all().await,
+            Store::Redis(r) => r.load_all().await,
+        }
+    }
+
+    /// One record.
+    pub async fn get(&self, key: &TokenKey) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Memory => Ok(None),
+            Store::Sqlite(s) => s.get(key).await,
+            Store::Redis(r) => r.get(key).await,
+        }
+    }
+
+    /// Writes `rec` if the stored version is still `expected` (0: absent).
+    pub async fn put(&self, rec: &Record, expected: u64) -> Result<Put, StoreError> {
+        match self {
+            Store::Memory => Ok(Put::Written(expected + 1)),
+            Store::Sqlite(s) => s.put(rec, expected).await,
+            Store::Redis(r) => r.put(rec, expected).await,
+        }
+    }
+
+    /// Removes a record; whether it existed.
+    pub async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory => Ok(false),
+            Store::Sqlite(s) => s.delete(key).await,
+            Store::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Removes a user's user and biz records of an app; how many.
+    pub async fn delete_user(&self, app: &str, open_id: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Memory => Ok(0),
+            Store::Sqlite(s) => s.delete_user(app, open_id).await,
+            Store::Redis(r) => r.delete_user(app, open_id).await,
+        }
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(s) => s.ping().await,
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// Rewrites every record under the current key (`douyin-gateway rekey`).
+    pub async fn rekey(&self) -> Result<usize, StoreError> {
+        let records = self.load_all().await?;
+        let mut n = 0;
+        for r in &records {
+            if let Put::Written(_) = self.put(r, r.version).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,185 @@
+//! Between the cache and the store. A token is written before anyone uses it:
+//! a renewed refresh_token, whose predecessor the platform has already
+//! killed, is on disk before the slot shows it. Writes are compare-and-swap on
+//! the record's version; what to do when another writer got there first
+//! depends on what is being written ([`Mode`]).
+
+use super::cache::{Slot, Tokens};
+use super::{Token, TokenError, TokenKey};
+use crate::store::{Put, Record, StoreError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// What a write does on a version conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// A fetched token: the newer stored one wins (it is at least as good, and
+    /// other instances already use it).
+    Adopt,
+    /// A new authorization or an import: it replaces whatever is stored.
+    Overwrite,
+    /// A renewed refresh_token: the platform killed the old one, so ours must
+    /// win; the newer stored access token is kept beside it.
+    KeepGrant,
+}
+
+/// Attempts before giving up on a record other writers keep changing.
+const CAS_ATTEMPTS: usize = 4;
+
+impl Tokens {
+    pub(super) fn record_of(key: &TokenKey, t: &Token) -> Record {
+        Record {
+            key: key.clone(),
+            version: t.version,
+            access_token: t.value.clone(),
+            expires_unix: t.expires_unix,
+            grant: t.grant.as_deref().cloned(),
+            stale_key: false,
+        }
+    }
+
+    /// A cached token from a stored record.
+    pub(super) fn token_of(&self, r: Record) -> Result<Token, TokenError> {
+        let left = r.expires_unix.saturating_sub(super::unix_now());
+        let fraction = self.settings.load().tuning.refresh_at_fraction;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let mut t = Token::new(generation, r.access_token.expose().to_string(), left.max(1), fraction)?;
+        if left == 0 {
+            t = t.killed();
+        }
+        t.expires_unix = r.expires_unix;
+        t.grant = r.grant.map(Arc::new);
+        t.version = r.version;
+        Ok(t)
+    }
+
+    /// Writes `t` over stored version `expected`; returns the token to publish
+    /// (with its new version, or the newer stored one when adopting). If the
+    /// store cannot be reached the token is kept in memory, marked for the
+    /// next sweep, and the failure logged: losing it would be worse.
+    pub(super) async fn persist(
+        &self,
+        slot: &Slot,
+        key: &TokenKey,
+        mut t: Token,
+        mut expected: u64,
+        mode: Mode,
+    ) -> Token {
+        if !self.store.is_durable() {
+            return t;
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            match self.store.put(&Self::record_of(key, &t), expected).await {
+                Ok(Put::Written(v)) => {
+                    t.version = v;
+                    slot.dirty.store(false, Ordering::Release);
+                    return t;
+                }
+                Ok(Put::Conflict(None)) => expected = 0,
+                Ok(Put::Conflict(Some(newer))) => match mode {
+                    Mode::Adopt => match self.token_of(newer) {
+                        Ok(theirs) => {
+                            tracing::info!(app = %key.app, class = key.class.as_str(), "another writer stored a newer token; using it");
+                            slot.dirty.store(false, Ordering::Release);
+                            return theirs;
+                        }
+                        Err(_) => expected = t.version.max(expected),
+                    },
+                    Mode::Overwrite => expected = newer.version,
+                    Mode::KeepGrant => {
+                        let grant = t.grant.clone();
+                        expected = newer.version;
+                        if let Ok(mut theirs) = self.token_of(newer) {
+                            theirs.grant = grant;
+                            t = theirs;
+                        }
+                    }
+                },
+                Err(e) => {
+                    slot.dirty.store(true, Ordering::Release);
+                    tracing::error!(app = %key.app, class = key.class.as_str(),
+                        "could not write a token to the store ({e}); it is kept in memory and written when the store answers");
+                    return t;
+                }
+            }
+        }
+        slot.dirty.store(true, Ordering::Release);
+        tracing::error!(app = %key.app, class = key.class.as_str(), "the stored token kept changing under this write; retrying later");
+        t
+    }
+
+    /// Loads every stored token (at start). Records still under the previous
+    /// key are rewritten under the current one.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let records = self.store.load_all().await?;
+        let n = records.len();
+        for r in records {
+            let (key, stale) = (r.key.clone(), r.stale_key);
+            let Ok(t) = self.token_of(r) else { continue };
+            let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
+            let version = t.version;
+            let t = if stale {
+                self.persist(&slot, &key, t, version, Mode::Adopt).await
+            } else {
+                t
+            };
+            slot.current.store(Some(Arc::new(t)));
+        }
+        Ok(n)
+    }
+
+    /// The slot of a user another instance (or a previous run) stored.
+    pub(super) async fn slot_from_store(&self, key: &TokenKey) -> Option<Arc<Slot>> {
+        if !self.store.is_durable() {
+            return None;
+        }
+        let record = match self.store.get(key).await {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(app = %key.app, "token store unavailable while looking up a user: {e}");
+                return None;
+            }
+        };
+        let t = self.token_of(record).ok()?;
+        let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
+        if slot.current.load().is_none() {
+            slot.current.store(Some(Arc::new(t)));
+        }
+        Some(slot)
+    }
+
+    /// Writes the changes the store missed while it was unreachable.
+    pub(super) async fn flush_dirty(&self) {
+        let dirty: Vec<(TokenKey, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .filter(|e| e.value().dirty.load(Ordering::Acquire))
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        for (key, slot) in dirty {
+            let _flight = slot.flight.lock().await;
+            let Some(t) = slot.current.load_full() else { continue };
+            let version = t.version;
+            let t = self.persist(&slot, &key, (*t).clone(), version, Mode::KeepGrant).await;
+            slot.current.store(Some(Arc::new(t)));
+        }
+    }
+
+    /// Forgets a user: their user token and their biz tokens of that app, in
+    /// memory and in the store. Returns how many tokens were dropped.
+    pub async fn remove_user(&self, app: &str, open_id: &str) -> Result<usize, StoreError> {
+        let before = self.slots.len();
+        self.slots.retain(|k, _| {
+            let subject_open_id = k.subject.split('\n').next().unwrap_or("");
+            !(&*k.app == app && k.class != super::TokenClass::Client && subject_open_id == open_id)
+        });
+        let in_memory = before - self.slots.len();
+        let stored = self.store.delete_user(app, open_id).await?;
+        Ok(in_memory.max(stored))
+    }
+
+    /// Whether the store answers.
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+}
