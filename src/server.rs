@@ -118,11 +118,12 @@ pub async fn start_on(
             }
         })
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(serve(listen, tls, proxy, rx.clone(), grace)),
-        tokio::spawn(serve(admin, None, admin_svc, rx, grace)),
+        tokio::spawn(serve(admin, None, admin_svc, rx.clone(), grace)),
         maintenance,
     ];
+    tasks.extend(shared.tokens.listen(rx));
     tracing::info!(%addr, %admin_addr, "gateway listening");
     Ok(Running {
         addr,

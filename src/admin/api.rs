@@ -113,6 +113,7 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
                 "expires_at": i.expires_unix,
                 "refresh_expires_at": i.grant.as_ref().map(|g| g.refresh_expires_unix),
                 "state": i.state,
+                "version": i.version,
             });
             if let Some(g) = &i.grant {
                 v["scope"] = match i.key.class {

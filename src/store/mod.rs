@@ -16,6 +16,8 @@ pub mod sqlite;
 use crate::config::{StoreConfig, StoreKind};
 use crate::token::TokenKey;
 pub use record::Record;
+pub use redis::Lease;
+use std::time::Duration;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +50,8 @@ pub enum Store {
     Memory,
     /// Embedded SQLite.
     Sqlite(sqlite::SqliteStore),
-    /// Redis, shared by instances.
-    Redis(redis::RedisStore),
+    /// Redis, shared by instances (boxed: it is much larger than the others).
+    Redis(Box<redis::RedisStore>),
 }
 
 impl Store {
@@ -73,9 +75,38 @@ impl Store {
             StoreKind::Sqlite => Store::Sqlite(sqlite::SqliteStore::open(&cfg.path, keys()?).await?),
             StoreKind::Redis => {
                 let url = cfg.url.as_deref().ok_or("[store] kind = \"redis\" needs url")?;
-                Store::Redis(redis::RedisStore::open(url, &cfg.key_prefix, keys()?).await?)
+                Store::Redis(Box::new(redis::RedisStore::open(url, &cfg.key_prefix, keys()?).await?))
             }
         })
+    }
+
+    /// Whether several instances share it (and must coordinate fetches).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// [`Self::put`], accepted by Redis only while `lease` is held.
+    pub async fn put_fenced(&self, rec: &Record, expected: u64, lease: Option<&Lease>) -> Result<Put, StoreError> {
+        match self {
+            Store::Redis(r) => r.put_fenced(rec, expected, lease).await,
+            _ => self.put(rec, expected).await,
+        }
+    }
+
+    /// Takes the fetch lease on a token (`None`: another instance holds it).
+    /// Only a shared store has leases; one instance needs none (callers check [`Self::is_shared`]).
+    pub async fn acquire(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        match self {
+            Store::Redis(r) => r.acquire(key, ttl).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Gives a lease back.
+    pub async fn release(&self, lease: Option<Lease>) {
+        if let (Store::Redis(r), Some(l)) = (self, lease) {
+            r.release(l).await;
+        }
     }
 
     /// Whether tokens survive a restart here.

@@ -1,39 +1,398 @@
-//! Redis store (placeholder until the multi-instance work lands).
+//! The shared store: Redis (or Valkey) behind a connection manager that
+//! reconnects by itself. Besides the records it carries what many instances
+//! need to act as one:
+//!
+//! - compare-and-swap writes in Lua, each publishing `app\tclass\tsubject\tversion`
+//!   on `{prefix}events` so every instance's cache learns of the change;
+//! - a lease per token (`SET NX PX`, the value a fencing number from `INCR`):
+//!   one instance fetches, the others wait for the record to change; a holder
+//!   that dies loses the lease when it expires.
 
 use super::crypto::Keys;
+use super::record::{class_from, class_name};
 use super::{Put, Record, StoreError};
 use crate::token::TokenKey;
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Redis calls slower than this count as failures: a token fetch must not hang on the store.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// CAS write: KEYS[1] record, KEYS[2] lease; ARGV expected, sealed, app, class, subject, channel, fence.
+/// Returns {1, version} written, {0, version, sealed} conflict, {2} lease lost.
+const PUT: &str = r#"
+if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[7] then return {2} end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if cur ~= tonumber(ARGV[1]) then
+  return {0, cur, redis.call('HGET', KEYS[1], 's') or ''}
+end
+local nv = cur + 1
+redis.call('HSET', KEYS[1], 'v', nv, 's', ARGV[2], 'a', ARGV[3], 'c', ARGV[4], 'o', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. nv)
+return {1, nv}
+"#;
+
+/// Release a lease only if still ours.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// A held lease.
+#[derive(Debug)]
+pub struct Lease {
+    key: String,
+    fence: String,
+}
 
 /// The Redis store.
-pub struct RedisStore;
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    keys: Arc<Keys>,
+    put: redis::Script,
+    release: redis::Script,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Escapes glob characters for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
 
 impl RedisStore {
-    /// Opens a connection.
-    pub async fn open(_url: &str, _prefix: &str, _keys: Keys) -> Result<RedisStore, String> {
-        Err("the redis store is not built yet".into())
+    /// Connects (fails if Redis does not answer at start).
+    pub async fn open(url: &str, prefix: &str, keys: Keys) -> Result<RedisStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("[store] url: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", redact_url(url)))?;
+        Ok(RedisStore {
+            client,
+            conn,
+            prefix: prefix.to_string(),
+            keys: Arc::new(keys),
+            put: redis::Script::new(PUT),
+            release: redis::Script::new(RELEASE),
+        })
     }
+
+    fn record_key(&self, key: &TokenKey) -> String {
+        format!("{}t:{}:{}:{}", self.prefix, key.app, class_name(key.class), key.subject)
+    }
+
+    fn lease_key(&self, key: &TokenKey) -> String {
+        format!(
+            "{}lease:{}:{}:{}",
+            self.prefix,
+            key.app,
+            class_name(key.class),
+            key.subject
+        )
+    }
+
+    /// The channel change events go to.
+    pub fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    fn decode(&self, key: TokenKey, version: u64, sealed: &[u8]) -> Result<Record, StoreError> {
+        let name = format!("{}/{}/{}", key.app, key.class.as_str(), key.subject.replace('\n', "/"));
+        let (body, stale) = self
+            .keys
+            .open(&Record::aad(&key), sealed)
+            .map_err(|e| StoreError::Unreadable {
+                key: name.clone(),
+                reason: e.to_string(),
+            })?;
+        Record::from_body(key, version, &body, stale).map_err(|reason| StoreError::Unreadable { key: name, reason })
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut out) = (0u64, Vec::new());
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            out.extend(keys);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn read(&self, rkey: &str) -> Result<Option<Record>, StoreError> {
+        let mut conn = self.conn.clone();
+        type Row = (
+            Option<u64>,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (v, s, a, c, o): Row = redis::cmd("HMGET")
+            .arg(rkey)
+            .arg(&["v", "s", "a", "c", "o"])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let (Some(v), Some(s), Some(a), Some(c), Some(o)) = (v, s, a, c, o) else {
+            return Ok(None);
+        };
+        let Some(class) = class_from(&c) else { return Ok(None) };
+        let key = TokenKey {
+            app: a.into(),
+            class,
+            subject: o.into(),
+        };
+        self.decode(key, v, &s).map(Some)
+    }
+
     /// Every record.
     pub async fn load_all(&self) -> Result<Vec<Record>, StoreError> {
-        unreachable!()
+        let mut out = Vec::new();
+        for k in self.scan(&format!("{}t:*", glob_escape(&self.prefix))).await? {
+            if let Some(r) = self.read(&k).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
+
     /// One record.
-    pub async fn get(&self, _key: &TokenKey) -> Result<Option<Record>, StoreError> {
-        unreachable!()
+    pub async fn get(&self, key: &TokenKey) -> Result<Option<Record>, StoreError> {
+        self.read(&self.record_key(key)).await
     }
-    /// CAS write.
-    pub async fn put(&self, _rec: &Record, _expected: u64) -> Result<Put, StoreError> {
-        unreachable!()
+
+    /// Compare-and-swap write; with `lease`, only while that lease is held.
+    pub async fn put_fenced(&self, rec: &Record, expected: u64, lease: Option<&Lease>) -> Result<Put, StoreError> {
+        let mut conn = self.conn.clone();
+        let sealed = self.keys.seal(&Record::aad(&rec.key), &rec.body());
+        let result: Vec<redis::Value> = self
+            .put
+            .key(self.record_key(&rec.key))
+            .key(self.lease_key(&rec.key))
+            .arg(expected)
+            .arg(sealed)
+            .arg(&*rec.key.app)
+            .arg(class_name(rec.key.class))
+            .arg(&*rec.key.subject)
+            .arg(self.channel())
+            .arg(lease.map_or("", |l| l.fence.as_str()))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => *i as u64,
+            _ => 0,
+        };
+        match result.first().map(int) {
+            Some(1) => Ok(Put::Written(result.get(1).map_or(0, int))),
+            Some(2) => Ok(Put::Conflict(self.get(&rec.key).await?)),
+            _ => {
+                let version = result.get(1).map_or(0, int);
+                match result.get(2) {
+                    Some(redis::Value::BulkString(s)) if version > 0 && !s.is_empty() => {
+                        Ok(Put::Conflict(Some(self.decode(rec.key.clone(), version, s)?)))
+                    }
+                    _ => Ok(Put::Conflict(None)),
+                }
+            }
+        }
     }
-    /// Delete.
-    pub async fn delete(&self, _key: &TokenKey) -> Result<bool, StoreError> {
-        unreachable!()
+
+    /// Compare-and-swap write.
+    pub async fn put(&self, rec: &Record, expected: u64) -> Result<Put, StoreError> {
+        self.put_fenced(rec, expected, None).await
     }
-    /// Delete a user.
-    pub async fn delete_user(&self, _app: &str, _open_id: &str) -> Result<usize, StoreError> {
-        unreachable!()
+
+    async fn publish(&self, key: &TokenKey) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let msg = format!("{}\t{}\t{}\t0", key.app, class_name(key.class), key.subject);
+        redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(msg)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
-    /// Ping.
+
+    /// Removes a record.
+    pub async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("DEL")
+            .arg(self.record_key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.publish(key).await?;
+        Ok(n > 0)
+    }
+
+    /// Removes a user's user and biz records of an app.
+    pub async fn delete_user(&self, app: &str, open_id: &str) -> Result<usize, StoreError> {
+        let user = TokenKey::user(app.into(), open_id);
+        let mut n = usize::from(self.delete(&user).await?);
+        let pattern = format!(
+            "{}t:{}:biz:{}\n*",
+            glob_escape(&self.prefix),
+            glob_escape(app),
+            glob_escape(open_id)
+        );
+        for k in self.scan(&pattern).await? {
+            if let Some(r) = self.read(&k).await? {
+                n += usize::from(self.delete(&r.key).await?);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        unreachable!()
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Takes the lease on a token for `ttl`, or `None` if another instance holds it.
+    pub async fn acquire(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fence: u64 = redis::cmd("INCR")
+            .arg(format!("{}fence", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let lease = Lease {
+            key: self.lease_key(key),
+            fence: fence.to_string(),
+        };
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(&lease.key)
+            .arg(&lease.fence)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(ok.map(|_| lease))
+    }
+
+    /// Gives a lease back (if still ours).
+    pub async fn release(&self, lease: Lease) {
+        let mut conn = self.conn.clone();
+        let _ = self
+            .release
+            .key(&lease.key)
+            .arg(&lease.fence)
+            .invoke_async::<i64>(&mut conn)
+            .await;
+    }
+
+    /// Whether another instance holds the lease on a token.
+    pub async fn leased(&self, key: &TokenKey) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(self.lease_key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    /// Delivers change events (key, version; 0 = deleted) until `stop` fires,
+    /// resubscribing after a lost connection.
+    pub async fn listen(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<(TokenKey, u64)>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt;
+        let channel = self.channel();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let subscribed = async {
+                let mut ps = self.client.get_async_pubsub().await?;
+                ps.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(ps)
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
+                Ok(Ok(ps)) => {
+                    delay = Duration::from_millis(100);
+                    let _ = events.send((TokenKey::client("".into()), u64::MAX)); // resync marker
+                    let mut stream = ps.into_on_message();
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => {
+                                let Some(msg) = msg else { break };
+                                let Ok(payload) = msg.get_payload::<String>() else { continue };
+                                let mut parts = payload.splitn(4, '\t');
+                                let (Some(app), Some(class), Some(subject), Some(v)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+                                let (Some(class), Ok(v)) = (class_from(class), v.parse::<u64>()) else { continue };
+                                let _ = events.send((TokenKey { app: app.into(), class, subject: subject.into() }, v));
+                            }
+                            _ = stop.changed() => return,
+                        }
+                    }
+                    tracing::warn!("lost the Redis event subscription; resubscribing");
+                }
+                _ => tracing::warn!("cannot subscribe to Redis events; retrying in {} ms", delay.as_millis()),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A Redis URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}[redacted]@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_globs() {
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://[redacted]@h:6379/0");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
     }
 }

@@ -13,7 +13,7 @@
 
 use super::issuer::Fetched;
 use super::issuer::{self, IssuerConfig};
-use super::persist::Mode;
+use super::persist::{Coordinated, Mode};
 use super::{Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -203,6 +203,19 @@ impl Tokens {
         let settings = self.settings.load_full();
         let tuning = settings.tuning;
         let current = slot.current.load_full();
+        // Many instances: the store may hold a newer token already, or another instance may be
+        // fetching it (then wait for its write); else take the lease and fetch.
+        let lease = match self.coordinate(key, current.as_deref(), tuning).await {
+            Coordinated::Adopted(t) => {
+                let t = Arc::new(t);
+                slot.current.store(Some(Arc::clone(&t)));
+                *flight = Flight::default();
+                return Ok(t);
+            }
+            Coordinated::Lease(l) => l,
+            Coordinated::Alone => None,
+            Coordinated::TimedOut => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
+        };
         let fetch = issuer::fetch(&self.client, &settings.issuer, key, current.as_deref());
         let result = match tokio::time::timeout(tuning.fetch_timeout, fetch).await {
             Ok(r) => r,
@@ -224,13 +237,18 @@ impl Tokens {
         match result {
             Ok(token) => {
                 let expected = current.as_ref().map_or(0, |c| c.version);
-                let token = Arc::new(self.persist(slot, key, token, expected, Mode::Adopt).await);
+                let token = self
+                    .persist_fenced(slot, key, token, expected, Mode::Adopt, lease.as_ref())
+                    .await;
+                self.store.release(lease).await;
+                let token = Arc::new(token);
                 slot.current.store(Some(Arc::clone(&token)));
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
                 Ok(token)
             }
             Err(err) => {
+                self.store.release(lease).await;
                 if let (TokenError::AuthorizationRequired(why), Some(t)) = (&err, &current) {
                     // The refresh_token is dead: remember it, so no call tries it again.
                     if let Some(g) = t.grant.as_deref().filter(|g| !matches!(g.state, GrantState::Dead(_))) {
@@ -238,7 +256,10 @@ impl Tokens {
                             state: GrantState::Dead(why.clone()),
                             ..g.clone()
                         };
-                        slot.current.store(Some(Arc::new(t.killed().with_grant(dead))));
+                        let marked = self
+                            .persist(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt)
+                            .await;
+                        slot.current.store(Some(Arc::new(marked)));
                         tracing::warn!(app = %key.app, class = key.class.as_str(), "user must authorize again: {why}");
                     }
                 }

@@ -4,11 +4,13 @@
 //! the record's version; what to do when another writer got there first
 //! depends on what is being written ([`Mode`]).
 
+use super::cache::Tuning;
 use super::cache::{Slot, Tokens};
 use super::{Token, TokenError, TokenKey};
-use crate::store::{Put, Record, StoreError};
+use crate::store::{Lease, Put, Record, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a write does on a version conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,24 @@ pub(super) enum Mode {
 
 /// Attempts before giving up on a record other writers keep changing.
 const CAS_ATTEMPTS: usize = 4;
+/// How often an instance waiting on another's fetch looks at the store.
+const LEASE_POLL: Duration = Duration::from_millis(25);
+/// A lease outlives the fetch it covers by this, for the write that follows.
+const LEASE_SLACK: Duration = Duration::from_secs(1);
+/// A stored token with less life than this left is not worth adopting.
+const ADOPT_MIN_LIFE: u64 = 30;
+
+/// What coordinating with other instances decided.
+pub(super) enum Coordinated {
+    /// Another instance stored a newer, usable token: use it.
+    Adopted(Token),
+    /// Fetch, holding this lease (or none: a store without leases).
+    Lease(Option<Lease>),
+    /// The store cannot be reached: fetch without coordination (availability first).
+    Alone,
+    /// Another instance held the lease and wrote nothing in time.
+    TimedOut,
+}
 
 impl Tokens {
     pub(super) fn record_of(key: &TokenKey, t: &Token) -> Record {
@@ -57,19 +77,25 @@ impl Tokens {
     /// (with its new version, or the newer stored one when adopting). If the
     /// store cannot be reached the token is kept in memory, marked for the
     /// next sweep, and the failure logged: losing it would be worse.
-    pub(super) async fn persist(
+    pub(super) async fn persist(&self, slot: &Slot, key: &TokenKey, t: Token, expected: u64, mode: Mode) -> Token {
+        self.persist_fenced(slot, key, t, expected, mode, None).await
+    }
+
+    /// [`Self::persist`], accepted by a shared store only while `lease` is held.
+    pub(super) async fn persist_fenced(
         &self,
         slot: &Slot,
         key: &TokenKey,
         mut t: Token,
         mut expected: u64,
         mode: Mode,
+        lease: Option<&Lease>,
     ) -> Token {
         if !self.store.is_durable() {
             return t;
         }
         for _ in 0..CAS_ATTEMPTS {
-            match self.store.put(&Self::record_of(key, &t), expected).await {
+            match self.store.put_fenced(&Self::record_of(key, &t), expected, lease).await {
                 Ok(Put::Written(v)) => {
                     t.version = v;
                     slot.dirty.store(false, Ordering::Release);
@@ -106,6 +132,110 @@ impl Tokens {
         slot.dirty.store(true, Ordering::Release);
         tracing::error!(app = %key.app, class = key.class.as_str(), "the stored token kept changing under this write; retrying later");
         t
+    }
+
+    /// Before fetching: with a shared store, adopt a newer stored token, or wait
+    /// while another instance fetches, or take the lease.
+    pub(super) async fn coordinate(&self, key: &TokenKey, current: Option<&Token>, tuning: Tuning) -> Coordinated {
+        if !self.store.is_shared() {
+            return Coordinated::Lease(None);
+        }
+        let base = current.map_or(0, |t| t.version);
+        let deadline = Instant::now() + tuning.fetch_timeout + LEASE_SLACK;
+        loop {
+            match self.store.get(key).await {
+                Ok(Some(r)) if r.version > base && r.expires_unix > super::unix_now() + ADOPT_MIN_LIFE => {
+                    if let Ok(t) = self.token_of(r) {
+                        return Coordinated::Adopted(t);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(app = %key.app, class = key.class.as_str(), "{e}; fetching without coordination");
+                    return Coordinated::Alone;
+                }
+            }
+            match self.store.acquire(key, tuning.fetch_timeout + LEASE_SLACK).await {
+                Ok(Some(lease)) => return Coordinated::Lease(Some(lease)),
+                Ok(None) => {}
+                Err(_) => return Coordinated::Alone,
+            }
+            if Instant::now() >= deadline {
+                return Coordinated::TimedOut;
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    /// A change another instance published: adopt it if newer than what this
+    /// slot holds; `version` 0 means deleted, `u64::MAX` means events may have
+    /// been missed (resubscribed), so every slot is compared with the store and
+    /// written back where the store lost it.
+    pub async fn on_remote_change(&self, key: TokenKey, version: u64) {
+        if version == u64::MAX {
+            let keys: Vec<TokenKey> = self.slots.iter().map(|e| e.key().clone()).collect();
+            for k in keys {
+                self.refresh_from_store(&k, 0).await;
+            }
+            self.flush_dirty().await;
+            return;
+        }
+        if version == 0 {
+            self.slots.remove(&key);
+            return;
+        }
+        self.refresh_from_store(&key, version).await;
+    }
+
+    async fn refresh_from_store(&self, key: &TokenKey, at_least: u64) {
+        let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
+            return;
+        };
+        if slot
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|t| t.version >= at_least.max(1))
+            && at_least > 0
+        {
+            return;
+        }
+        match self.store.get(key).await {
+            Ok(Some(r)) => {
+                let newer = slot.current.load().as_ref().is_none_or(|t| r.version > t.version);
+                if newer {
+                    if let Ok(t) = self.token_of(r) {
+                        slot.current.store(Some(Arc::new(t)));
+                    }
+                }
+            }
+            // Missing from the store (Redis restarted without persistence, or the record
+            // was lost): this instance holds the surviving copy, so write it back.
+            Ok(None) if at_least == 0 && slot.current.load().is_some() => {
+                slot.dirty.store(true, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    /// With a shared store: follows other instances' changes until `stop`.
+    pub fn listen(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.store.is_shared() {
+            return None;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some((key, version)) = rx.recv().await {
+                this.on_remote_change(key, version).await;
+            }
+        });
+        let this = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            if let crate::store::Store::Redis(r) = &*this.store {
+                r.listen(tx, stop).await;
+            }
+        }))
     }
 
     /// Loads every stored token (at start). Records still under the previous

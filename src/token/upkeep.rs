@@ -2,8 +2,8 @@
 //! changes the store missed, and what the admin API and gauges see.
 
 use super::cache::{Slot, Tokens};
-use super::persist::Mode;
-use super::{issuer, unix_now, Grant, GrantState, TokenClass, TokenError, TokenKey};
+use super::persist::{Coordinated, Mode};
+use super::{issuer, unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub struct TokenInfo {
     pub grant: Option<Arc<Grant>>,
     /// When the user must re-consent at the latest, Unix seconds (user tokens).
     pub reauthorize_by: Option<u64>,
+    /// The store's version of it (0: not stored).
+    pub version: u64,
 }
 
 impl Tokens {
@@ -33,8 +35,6 @@ impl Tokens {
     /// new one replaces it in the slot before the slot's lock is released.
     pub async fn maintain(&self) {
         self.flush_dirty().await;
-        let settings = self.settings.load_full();
-        let tuning = settings.tuning;
         let due: Vec<(TokenKey, Arc<Slot>)> = self
             .slots
             .iter()
@@ -42,61 +42,113 @@ impl Tokens {
             .map(|e| (e.key().clone(), Arc::clone(e.value())))
             .collect();
         for (key, slot) in due {
-            let _flight = slot.flight.lock().await;
-            let Some(t) = slot.current.load_full() else { continue };
-            let Some(g) = t.grant.as_deref() else { continue };
+            self.maintain_one(&key, &slot).await;
+        }
+    }
+
+    async fn maintain_one(&self, key: &TokenKey, slot: &Slot) {
+        let settings = self.settings.load_full();
+        let tuning = settings.tuning;
+        let _flight = slot.flight.lock().await;
+        let Some(mut t) = slot.current.load_full() else { return };
+        let due = |t: &Token| {
             let now = unix_now();
-            if g.state != GrantState::Active
-                || !g.usable(now)
-                || g.refresh_expires_unix > now + tuning.renew_before.as_secs()
-            {
-                continue;
-            }
-            if g.renewals >= tuning.max_renewals {
-                let exhausted = Grant {
-                    state: GrantState::RenewalsExhausted,
-                    ..g.clone()
-                };
-                slot.current.store(Some(Arc::new(t.with_grant(exhausted))));
-                tracing::warn!(app = %key.app, "a user's refresh_token was renewed {} times and cannot be again: they must re-consent before it expires", g.renewals);
-                continue;
-            }
-            let result = tokio::time::timeout(
-                tuning.fetch_timeout,
-                issuer::renew(&self.client, &settings.issuer, &key, g),
-            )
-            .await;
-            let result = result.unwrap_or(Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)));
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.outcome(),
-            };
-            self.metrics.renewals.with_label_values(&[&key.app, outcome]).inc();
-            match result {
-                Ok(new) => {
-                    // The old refresh_token is dead: the new one is written before anything else.
-                    let renewed = self
-                        .persist(&slot, &key, t.with_grant(new), t.version, Mode::KeepGrant)
-                        .await;
-                    slot.current.store(Some(Arc::new(renewed)));
-                    tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
+            t.grant.as_deref().is_some_and(|g| {
+                g.state == GrantState::Active
+                    && g.usable(now)
+                    && g.refresh_expires_unix <= now + tuning.renew_before.as_secs()
+            })
+        };
+        if !due(&t) {
+            return;
+        }
+        // Several instances: one renews (the others would find the refresh_token dead).
+        let mut lease = None;
+        if self.store.is_shared() {
+            match self.coordinate(key, Some(&t), tuning).await {
+                Coordinated::Adopted(newer) => {
+                    let newer = Arc::new(newer);
+                    slot.current.store(Some(Arc::clone(&newer)));
+                    if !due(&newer) {
+                        return;
+                    }
+                    t = newer;
+                    match self.store.acquire(key, tuning.fetch_timeout).await {
+                        Ok(Some(l)) => lease = Some(l),
+                        _ => return,
+                    }
                 }
-                Err(TokenError::AuthorizationRequired(why)) => {
-                    // The renewal limit, or a dead refresh_token: stop renewing; the current
-                    // refresh_token still serves until it expires.
-                    let state = if why.contains("may not be renewed") {
-                        GrantState::RenewalsExhausted
-                    } else {
-                        GrantState::Dead(why.clone())
-                    };
-                    slot.current
-                        .store(Some(Arc::new(t.with_grant(Grant { state, ..g.clone() }))));
-                    tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
-                }
-                // Network trouble: the next round tries again (the window is days wide).
-                Err(e) => tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}"),
+                Coordinated::Lease(l) => lease = l,
+                Coordinated::Alone | Coordinated::TimedOut => return,
             }
         }
+        let g = t.grant.as_deref().expect("due implies a grant").clone();
+        if g.renewals >= tuning.max_renewals {
+            let exhausted = Grant {
+                state: GrantState::RenewalsExhausted,
+                ..g.clone()
+            };
+            let marked = self
+                .persist_fenced(
+                    slot,
+                    key,
+                    t.with_grant(exhausted),
+                    t.version,
+                    Mode::Adopt,
+                    lease.as_ref(),
+                )
+                .await;
+            slot.current.store(Some(Arc::new(marked)));
+            self.store.release(lease).await;
+            tracing::warn!(app = %key.app, renewals = g.renewals,
+                "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
+            return;
+        }
+        let result = tokio::time::timeout(
+            tuning.fetch_timeout,
+            issuer::renew(&self.client, &settings.issuer, key, &g),
+        )
+        .await;
+        let result = result.unwrap_or(Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.renewals.with_label_values(&[&key.app, outcome]).inc();
+        match result {
+            Ok(new) => {
+                // The old refresh_token is dead: the new one is written before anything else.
+                let renewed = self
+                    .persist_fenced(slot, key, t.with_grant(new), t.version, Mode::KeepGrant, lease.as_ref())
+                    .await;
+                slot.current.store(Some(Arc::new(renewed)));
+                tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
+            }
+            Err(TokenError::AuthorizationRequired(why)) => {
+                // The renewal limit, or a dead refresh_token: stop renewing; a refresh_token
+                // that still lives serves until it expires.
+                let state = if why.contains("may not be renewed") {
+                    GrantState::RenewalsExhausted
+                } else {
+                    GrantState::Dead(why.clone())
+                };
+                let marked = self
+                    .persist_fenced(
+                        slot,
+                        key,
+                        t.with_grant(Grant { state, ..g }),
+                        t.version,
+                        Mode::Adopt,
+                        lease.as_ref(),
+                    )
+                    .await;
+                slot.current.store(Some(Arc::new(marked)));
+                tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
+            }
+            // Network trouble: the next round tries again (the window is days wide).
+            Err(e) => tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}"),
+        }
+        self.store.release(lease).await;
     }
 
     /// Every token's state, without values.
@@ -138,6 +190,7 @@ impl Tokens {
                     expires_in,
                     state,
                     expires_unix: current.as_ref().map(|t| t.expires_unix),
+                    version: current.as_ref().map_or(0, |t| t.version),
                     grant,
                     reauthorize_by,
                 }

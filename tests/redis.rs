@@ -1,0 +1,359 @@
+//! Many instances on one Redis: shared tokens, one fetch in total, changes
+//! propagated, a dead lease holder replaced, Redis restarted under load.
+//! Needs a Redis server (`REDIS_URL`, default `redis://127.0.0.1:6379`): skipped
+//! with a notice on a developer machine without one, required when `CI=true`.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use http::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const VIDEO: &str = "/api/douyin/v1/video/video_list/";
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let up = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok();
+    if up {
+        return Some(url);
+    }
+    assert!(std::env::var("CI").is_err(), "CI=true but no Redis answers at {url}");
+    eprintln!("NOTICE: no Redis at {url}; Redis tests skipped");
+    None
+}
+
+/// A store section for Redis with a fresh key prefix and key; removes its keys when dropped.
+struct Shared {
+    url: String,
+    prefix: String,
+    var: String,
+}
+
+impl Shared {
+    fn new(url: &str) -> Shared {
+        let var = format!("DG_REDIS_KEY_{}", hex::encode(rand::random::<[u8; 6]>()));
+        std::env::set_var(
+            &var,
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+        );
+        Shared {
+            url: url.into(),
+            prefix: format!("dgtest:{}:", hex::encode(rand::random::<[u8; 6]>())),
+            var,
+        }
+    }
+    fn store(&self) -> String {
+        format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"{}\"\nencryption_key_env = \"{}\"\n",
+            self.url, self.prefix, self.var
+        )
+    }
+    fn keys(&self) -> Vec<String> {
+        let mut c = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut c)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) {
+            for k in redis::cmd("KEYS")
+                .arg(format!("{}*", self.prefix))
+                .query::<Vec<String>>(&mut c)
+                .unwrap_or_default()
+            {
+                let _ = redis::cmd("DEL").arg(k).query::<()>(&mut c);
+            }
+        }
+    }
+}
+
+async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: &str) -> Gateway {
+    let (upstream, store) = (sb.url(), shared.store());
+    gateway_knowing_admin(|admin, secret| {
+        config_full(&upstream, secret, "", tokens, "")
+            .replace("[store]\nkind = \"memory\"\n", &store)
+            .replace(
+                "client_secret_file",
+                &format!("redirect_uri = \"http://{admin}/oauth/callback\"\nclient_secret_file"),
+            )
+    })
+    .await
+}
+
+async fn version_of(http: &Http, gw: &Gateway, class: &str) -> u64 {
+    let r = http.admin(gw, Method::GET, "/admin/tokens", "").await;
+    r.json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["class"] == class)
+        .map_or(0, |t| n(&t["version"]))
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_share_tokens_and_fetch_once_in_total() {
+    let Some(url) = redis_url() else { return };
+    let shared = Shared::new(&url);
+    let sb = sandbox().await;
+    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let http = Http::default();
+    assert_eq!(http.get(&a.url("/js/getticket/")).await.status, 200);
+    assert_eq!(http.get(&b.url("/js/getticket/")).await.status, 200);
+    assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 1, "B used A's token");
+
+    http.control(&sb, "/sandbox/revoke", json!({"client_key": CLIENT_KEY}))
+        .await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let url = if i % 2 == 0 {
+            a.url("/api/douyin/v1/role/check/")
+        } else {
+            b.url("/api/douyin/v1/role/check/")
+        };
+        let http = http.clone();
+        calls.spawn(async move { http.post(&url, "{}").await });
+    }
+    while let Some(r) = calls.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.json()["err_no"], 0, "{}", r.text());
+    }
+    assert_eq!(
+        n(&http.stats(&sb).await["client_token_calls"]),
+        2,
+        "exactly one fetch for both instances"
+    );
+    // Stored encrypted: no token value in any Redis value.
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    for k in shared.keys() {
+        let t: String = redis::cmd("TYPE").arg(&k).query(&mut c).unwrap();
+        if t == "hash" {
+            let vals: Vec<Vec<u8>> = redis::cmd("HVALS").arg(&k).query(&mut c).unwrap();
+            assert!(
+                vals.iter().all(|v| !v.windows(4).any(|w| w == b"clt.")),
+                "plaintext token in {k}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_their_changes_reach_every_instance() {
+    let Some(url) = redis_url() else { return };
+    let shared = Shared::new(&url);
+    let sb = sandbox().await;
+    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let http = Http::default();
+    let open_id = open_id_of(&http.authorize(&a, "main").await.text());
+    let on_b = b.url(&format!("{VIDEO}?open_id={open_id}"));
+    assert_eq!(
+        http.get(&on_b).await.json()["data"]["error_code"],
+        0,
+        "authorized on A, usable on B"
+    );
+
+    // A refreshes; B learns the new token from the event and never sends the dead one.
+    http.control(&sb, "/sandbox/revoke", json!({"expire_user": open_id}))
+        .await;
+    assert_eq!(
+        http.get(&a.url(&format!("{VIDEO}?open_id={open_id}"))).await.json()["data"]["error_code"],
+        0
+    );
+    let v = version_of(&http, &a, "user").await;
+    eventually("B adopts A's refresh", async || {
+        version_of(&http, &b, "user").await == v
+    })
+    .await;
+    let rejected = n(&http.stats(&sb).await["api_rejected"]);
+    assert_eq!(http.get(&on_b).await.json()["data"]["error_code"], 0);
+    assert_eq!(
+        n(&http.stats(&sb).await["api_rejected"]),
+        rejected,
+        "B used the refreshed token first time"
+    );
+    assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), 1);
+
+    // Forgotten on A: gone on B too.
+    assert_eq!(
+        http.admin(&a, Method::DELETE, &format!("/admin/users/main/{open_id}"), "")
+            .await
+            .status,
+        200
+    );
+    eventually("B forgets the user", async || http.get(&on_b).await.status == 401).await;
+}
+
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_holder_killed_mid_fetch_is_replaced() {
+    let Some(url) = redis_url() else { return };
+    let shared = Shared::new(&url);
+    let sb = sandbox().await;
+    let tokens = "fetch_timeout_ms = 1500\nbackoff_initial_ms = 100\nbackoff_max_ms = 400";
+    let b = instance(&sb, &shared, tokens).await;
+    let http = Http::default();
+    // Instance P, a separate process, starts a fetch against a slow platform and dies holding the lease.
+    let secret = secret_file();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    let env_val = std::env::var(&shared.var).unwrap();
+    let env = [(shared.var.as_str(), env_val.as_str())];
+    let (mut p, port) = loop {
+        let (port, admin) = free_ports();
+        let text = config_full(&sb.url(), secret.path(), "", tokens, "")
+            .replace("[store]\nkind = \"memory\"\n", &shared.store())
+            .replace(
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"127.0.0.1:{admin}\""),
+            )
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"127.0.0.1:{port}\""),
+            );
+        std::fs::write(cfg.path(), text).unwrap();
+        let mut p = Proc::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], &env);
+        if p.wait_for_any(&["gateway listening", "cannot start"])
+            .contains("gateway listening")
+        {
+            break (p, port);
+        }
+        let _ = p.finish();
+    };
+    http.control(&sb, "/sandbox/faults", json!({"token_latency_ms": 5000}))
+        .await;
+    let slow = tokio::spawn({
+        let (http, url) = (http.clone(), format!("http://127.0.0.1:{port}/js/getticket/"));
+        async move { tokio::time::timeout(Duration::from_secs(3), http.get(&url)).await }
+    });
+    eventually("P asks the platform", async || {
+        n(&http.stats(&sb).await["token_endpoint_requests"]) == 1
+    })
+    .await;
+    assert!(shared.keys().iter().any(|k| k.contains("lease:")), "P holds the lease");
+    p.signal("-9");
+    let _ = p.child.wait();
+    let _ = slow.await;
+    http.control(&sb, "/sandbox/faults", json!({})).await;
+
+    // B waits out the dead holder's lease, takes it, and fetches.
+    let started = Instant::now();
+    let r = http.get(&b.url("/js/getticket/")).await;
+    assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(n(&http.stats(&sb).await["token_endpoint_requests"]) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_under_load() {
+    if redis_url().is_none() {
+        return;
+    }
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but redis-server is not installed"
+        );
+        eprintln!("NOTICE: redis-server not installed; restart test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports().0;
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut server = start();
+    let url = format!("redis://127.0.0.1:{port}");
+    let shared = Shared::new(&url);
+    let http = Http::default();
+    let ping = |url: String| async move {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok()
+    };
+    eventually("own redis-server up", async || ping(url.clone()).await).await;
+    let sb = sandbox().await;
+    let gw = instance(&sb, &shared, "").await;
+    assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
+
+    server.kill().unwrap();
+    let _ = server.wait();
+    // Cached tokens keep serving; readiness says the store is gone.
+    for _ in 0..20 {
+        assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    }
+    let r = http.send(Method::GET, &gw.admin("/readyz"), &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    let mut server = start();
+    eventually("ready again", async || {
+        http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
+    })
+    .await;
+    // Redis came back empty: the gateway writes back the user it still holds, so a
+    // new instance can serve them.
+    eventually("the user is written back", async || {
+        shared.keys().iter().any(|k| k.contains(":user:"))
+    })
+    .await;
+    let fresh = instance(&sb, &shared, "").await;
+    let r = http.get(&fresh.url(&format!("{VIDEO}?open_id={open_id}"))).await;
+    assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
+    // Writes work again: a refresh lands in the (empty, restarted) Redis.
+    http.control(&sb, "/sandbox/revoke", json!({"client_key": CLIENT_KEY}))
+        .await;
+    assert_eq!(
+        http.get(&gw.url("/js/getticket/")).await.json()["data"]["error_code"],
+        0
+    );
+    eventually("the new token is stored", async || {
+        shared.keys().iter().any(|k| k.contains(":t:"))
+    })
+    .await;
+    server.kill().unwrap();
+    let _ = server.wait();
+}
