@@ -21,7 +21,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 #[test]
 fn the_example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
-    let (code, out) = run(&["check", "--config", path], &[("DOUYIN_CLIENT_SECRET", "s")]);
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let (code, out) = run(
+        &["check", "--config", path],
+        &[("DOUYIN_CLIENT_SECRET", "s"), ("DOUYIN_GATEWAY_KEY", key)],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid: 1 app(s), 5 route(s)"), "{out}");
     // Without the secret it names, it is not.

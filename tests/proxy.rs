@@ -299,3 +299,39 @@ async fn tokens_are_refreshed_in_the_background_before_they_expire() {
     let s = http.stats(&sb).await;
     assert_eq!(n(&s["api_rejected"]), 0, "no call ever carried an expired token");
 }
+
+#[tokio::test]
+async fn competing_fetchers_are_detected() {
+    // Three gateways with stores of their own, one app: each fetches its own client_token,
+    // and the platform keeps only the latest two. The first gateway's token dies early.
+    let sb = sandbox().await;
+    let (a, b, c) = (gateway(&sb).await, gateway(&sb).await, gateway(&sb).await);
+    let http = Http::default();
+    for gw in [&a, &b, &c] {
+        assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    }
+    assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 3);
+    let r = http.get(&a.url("/js/getticket/")).await;
+    assert_eq!(
+        r.json()["data"]["error_code"],
+        0,
+        "refreshed and replayed: {}",
+        r.text()
+    );
+    let m = http.metrics(&a).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_token_evicted_early_total{app="main",class="client"}"#
+        ),
+        Some(1.0)
+    );
+    let m = http.metrics(&b).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_token_evicted_early_total{app="main",class="client"}"#
+        ),
+        None
+    );
+}
