@@ -202,12 +202,6 @@ async fn users_and_their_changes_reach_every_instance() {
     eventually("B forgets the user", async || http.get(&on_b).await.status == 401).await;
 }
 
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_holder_killed_mid_fetch_is_replaced() {
     let Some(url) = redis_url() else { return };

@@ -224,13 +224,6 @@ async fn key_rotation_round_trip() {
     );
 }
 
-/// Two distinct free loopback ports (bound together, then released: the gateway binds them next).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     // Renewals run back to back (every refresh_token is always inside the window).

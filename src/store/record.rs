@@ -1,6 +1,8 @@
 //! The stored form of one token: who it is for in the clear (app, class,
 //! subject, version), everything secret sealed.
 
+use super::crypto::Keys;
+use super::StoreError;
 use crate::secret::Secret;
 use crate::token::{Grant, GrantState, TokenClass, TokenKey};
 use serde::{Deserialize, Serialize};
@@ -89,6 +91,18 @@ impl Record {
             grant,
         })
         .expect("json")
+    }
+
+    /// A record from its clear fields and its sealed body.
+    pub fn open(keys: &Keys, key: TokenKey, version: u64, sealed: &[u8]) -> Result<Record, StoreError> {
+        let name = format!("{}/{}/{}", key.app, key.class.as_str(), key.subject.replace('\n', "/"));
+        let (body, stale) = keys
+            .open(&Record::aad(&key), sealed)
+            .map_err(|e| StoreError::Unreadable {
+                key: name.clone(),
+                reason: e.to_string(),
+            })?;
+        Record::from_body(key, version, &body, stale).map_err(|reason| StoreError::Unreadable { key: name, reason })
     }
 
     /// A record from its clear fields and opened body.

@@ -115,18 +115,6 @@ impl RedisStore {
         format!("{}events", self.prefix)
     }
 
-    fn decode(&self, key: TokenKey, version: u64, sealed: &[u8]) -> Result<Record, StoreError> {
-        let name = format!("{}/{}/{}", key.app, key.class.as_str(), key.subject.replace('\n', "/"));
-        let (body, stale) = self
-            .keys
-            .open(&Record::aad(&key), sealed)
-            .map_err(|e| StoreError::Unreadable {
-                key: name.clone(),
-                reason: e.to_string(),
-            })?;
-        Record::from_body(key, version, &body, stale).map_err(|reason| StoreError::Unreadable { key: name, reason })
-    }
-
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let (mut cursor, mut out) = (0u64, Vec::new());
@@ -172,7 +160,7 @@ impl RedisStore {
             class,
             subject: o.into(),
         };
-        self.decode(key, v, &s).map(Some)
+        Record::open(&self.keys, key, v, &s).map(Some)
     }
 
     /// Every record.
@@ -219,9 +207,9 @@ impl RedisStore {
             _ => {
                 let version = result.get(1).map_or(0, int);
                 match result.get(2) {
-                    Some(redis::Value::BulkString(s)) if version > 0 && !s.is_empty() => {
-                        Ok(Put::Conflict(Some(self.decode(rec.key.clone(), version, s)?)))
-                    }
+                    Some(redis::Value::BulkString(s)) if version > 0 && !s.is_empty() => Ok(Put::Conflict(Some(
+                        Record::open(&self.keys, rec.key.clone(), version, s)?,
+                    ))),
                     _ => Ok(Put::Conflict(None)),
                 }
             }

@@ -72,17 +72,6 @@ impl SqliteStore {
         .map_err(unavailable)?
     }
 
-    fn decode(keys: &Keys, key: TokenKey, version: u64, sealed: &[u8]) -> Result<Record, StoreError> {
-        let name = format!("{}/{}/{}", key.app, key.class.as_str(), key.subject.replace('\n', "/"));
-        let (body, stale) = keys
-            .open(&Record::aad(&key), sealed)
-            .map_err(|e| StoreError::Unreadable {
-                key: name.clone(),
-                reason: e.to_string(),
-            })?;
-        Record::from_body(key, version, &body, stale).map_err(|reason| StoreError::Unreadable { key: name, reason })
-    }
-
     /// Every record.
     pub async fn load_all(&self) -> Result<Vec<Record>, StoreError> {
         self.run(|c, keys| {
@@ -109,7 +98,7 @@ impl SqliteStore {
                     class,
                     subject: subject.into(),
                 };
-                out.push(Self::decode(keys, key, version as u64, &sealed)?);
+                out.push(Record::open(keys, key, version as u64, &sealed)?);
             }
             Ok(out)
         })
@@ -128,7 +117,7 @@ impl SqliteStore {
                 )
                 .optional()
                 .map_err(unavailable)?;
-            row.map(|(v, sealed)| Self::decode(keys, key, v as u64, &sealed))
+            row.map(|(v, sealed)| Record::open(keys, key, v as u64, &sealed))
                 .transpose()
         })
         .await
@@ -169,7 +158,7 @@ impl SqliteStore {
                 .optional()
                 .map_err(unavailable)?;
             drop(tx);
-            let current = current.map(|(v, s)| Self::decode(keys, rec.key.clone(), v as u64, &s)).transpose()?;
+            let current = current.map(|(v, s)| Record::open(keys, rec.key.clone(), v as u64, &s)).transpose()?;
             Ok(Put::Conflict(current))
         })
         .await

@@ -125,17 +125,16 @@ token = "user"
 }
 
 pub async fn gateway_text(text: &str, secret: tempfile::NamedTempFile) -> Gateway {
+    start_text(text, secret, bind().await, bind().await).await
+}
+
+/// Starts a gateway from config text on bound listeners; the config is also written to a file (for reloads).
+async fn start_text(text: &str, secret: tempfile::NamedTempFile, listen: TcpListener, admin: TcpListener) -> Gateway {
     let mut config_file = tempfile::NamedTempFile::new().unwrap();
     config_file.write_all(text.as_bytes()).unwrap();
     let (config, _) = Config::load_str(text, "test config").unwrap_or_else(|e| panic!("config: {e}"));
-    let running = server::start_on(
-        config,
-        Some(config_file.path().to_path_buf()),
-        bind().await,
-        bind().await,
-    )
-    .await
-    .unwrap();
+    let path = Some(config_file.path().to_path_buf());
+    let running = server::start_on(config, path, listen, admin).await.unwrap();
     Gateway {
         running,
         secret,
@@ -284,17 +283,7 @@ pub async fn gateway_knowing_admin(make: impl FnOnce(std::net::SocketAddr, &std:
     let secret = secret_file();
     let (listen, admin) = (bind().await, bind().await);
     let text = make(admin.local_addr().unwrap(), secret.path());
-    let mut config_file = tempfile::NamedTempFile::new().unwrap();
-    config_file.write_all(text.as_bytes()).unwrap();
-    let (config, _) = Config::load_str(&text, "test config").unwrap_or_else(|e| panic!("config: {e}"));
-    let running = server::start_on(config, Some(config_file.path().to_path_buf()), listen, admin)
-        .await
-        .unwrap();
-    Gateway {
-        running,
-        secret,
-        config_file,
-    }
+    start_text(&text, secret, listen, admin).await
 }
 
 /// The standard config plus an app redirect_uri pointing at the gateway's own
@@ -434,4 +423,11 @@ pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
         + name.len()
         + 1;
     line[start..].split_whitespace().next().unwrap()
+}
+
+/// Two distinct free loopback ports (bound together, then released: a gateway process binds them next).
+pub fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
