@@ -67,10 +67,15 @@ fn init_logging() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    runtime_with(None)
+}
+
+fn runtime_with(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().expect("tokio runtime")
 }
 
 fn main() -> ExitCode {
@@ -79,7 +84,9 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Serve { config } => {
             init_logging();
-            runtime().block_on(serve(config))
+            // The thread count is fixed when the runtime starts: read it before anything else.
+            let workers = Config::load(&config).ok().and_then(|(c, _)| c.server.worker_threads);
+            runtime_with(workers).block_on(serve(config))
         }
         Cmd::Sandbox { listen, opts } => {
             init_logging();

@@ -112,6 +112,8 @@ pub struct ServerConfig {
     pub public_admin_url: Option<String>,
     /// Serve the proxy over HTTPS.
     pub tls: Option<TlsConfig>,
+    /// Threads serving requests (default: one per core). Read at start only.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +128,7 @@ impl Default for ServerConfig {
             allow_anonymous: false,
             public_admin_url: None,
             tls: None,
+            worker_threads: None,
         }
     }
 }
@@ -407,5 +410,19 @@ impl Config {
             return Err(LoadError { problems });
         }
         Ok((config, problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_zero_is_refused() {
+        let text = "[server]\nworker_threads = 0\n[store]\nkind = \"memory\"\n";
+        let err = Config::load_str(text, "t").unwrap_err();
+        assert!(err.problems.iter().any(|p| p.key == "server.worker_threads"), "{err}");
+        let (c, _) = Config::load_str("[server]\nworker_threads = 1\n[store]\nkind = \"memory\"\n", "t").unwrap();
+        assert_eq!(c.server.worker_threads, Some(1));
     }
 }

@@ -157,6 +157,14 @@ impl Config {
                 "is larger than max_body_bytes; max_body_bytes bounds it",
             );
         }
+        if s.worker_threads == Some(0) {
+            c.err(
+                "server",
+                None,
+                "worker_threads",
+                "must be at least 1 (leave it out for one per core)",
+            );
+        }
         if s.request_timeout_ms == 0 {
             c.err("server", None, "request_timeout_ms", "must be greater than 0");
         }
