@@ -308,6 +308,43 @@ mod tests {
         assert!(checked >= 25, "only {checked} fixtures read");
     }
 
+    /// Every fixture cut at every byte, and with every byte replaced: reading
+    /// never panics, and whatever parses gives a verdict (fuzz seeds, run as a test).
+    #[test]
+    fn mangled_fixtures_never_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert!(std::env::var("CI").is_err(), "fixtures missing under CI");
+            eprintln!("NOTICE: ../shared/fixtures not found; mangled-fixture test skipped");
+            return;
+        };
+        let table = CodeTable::default();
+        let mut cases = 0;
+        for e in entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        {
+            let body = std::fs::read(e.path()).unwrap();
+            for i in 0..body.len() {
+                let mut variants = vec![body[..i].to_vec()];
+                for b in [b'"', b'{', b'}', b'0', b'-', b'9', 0xff] {
+                    let mut m = body.clone();
+                    m[i] = b;
+                    variants.push(m);
+                }
+                for v in variants {
+                    if let Some(c) = codes(&v) {
+                        for ctx in [Context::Api, Context::TokenEndpoint, Context::Renew] {
+                            let _ = table.verdict(&c, ctx);
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 10_000, "only {cases} cases");
+    }
+
     #[test]
     fn lenient_and_odd_shapes() {
         assert!(codes(br#"{"data":{"error_code":"0"},"extra":{"error_code":"0"}}"#)
