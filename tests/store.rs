@@ -348,3 +348,43 @@ async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     tokens.retain(|t| t.starts_with("act."));
     assert_no_plaintext(&db, &tokens);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_deleted_during_their_refresh_stays_deleted() {
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokens.db");
+    let var = key_var(&new_key());
+    let http = Http::default();
+    let gw = gateway_on(&sb, &sqlite_store(&db, &var, None)).await.unwrap();
+    let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
+
+    // A refresh is in flight (the platform is slow) when the user is forgotten.
+    http.control(&sb, "/sandbox/revoke", json!({"expire_user": open_id}))
+        .await;
+    http.control(&sb, "/sandbox/faults", json!({"token_latency_ms": 600}))
+        .await;
+    let before = n(&http.stats(&sb).await["token_endpoint_requests"]);
+    let call = tokio::spawn({
+        let (http, url) = (http.clone(), gw.url(&format!("{VIDEO}?open_id={open_id}")));
+        async move { http.get(&url).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n(&http.stats(&sb).await["token_endpoint_requests"]) == before {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        http.admin(&gw, Method::DELETE, &format!("/admin/users/main/{open_id}"), "")
+            .await
+            .status,
+        200
+    );
+    let _ = call.await.unwrap();
+    http.control(&sb, "/sandbox/faults", json!({})).await;
+    gw.running.stop().await;
+
+    let gw = gateway_on(&sb, &sqlite_store(&db, &var, None)).await.unwrap();
+    let r = http.get(&gw.url(&format!("{VIDEO}?open_id={open_id}"))).await;
+    assert_eq!(r.status, 401, "the refresh brought a deleted user back: {}", r.text());
+}

@@ -101,6 +101,12 @@ impl Tokens {
                     slot.dirty.store(false, Ordering::Release);
                     return t;
                 }
+                // Deleted since we read it (a user forgotten by the admin API or the unauthorize
+                // webhook while their refresh was in flight): a fetch must not bring it back.
+                Ok(Put::Conflict(None)) if mode == Mode::Adopt && expected > 0 => {
+                    tracing::info!(app = %key.app, class = key.class.as_str(), "token deleted meanwhile; not stored again");
+                    return t;
+                }
                 Ok(Put::Conflict(None)) => expected = 0,
                 Ok(Put::Conflict(Some(newer))) => match mode {
                     Mode::Adopt => match self.token_of(newer) {
@@ -113,10 +119,23 @@ impl Tokens {
                     },
                     Mode::Overwrite => expected = newer.version,
                     Mode::KeepGrant => {
-                        let grant = t.grant.clone();
+                        // Keep the newer refresh_token chain: more renewals, or the same count
+                        // and a later expiry. Theirs may be newer (renewed while we were cut off).
+                        let ours = t.grant.clone();
+                        let theirs_newer = match (&newer.grant, &ours) {
+                            (Some(g), Some(o)) => {
+                                (g.renewals, g.refresh_expires_unix) > (o.renewals, o.refresh_expires_unix)
+                            }
+                            (Some(_), None) => true,
+                            _ => false,
+                        };
                         expected = newer.version;
                         if let Ok(mut theirs) = self.token_of(newer) {
-                            theirs.grant = grant;
+                            if theirs_newer {
+                                slot.dirty.store(false, Ordering::Release);
+                                return theirs;
+                            }
+                            theirs.grant = ours;
                             t = theirs;
                         }
                     }
