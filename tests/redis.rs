@@ -351,3 +351,58 @@ async fn redis_restarted_under_load() {
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
+    let Some(url) = redis_url() else { return };
+    let shared = Shared::new(&url);
+    // Access tokens that are as good as expired: a renewed record is then newer only by its grant.
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        refresh_token_ttl: 3600,
+        access_token_ttl: 1,
+        ..Default::default()
+    })
+    .await;
+    let tokens = "renew_before_secs = 7200\nmax_renewals = 3\nmaintain_interval_ms = 15";
+    let (a, b) = (
+        instance(&sb, &shared, tokens).await,
+        instance(&sb, &shared, tokens).await,
+    );
+    let http = Http::default();
+    let open_id = open_id_of(&http.authorize(&a, "main").await.text());
+    // B learns the user too, so both sweep it.
+    assert_eq!(
+        http.get(&b.url(&format!("{VIDEO}?open_id={open_id}"))).await.json()["data"]["error_code"],
+        0
+    );
+    for gw in [&a, &b] {
+        eventually("renewals exhausted", async || {
+            let r = http.admin(gw, Method::GET, "/admin/tokens", "").await;
+            r.json()["tokens"][0]["state"] == "reauthorization_required"
+        })
+        .await;
+    }
+    assert_eq!(
+        n(&http.stats(&sb).await["renew_refresh_token_calls"]),
+        3,
+        "each renewal made once, by one instance"
+    );
+    for gw in [&a, &b] {
+        let m = http.metrics(gw).await;
+        assert_eq!(
+            metric(
+                &m,
+                r#"douyin_gateway_refresh_token_renewals_total{app="main",outcome="reauthorize"}"#
+            ),
+            None,
+            "no instance renewed with a dead refresh_token"
+        );
+    }
+    // The last renewed refresh_token works from either instance.
+    http.control(&sb, "/sandbox/revoke", json!({"expire_user": open_id}))
+        .await;
+    assert_eq!(
+        http.get(&b.url(&format!("{VIDEO}?open_id={open_id}"))).await.json()["data"]["error_code"],
+        0
+    );
+}

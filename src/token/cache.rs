@@ -202,19 +202,25 @@ impl Tokens {
         }
         let settings = self.settings.load_full();
         let tuning = settings.tuning;
-        let current = slot.current.load_full();
+        let mut current = slot.current.load_full();
         // Many instances: the store may hold a newer token already, or another instance may be
         // fetching it (then wait for its write); else take the lease and fetch.
-        let lease = match self.coordinate(key, current.as_deref(), tuning).await {
-            Coordinated::Adopted(t) => {
-                let t = Arc::new(t);
-                slot.current.store(Some(Arc::clone(&t)));
-                *flight = Flight::default();
-                return Ok(t);
+        let lease = loop {
+            match self.coordinate(key, current.as_deref(), tuning).await {
+                Coordinated::Adopted(t) => {
+                    let t = Arc::new(t);
+                    slot.current.store(Some(Arc::clone(&t)));
+                    if Instant::now() < t.expires_at {
+                        *flight = Flight::default();
+                        return Ok(t);
+                    }
+                    // Expired, but its grant is the newest: refresh with it.
+                    current = Some(t);
+                }
+                Coordinated::Lease(l) => break l,
+                Coordinated::Alone => break None,
+                Coordinated::TimedOut => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
             }
-            Coordinated::Lease(l) => l,
-            Coordinated::Alone => None,
-            Coordinated::TimedOut => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
         };
         let fetch = issuer::fetch(&self.client, &settings.issuer, key, current.as_deref());
         let result = match tokio::time::timeout(tuning.fetch_timeout, fetch).await {

@@ -34,9 +34,15 @@ const LEASE_SLACK: Duration = Duration::from_secs(1);
 /// A stored token with less life than this left is not worth adopting.
 const ADOPT_MIN_LIFE: u64 = 30;
 
+/// Whether a stored token has enough life left to be worth using.
+fn live(r: &Record) -> bool {
+    r.expires_unix > super::unix_now() + ADOPT_MIN_LIFE
+}
+
 /// What coordinating with other instances decided.
 pub(super) enum Coordinated {
-    /// Another instance stored a newer, usable token: use it.
+    /// Another instance stored a newer token: use it if it is live; else its grant
+    /// is newer than ours and must be what a refresh uses.
     Adopted(Token),
     /// Fetch, holding this lease (or none: a store without leases).
     Lease(Option<Lease>),
@@ -109,6 +115,8 @@ impl Tokens {
                 }
                 Ok(Put::Conflict(None)) => expected = 0,
                 Ok(Put::Conflict(Some(newer))) => match mode {
+                    // Theirs is about to expire and carries no grant: our fresh one is better.
+                    Mode::Adopt if !live(&newer) && newer.grant.is_none() => expected = newer.version,
                     Mode::Adopt => match self.token_of(newer) {
                         Ok(theirs) => {
                             tracing::info!(app = %key.app, class = key.class.as_str(), "another writer stored a newer token; using it");
@@ -162,20 +170,38 @@ impl Tokens {
         let base = current.map_or(0, |t| t.version);
         let deadline = Instant::now() + tuning.fetch_timeout + LEASE_SLACK;
         loop {
+            // The version this round saw; a write after it (and before our lease) means look again.
+            let mut seen = base;
             match self.store.get(key).await {
-                Ok(Some(r)) if r.version > base && r.expires_unix > super::unix_now() + ADOPT_MIN_LIFE => {
+                // A newer record: a live token to use, or (user tokens) a newer grant to refresh with.
+                Ok(Some(r)) if r.version > base && (live(&r) || r.grant.is_some()) => {
                     if let Ok(t) = self.token_of(r) {
                         return Coordinated::Adopted(t);
                     }
                 }
-                Ok(_) => {}
+                Ok(Some(r)) => seen = seen.max(r.version),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(app = %key.app, class = key.class.as_str(), "{e}; fetching without coordination");
                     return Coordinated::Alone;
                 }
             }
             match self.store.acquire(key, tuning.fetch_timeout + LEASE_SLACK).await {
-                Ok(Some(lease)) => return Coordinated::Lease(Some(lease)),
+                Ok(Some(lease)) => {
+                    // Read again under the lease: the previous holder may have written and let go
+                    // between our read and our acquire.
+                    match self.store.get(key).await {
+                        Ok(Some(r)) if r.version > seen => {
+                            self.store.release(Some(lease)).await;
+                            continue;
+                        }
+                        Ok(_) => return Coordinated::Lease(Some(lease)),
+                        Err(_) => {
+                            self.store.release(Some(lease)).await;
+                            return Coordinated::Alone;
+                        }
+                    }
+                }
                 Ok(None) => {}
                 Err(_) => return Coordinated::Alone,
             }
