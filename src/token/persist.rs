@@ -303,9 +303,10 @@ impl Tokens {
         Ok(n)
     }
 
-    /// The slot of a user another instance (or a previous run) stored.
+    /// The slot of a user another instance stored. Only a shared store can hold
+    /// one this instance does not know: a private one was loaded whole at start.
     pub(super) async fn slot_from_store(&self, key: &TokenKey) -> Option<Arc<Slot>> {
-        if !self.store.is_durable() {
+        if !self.store.is_shared() {
             return None;
         }
         let record = match self.store.get(key).await {
