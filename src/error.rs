@@ -55,6 +55,9 @@ pub enum GatewayError {
     /// `request_timeout_ms` passed.
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
+    /// A bug: the gateway failed while handling the request (extension of the contract).
+    #[error("the gateway failed while handling this request; it has been logged")]
+    Internal,
 }
 
 impl GatewayError {
@@ -70,6 +73,7 @@ impl GatewayError {
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -87,6 +91,7 @@ impl GatewayError {
             UpstreamUnavailable(_) => "upstream_unavailable",
             TokenUnavailable(_) => "token_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
+            Internal => "internal_error",
         }
     }
 

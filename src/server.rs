@@ -1,10 +1,8 @@
 //! Running the gateway: the proxy and admin listeners, graceful shutdown,
 //! and config reload.
 
-use crate::body::ProxyBody;
 use crate::config::{Config, Severity};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 use crate::token::Tokens;
@@ -99,7 +97,7 @@ pub async fn start_on(
         pending: dashmap::DashMap::new(),
     });
     let (shutdown, rx) = watch::channel(false);
-    let proxy = Proxy::new(Arc::clone(&shared));
+    let proxy = crate::proxy::stack(Arc::clone(&shared));
     let admin_svc = {
         let shared = Arc::clone(&shared);
         tower::service_fn(move |req: Request<Incoming>| {
@@ -162,19 +160,17 @@ impl Running {
 }
 
 /// Accepts connections until shutdown, then drains them.
-async fn serve<S>(
+async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();

@@ -32,6 +32,38 @@ use std::time::{Duration, Instant};
 /// Request id header: taken from the caller when sane, else generated; echoed on every answer.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The proxy with its middleware: caller keys marked sensitive from the moment
+/// a request arrives (so no debug output can print them), and a panic turned
+/// into the contract's JSON error instead of a dropped connection.
+pub fn stack(shared: Arc<Shared>) -> Stack {
+    tower::ServiceBuilder::new()
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response as PanicHandler,
+        ))
+        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            crate::caller::GATEWAY_KEY.clone(),
+            headers::ACCESS_TOKEN.clone(),
+        ]))
+        .service(Proxy::new(shared))
+}
+
+type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody>;
+
+/// The proxy service stack [`stack`] builds.
+pub type Stack =
+    tower_http::catch_panic::CatchPanic<tower_http::sensitive_headers::SetSensitiveRequestHeaders<Proxy>, PanicHandler>;
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody> {
+    let what = err
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| err.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!("a request handler panicked: {what}");
+    GatewayError::Internal.into_response("-")
+}
+
 /// The proxy as a tower `Service`.
 #[derive(Clone)]
 pub struct Proxy {
@@ -208,5 +240,32 @@ fn token_error(rt: &Runtime, route: &Route, e: TokenError) -> GatewayError {
         }
     } else {
         GatewayError::TokenUnavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
+    #[tokio::test]
+    async fn a_panic_becomes_the_contract_error() {
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response as PanicHandler,
+            ))
+            .service(tower::service_fn(|_: Request<()>| async {
+                if true {
+                    panic!("boom");
+                }
+                Ok::<_, Infallible>(Response::new(ProxyBody::empty()))
+            }));
+        let resp = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()[&crate::error::X_GATEWAY_ERROR], "internal_error");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["gateway_error"]["code"], "internal_error");
     }
 }
