@@ -15,6 +15,7 @@
 //! ```
 
 mod locate;
+mod tables;
 mod validate;
 
 use serde::Deserialize;
