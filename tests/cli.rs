@@ -135,6 +135,7 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
     cfg.write_all(text.as_bytes()).unwrap();
     let cfg_path = cfg.path().to_str().unwrap().to_string();
     let mut p = Proc::spawn(&["serve", "--config", &cfg_path], &[("RUST_LOG", "debug")]);
+    // RUST_LOG=debug includes the access log: proven below to carry no token.
     let line = p.wait_for("gateway listening");
     let (addr, admin) = (field(&line, "addr").to_string(), field(&line, "admin_addr").to_string());
     let http = Http::default();
@@ -180,6 +181,10 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
     let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("stopped"), "{log}");
+    assert!(
+        log.contains("path=/js/getticket/") && log.contains("status=200"),
+        "access log: {log}"
+    );
 
     // Nothing secret in the log: not the client secret, not any token the platform saw.
     assert!(!log.contains(CLIENT_SECRET), "client secret in the log");

@@ -132,10 +132,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             e.into_response(rid)
         }
     };
-    resp.headers_mut().insert(&X_REQUEST_ID, rid);
     let m = route_index.map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+    let elapsed = start.elapsed();
     m.count(resp.status().as_u16());
-    m.duration.observe(start.elapsed().as_secs_f64());
+    m.duration.observe(elapsed.as_secs_f64());
+    // The access log: the path only, never the query (a caller's query may carry a credential).
+    tracing::debug!(
+        target: "douyin_gateway::access",
+        request_id = %rid.to_str().unwrap_or("-"),
+        %method,
+        path = %uri.path(),
+        route = %route_index.map_or("-", |i| &*rt.config.routes[i].name),
+        status = resp.status().as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    resp.headers_mut().insert(&X_REQUEST_ID, rid);
     resp
 }
 
