@@ -141,6 +141,13 @@ async fn sqlite_keeps_users_and_client_tokens_across_restarts_encrypted() {
     gw.running.stop().await;
 
     assert_no_plaintext(&db, &seen_tokens(&http, &sb).await);
+    #[cfg(unix)]
+    for suffix in ["", "-wal"] {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(format!("{}{suffix}", db.display())) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{suffix}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -41,6 +41,14 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
             let conn = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            // Owner only: the tokens are encrypted, but the file is nobody else's business.
+            // SQLite gives its -wal and -shm files the same mode.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+            }
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(|e| e.to_string())?;
             conn.pragma_update(None, "synchronous", "FULL")
