@@ -554,3 +554,31 @@ async fn the_unauthorize_webhook_drops_the_user_when_signed() {
     assert_eq!(r.gateway_error().as_deref(), Some("user_authorization_required"));
     assert!(tokens_of(&http, &gw).await.iter().all(|t| t["class"] != "user"));
 }
+
+#[tokio::test]
+async fn a_refresh_that_rotates_the_refresh_token_is_followed() {
+    // The platform doc leaves open whether refresh returns a new refresh_token; this sandbox does,
+    // and kills the old one: a gateway that kept the old string would lose the user at the second refresh.
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        rotate_refresh_token: true,
+        ..Default::default()
+    })
+    .await;
+    let gw = user_gateway(&sb, "", "").await;
+    let http = Http::default();
+    let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
+    // Refreshes one after another (forced: the gateway would not refetch a token it has just
+    // refreshed when the platform rejects it within seconds, which only a test can arrange).
+    let body = format!(r#"{{"app":"main","class":"user","open_id":"{open_id}"}}"#);
+    for round in 1..=3 {
+        let r = http.admin(&gw, Method::POST, "/admin/refresh", &body).await;
+        assert_eq!(r.status, 200, "refresh {round}: {}", r.text());
+        assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), round);
+    }
+    // And a refresh on demand, after the platform expired the token, uses the latest refresh_token.
+    http.control(&sb, "/sandbox/revoke", json!({"expire_user": open_id}))
+        .await;
+    let r = http.get(&gw.url(&format!("{VIDEO}?open_id={open_id}"))).await;
+    assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
+    assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), 4);
+}

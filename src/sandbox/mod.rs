@@ -69,6 +69,10 @@ pub struct SandboxOptions {
     /// The open_id every consent on the authorization page gives (default: a fresh one each time).
     #[arg(long)]
     pub consent_open_id: Option<String>,
+    /// `/oauth/refresh_token/` also rotates the refresh_token (the old one dies): the platform
+    /// doc leaves open whether it can, so the gateway must cope with both.
+    #[arg(long)]
+    pub rotate_refresh_token: bool,
 }
 
 impl Default for SandboxOptions {

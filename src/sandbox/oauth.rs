@@ -224,6 +224,12 @@ pub(super) fn refresh_token(state: &State, body: &[u8]) -> Reply {
             expires_at: now + access_ttl,
         },
     );
+    let rt = if state.opts.rotate_refresh_token {
+        inner.refresh.remove(&rt);
+        super::state::mint("rft.")
+    } else {
+        rt
+    };
     inner.refresh.insert(rt.clone(), r.clone());
     user_answer(state, &r.access_token, &rt, &r, now, access_ttl)
 }
