@@ -406,3 +406,143 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
         0
     );
 }
+
+/// A redis-server (or Sentinel) process of the test's own, killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server(args: &[&str], dir: &std::path::Path) -> Server {
+    let child = std::process::Command::new("redis-server")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Server(child)
+}
+
+fn query(port: u16, cmd: &mut redis::Cmd) -> Option<redis::Value> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    cmd.query(&mut c).ok()
+}
+
+fn text(v: Option<redis::Value>) -> String {
+    match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Some(redis::Value::Array(items)) => items.into_iter().map(|i| text(Some(i))).collect::<Vec<_>>().join(" "),
+        Some(redis::Value::VerbatimString { text, .. }) => text,
+        Some(redis::Value::SimpleString(s)) => s,
+        Some(redis::Value::Int(i)) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but redis-server is not installed"
+        );
+        eprintln!("NOTICE: redis-server not installed; Sentinel test skipped");
+        return;
+    }
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (p1, p2) = free_ports();
+    let (ps, _) = free_ports();
+    let primary = redis_server(&["--port", &p1.to_string()], dirs[0].path());
+    let _replica = redis_server(
+        &["--port", &p2.to_string(), "--replicaof", "127.0.0.1", &p1.to_string()],
+        dirs[1].path(),
+    );
+    eventually("replica in sync", async || {
+        text(query(p2, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
+    })
+    .await;
+    let conf = dirs[2].path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {ps}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {p1} 1\n\
+             sentinel down-after-milliseconds gw 500\nsentinel failover-timeout gw 4000\n"
+        ),
+    )
+    .unwrap();
+    let _sentinel = Server(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("Sentinel sees the replica", async || {
+        text(query(ps, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&p2.to_string())
+    })
+    .await;
+
+    let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
+    let sb = sandbox().await;
+    let tokens = "maintain_interval_ms = 100";
+    let gw = instance(&sb, &shared, tokens).await;
+    let http = Http::default();
+    assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    let record = format!("{}t:main:client:", shared.prefix);
+    eventually("the token reached the replica", async || {
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))) == "1"
+    })
+    .await;
+
+    drop(primary);
+    for _ in 0..10 {
+        assert_eq!(
+            http.get(&gw.url("/js/getticket/")).await.status,
+            200,
+            "cached tokens keep serving"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(query(
+        ps,
+        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
+    ))
+    .contains(&p2.to_string())
+    {
+        assert!(Instant::now() < deadline, "Sentinel did not fail over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A refresh after the failover lands on the new primary.
+    http.control(&sb, "/sandbox/revoke", json!({"client_key": CLIENT_KEY}))
+        .await;
+    assert_eq!(
+        http.get(&gw.url("/js/getticket/")).await.json()["data"]["error_code"],
+        0
+    );
+    eventually("the refreshed token is on the new primary", async || {
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))) == "2"
+    })
+    .await;
+    eventually("ready again", async || {
+        http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
+    })
+    .await;
+    // A new instance finds the token through Sentinel.
+    let fresh = instance(&sb, &shared, tokens).await;
+    assert_eq!(http.get(&fresh.url("/js/getticket/")).await.status, 200);
+    assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 2);
+}

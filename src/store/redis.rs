@@ -47,10 +47,63 @@ pub struct Lease {
     fence: String,
 }
 
+/// Where the current primary is.
+enum Source {
+    /// One address.
+    Direct(redis::Client),
+    /// Asked of Sentinels, again after a failover.
+    Sentinel {
+        sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+        /// `user:pass@` for the primary (may be empty).
+        auth: String,
+        /// Database number.
+        db: i64,
+    },
+}
+
+/// A Sentinel URL: `redis+sentinel://[user:pass@]host:port[,host:port…]/SERVICE[/DB]`.
+fn parse_sentinel(url: &str) -> Result<(Vec<String>, String, String, i64), String> {
+    let rest = url
+        .strip_prefix("redis+sentinel://")
+        .ok_or("not a redis+sentinel:// URL")?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (format!("{a}@"), r),
+        None => (String::new(), rest),
+    };
+    let (hosts, path) = rest
+        .split_once('/')
+        .ok_or("name the monitored service: redis+sentinel://host:26379/SERVICE")?;
+    let mut path = path.split('/');
+    let service = path
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or("name the monitored service after the hosts")?
+        .to_string();
+    let db = match path.next().filter(|d| !d.is_empty()) {
+        Some(d) => d.parse().map_err(|_| format!("database {d:?} is not a number"))?,
+        None => 0,
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err("no Sentinel host in the URL".into());
+    }
+    Ok((nodes, service, auth, db))
+}
+
+/// Re-resolving the primary at most this often (a burst of failures asks Sentinel once).
+const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+
 /// The Redis store.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    source: Source,
+    conn: arc_swap::ArcSwap<ConnectionManager>,
+    /// Set after a failure that may mean the primary moved (Sentinel only).
+    stale: std::sync::atomic::AtomicBool,
+    last_resolve: std::sync::Mutex<std::time::Instant>,
     prefix: String,
     keys: Arc<Keys>,
     put: redis::Script,
@@ -77,23 +130,106 @@ fn glob_escape(s: &str) -> String {
 impl RedisStore {
     /// Connects (fails if Redis does not answer at start).
     pub async fn open(url: &str, prefix: &str, keys: Keys) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("[store] url: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_with_config(config)
+        let source = if url.starts_with("redis+sentinel://") {
+            let (nodes, service, auth, db) = parse_sentinel(url).map_err(|e| format!("[store] url: {e}"))?;
+            let sentinel = redis::sentinel::SentinelClient::build(
+                nodes,
+                service,
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| format!("[store] url: {e}"))?;
+            Source::Sentinel {
+                sentinel: tokio::sync::Mutex::new(sentinel),
+                auth,
+                db,
+            }
+        } else {
+            Source::Direct(redis::Client::open(url).map_err(|e| format!("[store] url: {e}"))?)
+        };
+        let conn = Self::connect(&source)
             .await
             .map_err(|e| format!("cannot reach Redis at {}: {e}", redact_url(url)))?;
         Ok(RedisStore {
-            client,
-            conn,
+            source,
+            conn: arc_swap::ArcSwap::from_pointee(conn),
+            stale: std::sync::atomic::AtomicBool::new(false),
+            last_resolve: std::sync::Mutex::new(std::time::Instant::now()),
             prefix: prefix.to_string(),
             keys: Arc::new(keys),
             put: redis::Script::new(PUT),
             release: redis::Script::new(RELEASE),
         })
+    }
+
+    /// A client for the current primary.
+    async fn primary(source: &Source) -> redis::RedisResult<redis::Client> {
+        match source {
+            Source::Direct(c) => Ok(c.clone()),
+            Source::Sentinel { sentinel, auth, db } => {
+                let found = tokio::time::timeout(CONNECT_TIMEOUT, sentinel.lock().await.async_get_client())
+                    .await
+                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "Sentinel did not answer")))??;
+                match found.get_connection_info().addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => {
+                        redis::Client::open(format!("redis://{auth}{host}:{port}/{db}"))
+                    }
+                    _ => Ok(found),
+                }
+            }
+        }
+    }
+
+    async fn connect(source: &Source) -> redis::RedisResult<ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
+        Self::primary(source)
+            .await?
+            .get_connection_manager_with_config(config)
+            .await
+    }
+
+    /// The connection to use; with Sentinel, first asks again where the primary
+    /// is if a recent failure suggested it moved.
+    async fn conn(&self) -> ConnectionManager {
+        use std::sync::atomic::Ordering;
+        if matches!(self.source, Source::Sentinel { .. }) && self.stale.load(Ordering::Acquire) {
+            let due = {
+                let mut last = self.last_resolve.lock().unwrap_or_else(|p| p.into_inner());
+                let due = last.elapsed() >= RESOLVE_EVERY;
+                if due {
+                    *last = std::time::Instant::now();
+                }
+                due
+            };
+            if due {
+                match Self::connect(&self.source).await {
+                    Ok(c) => {
+                        self.conn.store(Arc::new(c));
+                        self.stale.store(false, Ordering::Release);
+                        tracing::info!("reconnected to the Redis primary Sentinel names");
+                    }
+                    Err(e) => tracing::warn!("cannot reach the Redis primary through Sentinel: {e}"),
+                }
+            }
+        }
+        (**self.conn.load()).clone()
+    }
+
+    /// A store error; with Sentinel, a failure that may mean a failover marks the
+    /// connection for re-resolution.
+    fn fail(&self, e: redis::RedisError) -> StoreError {
+        let moved = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.code() == Some("READONLY");
+        if moved && matches!(self.source, Source::Sentinel { .. }) {
+            self.stale.store(true, std::sync::atomic::Ordering::Release);
+        }
+        unavailable(e)
     }
 
     fn record_key(&self, key: &TokenKey) -> String {
@@ -116,7 +252,7 @@ impl RedisStore {
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let (mut cursor, mut out) = (0u64, Vec::new());
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -127,7 +263,7 @@ impl RedisStore {
                 .arg(500)
                 .query_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.fail(e))?;
             out.extend(keys);
             if next == 0 {
                 return Ok(out);
@@ -137,7 +273,7 @@ impl RedisStore {
     }
 
     async fn read(&self, rkey: &str) -> Result<Option<Record>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         type Row = (
             Option<u64>,
             Option<Vec<u8>>,
@@ -150,7 +286,7 @@ impl RedisStore {
             .arg(&["v", "s", "a", "c", "o"])
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         let (Some(v), Some(s), Some(a), Some(c), Some(o)) = (v, s, a, c, o) else {
             return Ok(None);
         };
@@ -181,7 +317,7 @@ impl RedisStore {
 
     /// Compare-and-swap write; with `lease`, only while that lease is held.
     pub async fn put_fenced(&self, rec: &Record, expected: u64, lease: Option<&Lease>) -> Result<Put, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let sealed = self.keys.seal(&Record::aad(&rec.key), &rec.body());
         let result: Vec<redis::Value> = self
             .put
@@ -196,7 +332,7 @@ impl RedisStore {
             .arg(lease.map_or("", |l| l.fence.as_str()))
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         let int = |v: &redis::Value| match v {
             redis::Value::Int(i) => *i as u64,
             _ => 0,
@@ -222,24 +358,24 @@ impl RedisStore {
     }
 
     async fn publish(&self, key: &TokenKey) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let msg = format!("{}\t{}\t{}\t0", key.app, class_name(key.class), key.subject);
         redis::cmd("PUBLISH")
             .arg(self.channel())
             .arg(msg)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.fail(e))
     }
 
     /// Removes a record.
     pub async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let n: u64 = redis::cmd("DEL")
             .arg(self.record_key(key))
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         self.publish(key).await?;
         Ok(n > 0)
     }
@@ -264,22 +400,22 @@ impl RedisStore {
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(|e| self.fail(e))
     }
 
     /// Takes the lease on a token for `ttl`, or `None` if another instance holds it.
     pub async fn acquire(&self, key: &TokenKey, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let fence: u64 = redis::cmd("INCR")
             .arg(format!("{}fence", self.prefix))
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         let lease = Lease {
             key: self.lease_key(key),
             fence: fence.to_string(),
@@ -292,13 +428,13 @@ impl RedisStore {
             .arg(ttl.as_millis() as u64)
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(ok.map(|_| lease))
     }
 
     /// Gives a lease back (if still ours).
     pub async fn release(&self, lease: Lease) {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let _ = self
             .release
             .key(&lease.key)
@@ -309,12 +445,12 @@ impl RedisStore {
 
     /// Whether another instance holds the lease on a token.
     pub async fn leased(&self, key: &TokenKey) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let n: u64 = redis::cmd("EXISTS")
             .arg(self.lease_key(key))
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         Ok(n > 0)
     }
 
@@ -330,7 +466,7 @@ impl RedisStore {
         let mut delay = Duration::from_millis(100);
         loop {
             let subscribed = async {
-                let mut ps = self.client.get_async_pubsub().await?;
+                let mut ps = Self::primary(&self.source).await?.get_async_pubsub().await?;
                 ps.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(ps)
             };
@@ -376,6 +512,17 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinel_urls() {
+        let (nodes, service, auth, db) = parse_sentinel("redis+sentinel://:pw@h1:26379,h2:26380/mymaster/2").unwrap();
+        assert_eq!(nodes, ["redis://h1:26379", "redis://h2:26380"]);
+        assert_eq!((service.as_str(), auth.as_str(), db), ("mymaster", ":pw@", 2));
+        assert_eq!(parse_sentinel("redis+sentinel://h:26379/m").unwrap().3, 0);
+        assert!(parse_sentinel("redis+sentinel://h:26379").is_err());
+        assert!(parse_sentinel("redis+sentinel://h:26379/m/x").is_err());
+        assert!(parse_sentinel("redis+sentinel:///m").is_err());
+    }
 
     #[test]
     fn urls_and_globs() {

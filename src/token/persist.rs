@@ -126,6 +126,16 @@ impl Tokens {
                         Err(_) => expected = t.version.max(expected),
                     },
                     Mode::Overwrite => expected = newer.version,
+                    // Nothing of ours to keep (a client token): resolve as a fetch does.
+                    Mode::KeepGrant if t.grant.is_none() => {
+                        expected = newer.version;
+                        if live(&newer) {
+                            if let Ok(theirs) = self.token_of(newer) {
+                                slot.dirty.store(false, Ordering::Release);
+                                return theirs;
+                            }
+                        }
+                    }
                     Mode::KeepGrant => {
                         // Keep the newer refresh_token chain: more renewals, or the same count
                         // and a later expiry. Theirs may be newer (renewed while we were cut off).
@@ -149,6 +159,8 @@ impl Tokens {
                     }
                 },
                 Err(e) => {
+                    // Remember what this write was to replace: the retry must compare against it.
+                    t.version = expected;
                     slot.dirty.store(true, Ordering::Release);
                     tracing::error!(app = %key.app, class = key.class.as_str(),
                         "could not write a token to the store ({e}); it is kept in memory and written when the store answers");
@@ -156,6 +168,7 @@ impl Tokens {
                 }
             }
         }
+        t.version = expected;
         slot.dirty.store(true, Ordering::Release);
         tracing::error!(app = %key.app, class = key.class.as_str(), "the stored token kept changing under this write; retrying later");
         t
