@@ -150,8 +150,11 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
     match issuer::exchange_code(&shared.client, &settings, &pending.app, code).await {
         Ok((open_id, fetched)) => {
             let key = TokenKey::user(Arc::from(pending.app.as_str()), &open_id);
-            if let Err(e) = shared.tokens.install(&key, fetched).await {
-                return page(StatusCode::BAD_GATEWAY, "Authorization failed", &escape(&e.to_string()));
+            match shared.tokens.install(&key, fetched).await {
+                Ok(_) => {}
+                // In use, and written when the store answers: the user is authorized.
+                Err(e @ TokenError::Network(_)) => tracing::error!(app = %pending.app, "user authorized, but {e}"),
+                Err(e) => return page(StatusCode::BAD_GATEWAY, "Authorization failed", &escape(&e.to_string())),
             }
             tracing::info!(app = %pending.app, "user authorized the app");
             page(
