@@ -269,3 +269,98 @@ async fn wrong_client_secret_is_a_configuration_error() {
     assert!(msg.contains("10013") && msg.contains("client_key"), "{msg}");
     assert!(!r.text().contains("not-the-secret"));
 }
+
+#[tokio::test]
+async fn odd_and_hostile_inputs_get_sensible_answers() {
+    let sb = sandbox().await;
+    let extra =
+        "[[routes]]\nname = \"by-header\"\npath = \"/hdr/*\"\ntoken = \"user\"\nopen_id = \"header:x-open-id\"\n";
+    let gw = gateway_with(&sb, "", extra).await;
+    let http = Http::default();
+    let key = [("x-gateway-key", CALLER_KEY)];
+
+    // Malformed percent-encoding and an access_token hidden in odd spellings: forwarded, never leaked.
+    let r = http
+        .send(
+            Method::GET,
+            &gw.url("/js/getticket/?a=%zz&access_token=x1&ACCESS_TOKEN=x2&b=%E4%BD%A0"),
+            &key,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = http.requests(&sb).await.pop().unwrap();
+    assert!(
+        last["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("a=%zz&ACCESS_TOKEN=x2&b=%E4%BD%A0&access_token=clt."),
+        "{last}"
+    );
+    assert_eq!(last["access_token_params"].as_array().unwrap().len(), 1);
+
+    // Unicode and injection-looking open_ids: a clean 401, never a 5xx.
+    for open_id in ["%E4%BD%A0%E5%A5%BD", "a%20b", "%27%3B--", "x%0Ay"] {
+        let r = http
+            .get(&gw.url(&format!("/api/douyin/v1/video/video_list/?open_id={open_id}")))
+            .await;
+        assert_eq!(r.status, 401, "{open_id}: {}", r.text());
+        assert_eq!(r.gateway_error().as_deref(), Some("user_authorization_required"));
+    }
+    let r = http
+        .send(
+            Method::GET,
+            &gw.url("/hdr/x"),
+            &[("x-gateway-key", CALLER_KEY), ("x-open-id", "")],
+            "",
+        )
+        .await;
+    assert_eq!(r.gateway_error().as_deref(), Some("open_id_missing"));
+
+    // A caller key that is not UTF-8, and a huge header: refused cleanly.
+    let out = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        s.write_all(b"GET /js/getticket/ HTTP/1.1\r\nHost: g\r\nx-gateway-key: \xff\xfe\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let big = "x".repeat(200_000);
+    let out = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        let req = format!("GET /js/getticket/ HTTP/1.1\r\nHost: g\r\nx-big: {big}\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(req.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Refused one way or another (too large, or simply without a key); never a 5xx.
+    let refused = ["HTTP/1.1 431", "HTTP/1.1 400", "HTTP/1.1 401"]
+        .iter()
+        .any(|p| out.starts_with(p));
+    assert!(out.is_empty() || refused, "{out}");
+    // Two access-token headers from the caller: both removed.
+    let r = http
+        .send(
+            Method::POST,
+            &gw.url("/api/douyin/v1/role/check/"),
+            &[
+                ("x-gateway-key", CALLER_KEY),
+                ("access-token", "e1"),
+                ("access-token", "e2"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.json()["err_no"], 0, "{}", r.text());
+    let last = http.requests(&sb).await.pop().unwrap();
+    assert_eq!(last["access_token_headers"].as_array().unwrap().len(), 1);
+    assert!(last["access_token_headers"][0].as_str().unwrap().starts_with("clt."));
+    // The gateway still answers after all that.
+    assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+}
