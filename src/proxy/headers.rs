@@ -79,12 +79,13 @@ pub fn rewrite_query<'a>(query: Option<&'a str>, inject: Option<&str>) -> Option
 
 fn is_token_param(pair: &str) -> bool {
     let name = pair.split('=').next().unwrap_or("");
-    // Compare decoded, so `access%5Ftoken=` cannot slip a credential through.
-    name == ACCESS_TOKEN_PARAM
+    // Compare decoded and in any case, so neither `access%5Ftoken=` nor `ACCESS_TOKEN=` can slip a
+    // credential past the gateway to a backend that reads names loosely.
+    name.eq_ignore_ascii_case(ACCESS_TOKEN_PARAM)
         || (name.contains('%') || name.contains('+'))
             && form_urlencoded::parse(name.as_bytes())
                 .next()
-                .is_some_and(|(k, _)| k == ACCESS_TOKEN_PARAM)
+                .is_some_and(|(k, _)| k.eq_ignore_ascii_case(ACCESS_TOKEN_PARAM))
 }
 
 #[cfg(test)]
@@ -104,6 +105,10 @@ mod tests {
         assert_eq!(
             rewrite_query(Some("access_tokens=1"), None).as_deref(),
             Some("access_tokens=1")
+        );
+        assert_eq!(
+            rewrite_query(Some("ACCESS_TOKEN=x&Access%5FToken=y&a=1"), None).as_deref(),
+            Some("a=1")
         );
     }
 
