@@ -102,8 +102,13 @@ async fn version_of(http: &Http, gw: &Gateway, class: &str) -> u64 {
         .map_or(0, |t| n(&t["version"]))
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(10), check).await
+}
+
+/// As [`eventually`], for steps that take longer on a loaded machine (replication, Sentinel).
+async fn eventually_within(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -407,6 +412,9 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
     );
 }
 
+/// Deadline for replication and Sentinel steps, which a loaded CI machine slows down.
+const SLOW: Duration = Duration::from_secs(30);
+
 /// A redis-server (or Sentinel) process of the test's own, killed when dropped.
 struct Server(std::process::Child);
 
@@ -469,16 +477,17 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
         &["--port", &p2.to_string(), "--replicaof", "127.0.0.1", &p1.to_string()],
         dirs[1].path(),
     );
-    eventually("replica in sync", async || {
+    eventually_within("replica in sync", SLOW, async || {
         text(query(p2, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
     })
     .await;
+    // Not too eager: on a loaded 2-core machine a 500 ms stall must not look like a dead primary.
     let conf = dirs[2].path().join("sentinel.conf");
     std::fs::write(
         &conf,
         format!(
             "port {ps}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {p1} 1\n\
-             sentinel down-after-milliseconds gw 500\nsentinel failover-timeout gw 4000\n"
+             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
         ),
     )
     .unwrap();
@@ -490,7 +499,7 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
             .spawn()
             .unwrap(),
     );
-    eventually("Sentinel sees the replica", async || {
+    eventually_within("Sentinel sees the replica", SLOW, async || {
         text(query(ps, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&p2.to_string())
     })
     .await;
@@ -502,8 +511,10 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     let record = format!("{}t:main:client:", shared.prefix);
-    eventually("the token reached the replica", async || {
-        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))) == "1"
+    eventually_within("the token reached the replica", SLOW, async || {
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v")))
+            .parse::<u64>()
+            .is_ok_and(|v| v >= 1)
     })
     .await;
 
@@ -515,7 +526,7 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
             "cached tokens keep serving"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + SLOW;
     while !text(query(
         ps,
         redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
@@ -533,11 +544,13 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
         http.get(&gw.url("/js/getticket/")).await.json()["data"]["error_code"],
         0
     );
-    eventually("the refreshed token is on the new primary", async || {
-        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))) == "2"
+    eventually_within("the refreshed token is on the new primary", SLOW, async || {
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v")))
+            .parse::<u64>()
+            .is_ok_and(|v| v >= 2)
     })
     .await;
-    eventually("ready again", async || {
+    eventually_within("ready again", SLOW, async || {
         http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
     })
     .await;
