@@ -270,39 +270,12 @@ async fn redis_restarted_under_load() {
     if redis_url().is_none() {
         return;
     }
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but redis-server is not installed"
-        );
-        eprintln!("NOTICE: redis-server not installed; restart test skipped");
+    if !redis_server_installed("restart") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports().0;
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut server = start();
+    let server = redis_server(&["--port", &port.to_string()], dir.path());
     let url = format!("redis://127.0.0.1:{port}");
     let shared = Shared::new(&url);
     let http = Http::default();
@@ -319,8 +292,7 @@ async fn redis_restarted_under_load() {
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
 
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
     // Cached tokens keep serving; readiness says the store is gone.
     for _ in 0..20 {
         assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
@@ -328,7 +300,7 @@ async fn redis_restarted_under_load() {
     let r = http.send(Method::GET, &gw.admin("/readyz"), &[], "").await;
     assert_eq!(r.status, 503, "{}", r.text());
 
-    let mut server = start();
+    let _server = redis_server(&["--port", &port.to_string()], dir.path());
     eventually("ready again", async || {
         http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
     })
@@ -353,8 +325,6 @@ async fn redis_restarted_under_load() {
         shared.keys().iter().any(|k| k.contains(":t:"))
     })
     .await;
-    server.kill().unwrap();
-    let _ = server.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,6 +385,23 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
 /// Deadline for replication and Sentinel steps, which a loaded CI machine slows down.
 const SLOW: Duration = Duration::from_secs(30);
 
+/// Whether the `redis-server` binary is here (required under CI).
+fn redis_server_installed(test: &str) -> bool {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI=true but redis-server is not installed"
+    );
+    eprintln!("NOTICE: redis-server not installed; {test} test skipped");
+    false
+}
+
 /// A redis-server (or Sentinel) process of the test's own, killed when dropped.
 struct Server(std::process::Child);
 
@@ -457,16 +444,7 @@ fn text(v: Option<redis::Value>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but redis-server is not installed"
-        );
-        eprintln!("NOTICE: redis-server not installed; Sentinel test skipped");
+    if !redis_server_installed("Sentinel") {
         return;
     }
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
