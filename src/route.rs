@@ -157,16 +157,6 @@ impl RouteTable {
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
     }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -443,17 +443,6 @@ impl RedisStore {
             .await;
     }
 
-    /// Whether another instance holds the lease on a token.
-    pub async fn leased(&self, key: &TokenKey) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await;
-        let n: u64 = redis::cmd("EXISTS")
-            .arg(self.lease_key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(n > 0)
-    }
-
     /// Delivers change events (key, version; 0 = deleted) until `stop` fires,
     /// resubscribing after a lost connection.
     pub async fn listen(

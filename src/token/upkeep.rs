@@ -15,8 +15,6 @@ pub const REAUTHORIZE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct TokenInfo {
     /// Which token.
     pub key: TokenKey,
-    /// Seconds until it is no longer used; `None` when there is none.
-    pub expires_in: Option<Duration>,
     /// `valid`, `expired`, `failed` or `reauthorization_required`.
     pub state: &'static str,
     /// The platform's expiry of the token, Unix seconds.
@@ -165,13 +163,11 @@ impl Tokens {
                 let dead = grant
                     .as_deref()
                     .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
-                let (expires_in, state) = match &current {
-                    Some(_) if dead && e.key().class == TokenClass::User => {
-                        (Some(Duration::ZERO), "reauthorization_required")
-                    }
-                    Some(t) if now < t.expires_at => (Some(t.expires_at - now), "valid"),
-                    Some(_) => (Some(Duration::ZERO), "expired"),
-                    None => (None, "failed"),
+                let state = match &current {
+                    Some(_) if dead && e.key().class == TokenClass::User => "reauthorization_required",
+                    Some(t) if now < t.expires_at => "valid",
+                    Some(_) => "expired",
+                    None => "failed",
                 };
                 let reauthorize_by = grant.as_deref().filter(|_| e.key().class == TokenClass::User).map(|g| {
                     let left = match g.state {
@@ -187,7 +183,6 @@ impl Tokens {
                 });
                 TokenInfo {
                     key: e.key().clone(),
-                    expires_in,
                     state,
                     expires_unix: current.as_ref().map(|t| t.expires_unix),
                     version: current.as_ref().map_or(0, |t| t.version),
