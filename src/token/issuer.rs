@@ -127,14 +127,7 @@ pub async fn fetch(
                 "client_secret": app.client_secret.expose(),
                 "grant_type": "client_credential",
             });
-            let bytes = post(
-                client,
-                &cfg.base,
-                &app.client_token_endpoint,
-                JSON,
-                serde_json::to_vec(&body).expect("json"),
-            )
-            .await?;
+            let bytes = post_json(client, &cfg.base, &app.client_token_endpoint, body).await?;
             let data = read_oauth(&bytes, &cfg.codes, Context::TokenEndpoint, true)?;
             Ok(Fetched {
                 value: need(data.access_token, "access_token")?,
@@ -172,14 +165,7 @@ pub async fn fetch(
                     "client_secret": app.client_secret.expose(),
                     "refresh_token": g.refresh_token.expose(),
                 });
-                let bytes = post(
-                    client,
-                    &cfg.base,
-                    "/oauth/refresh_biz_token/",
-                    JSON,
-                    serde_json::to_vec(&body).expect("json"),
-                )
-                .await?;
+                let bytes = post_json(client, &cfg.base, "/oauth/refresh_biz_token/", body).await?;
                 match read_biz(&bytes, &cfg.codes) {
                     // The biz_refresh_token died: generate a new biz token from the app's credentials.
                     Err(TokenError::AuthorizationRequired(_)) => {}
@@ -193,14 +179,7 @@ pub async fn fetch(
                 "open_id": open_id,
                 "scope": scope,
             });
-            let bytes = post(
-                client,
-                &cfg.base,
-                "/oauth/business_token/",
-                JSON,
-                serde_json::to_vec(&body).expect("json"),
-            )
-            .await?;
+            let bytes = post_json(client, &cfg.base, "/oauth/business_token/", body).await?;
             read_biz(&bytes, &cfg.codes)
         }
     }
@@ -368,6 +347,11 @@ fn read_biz(bytes: &[u8], codes: &CodeTable) -> Result<Fetched, TokenError> {
             state: GrantState::Active,
         }),
     })
+}
+
+/// POSTs a JSON body to a token endpoint.
+async fn post_json(client: &HttpClient, base: &Base, path: &str, body: serde_json::Value) -> Result<Bytes, TokenError> {
+    post(client, base, path, JSON, serde_json::to_vec(&body).expect("json")).await
 }
 
 /// POSTs to a token endpoint; the answer body when the status is not an error.
