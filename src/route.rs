@@ -70,19 +70,46 @@ impl OpenIdSource {
         }
     }
 
-    /// The open_id a request carries, if any.
-    pub fn extract<'a>(&self, parts: &'a http::request::Parts) -> Option<std::borrow::Cow<'a, str>> {
+    /// The open_id a request carries, if any; `Err` when it is given more than once. Lookalike
+    /// names count as repeats (`Open_Id`, `open_id[]`, `x_open_id` for `x-open-id`), and `;`
+    /// separates query parameters too: whatever the platform reads, it reads this one.
+    pub fn extract<'a>(&self, parts: &'a http::request::Parts) -> Result<Option<std::borrow::Cow<'a, str>>, String> {
         match self {
-            OpenIdSource::Header(h) => parts
-                .headers
-                .get(h)?
-                .to_str()
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(Into::into),
-            OpenIdSource::Query(name) => form_urlencoded::parse(parts.uri.query()?.as_bytes())
-                .find(|(k, v)| k == name && !v.is_empty())
-                .map(|(_, v)| v),
+            OpenIdSource::Header(h) => {
+                let lookalikes = parts
+                    .headers
+                    .keys()
+                    .filter(|n| crate::proxy::canonical::header_is(n.as_str(), h.as_str()))
+                    .map(|n| parts.headers.get_all(n).iter().count())
+                    .sum::<usize>();
+                if lookalikes > 1 {
+                    return Err(format!("the open_id header {h:?} is given more than once"));
+                }
+                Ok(parts
+                    .headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                    .map(Into::into))
+            }
+            OpenIdSource::Query(name) => {
+                let Some(q) = parts.uri.query() else { return Ok(None) };
+                let normalized = crate::proxy::canonical::normalize_param_name(name);
+                let mut found = None;
+                let mut count = 0;
+                for piece in crate::proxy::canonical::pieces(q) {
+                    if crate::proxy::canonical::param_is(piece, &normalized) {
+                        count += 1;
+                        found = form_urlencoded::parse(piece.as_bytes())
+                            .next()
+                            .filter(|(k, _)| k == name);
+                    }
+                }
+                if count > 1 {
+                    return Err(format!("the open_id query parameter {name:?} is given more than once"));
+                }
+                Ok(found.map(|(_, v)| v).filter(|v| !v.is_empty()))
+            }
         }
     }
 }
@@ -206,17 +233,26 @@ token = "none"
             .unwrap();
         let (parts, _) = req.into_parts();
         assert_eq!(
-            OpenIdSource::parse("query:open_id").unwrap().extract(&parts).unwrap(),
+            OpenIdSource::parse("query:open_id")
+                .unwrap()
+                .extract(&parts)
+                .unwrap()
+                .unwrap(),
             "ou_1"
         );
         assert_eq!(
             OpenIdSource::parse("header:X-Open-Id")
                 .unwrap()
                 .extract(&parts)
+                .unwrap()
                 .unwrap(),
             "h1"
         );
-        assert!(OpenIdSource::parse("query:missing").unwrap().extract(&parts).is_none());
+        assert!(OpenIdSource::parse("query:missing")
+            .unwrap()
+            .extract(&parts)
+            .unwrap()
+            .is_none());
         assert!(OpenIdSource::parse("body:x").is_none());
     }
 }

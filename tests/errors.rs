@@ -6,7 +6,6 @@ use common::*;
 use http::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Checks a gateway error answer: status, code in header and body, request id.
 fn assert_error(r: &Resp, status: u16, code: &str) {
@@ -18,25 +17,6 @@ fn assert_error(r: &Resp, status: u16, code: &str) {
     assert_eq!(r.headers["x-request-id"], rid);
     assert!(!v["gateway_error"]["message"].as_str().unwrap().is_empty());
     assert_eq!(r.headers["content-type"], "application/json");
-}
-
-async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Read until the gateway's JSON error is complete or the connection closes.
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        out.extend_from_slice(&buf[..n]);
-        if n == 0 || out.ends_with(b"}}") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

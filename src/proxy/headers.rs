@@ -2,6 +2,7 @@
 //! caller sent (so it can neither leak nor override one), the caller's key,
 //! and hop-by-hop headers (RFC 9110 §7.6.1).
 
+use super::canonical::{header_is, param_is, pieces};
 use http::header::{self, HeaderMap, HeaderName};
 use std::borrow::Cow;
 
@@ -39,13 +40,22 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
-/// Cleans a caller's request headers before they go upstream.
+/// Cleans a caller's request headers before they go upstream: hop-by-hop headers, `Host`, the
+/// caller's key and any `access-token` the caller sent, in every spelling a server reading `_` as
+/// `-` would take for one (`access_token`, `Access_Token`).
 pub fn strip_request(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
-    h.remove(&crate::caller::GATEWAY_KEY);
-    h.remove(header::AUTHORIZATION);
-    h.remove(&ACCESS_TOKEN);
+    let credential = |n: &HeaderName| {
+        let n = n.as_str();
+        header_is(n, ACCESS_TOKEN.as_str()) || header_is(n, crate::caller::GATEWAY_KEY.as_str()) || n == "authorization"
+    };
+    if h.keys().any(credential) {
+        let names: Vec<HeaderName> = h.keys().filter(|n| credential(n)).cloned().collect();
+        for n in names {
+            h.remove(n);
+        }
+    }
 }
 
 /// Cleans an upstream response's headers before they go to the caller.
@@ -53,15 +63,13 @@ pub fn strip_response(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
 }
 
-/// The query to send upstream: without any `access_token` the caller sent,
-/// with the route's token appended when it goes in the query.
+/// The query to send upstream: without any `access_token` the caller sent (in any spelling a
+/// lenient server reads as one, with `&` or `;` as separator), with the route's token appended
+/// when it goes in the query. Everything else is kept byte for byte.
 pub fn rewrite_query<'a>(query: Option<&'a str>, inject: Option<&str>) -> Option<Cow<'a, str>> {
-    let has_param = query.is_some_and(|q| q.split('&').any(is_token_param));
+    let has_param = query.is_some_and(|q| pieces(q).any(is_token_param));
     let kept: Option<Cow<'a, str>> = match query {
-        Some(q) if has_param => {
-            let kept: Vec<&str> = q.split('&').filter(|p| !is_token_param(p)).collect();
-            Some(Cow::Owned(kept.join("&")))
-        }
+        Some(q) if has_param => Some(Cow::Owned(without_token_params(q))),
         Some(q) => Some(Cow::Borrowed(q)),
         None => None,
     };
@@ -77,15 +85,25 @@ pub fn rewrite_query<'a>(query: Option<&'a str>, inject: Option<&str>) -> Option
     Some(Cow::Owned(out))
 }
 
-fn is_token_param(pair: &str) -> bool {
-    let name = pair.split('=').next().unwrap_or("");
-    // Compare decoded and in any case, so neither `access%5Ftoken=` nor `ACCESS_TOKEN=` can slip a
-    // credential past the gateway to a backend that reads names loosely.
-    name.eq_ignore_ascii_case(ACCESS_TOKEN_PARAM)
-        || (name.contains('%') || name.contains('+'))
-            && form_urlencoded::parse(name.as_bytes())
-                .next()
-                .is_some_and(|(k, _)| k.eq_ignore_ascii_case(ACCESS_TOKEN_PARAM))
+/// `q` without its token pieces; each kept piece keeps the separator before it.
+fn without_token_params(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut start = 0;
+    for (i, piece) in pieces(q).enumerate() {
+        let sep = if i == 0 { "" } else { &q[start - 1..start] };
+        if !is_token_param(piece) {
+            if !out.is_empty() {
+                out.push_str(sep);
+            }
+            out.push_str(piece);
+        }
+        start += piece.len() + 1;
+    }
+    out
+}
+
+fn is_token_param(piece: &str) -> bool {
+    param_is(piece, ACCESS_TOKEN_PARAM)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //!
 //! Gateway errors become responses in one place: [`GatewayError::into_response`].
 
+pub mod canonical;
 mod exchange;
 pub mod headers;
 
@@ -168,6 +169,11 @@ async fn journey(
             "absolute-form request targets are refused: send the path only".into(),
         ));
     }
+    if let Some(problem) = canonical::path_problem(parts.uri.path()) {
+        // Routing, the permission check and forwarding all use this one path: refuse any a later
+        // hop could read differently.
+        return Err(GatewayError::BadRequest(format!("{problem}: send the canonical path")));
+    }
     let identity = rt
         .callers
         .authenticate(&parts.headers)
@@ -211,12 +217,16 @@ fn forbidden(identity: &Identity<'_>, route: &Route) -> GatewayError {
 fn token_key(rt: &Runtime, route: &Route, parts: &http::request::Parts) -> Result<Option<TokenKey>, GatewayError> {
     let app = || &rt.apps[route.app];
     let open_id = || {
-        route.open_id.extract(parts).ok_or_else(|| {
-            GatewayError::OpenIdMissing(match &route.open_id {
-                crate::route::OpenIdSource::Query(n) => format!("query parameter {n:?}"),
-                crate::route::OpenIdSource::Header(h) => format!("header {h:?}"),
+        route
+            .open_id
+            .extract(parts)
+            .map_err(GatewayError::BadRequest)?
+            .ok_or_else(|| {
+                GatewayError::OpenIdMissing(match &route.open_id {
+                    crate::route::OpenIdSource::Query(n) => format!("query parameter {n:?}"),
+                    crate::route::OpenIdSource::Header(h) => format!("header {h:?}"),
+                })
             })
-        })
     };
     Ok(match route.token {
         TokenKind::None => None,

@@ -431,3 +431,25 @@ pub fn free_ports() -> (u16, u16) {
     let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
+
+/// Sends raw bytes on a new connection; returns what came back until the gateway's JSON
+/// error was complete, the connection closed, or 5 s of silence.
+pub async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the gateway's JSON error is complete or the connection closes.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        out.extend_from_slice(&buf[..n]);
+        if n == 0 || out.ends_with(b"}}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
