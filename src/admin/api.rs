@@ -7,7 +7,7 @@ use crate::inspect::Lenient;
 use crate::secret::Secret;
 use crate::state::Shared;
 use crate::token::issuer::{Fetched, REFRESH_TOKEN_LIFETIME};
-use crate::token::{unix_now, Grant, GrantState, Need, TokenClass, TokenError, TokenKey};
+use crate::token::{unix_now, Grant, GrantState, Need, TokenClass, TokenKey};
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -233,7 +233,8 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
     let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
     match shared.tokens.obtain(&key, Need::Newer(generation)).await {
         Ok(t) => json(StatusCode::OK, json!({"refreshed": true, "expires_at": t.expires_unix})),
-        Err(e @ TokenError::AuthorizationRequired(_)) => {
+        // Also during the back-off after the platform said so: the user must still authorize again.
+        Err(e) if e.needs_authorization() => {
             error(StatusCode::UNAUTHORIZED, "user_authorization_required", e.to_string())
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", e.to_string()),
