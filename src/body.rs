@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,6 +17,34 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("body larger than {0} bytes")]
 pub struct TooLarge(pub u64);
+
+/// The caller's request body failed (malformed chunking, the connection closed mid-body): the
+/// caller's fault, never the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct CallerBody(#[source] pub hyper::Error);
+
+/// The caller's request body paused longer than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled for {0} ms")]
+pub struct Stalled(pub u64);
+
+/// A caller's body: how long it may pause between two pieces.
+#[derive(Debug)]
+pub struct Patience {
+    after: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Patience {
+    /// Pauses longer than `after` fail the body with [`Stalled`].
+    pub fn new(after: std::time::Duration) -> Self {
+        Patience {
+            after,
+            timer: Box::pin(tokio::time::sleep(after)),
+        }
+    }
+}
 
 /// The gateway's body.
 #[derive(Debug)]
@@ -32,6 +61,9 @@ pub enum ProxyBody {
         remaining: u64,
         /// The limit, for the error message.
         limit: u64,
+        /// A caller's body (its faults are the caller's, and it may not stall); `None` for an
+        /// upstream answer.
+        caller: Option<Patience>,
     },
 }
 
@@ -55,7 +87,18 @@ impl ProxyBody {
             rest,
             remaining: limit.saturating_sub(used),
             limit,
+            caller: None,
         }
+    }
+
+    /// A caller's request body, streamed after `prefix`: at most `limit` bytes, no pause longer
+    /// than `stall`, and its errors reported as the caller's ([`CallerBody`], [`Stalled`]).
+    pub fn from_caller(prefix: Option<Bytes>, rest: Incoming, limit: u64, stall: std::time::Duration) -> Self {
+        let mut b = Self::stream(prefix, rest, limit);
+        if let ProxyBody::Stream { caller, .. } = &mut b {
+            *caller = Some(Patience::new(stall));
+        }
+        b
     }
 }
 
@@ -71,11 +114,27 @@ impl Body for ProxyBody {
                 rest,
                 remaining,
                 limit,
+                caller,
             } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                match Pin::new(rest).poll_frame(cx) {
+                let polled = match (caller.as_mut(), Pin::new(rest).poll_frame(cx)) {
+                    (Some(c), Poll::Pending) => {
+                        if c.timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(Box::new(Stalled(c.after.as_millis() as u64)))));
+                        }
+                        Poll::Pending
+                    }
+                    (Some(_), Poll::Ready(Some(Err(e)))) => return Poll::Ready(Some(Err(Box::new(CallerBody(e))))),
+                    (Some(c), p) => {
+                        let deadline = tokio::time::Instant::now() + c.after;
+                        c.timer.as_mut().reset(deadline);
+                        p
+                    }
+                    (None, p) => p,
+                };
+                match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             let n = d.len() as u64;
@@ -126,15 +185,34 @@ pub enum Read {
     Partial(Bytes, Incoming),
 }
 
+/// Why reading a body failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The stream's own error.
+    Body(hyper::Error),
+    /// Nothing arrived for the allowed pause.
+    Stalled(u64),
+}
+
 /// Reads a body up to `cap` bytes: all of it if it fits, else the start plus
-/// the rest, so a large body is never held whole.
-pub async fn read_up_to(mut body: Incoming, cap: u64) -> Result<Read, hyper::Error> {
+/// the rest, so a large body is never held whole. With `stall`, a pause longer
+/// than that between two pieces fails the read.
+pub async fn read_up_to(mut body: Incoming, cap: u64, stall: Option<std::time::Duration>) -> Result<Read, ReadError> {
     use http_body_util::BodyExt;
     // Most answers arrive in one frame: keep it as it is, copy only when a second one comes.
     let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else { continue };
+    loop {
+        let frame = match stall {
+            None => body.frame().await,
+            Some(d) => tokio::time::timeout(d, body.frame())
+                .await
+                .map_err(|_| ReadError::Stalled(d.as_millis() as u64))?,
+        };
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(ReadError::Body)?.into_data() else {
+            continue;
+        };
         if let Some(f) = first.take() {
             buf.extend_from_slice(&f);
         }

@@ -55,6 +55,15 @@ pub enum GatewayError {
     /// `request_timeout_ms` passed.
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
+    /// The caller's body paused longer than `body_read_timeout_ms`.
+    #[error("the request body stalled: nothing arrived for {0} ms")]
+    ClientTimeout(u64),
+    /// The request head is larger than `max_header_bytes`.
+    #[error("the request head is larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// `max_in_flight` requests are in progress.
+    #[error("the gateway is at its limit of {0} requests in progress; retry shortly")]
+    Overloaded(usize),
     /// A bug: the gateway failed while handling the request (extension of the contract).
     #[error("the gateway failed while handling this request; it has been logged")]
     Internal,
@@ -73,6 +82,9 @@ impl GatewayError {
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +103,9 @@ impl GatewayError {
             UpstreamUnavailable(_) => "upstream_unavailable",
             TokenUnavailable(_) => "token_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
+            ClientTimeout(_) => "client_timeout",
+            HeadersTooLarge(_) => "headers_too_large",
+            Overloaded(_) => "overloaded",
             Internal => "internal_error",
         }
     }

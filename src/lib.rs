@@ -8,6 +8,7 @@ pub mod admin;
 pub mod body;
 pub mod caller;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod inspect;

@@ -2,6 +2,7 @@
 //! and config reload.
 
 use crate::config::{Config, Severity};
+use crate::conn::{Activity, Counted, Limits, Open, Tracked};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::Shared;
@@ -10,7 +11,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -80,6 +80,26 @@ pub async fn start_on(
     let client = crate::upstream::client(&config.upstream)?;
     let tls = tls_acceptor(&config)?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let fd_limit = crate::conn::raise_fd_limit();
+    let proxy_limits = Limits {
+        max_connections: config
+            .server
+            .max_connections
+            .unwrap_or_else(|| crate::conn::default_max_connections(fd_limit)),
+        header_read: Duration::from_millis(config.server.header_read_timeout_ms),
+        idle: Duration::from_millis(config.server.idle_timeout_ms),
+    };
+    // The admin listener has its own small cap, kept aside from the proxy's, so health checks and
+    // metrics stay reachable while the proxy is saturated.
+    let admin_limits = Limits {
+        max_connections: crate::conn::ADMIN_MAX_CONNECTIONS,
+        ..proxy_limits
+    };
+    tracing::info!(
+        fd_limit,
+        max_connections = proxy_limits.max_connections,
+        "connection limits"
+    );
     let config_store = config.store.clone();
     let (runtime, settings) = Runtime::build(config, &metrics)?;
     let store = Arc::new(crate::store::Store::open(&config_store).await?);
@@ -94,6 +114,7 @@ pub async fn start_on(
         tokens,
         client,
         metrics,
+        in_flight: Default::default(),
         pending: dashmap::DashMap::new(),
     });
     let (shutdown, rx) = watch::channel(false);
@@ -117,8 +138,8 @@ pub async fn start_on(
         })
     };
     let mut tasks = vec![
-        tokio::spawn(serve(listen, tls, proxy, rx.clone(), grace)),
-        tokio::spawn(serve(admin, None, admin_svc, rx.clone(), grace)),
+        tokio::spawn(serve(listen, tls, proxy, rx.clone(), grace, proxy_limits)),
+        tokio::spawn(serve(admin, None, admin_svc, rx.clone(), grace, admin_limits)),
         maintenance,
     ];
     tasks.extend(shared.tokens.listen(rx));
@@ -159,13 +180,15 @@ impl Running {
     }
 }
 
-/// Accepts connections until shutdown, then drains them.
+/// Accepts connections until shutdown, then drains them. Past `limits.max_connections` a new
+/// connection is closed at once; the established ones carry on.
 async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    limits: Limits,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -173,47 +196,86 @@ async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Open::default());
+    let mut refused = Refusals::default();
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!("accept failed: {e}");
+                    // Out of file descriptors and the like: pause rather than spin, and say so
+                    // once in a while rather than on every attempt.
+                    refused.note(&format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
+        let Some(guard) = open.admit(limits.max_connections) else {
+            drop(stream);
+            refused.note(&format!(
+                "{} connections are open (max_connections): new connections are closed at once",
+                limits.max_connections
+            ));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(service.clone());
+        let activity = Arc::new(Activity::default());
+        let svc = TowerToHyperService::new(Tracked::new(service.clone(), Arc::clone(&activity)));
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stop = shutdown.clone();
         match tls.clone() {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
-                    let _ = watcher.watch(conn).await;
+                    let io = TokioIo::new(Counted::new(stream, Arc::clone(&activity)));
+                    let conn = builder.serve_connection(io, svc).into_owned();
+                    crate::conn::drive(conn, auto::Connection::graceful_shutdown, activity, limits, stop).await;
+                    drop(guard);
                 });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(tls) => {
-                            let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-                            let _ = watcher.watch(conn).await;
+                    // The handshake is part of the head: it must finish in the same time.
+                    match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let io = TokioIo::new(Counted::new(tls, Arc::clone(&activity)));
+                            let conn = builder.serve_connection(io, svc).into_owned();
+                            crate::conn::drive(conn, auto::Connection::graceful_shutdown, activity, limits, stop).await;
                         }
-                        Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake not complete in time"),
                     }
+                    drop(guard);
                 });
             }
         }
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
+    let drained = async {
+        while open.count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+/// Warnings about refused connections, at most one every 10 s, with how many there were.
+#[derive(Default)]
+struct Refusals {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, what: &str) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(times = self.since, "{what}");
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
     }
 }

@@ -17,6 +17,8 @@ pub struct Shared {
     pub client: HttpClient,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Proxy requests in progress (bounded by `server.max_in_flight`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
     /// Authorization flows started and not yet called back, by `state`.
     pub pending: dashmap::DashMap<String, Pending>,
 }

@@ -40,10 +40,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 
 /// An admin-listener error: the contract's JSON shape and header.
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
-    let mut r = json(
-        status,
-        serde_json::json!({"gateway_error": {"code": code, "message": message.into()}}),
-    );
+    let mut inner = serde_json::json!({"code": code, "message": message.into()});
+    if let Ok(rid) = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()) {
+        inner["request_id"] = rid.into();
+    }
+    let mut r = json(status, serde_json::json!({ "gateway_error": inner }));
     if let Ok(v) = HeaderValue::from_str(code) {
         r.headers_mut().insert(&crate::error::X_GATEWAY_ERROR, v);
     }
@@ -67,8 +68,26 @@ pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBod
     }
 }
 
-/// Handles one admin-listener request.
+tokio::task_local! {
+    /// The request id of the admin request being handled, for its error body.
+    static REQUEST_ID: HeaderValue;
+}
+
+/// Handles one admin-listener request: every answer carries `x-request-id`, and errors carry it
+/// in their JSON too.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let rid = crate::proxy::request_id(req.headers());
+    let max = shared.runtime.load().config.server.max_header_bytes;
+    let mut resp = if crate::proxy::head_size(&req) > max {
+        crate::error::GatewayError::HeadersTooLarge(max).into_response(rid.to_str().unwrap_or("-"))
+    } else {
+        REQUEST_ID.scope(rid.clone(), route(shared, req)).await
+    };
+    resp.headers_mut().insert(&crate::proxy::X_REQUEST_ID, rid);
+    resp
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -33,6 +33,16 @@ pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 2 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Long enough for in-flight calls (and a retry) to finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// `server.header_read_timeout_ms`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// `server.idle_timeout_ms`.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// `server.body_read_timeout_ms`.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// `server.max_in_flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// `server.max_header_bytes` (nginx allows 4 × 8 KiB by default).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// A healthy TCP+TLS connect to the platform takes well under a second.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// Refresh a token in the background once this share of its lifetime has
@@ -115,6 +125,19 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Threads serving requests (default: one per core). Read at start only.
     pub worker_threads: Option<usize>,
+    /// A request head not complete this long after its first byte: connection closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and no bytes for this long: closed.
+    pub idle_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body: 408 `client_timeout`.
+    pub body_read_timeout_ms: u64,
+    /// Open proxy connections at most (default: from the file-descriptor limit); past it, new
+    /// connections are closed at once. Read at start only.
+    pub max_connections: Option<usize>,
+    /// Requests in progress at most; past it, 503 `overloaded` at once.
+    pub max_in_flight: usize,
+    /// A request head (names, values, 4 bytes a line) larger than this: 431 `headers_too_large`.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +153,12 @@ impl Default for ServerConfig {
             public_admin_url: None,
             tls: None,
             worker_threads: None,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_connections: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }

@@ -164,8 +164,33 @@ impl Config {
                 "must be at least 1 (leave it out for one per core)",
             );
         }
-        if s.request_timeout_ms == 0 {
-            c.err("server", None, "request_timeout_ms", "must be greater than 0");
+        for (key, v) in [
+            ("request_timeout_ms", s.request_timeout_ms),
+            ("header_read_timeout_ms", s.header_read_timeout_ms),
+            ("idle_timeout_ms", s.idle_timeout_ms),
+            ("body_read_timeout_ms", s.body_read_timeout_ms),
+            ("max_in_flight", s.max_in_flight as u64),
+            ("max_header_bytes", s.max_header_bytes as u64),
+        ] {
+            if v == 0 {
+                c.err("server", None, key, "must be greater than 0");
+            }
+        }
+        if s.max_connections == Some(0) {
+            c.err(
+                "server",
+                None,
+                "max_connections",
+                "must be at least 1 (leave it out to derive it from the file-descriptor limit)",
+            );
+        }
+        if s.body_read_timeout_ms >= s.request_timeout_ms {
+            c.warn(
+                "server",
+                None,
+                "body_read_timeout_ms",
+                "is not below request_timeout_ms: a stalled caller body is reported as 504 upstream_timeout instead of 408",
+            );
         }
         if s.allow_anonymous {
             if let Ok(addr) = listen {

@@ -4,7 +4,7 @@
 
 use super::headers::{self, ACCESS_TOKEN};
 use super::token_error;
-use crate::body::{read_up_to, ProxyBody, Read, TooLarge};
+use crate::body::{read_up_to, CallerBody, ProxyBody, Read, ReadError, Stalled, TooLarge};
 use crate::config::Inject;
 use crate::error::GatewayError;
 use crate::inspect::{self, Context, Verdict};
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{header, request::Parts, Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Upstream answers up to this size are read and checked for a token
 /// rejection; the platform's error envelopes are a few hundred bytes, so a
@@ -35,19 +35,21 @@ async fn prepare_body(
     content_length: Option<u64>,
     keep: u64,
     max: u64,
+    stall: Duration,
 ) -> Result<Outbound, GatewayError> {
     use http_body::Body;
     if body.is_end_stream() {
         return Ok(Outbound::Kept(Bytes::new()));
     }
     if content_length.is_some_and(|n| n > keep) {
-        return Ok(Outbound::Streaming(ProxyBody::stream(None, body, max)));
+        return Ok(Outbound::Streaming(ProxyBody::from_caller(None, body, max, stall)));
     }
-    match read_up_to(body, keep.min(max)).await {
+    match read_up_to(body, keep.min(max), Some(stall)).await {
         Ok(Read::Complete(b)) => Ok(Outbound::Kept(b)),
         Ok(Read::Partial(p, _)) if p.len() as u64 > max => Err(GatewayError::BodyTooLarge(max)),
-        Ok(Read::Partial(p, rest)) => Ok(Outbound::Streaming(ProxyBody::stream(Some(p), rest, max))),
-        Err(e) => Err(GatewayError::BadRequest(format!(
+        Ok(Read::Partial(p, rest)) => Ok(Outbound::Streaming(ProxyBody::from_caller(Some(p), rest, max, stall))),
+        Err(ReadError::Stalled(ms)) => Err(GatewayError::ClientTimeout(ms)),
+        Err(ReadError::Body(e)) => Err(GatewayError::BadRequest(format!(
             "could not read the request body: {e}"
         ))),
     }
@@ -106,10 +108,17 @@ async fn send(
 ) -> Result<(Response<ProxyBody>, Option<inspect::Codes>), GatewayError> {
     let t0 = Instant::now();
     let resp = shared.client.request(req).await.map_err(|e| {
+        // The caller's body failing is the caller's fault, never the upstream's.
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = src {
             if let Some(t) = s.downcast_ref::<TooLarge>() {
                 return GatewayError::BodyTooLarge(t.0);
+            }
+            if let Some(b) = s.downcast_ref::<CallerBody>() {
+                return GatewayError::BadRequest(b.to_string());
+            }
+            if let Some(t) = s.downcast_ref::<Stalled>() {
+                return GatewayError::ClientTimeout(t.0);
             }
             src = s.source();
         }
@@ -124,7 +133,7 @@ async fn send(
             None,
         ));
     }
-    match read_up_to(body, INSPECT_LIMIT).await {
+    match read_up_to(body, INSPECT_LIMIT, None).await {
         Ok(Read::Complete(b)) => {
             let codes = inspect::codes(&b);
             Ok((Response::from_parts(parts, ProxyBody::full(b)), codes))
@@ -133,10 +142,11 @@ async fn send(
             Response::from_parts(parts, ProxyBody::stream(Some(p), rest, u64::MAX)),
             None,
         )),
-        Err(e) => Err(GatewayError::UpstreamUnavailable(format!(
+        Err(ReadError::Body(e)) => Err(GatewayError::UpstreamUnavailable(format!(
             "reading the answer: {}",
             describe(&e)
         ))),
+        Err(ReadError::Stalled(_)) => unreachable!("no stall limit on answers"),
     }
 }
 
@@ -180,7 +190,15 @@ pub(super) async fn run(
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let server = &rt.config.server;
     let metrics = &rt.route_metrics[route.index];
-    let outbound = prepare_body(body, content_length, server.retry_buffer_bytes, server.max_body_bytes).await?;
+    let stall = Duration::from_millis(server.body_read_timeout_ms);
+    let outbound = prepare_body(
+        body,
+        content_length,
+        server.retry_buffer_bytes,
+        server.max_body_bytes,
+        stall,
+    )
+    .await?;
     let (Some(key), Some(token)) = (key, token) else {
         let body = match outbound {
             Outbound::Kept(b) => ProxyBody::full(b),

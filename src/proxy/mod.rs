@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -93,7 +93,8 @@ impl tower::Service<Request<Incoming>> for Proxy {
     }
 }
 
-fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+/// The request id of a request: the caller's when sane, else a new one.
+pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let ok = v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if ok && !v.is_empty() {
@@ -107,6 +108,37 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("ascii")
 }
 
+/// A request counted in progress until dropped.
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// The count including this request.
+    count: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let count = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        InFlight { counter, count }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The size of a request head as it came: target, and each header line's name, value and `: `/CRLF.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    target
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
 /// Handles one request from start to end; never fails (errors are answers).
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
@@ -115,11 +147,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     // Kept for the log line of an error; both are reference-counted, not copied.
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let mut route_index = None;
-    let timeout = Duration::from_millis(rt.config.server.request_timeout_ms);
-    let result = match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
-        Ok(r) => r,
-        Err(_) => Err(GatewayError::UpstreamTimeout(rt.config.server.request_timeout_ms)),
+    let server = &rt.config.server;
+    let in_flight = InFlight::enter(&shared.in_flight);
+    let result = if in_flight.count > server.max_in_flight {
+        // Refused at once rather than queued: the caller can retry elsewhere or later.
+        Err(GatewayError::Overloaded(server.max_in_flight))
+    } else if head_size(&req) > server.max_header_bytes {
+        Err(GatewayError::HeadersTooLarge(server.max_header_bytes))
+    } else {
+        let timeout = Duration::from_millis(server.request_timeout_ms);
+        match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::UpstreamTimeout(server.request_timeout_ms)),
+        }
     };
+    drop(in_flight);
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
