@@ -115,7 +115,7 @@ pub async fn start_on(
         client,
         metrics,
         in_flight: Default::default(),
-        pending: dashmap::DashMap::new(),
+        oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
     });
     let (shutdown, rx) = watch::channel(false);
     let proxy = crate::proxy::stack(Arc::clone(&shared));

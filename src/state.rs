@@ -19,15 +19,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Proxy requests in progress (bounded by `server.max_in_flight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
-    /// Authorization flows started and not yet called back, by `state`.
-    pub pending: dashmap::DashMap<String, Pending>,
-}
-
-/// An authorization the gateway sent a user to.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    /// The app being authorized.
-    pub app: String,
-    /// After this the `state` is refused.
-    pub expires: std::time::Instant,
+    /// The authorization flow's signed, single-use states.
+    pub oauth: crate::admin::OAuthStates,
 }

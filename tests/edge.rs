@@ -237,3 +237,75 @@ async fn a_repeated_open_id_is_refused() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["access_token_headers"][0], "act.x");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authorization_flood_does_not_lock_out_real_users() {
+    let sb = sandbox().await;
+    let gw = user_gateway(&sb, "", "").await;
+    let http = Http::default();
+    let authorize = gw.admin("/oauth/authorize?app=main");
+    // 20,000 unauthenticated requests: authorizations started and never finished, callbacks with
+    // made-up states, and callbacks with real states and made-up codes.
+    let flood = {
+        let (http, authorize, callback) = (http.clone(), authorize.clone(), gw.admin("/oauth/callback"));
+        tokio::spawn(async move {
+            let mut statuses = std::collections::BTreeMap::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..50 {
+                let (http, authorize, callback) = (http.clone(), authorize.clone(), callback.clone());
+                tasks.spawn(async move {
+                    let mut seen = Vec::new();
+                    for i in 0..400 {
+                        let r = match i % 4 {
+                            0 | 1 => http.send(Method::GET, &authorize, &[], "").await,
+                            2 => {
+                                let url = format!("{callback}?state=forged{worker}x{i}&code=c");
+                                http.send(Method::GET, &url, &[], "").await
+                            }
+                            _ => {
+                                let started = http.send(Method::GET, &authorize, &[], "").await;
+                                let location = started.headers["location"].to_str().unwrap().to_string();
+                                let state = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+                                    .find(|(k, _)| k == "state")
+                                    .unwrap()
+                                    .1
+                                    .into_owned();
+                                let url = format!("{callback}?state={state}&code=made-up");
+                                http.send(Method::GET, &url, &[], "").await
+                            }
+                        };
+                        seen.push(r.status.as_u16());
+                    }
+                    seen
+                });
+            }
+            while let Some(seen) = tasks.join_next().await {
+                for s in seen.unwrap() {
+                    *statuses.entry(s).or_insert(0u32) += 1;
+                }
+            }
+            statuses
+        })
+    };
+    // A real user during the burst, and another right after it.
+    let during = http.authorize(&gw, "main").await;
+    assert_eq!(during.status, 200, "during the flood: {}", during.text());
+    let statuses = flood.await.unwrap();
+    assert!(
+        !statuses.contains_key(&503),
+        "no authorization was refused for lack of room: {statuses:?}"
+    );
+    assert!(statuses.keys().all(|s| [302, 400].contains(s)), "{statuses:?}");
+    let after = http.authorize(&gw, "main").await;
+    assert_eq!(after.status, 200, "after the flood: {}", after.text());
+    // Memory: only the states that came back signed are remembered (the 5,000 made-up codes and
+    // the two real users), never the 15,000 authorizations started nor the 5,000 forged states.
+    let remembered = gw.running.shared.oauth.remembered();
+    assert!(remembered <= 5_002, "{remembered} states remembered");
+    let tokens = http.admin(&gw, Method::GET, "/admin/tokens", "").await.json();
+    assert_eq!(
+        tokens["tokens"].as_array().unwrap().len(),
+        2,
+        "the two real users, nothing from the flood: {tokens}"
+    );
+}

@@ -41,7 +41,15 @@ async fn authorization_round_trip_then_user_calls_work() {
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["scope"], "user_info,video.list.bytes");
     assert_eq!(q["redirect_uri"], gw.admin("/oauth/callback"));
-    assert_eq!(q["state"].len(), 32);
+    // A signed state: at least 128 bits of nonce and a 128-bit tag, URL-safe.
+    let state = &q["state"];
+    assert!(state.len() >= 43, "{state}");
+    assert!(
+        state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{state}"
+    );
 
     let page = http.authorize(&gw, "main").await;
     assert_eq!(page.status, 200, "{}", page.text());

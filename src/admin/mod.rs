@@ -4,6 +4,8 @@
 
 mod api;
 mod oauth;
+
+pub use oauth::OAuthStates;
 mod webhook;
 
 use crate::body::ProxyBody;

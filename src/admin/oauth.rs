@@ -3,17 +3,122 @@
 //! `state`; `/oauth/callback` checks it, exchanges the code, stores the tokens.
 
 use crate::body::ProxyBody;
-use crate::state::{Pending, Shared};
-use crate::token::{issuer, TokenError, TokenKey};
+use crate::state::Shared;
+use crate::token::{issuer, unix_now, TokenError, TokenKey};
+use base64::Engine;
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
 use http::{header, HeaderValue, Response, StatusCode};
+use sha2::Sha256;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// A `state` is good this long: the platform's code lives 10 minutes too.
-const STATE_TTL: Duration = Duration::from_secs(600);
-/// Pending authorizations kept at most; past this, expired ones are dropped
-/// and, if still full, new ones refused (a flood cannot grow memory).
-const MAX_PENDING: usize = 10_000;
+const STATE_TTL_SECS: u64 = 600;
+/// Used states remembered at most (about 50 bytes each). Only states the gateway signed count,
+/// each one an authorize and a callback; past this, callbacks are refused until some expire.
+const MAX_USED: usize = 1_000_000;
+const NONCE_LEN: usize = 16;
+const TAG_LEN: usize = 16;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The authorization flow's `state`s. A state is self-contained and signed:
+/// `base64url(expiry ‖ nonce ‖ app ‖ HMAC-SHA256(key, expiry ‖ nonce ‖ app)[..16])`, so starting a
+/// flow stores nothing and a flood of `/oauth/authorize` costs no memory. A callback whose state
+/// verifies is remembered by its nonce until the state expires: each state works once.
+pub struct OAuthStates {
+    key: [u8; 32],
+    used: DashMap<[u8; NONCE_LEN], u64>,
+}
+
+impl OAuthStates {
+    /// States signed with `key`; instances sharing it accept each other's states.
+    pub fn new(key: [u8; 32]) -> Self {
+        OAuthStates {
+            key,
+            used: DashMap::new(),
+        }
+    }
+
+    /// The signing key: derived from the store's encryption key when there is one (so every
+    /// instance of a Redis deployment accepts the others' states), else random for this process.
+    pub fn key_for(store: &crate::config::StoreConfig) -> [u8; 32] {
+        let raw = store
+            .encryption_key_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok());
+        match raw {
+            Some(k) => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&k).expect("any key length");
+                mac.update(b"douyin-gateway oauth state v1");
+                mac.finalize().into_bytes().into()
+            }
+            None => rand::random(),
+        }
+    }
+
+    fn tag(&self, signed: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        mac.update(signed);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        tag
+    }
+
+    /// A fresh state for `app`.
+    pub fn issue(&self, app: &str) -> String {
+        let mut b = Vec::with_capacity(8 + NONCE_LEN + app.len() + TAG_LEN);
+        b.extend_from_slice(&(unix_now() + STATE_TTL_SECS).to_be_bytes());
+        b.extend_from_slice(&rand::random::<[u8; NONCE_LEN]>());
+        b.extend_from_slice(app.as_bytes());
+        let tag = self.tag(&b);
+        b.extend_from_slice(&tag);
+        B64.encode(b)
+    }
+
+    /// The app a state was issued for, once; why not otherwise.
+    pub fn redeem(&self, state: &str) -> Result<String, &'static str> {
+        const UNKNOWN: &str = "Unknown or already used state: start the authorization again.";
+        let b = B64.decode(state).map_err(|_| UNKNOWN)?;
+        if b.len() < 8 + NONCE_LEN + TAG_LEN {
+            return Err(UNKNOWN);
+        }
+        let (signed, tag) = b.split_at(b.len() - TAG_LEN);
+        let good: bool = subtle::ConstantTimeEq::ct_eq(&self.tag(signed)[..], tag).into();
+        if !good {
+            return Err(UNKNOWN);
+        }
+        let expires = u64::from_be_bytes(signed[..8].try_into().expect("8 bytes"));
+        let now = unix_now();
+        if now >= expires {
+            return Err("This authorization expired: start again.");
+        }
+        let nonce: [u8; NONCE_LEN] = signed[8..8 + NONCE_LEN].try_into().expect("nonce");
+        let app = std::str::from_utf8(&signed[8 + NONCE_LEN..]).map_err(|_| UNKNOWN)?;
+        if self.used.len() >= MAX_USED {
+            self.used.retain(|_, exp| *exp > now);
+            if self.used.len() >= MAX_USED {
+                tracing::warn!(
+                    max = MAX_USED,
+                    "too many authorizations in 10 minutes: callbacks refused until some expire"
+                );
+                return Err("Too many authorizations in progress: try again in a few minutes.");
+            }
+        }
+        match self.used.entry(nonce) {
+            dashmap::Entry::Occupied(_) => Err(UNKNOWN),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(expires);
+                Ok(app.to_owned())
+            }
+        }
+    }
+
+    /// States redeemed and not yet expired (remembered so they work once).
+    pub fn remembered(&self) -> usize {
+        self.used.len()
+    }
+}
 
 fn escape(s: &str) -> String {
     s.chars()
@@ -73,25 +178,7 @@ pub(super) fn authorize(shared: &Shared, q: Option<&str>) -> Response<ProxyBody>
             "This app has no redirect_uri configured.",
         );
     };
-    if shared.pending.len() >= MAX_PENDING {
-        let now = Instant::now();
-        shared.pending.retain(|_, p| p.expires > now);
-        if shared.pending.len() >= MAX_PENDING {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many pending authorizations",
-                "Try again in a few minutes.",
-            );
-        }
-    }
-    let state = hex::encode(rand::random::<[u8; 16]>());
-    shared.pending.insert(
-        state.clone(),
-        Pending {
-            app: app.name.to_string(),
-            expires: Instant::now() + STATE_TTL,
-        },
-    );
+    let state = shared.oauth.issue(&app.name);
     let connect = form_urlencoded::Serializer::new(String::new())
         .append_pair("client_key", &app.platform_key)
         .append_pair("response_type", "code")
@@ -121,23 +208,10 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
             "The callback carries no state.",
         );
     };
-    // Single use: taken out whether or not what follows succeeds.
-    let pending = match shared.pending.remove(state) {
-        Some((_, p)) if p.expires > Instant::now() => p,
-        Some(_) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Authorization failed",
-                "This authorization expired: start again.",
-            )
-        }
-        None => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Authorization failed",
-                "Unknown or already used state: start the authorization again.",
-            )
-        }
+    // Single use: spent whether or not what follows succeeds.
+    let app = match shared.oauth.redeem(state) {
+        Ok(app) => app,
+        Err(why) => return page(StatusCode::BAD_REQUEST, "Authorization failed", why),
     };
     let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
         return page(
@@ -147,28 +221,28 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
         );
     };
     let settings = shared.tokens.issuer_config();
-    match issuer::exchange_code(&shared.client, &settings, &pending.app, code).await {
+    match issuer::exchange_code(&shared.client, &settings, &app, code).await {
         Ok((open_id, fetched)) => {
-            let key = TokenKey::user(Arc::from(pending.app.as_str()), &open_id);
+            let key = TokenKey::user(Arc::from(app.as_str()), &open_id);
             match shared.tokens.install(&key, fetched).await {
                 Ok(_) => {}
                 // In use, and written when the store answers: the user is authorized.
-                Err(e @ TokenError::Network(_)) => tracing::error!(app = %pending.app, "user authorized, but {e}"),
+                Err(e @ TokenError::Network(_)) => tracing::error!(app = %app, "user authorized, but {e}"),
                 Err(e) => return page(StatusCode::BAD_GATEWAY, "Authorization failed", &escape(&e.to_string())),
             }
-            tracing::info!(app = %pending.app, "user authorized the app");
+            tracing::info!(app = %app, "user authorized the app");
             page(
                 StatusCode::OK,
                 "Authorized",
                 &format!(
                     "The gateway now holds tokens for open_id <code>{}</code> of app {}.",
                     escape(&open_id),
-                    escape(&pending.app)
+                    escape(&app)
                 ),
             )
         }
         Err(e) => {
-            tracing::warn!(app = %pending.app, "authorization code exchange failed: {e}");
+            tracing::warn!(app = %app, "authorization code exchange failed: {e}");
             // A refused code is the request's fault (stale, reused); a platform we cannot reach is ours.
             let status = match e {
                 TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_) => {
@@ -182,5 +256,40 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
                 &format!("The platform refused the code: {}", escape(&e.to_string())),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_works_once_for_its_app_and_cannot_be_forged() {
+        let states = OAuthStates::new([7; 32]);
+        let s = states.issue("main");
+        assert_eq!(states.redeem(&s).unwrap(), "main");
+        assert!(states.redeem(&s).is_err(), "single use");
+        // Another key's state, a flipped bit, a truncated state, garbage: all refused.
+        assert!(OAuthStates::new([8; 32]).redeem(&states.issue("main")).is_err());
+        let mut raw = B64.decode(states.issue("main")).unwrap();
+        raw[10] ^= 1;
+        assert!(states.redeem(&B64.encode(&raw)).is_err());
+        assert!(states.redeem(&s[..20]).is_err());
+        assert!(states.redeem("not base64 at all!").is_err());
+        assert_eq!(states.remembered(), 1);
+    }
+
+    #[test]
+    fn an_expired_state_is_refused() {
+        let states = OAuthStates::new([7; 32]);
+        let mut b = (unix_now() - 1).to_be_bytes().to_vec();
+        b.extend_from_slice(&[0; NONCE_LEN]);
+        b.extend_from_slice(b"main");
+        let tag = states.tag(&b);
+        b.extend_from_slice(&tag);
+        assert_eq!(
+            states.redeem(&B64.encode(&b)),
+            Err("This authorization expired: start again.")
+        );
     }
 }
