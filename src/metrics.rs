@@ -36,6 +36,8 @@ pub struct Metrics {
     /// `douyin_gateway_token_evicted_early_total{app,class}`: tokens the platform
     /// rejected well before their expiry.
     pub evicted_early: IntCounterVec,
+    /// `douyin_gateway_route_rejects_fresh_tokens_total{route}`.
+    pub rejects_fresh: IntCounterVec,
 }
 
 /// Handles of one route, resolved once.
@@ -56,7 +58,65 @@ pub struct RouteMetrics {
     pub retry_suppressed: IntCounter,
     /// Refresh code, but no new token could be had.
     pub retry_token_unavailable: IntCounter,
+    /// `douyin_gateway_route_rejects_fresh_tokens_total{route}`: times the route rejected a token
+    /// fetched moments ago to replace one it rejected (its API does not take this class).
+    pub rejects_fresh: IntCounter,
+    /// Whether this route's rejections may fetch a new token now.
+    pub health: RouteHealth,
     statuses: Box<[OnceLock<IntCounter>]>,
+}
+
+/// How a route's token rejections are trusted. A route whose API rejected a brand-new token on
+/// the replay (after its rejection of the previous one) gets a strike; from the second strike in
+/// a row the route is *suspect* for 30 s, doubling with each further strike up to 5 minutes, and
+/// its rejections fetch no new token meanwhile: they cannot burn the app's fetch budget, and the
+/// token other routes use stays. Any call the route gets accepted clears it. A token merely
+/// revoked (another fetcher, a revocation) is replaced as often as that happens.
+#[derive(Debug, Default)]
+pub struct RouteHealth {
+    strikes: std::sync::atomic::AtomicU32,
+    struck_generation: std::sync::atomic::AtomicU64,
+    suspect_until_ms: std::sync::atomic::AtomicU64,
+}
+
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl RouteHealth {
+    /// First strike that makes the route suspect.
+    const SUSPECT_AT: u32 = 2;
+
+    /// The platform accepted a call on this route.
+    pub fn accepted(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.strikes.load(Relaxed) != 0 {
+            self.strikes.store(0, Relaxed);
+            self.suspect_until_ms.store(0, Relaxed);
+        }
+    }
+
+    /// Whether the route's rejections are distrusted now.
+    pub fn suspect(&self) -> bool {
+        monotonic_ms() < self.suspect_until_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The route rejected token `generation`, fetched to replace one it rejected. Counted once
+    /// per token; returns how long the route is suspect from now, if it is.
+    pub fn rejected_fresh(&self, generation: u64) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        if self.struck_generation.swap(generation, AcqRel) == generation {
+            return None;
+        }
+        let n = self.strikes.fetch_add(1, AcqRel) + 1;
+        if n < Self::SUSPECT_AT {
+            return None;
+        }
+        let secs = (30u64 << (n - Self::SUSPECT_AT).min(4)).min(300);
+        self.suspect_until_ms.store(monotonic_ms() + secs * 1000, Relaxed);
+        Some(std::time::Duration::from_secs(secs))
+    }
 }
 
 impl RouteMetrics {
@@ -157,8 +217,17 @@ impl Metrics {
             &["app", "class"],
         )
         .unwrap();
+        let rejects_fresh = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_route_rejects_fresh_tokens_total",
+                "Times a route's API rejected a token fetched moments ago to replace one it rejected: the route's token class is likely wrong.",
+            ),
+            &["route"],
+        )
+        .unwrap();
         for c in [
             Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejects_fresh.clone()),
             Box::new(evicted_early.clone()),
             Box::new(renewals.clone()),
             Box::new(requests.clone()),
@@ -183,6 +252,7 @@ impl Metrics {
             reauthorization,
             renewals,
             evicted_early,
+            rejects_fresh,
         }
     }
 
@@ -199,6 +269,8 @@ impl Metrics {
             retry_not_replayable: retry("not_replayable"),
             retry_suppressed: retry("suppressed"),
             retry_token_unavailable: retry("token_unavailable"),
+            rejects_fresh: self.rejects_fresh.with_label_values(&[name]),
+            health: RouteHealth::default(),
             statuses: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }

@@ -123,6 +123,7 @@ impl Runtime {
                 fetch_timeout: Duration::from_millis(t.fetch_timeout_ms),
                 renew_before: Duration::from_secs(t.renew_before_secs),
                 max_renewals: t.max_renewals,
+                client_fetch_budget: t.client_token_fetch_budget,
             },
         };
         let routes = RouteTable::build(&config);

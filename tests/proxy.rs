@@ -140,26 +140,34 @@ async fn a_token_that_keeps_failing_is_retried_once_and_the_platform_answer_pass
     assert_eq!(n(&s["api_calls"]), 2, "sent once, replayed once");
     assert_eq!(n(&s["client_token_calls"]), 2, "one fetch, one refresh");
 
-    // The next call is not replayed with yet another token: the one just fetched was rejected at once.
+    // One more try, in case a revocation raced the replay: a second brand-new token rejected too.
     let r = http.get(&gw.url("/video/list/?open_id=ou_1")).await;
     assert_eq!(r.json()["data"]["error_code"], 10008);
     let s = http.stats(&sb).await;
-    assert_eq!(n(&s["api_calls"]), 3);
-    assert_eq!(n(&s["client_token_calls"]), 2);
+    assert_eq!(n(&s["api_calls"]), 4);
+    assert_eq!(n(&s["client_token_calls"]), 3);
+    // Now the route is distrusted: its calls pass the platform's answer on and fetch nothing.
+    for _ in 0..5 {
+        let r = http.get(&gw.url("/video/list/?open_id=ou_1")).await;
+        assert_eq!(r.json()["data"]["error_code"], 10008);
+    }
+    let s = http.stats(&sb).await;
+    assert_eq!(n(&s["api_calls"]), 9);
+    assert_eq!(n(&s["client_token_calls"]), 3);
     let m = http.metrics(&gw).await;
     assert_eq!(
         metric(
             &m,
             r#"douyin_gateway_token_retries_total{outcome="rejected_again",route="wrong-class"}"#
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric(
             &m,
             r#"douyin_gateway_token_retries_total{outcome="suppressed",route="wrong-class"}"#
         ),
-        Some(1.0)
+        Some(5.0)
     );
 }
 

@@ -33,6 +33,9 @@ pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 2 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Long enough for in-flight calls (and a retry) to finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// `tokens.client_token_fetch_budget`: 40% of the platform's 500 per 5 minutes, which also
+/// counts any other fetcher using the same credentials.
+pub const DEFAULT_CLIENT_TOKEN_FETCH_BUDGET: u32 = 200;
 /// `server.header_read_timeout_ms`.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// `server.idle_timeout_ms`.
@@ -265,6 +268,8 @@ pub struct TokensConfig {
     pub max_renewals: u32,
     /// How often refresh_tokens due for renewal are looked for.
     pub maintain_interval_ms: u64,
+    /// client_token fetches one app may make in any 5 minutes (the platform allows 500).
+    pub client_token_fetch_budget: u32,
 }
 
 impl Default for TokensConfig {
@@ -276,6 +281,7 @@ impl Default for TokensConfig {
             fetch_timeout_ms: DEFAULT_TOKEN_FETCH_TIMEOUT_MS,
             renew_before_secs: DEFAULT_RENEW_BEFORE_SECS,
             max_renewals: DEFAULT_MAX_RENEWALS,
+            client_token_fetch_budget: DEFAULT_CLIENT_TOKEN_FETCH_BUDGET,
             maintain_interval_ms: DEFAULT_MAINTAIN_INTERVAL_MS,
         }
     }

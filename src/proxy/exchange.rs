@@ -11,7 +11,7 @@ use crate::inspect::{self, Context, Verdict};
 use crate::route::Route;
 use crate::runtime::Runtime;
 use crate::state::Shared;
-use crate::token::{Need, Token, TokenError, TokenKey};
+use crate::token::{Need, Token, TokenKey};
 use crate::upstream::describe;
 use bytes::Bytes;
 use http::{header, request::Parts, Request, Response};
@@ -214,8 +214,15 @@ pub(super) async fn run(
     let req = build_request(rt, route, &parts, Some(&token), first_body)?;
     let (resp, codes) = send(shared, metrics, req, true).await?;
     let Some(Verdict::Refresh(code)) = codes.map(|c| rt.codes.verdict(&c, Context::Api)) else {
+        metrics.health.accepted();
         return Ok(resp);
     };
+    if metrics.health.suspect() {
+        // This route's API rejected fresh tokens moments ago: its rejections fetch nothing now,
+        // and the token the other routes use stays.
+        metrics.retry_suppressed.inc();
+        return Ok(resp);
+    }
     evicted_early(shared, &key, &token);
     let Some(kept) = kept else {
         // Too large to replay: the caller gets this answer, the next call a new token.
@@ -230,12 +237,6 @@ pub(super) async fn run(
     tracing::info!(route = %route.name, app = %key.app, class = key.class.as_str(), code, "platform rejected the token; refreshing and replaying once");
     let fresh = match shared.tokens.obtain(&key, Need::Rejected(token.generation)).await {
         Ok(t) => t,
-        Err(e @ TokenError::RejectedWhenFresh(_)) => {
-            // A token refreshed moments ago was rejected too: no new fetch; the caller sees the platform's answer.
-            metrics.retry_suppressed.inc();
-            tracing::warn!(route = %route.name, app = %key.app, class = key.class.as_str(), "{e}");
-            return Ok(resp);
-        }
         Err(e) => {
             metrics.retry_token_unavailable.inc();
             return Err(token_error(rt, route, e));
@@ -246,10 +247,21 @@ pub(super) async fn run(
     match codes.map(|c| rt.codes.verdict(&c, Context::Api)) {
         Some(Verdict::Refresh(code)) => {
             metrics.retry_rejected.inc();
-            tracing::warn!(route = %route.name, app = %key.app, class = key.class.as_str(), code,
-                "the platform rejected the new token too; passing its answer on");
+            metrics.rejects_fresh.inc();
+            match metrics.health.rejected_fresh(fresh.generation) {
+                Some(pause) => tracing::warn!(route = %route.name, app = %key.app, class = key.class.as_str(), code,
+                    pause_s = pause.as_secs(),
+                    "route {} rejected two brand-new tokens in a row: its API does not take this token class \
+                     (check the route's `token =` and [token_errors]). Its rejections fetch no new token for {} s; \
+                     other routes are unaffected", route.name, pause.as_secs()),
+                None => tracing::warn!(route = %route.name, app = %key.app, class = key.class.as_str(), code,
+                    "the platform rejected the new token too; passing its answer on"),
+            }
         }
-        _ => metrics.retry_ok.inc(),
+        _ => {
+            metrics.health.accepted();
+            metrics.retry_ok.inc();
+        }
     }
     Ok(resp)
 }

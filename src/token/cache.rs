@@ -25,13 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A token fetched to replace a rejected one, and rejected in turn sooner than
-/// this, is not replaced again: an API that rejects every token (a wrong route
-/// class, a misconfigured code table) must not turn each call into a token
-/// fetch and burn the app's 500-per-5-minutes budget. At most one such fetch
-/// per token per this interval.
-const MIN_AGE_TO_REFETCH: Duration = Duration::from_secs(10);
-
 /// What a caller of [`Tokens::obtain`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -58,6 +51,34 @@ pub struct Slot {
     pub(super) refreshing: AtomicBool,
     /// A change the store has not taken yet (it was unreachable): written by the next sweep.
     pub(super) dirty: AtomicBool,
+    /// client_token slots: recent fetches, against the app's budget.
+    budget: std::sync::Mutex<Budget>,
+}
+
+/// Fetches in the last [`BUDGET_WINDOW`], oldest first.
+#[derive(Default)]
+struct Budget {
+    fetched: std::collections::VecDeque<Instant>,
+    warned: bool,
+}
+
+impl Budget {
+    /// Counts a fetch about to be made, unless `budget` were made in the window already.
+    fn spend(&mut self, budget: u32, now: Instant) -> Result<(), TokenError> {
+        while self.fetched.front().is_some_and(|t| now - *t >= BUDGET_WINDOW) {
+            self.fetched.pop_front();
+        }
+        if self.fetched.len() as u32 >= budget.max(1) {
+            let retry = BUDGET_WINDOW.saturating_sub(now - self.fetched[0]);
+            return Err(TokenError::BudgetExhausted {
+                budget,
+                retry_in_ms: retry.as_millis() as u64,
+            });
+        }
+        self.fetched.push_back(now);
+        self.warned = false;
+        Ok(())
+    }
 }
 
 /// Tuning, from `[tokens]`.
@@ -75,7 +96,12 @@ pub struct Tuning {
     pub renew_before: Duration,
     /// Renewals the platform allows.
     pub max_renewals: u32,
+    /// client_token fetches per app in any [`BUDGET_WINDOW`].
+    pub client_fetch_budget: u32,
 }
+
+/// The window of `client_fetch_budget`: the platform's own limit counts 5 minutes.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
 
 /// Everything swapped on reload.
 pub struct Settings {
@@ -181,11 +207,6 @@ impl Tokens {
             match need {
                 Need::Any if live => return Ok(t),
                 Need::Rejected(g) | Need::Newer(g) if g != t.generation && live => return Ok(t),
-                Need::Rejected(g)
-                    if g == t.generation && t.replaced_rejected && now - t.obtained_at < MIN_AGE_TO_REFETCH =>
-                {
-                    return Err(TokenError::RejectedWhenFresh(MIN_AGE_TO_REFETCH.as_millis() as u64));
-                }
                 // Keep its grant: the refresh_token renews it.
                 Need::Rejected(g) if g == t.generation => slot.current.store(Some(Arc::new(t.killed()))),
                 _ => {}
@@ -222,6 +243,25 @@ impl Tokens {
                 Coordinated::TimedOut => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
             }
         };
+        if key.class == TokenClass::Client {
+            let spent = slot
+                .budget
+                .lock()
+                .expect("budget")
+                .spend(tuning.client_fetch_budget, Instant::now());
+            if let Err(e) = spent {
+                self.store.release(lease).await;
+                self.metrics
+                    .token_fetches
+                    .with_label_values(&[&key.app, key.class.as_str(), e.outcome()])
+                    .inc();
+                if !std::mem::replace(&mut slot.budget.lock().expect("budget").warned, true) {
+                    tracing::warn!(app = %key.app, "{e}: calls needing a new client_token get 503 until then. \
+                        Something rejects this app's tokens unusually often (another fetcher, a misrouted API).");
+                }
+                return Err(e);
+            }
+        }
         let fetch = issuer::fetch(&self.client, &settings.issuer, key, current.as_deref());
         let result = match tokio::time::timeout(tuning.fetch_timeout, fetch).await {
             Ok(r) => r,

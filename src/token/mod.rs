@@ -233,9 +233,14 @@ pub enum TokenError {
     /// No tokens for this user, or their refresh_token is dead.
     #[error("{0}")]
     AuthorizationRequired(String),
-    /// The platform rejected a token that had just been obtained.
-    #[error("the platform rejected a token fetched {0} ms ago or less to replace a rejected one; not fetching another yet (check the route's token class and [token_errors])")]
-    RejectedWhenFresh(u64),
+    /// The app used its client_token fetch budget (`tokens.client_token_fetch_budget`).
+    #[error("the app made {budget} client_token fetches in the last 5 minutes, its budget (tokens.client_token_fetch_budget); next fetch allowed in {retry_in_ms} ms")]
+    BudgetExhausted {
+        /// The budget.
+        budget: u32,
+        /// Time until a fetch leaves the window.
+        retry_in_ms: u64,
+    },
     /// The app named by a route no longer exists.
     #[error("app {0:?} is not configured")]
     UnknownApp(String),
@@ -262,7 +267,7 @@ impl TokenError {
             TokenError::Refused { .. } => "refused",
             TokenError::AuthorizationRequired(_) => "reauthorize",
             TokenError::UnknownApp(_) => "unknown_app",
-            TokenError::RejectedWhenFresh(_) => "rejected_when_fresh",
+            TokenError::BudgetExhausted { .. } => "budget_exhausted",
             TokenError::BackingOff { .. } => "backing_off",
         }
     }
