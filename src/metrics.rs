@@ -275,6 +275,13 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector of another part (the store's).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!("metric not registered: {e}");
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

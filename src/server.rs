@@ -103,6 +103,9 @@ pub async fn start_on(
     let config_store = config.store.clone();
     let (runtime, settings) = Runtime::build(config, &metrics)?;
     let store = Arc::new(crate::store::Store::open(&config_store).await?);
+    for c in store.collectors() {
+        metrics.register(c);
+    }
     let tokens = Tokens::new(client.clone(), settings, Arc::clone(&metrics), store);
     let loaded = tokens.load().await.map_err(|e| format!("cannot start: {e}"))?;
     if loaded > 0 {

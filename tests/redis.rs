@@ -537,3 +537,180 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
     assert_eq!(http.get(&fresh.url("/js/getticket/")).await.status, 200);
     assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 2);
 }
+
+/// A TCP relay between a replica and its primary that the test can pause (holding what the
+/// primary sends) and cut (losing what it held), as a slow or broken replication link would.
+struct Relay {
+    paused: tokio::sync::watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Relay {
+    async fn start(listen: u16, primary: u16) -> std::sync::Arc<Relay> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+        let (paused, rx) = tokio::sync::watch::channel(false);
+        let relay = std::sync::Arc::new(Relay {
+            paused,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let accept = {
+            let relay = std::sync::Arc::downgrade(&relay);
+            tokio::spawn(async move {
+                while let Ok((replica, _)) = listener.accept().await {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", primary)).await else {
+                        continue;
+                    };
+                    let (mut rr, mut rw) = replica.into_split();
+                    let (mut pr, mut pw) = upstream.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut rr, &mut pw).await;
+                    });
+                    let mut rx = rx.clone();
+                    let down = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match pr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Held while paused: read, but not passed on.
+                            if rx.wait_for(|p| !*p).await.is_err() || rw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    match relay.upgrade() {
+                        Some(r) => r.tasks.lock().unwrap().extend([up, down]),
+                        None => return,
+                    }
+                }
+            })
+        };
+        relay.tasks.lock().unwrap().push(accept);
+        relay
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.send_replace(on);
+    }
+
+    /// Cuts the link: whatever the relay still held is lost.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
+    if !redis_server_installed("replica acknowledgement") {
+        return;
+    }
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (p1, p2) = free_ports();
+    let (ps, relay_port) = free_ports();
+    let primary = redis_server(&["--port", &p1.to_string()], dirs[0].path());
+    let relay = Relay::start(relay_port, p1).await;
+    let _replica = redis_server(
+        &[
+            "--port",
+            &p2.to_string(),
+            "--replicaof",
+            "127.0.0.1",
+            &relay_port.to_string(),
+        ],
+        dirs[1].path(),
+    );
+    eventually_within("replica in sync", SLOW, async || {
+        text(query(p2, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
+    })
+    .await;
+    let conf = dirs[2].path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {ps}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {p1} 1\n\
+             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
+        ),
+    )
+    .unwrap();
+    let _sentinel = Server(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually_within("Sentinel sees the replica", SLOW, async || {
+        text(query(ps, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&p2.to_string())
+    })
+    .await;
+
+    // A platform whose refresh rotates the refresh_token: the old one dies as it answers.
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        rotate_refresh_token: true,
+        ..Default::default()
+    })
+    .await;
+    let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
+    let gw = instance(&sb, &shared, "").await;
+    let http = Http::default();
+    let page = http.authorize(&gw, "main").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let open_id = open_id_of(&page.text());
+    let record = format!("{}t:main:user:{open_id}", shared.prefix);
+    eventually_within("the user reached the replica", SLOW, async || {
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))) == "1"
+    })
+    .await;
+
+    // The replication link stalls for 300 ms just as the refresh is written.
+    relay.pause(true);
+    let resume = {
+        let relay = std::sync::Arc::clone(&relay);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            relay.pause(false);
+        })
+    };
+    let refresh = format!(r#"{{"app":"main","class":"user","open_id":"{open_id}"}}"#);
+    let r = http.admin(&gw, Method::POST, "/admin/refresh", &refresh).await;
+    // The gateway said done: the primary dies at once, with whatever the link still held.
+    drop(primary);
+    relay.cut();
+    resume.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), 1);
+    let deadline = Instant::now() + SLOW;
+    while !text(query(
+        ps,
+        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
+    ))
+    .contains(&p2.to_string())
+    {
+        assert!(Instant::now() < deadline, "Sentinel did not fail over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))),
+        "2",
+        "the promoted replica holds the refreshed record"
+    );
+    eventually_within("ready again", SLOW, async || {
+        http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
+    })
+    .await;
+    // A new instance, through Sentinel, refreshes with the rotated refresh_token: the user is kept.
+    let fresh = instance(&sb, &shared, "").await;
+    let r = http.admin(&fresh, Method::POST, "/admin/refresh", &refresh).await;
+    assert_eq!(r.status, 200, "the user survived the failover: {}", r.text());
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "douyin_gateway_store_replica_ack_timeouts_total"),
+        Some(0.0),
+        "{m}"
+    );
+}

@@ -227,6 +227,9 @@ pub struct StoreConfig {
     pub encryption_key_env: Option<String>,
     /// During a key rotation: the variable holding the key records were written with before.
     pub previous_encryption_key_env: Option<String>,
+    /// Redis with replicas: how long a write whose loss loses a user (authorization, refresh,
+    /// renewal) waits for a replica to acknowledge it.
+    pub replica_ack_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -238,6 +241,7 @@ impl Default for StoreConfig {
             key_prefix: "douyin-gateway:".into(),
             encryption_key_env: None,
             previous_encryption_key_env: None,
+            replica_ack_timeout_ms: 1000,
         }
     }
 }

@@ -75,9 +75,20 @@ impl Store {
             StoreKind::Sqlite => Store::Sqlite(sqlite::SqliteStore::open(&cfg.path, keys()?).await?),
             StoreKind::Redis => {
                 let url = cfg.url.as_deref().ok_or("[store] kind = \"redis\" needs url")?;
-                Store::Redis(Box::new(redis::RedisStore::open(url, &cfg.key_prefix, keys()?).await?))
+                let ack = std::time::Duration::from_millis(cfg.replica_ack_timeout_ms);
+                Store::Redis(Box::new(
+                    redis::RedisStore::open(url, &cfg.key_prefix, keys()?, ack).await?,
+                ))
             }
         })
+    }
+
+    /// The store's own metrics, to register with the gateway's.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        match self {
+            Store::Redis(r) => vec![Box::new(r.replica_ack_timeouts.clone())],
+            _ => Vec::new(),
+        }
     }
 
     /// Whether several instances share it (and must coordinate fetches).

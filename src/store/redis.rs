@@ -16,6 +16,9 @@ use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the primary is asked again whether it has replicas.
+const REPLICAS_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// Redis calls slower than this count as failures: a token fetch must not hang on the store.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -108,6 +111,12 @@ pub struct RedisStore {
     keys: Arc<Keys>,
     put: redis::Script,
     release: redis::Script,
+    /// How long a user write waits for a replica (below the response timeout).
+    replica_ack: Duration,
+    /// Replicas the primary had, and when it was asked.
+    replicas: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+    /// `douyin_gateway_store_replica_ack_timeouts_total`.
+    pub replica_ack_timeouts: prometheus::IntCounter,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -129,7 +138,7 @@ fn glob_escape(s: &str) -> String {
 
 impl RedisStore {
     /// Connects (fails if Redis does not answer at start).
-    pub async fn open(url: &str, prefix: &str, keys: Keys) -> Result<RedisStore, String> {
+    pub async fn open(url: &str, prefix: &str, keys: Keys, replica_ack: Duration) -> Result<RedisStore, String> {
         let source = if url.starts_with("redis+sentinel://") {
             let (nodes, service, auth, db) = parse_sentinel(url).map_err(|e| format!("[store] url: {e}"))?;
             let sentinel = redis::sentinel::SentinelClient::build(
@@ -159,6 +168,13 @@ impl RedisStore {
             keys: Arc::new(keys),
             put: redis::Script::new(PUT),
             release: redis::Script::new(RELEASE),
+            replica_ack: replica_ack.min(RESPONSE_TIMEOUT - Duration::from_millis(500)),
+            replicas: std::sync::Mutex::new(None),
+            replica_ack_timeouts: prometheus::IntCounter::new(
+                "douyin_gateway_store_replica_ack_timeouts_total",
+                "User and biz writes no Redis replica acknowledged within replica_ack_timeout_ms: a failover then could lose them.",
+            )
+            .expect("metric"),
         })
     }
 
@@ -338,7 +354,14 @@ impl RedisStore {
             _ => 0,
         };
         match result.first().map(int) {
-            Some(1) => Ok(Put::Written(result.get(1).map_or(0, int))),
+            Some(1) => {
+                if rec.key.class != crate::token::TokenClass::Client {
+                    // A user's refresh_token: the platform killed the old one, so losing this
+                    // write in a failover loses the user.
+                    self.replicated(&mut conn, &rec.key).await;
+                }
+                Ok(Put::Written(result.get(1).map_or(0, int)))
+            }
             Some(2) => Ok(Put::Conflict(self.get(&rec.key).await?)),
             _ => {
                 let version = result.get(1).map_or(0, int);
@@ -349,6 +372,44 @@ impl RedisStore {
                     _ => Ok(Put::Conflict(None)),
                 }
             }
+        }
+    }
+
+    /// Waits (`WAIT 1`, bounded) until a replica acknowledged the writes so far, when the primary
+    /// has replicas; counts and logs a wait that timed out. Redis replicates asynchronously: a
+    /// primary that dies right after acknowledging a write may not have passed it on.
+    async fn replicated(&self, conn: &mut ConnectionManager, key: &TokenKey) {
+        let known = *self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        let replicas = match known {
+            Some((n, at)) if at.elapsed() < REPLICAS_CHECK_EVERY => n,
+            _ => {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(conn)
+                    .await
+                    .unwrap_or_default();
+                let n = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("connected_slaves:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, std::time::Instant::now()));
+                n
+            }
+        };
+        if replicas == 0 {
+            return;
+        }
+        let acked: Result<u64, _> = redis::cmd("WAIT")
+            .arg(1)
+            .arg(self.replica_ack.as_millis() as u64)
+            .query_async(conn)
+            .await;
+        if !matches!(acked, Ok(n) if n >= 1) {
+            self.replica_ack_timeouts.inc();
+            tracing::warn!(app = %key.app, class = class_name(key.class), timeout_ms = self.replica_ack.as_millis() as u64,
+                "no Redis replica acknowledged a user's new tokens in time: a failover now could lose them \
+                 (the user would have to authorize again). Check replication lag");
         }
     }
 
