@@ -8,39 +8,9 @@ Runs the sandbox and a gateway on loopback ports; stops both at the end. Prints 
 sample: seconds since the burst closed, RSS in MB, open fds of the gateway.
 """
 import os, resource, socket, subprocess, sys, tempfile, time
+from gwproc import BIN, fds, free_port, rss_mb, wait_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "douyin-gateway")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_port(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
 
 
 def main():

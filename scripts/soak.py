@@ -16,35 +16,17 @@ and stopped at the end. A call succeeds when the gateway answers 200 and the pla
 carries no error code; a failure is a gateway error (x-gateway-error), a platform error passed
 through, or a broken connection.
 """
-import argparse, http.client, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, re, subprocess, sys, tempfile, threading, time
+from gwproc import BIN, fds, free_port, rss_mb, wait_port
 import urllib.parse
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "douyin-gateway")
 CALLER_KEY = "soak-caller-key"
 ADMIN_KEY = "soak-admin-key"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def sha256(s):
     import hashlib
     return hashlib.sha256(s.encode()).hexdigest()
-
-
-def wait_port(port):
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
 
 
 def get(port, path, headers=None, method="GET", body=None):
@@ -54,18 +36,6 @@ def get(port, path, headers=None, method="GET", body=None):
     data = r.read()
     c.close()
     return r.status, dict(r.getheaders()), data
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def envelope_ok(data):

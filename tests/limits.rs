@@ -57,6 +57,22 @@ async fn request_on(s: &mut TcpStream, req: &str) -> u16 {
     }
 }
 
+/// Tries new connections until one gets an answer: 200, within `limit`.
+async fn served_again_within(addr: SocketAddr, limit: Duration, why: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(GET_TICKET.as_bytes()).await;
+        let mut buf = [0u8; 12];
+        if let Ok(Ok(12)) = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_slow_head_is_cut_and_an_idle_connection_closed_but_not_sooner() {
     let sb = sandbox().await;
@@ -145,18 +161,7 @@ async fn past_max_connections_new_ones_close_at_once_while_the_rest_keep_working
     assert_eq!(r.status, 200, "the admin listener stays reachable");
     // Freeing slots lets new connections in again.
     drop(slow);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let _ = s.write_all(GET_TICKET.as_bytes()).await;
-        let mut buf = [0u8; 12];
-        if let Ok(Ok(12)) = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
-            assert_eq!(&buf, b"HTTP/1.1 200");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slots were never freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again_within(addr, Duration::from_secs(10), "slots were never freed").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,18 +198,7 @@ async fn under_a_1024_fd_limit_1100_slow_connections_do_not_take_the_gateway_dow
         .await;
     assert_eq!(r.status, 200, "the admin listener answers while the proxy is flooded");
     // The slow heads are cut after header_read_timeout_ms, and the proxy serves again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let _ = s.write_all(GET_TICKET.as_bytes()).await;
-        let mut buf = [0u8; 12];
-        if let Ok(Ok(12)) = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
-            assert_eq!(&buf, b"HTTP/1.1 200");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the proxy never served again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served_again_within(addr, Duration::from_secs(30), "the proxy never served again").await;
     drop(slow);
     p.signal("-TERM");
     let (code, out) = p.finish();

@@ -455,32 +455,7 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
         &["--port", &p2.to_string(), "--replicaof", "127.0.0.1", &p1.to_string()],
         dirs[1].path(),
     );
-    eventually_within("replica in sync", SLOW, async || {
-        text(query(p2, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
-    })
-    .await;
-    // Not too eager: on a loaded 2-core machine a 500 ms stall must not look like a dead primary.
-    let conf = dirs[2].path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {ps}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {p1} 1\n\
-             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
-        ),
-    )
-    .unwrap();
-    let _sentinel = Server(
-        std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    eventually_within("Sentinel sees the replica", SLOW, async || {
-        text(query(ps, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&p2.to_string())
-    })
-    .await;
+    let _sentinel = sentinel_watching(dirs[2].path(), ps, p1, p2).await;
 
     let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
     let sb = sandbox().await;
@@ -504,16 +479,7 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
             "cached tokens keep serving"
         );
     }
-    let deadline = Instant::now() + SLOW;
-    while !text(query(
-        ps,
-        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
-    ))
-    .contains(&p2.to_string())
-    {
-        assert!(Instant::now() < deadline, "Sentinel did not fail over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failed_over_to(ps, p2).await;
 
     // A refresh after the failover lands on the new primary.
     http.control(&sb, "/sandbox/revoke", json!({"client_key": CLIENT_KEY}))
@@ -536,6 +502,52 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
     let fresh = instance(&sb, &shared, tokens).await;
     assert_eq!(http.get(&fresh.url("/js/getticket/")).await.status, 200);
     assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 2);
+}
+
+/// Once the replica on `replica` is in sync: a Sentinel on `port` monitoring the primary on
+/// `primary` as `gw`, returned when it has seen the replica.
+async fn sentinel_watching(dir: &std::path::Path, port: u16, primary: u16, replica: u16) -> Server {
+    eventually_within("replica in sync", SLOW, async || {
+        text(query(replica, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
+    })
+    .await;
+    // Not too eager: on a loaded 2-core machine a 500 ms stall must not look like a dead primary.
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
+        ),
+    )
+    .unwrap();
+    let sentinel = Server(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually_within("Sentinel sees the replica", SLOW, async || {
+        text(query(port, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&replica.to_string())
+    })
+    .await;
+    sentinel
+}
+
+/// Waits until Sentinel names the server on `port` as the primary.
+async fn failed_over_to(sentinel: u16, port: u16) {
+    let deadline = Instant::now() + SLOW;
+    while !text(query(
+        sentinel,
+        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
+    ))
+    .contains(&port.to_string())
+    {
+        assert!(Instant::now() < deadline, "Sentinel did not fail over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A TCP relay between a replica and its primary that the test can pause (holding what the
@@ -623,31 +635,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
         ],
         dirs[1].path(),
     );
-    eventually_within("replica in sync", SLOW, async || {
-        text(query(p2, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
-    })
-    .await;
-    let conf = dirs[2].path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {ps}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {p1} 1\n\
-             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
-        ),
-    )
-    .unwrap();
-    let _sentinel = Server(
-        std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    eventually_within("Sentinel sees the replica", SLOW, async || {
-        text(query(ps, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&p2.to_string())
-    })
-    .await;
+    let _sentinel = sentinel_watching(dirs[2].path(), ps, p1, p2).await;
 
     // A platform whose refresh rotates the refresh_token: the old one dies as it answers.
     let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
@@ -684,16 +672,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
     resume.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), 1);
-    let deadline = Instant::now() + SLOW;
-    while !text(query(
-        ps,
-        redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg("gw"),
-    ))
-    .contains(&p2.to_string())
-    {
-        assert!(Instant::now() < deadline, "Sentinel did not fail over");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failed_over_to(ps, p2).await;
     assert_eq!(
         text(query(p2, redis::cmd("HGET").arg(&record).arg("v"))),
         "2",
