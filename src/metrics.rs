@@ -38,6 +38,8 @@ pub struct Metrics {
     pub evicted_early: IntCounterVec,
     /// `douyin_gateway_route_rejects_fresh_tokens_total{route}`.
     pub rejects_fresh: IntCounterVec,
+    /// `douyin_gateway_requests_in_flight`: proxy requests in progress, set at scrape time.
+    pub in_flight: prometheus::IntGauge,
 }
 
 /// Handles of one route, resolved once.
@@ -225,8 +227,14 @@ impl Metrics {
             &["route"],
         )
         .unwrap();
+        let in_flight = prometheus::IntGauge::new(
+            "douyin_gateway_requests_in_flight",
+            "Proxy requests in progress (bounded by server.max_in_flight).",
+        )
+        .unwrap();
         for c in [
             Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(in_flight.clone()),
             Box::new(rejects_fresh.clone()),
             Box::new(evicted_early.clone()),
             Box::new(renewals.clone()),
@@ -253,6 +261,7 @@ impl Metrics {
             renewals,
             evicted_early,
             rejects_fresh,
+            in_flight,
         }
     }
 

@@ -174,7 +174,19 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
         let (http, url) = (http.clone(), gw("/js/getticket/"));
         async move { http.get(&url).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Signal only once the call is surely in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(
+        &http
+            .send(http::Method::GET, &format!("http://{admin}/metrics"), &[], "")
+            .await
+            .text(),
+        "douyin_gateway_requests_in_flight",
+    ) != Some(1.0)
+    {
+        assert!(std::time::Instant::now() < deadline, "the call never got in flight");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     p.signal("-TERM");
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200, "in-flight call finished during shutdown");

@@ -284,7 +284,13 @@ async fn stable_client_token_endpoint() {
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
-    assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 1);
+    let s = http.stats(&sb).await;
+    assert_eq!(n(&s["client_token_calls"]), 1);
+    assert_eq!(
+        n(&s["stable_client_token_calls"]),
+        1,
+        "the configured endpoint, not the default one"
+    );
 }
 
 #[tokio::test]

@@ -332,8 +332,12 @@ async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     p.signal("-9");
     let _ = p.child.wait();
     load.abort();
-    // Let the slow platform finish whatever it was doing, then behave.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Let the slow platform finish (or abandon) whatever it was doing, then behave.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n(&http.stats(&sb).await["token_endpoint_in_flight"]) > 0 {
+        assert!(Instant::now() < deadline, "the platform is still busy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     http.control(&sb, "/sandbox/faults", json!({})).await;
 
     let (p, port, _) = start();

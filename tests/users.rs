@@ -257,6 +257,17 @@ async fn renewals_stop_at_the_configured_limit_and_the_forecast_counts_them() {
         5,
         "the gateway never asked for a 6th"
     );
+    // The forecast counts the renewals used: none left, so the user must re-consent by the
+    // last refresh_token's expiry, and the gauge counts them as required now.
+    let t = &tokens_of(&http, &gw).await[0];
+    assert_eq!(n(&t["renewals"]), 5, "{t}");
+    assert_eq!(t["reauthorize_by"], t["refresh_expires_at"], "{t}");
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(&m, "douyin_gateway_reauthorization{app=\"main\",when=\"required\"}"),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]

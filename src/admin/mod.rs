@@ -104,6 +104,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
         },
         (&Method::GET, "/metrics") => {
             shared.tokens.update_gauges();
+            let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.in_flight.set(in_flight as i64);
             let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

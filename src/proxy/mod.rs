@@ -37,6 +37,11 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// a request arrives (so no debug output can print them), and a panic turned
 /// into the contract's JSON error instead of a dropped connection.
 pub fn stack(shared: Arc<Shared>) -> Stack {
+    stack_around(Proxy::new(shared))
+}
+
+/// The middleware of [`stack`] around any inner service (the proxy; a test's).
+fn stack_around<S>(inner: S) -> Wrapped<S> {
     tower::ServiceBuilder::new()
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response as PanicHandler,
@@ -46,14 +51,17 @@ pub fn stack(shared: Arc<Shared>) -> Stack {
             crate::caller::GATEWAY_KEY.clone(),
             headers::ACCESS_TOKEN.clone(),
         ]))
-        .service(Proxy::new(shared))
+        .service(inner)
 }
 
 type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody>;
 
+/// The middleware around a service.
+type Wrapped<S> =
+    tower_http::catch_panic::CatchPanic<tower_http::sensitive_headers::SetSensitiveRequestHeaders<S>, PanicHandler>;
+
 /// The proxy service stack [`stack`] builds.
-pub type Stack =
-    tower_http::catch_panic::CatchPanic<tower_http::sensitive_headers::SetSensitiveRequestHeaders<Proxy>, PanicHandler>;
+pub type Stack = Wrapped<Proxy>;
 
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody> {
     let what = err
@@ -312,18 +320,15 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::{Service, ServiceExt};
 
+    /// Through the very middleware `stack()` puts around the proxy.
     #[tokio::test]
     async fn a_panic_becomes_the_contract_error() {
-        let mut svc = tower::ServiceBuilder::new()
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                panic_response as PanicHandler,
-            ))
-            .service(tower::service_fn(|_: Request<()>| async {
-                if true {
-                    panic!("boom");
-                }
-                Ok::<_, Infallible>(Response::new(ProxyBody::empty()))
-            }));
+        let mut svc = stack_around(tower::service_fn(|_: Request<()>| async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<_, Infallible>(Response::new(ProxyBody::empty()))
+        }));
         let resp = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
         assert_eq!(resp.status(), 500);
         assert_eq!(resp.headers()[&crate::error::X_GATEWAY_ERROR], "internal_error");

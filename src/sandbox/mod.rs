@@ -210,6 +210,28 @@ pub fn start(opts: SandboxOptions, listener: TcpListener) -> Result<Sandbox, Str
     Ok(Sandbox { addr, state, task })
 }
 
+/// A token endpoint request being handled, counted until it is answered or abandoned.
+struct Busy(Arc<State>);
+
+impl Busy {
+    fn new(state: &Arc<State>) -> Self {
+        state
+            .counters
+            .token_endpoint_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(Arc::clone(state))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .token_endpoint_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Down> {
     let (parts, body) = req.into_parts();
     let body = match http_body_util::Limited::new(body, 32 * 1024 * 1024).collect().await {
@@ -218,6 +240,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     };
     let path = parts.uri.path();
     let faults = state.inner.lock().unwrap().faults.clone();
+    let _busy = (path.starts_with("/oauth/") && path != "/oauth/userinfo/").then(|| Busy::new(&state));
     if path.starts_with("/oauth/") && path != "/oauth/userinfo/" {
         Counters::bump(&state.counters.token_endpoint_requests);
         if faults.token_latency_ms > 0 {

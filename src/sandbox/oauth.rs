@@ -46,6 +46,9 @@ fn check_app(state: &State, key: &str, secret: Option<&str>) -> Result<(), (i64,
 /// `POST /oauth/client_token/` and `/oauth/stable_client_token/` (JSON).
 pub(super) fn client_token(state: &State, body: &[u8], stable: bool) -> Reply {
     Counters::bump(&state.counters.client_token_calls);
+    if stable {
+        Counters::bump(&state.counters.stable_client_token_calls);
+    }
     let Some(m) = json_body(body) else {
         return a_err(10002, "参数错误: body must be JSON");
     };

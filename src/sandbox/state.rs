@@ -54,8 +54,12 @@ pub struct Faults {
 pub struct Counters {
     /// Requests to any token endpoint, faulty answers included.
     pub token_endpoint_requests: AtomicU64,
+    /// Token endpoint requests being handled now (answered or abandoned ones are not).
+    pub token_endpoint_in_flight: AtomicU64,
     /// Calls to `/oauth/client_token/` and `/oauth/stable_client_token/`.
     pub client_token_calls: AtomicU64,
+    /// Of those, calls to `/oauth/stable_client_token/`.
+    pub stable_client_token_calls: AtomicU64,
     /// Client tokens minted.
     pub client_tokens_issued: AtomicU64,
     /// Code exchanges.
@@ -85,7 +89,9 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "token_endpoint_requests": g(&self.token_endpoint_requests),
+            "token_endpoint_in_flight": g(&self.token_endpoint_in_flight),
             "client_token_calls": g(&self.client_token_calls),
+            "stable_client_token_calls": g(&self.stable_client_token_calls),
             "client_tokens_issued": g(&self.client_tokens_issued),
             "access_token_calls": g(&self.access_token_calls),
             "refresh_token_calls": g(&self.refresh_token_calls),
