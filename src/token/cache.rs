@@ -51,13 +51,11 @@ pub struct Slot {
     pub(super) refreshing: AtomicBool,
     /// A change the store has not taken yet (it was unreachable): written by the next sweep.
     pub(super) dirty: AtomicBool,
-    /// client_token slots: recent fetches, against the app's budget.
-    budget: std::sync::Mutex<Budget>,
 }
 
-/// Fetches in the last [`BUDGET_WINDOW`], oldest first.
+/// An app's client_token fetches in the last [`BUDGET_WINDOW`], oldest first.
 #[derive(Default)]
-struct Budget {
+pub(super) struct Budget {
     fetched: std::collections::VecDeque<Instant>,
     warned: bool,
 }
@@ -121,6 +119,8 @@ pub struct Tokens {
     hits: [IntCounter; 3],
     misses: [IntCounter; 3],
     pub(super) store: Arc<Store>,
+    /// Per app: client_token fetches against `client_fetch_budget`.
+    budgets: DashMap<Arc<str>, std::sync::Mutex<Budget>>,
 }
 
 impl Tokens {
@@ -137,6 +137,7 @@ impl Tokens {
             metrics,
             generation: AtomicU64::new(1),
             store,
+            budgets: DashMap::new(),
         })
     }
 
@@ -244,18 +245,19 @@ impl Tokens {
             }
         };
         if key.class == TokenClass::Client {
-            let spent = slot
-                .budget
-                .lock()
-                .expect("budget")
-                .spend(tuning.client_fetch_budget, Instant::now());
-            if let Err(e) = spent {
+            let spent = {
+                let budget = self.budgets.entry(Arc::clone(&key.app)).or_default();
+                let mut b = budget.lock().expect("budget");
+                b.spend(tuning.client_fetch_budget, Instant::now())
+                    .map_err(|e| (e, std::mem::replace(&mut b.warned, true)))
+            };
+            if let Err((e, warned)) = spent {
                 self.store.release(lease).await;
                 self.metrics
                     .token_fetches
                     .with_label_values(&[&key.app, key.class.as_str(), e.outcome()])
                     .inc();
-                if !std::mem::replace(&mut slot.budget.lock().expect("budget").warned, true) {
+                if !warned {
                     tracing::warn!(app = %key.app, "{e}: calls needing a new client_token get 503 until then. \
                         Something rejects this app's tokens unusually often (another fetcher, a misrouted API).");
                 }
