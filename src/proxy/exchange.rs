@@ -62,9 +62,7 @@ fn build_request(
     token: Option<&Token>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, GatewayError> {
-    let query_token = token
-        .filter(|_| route.inject == Inject::Query)
-        .map(|t| t.value.expose());
+    let query_token = token.filter(|_| route.inject == Inject::Query).map(|t| t.value());
     let query = headers::rewrite_query(parts.uri.query(), query_token);
     let uri = match query {
         Some(q) => rt.base.uri(&format!("{}?{q}", parts.uri.path())),

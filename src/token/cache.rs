@@ -40,7 +40,8 @@ pub enum Need {
 pub(super) struct Flight {
     failures: u32,
     retry_after: Option<Instant>,
-    last_error: Option<TokenError>,
+    /// Boxed: one pointer in every slot, the error only in those that failed.
+    last_error: Option<Box<TokenError>>,
 }
 
 /// One token's place in the cache.
@@ -213,7 +214,7 @@ impl Tokens {
                 _ => {}
             }
         }
-        if let (Some(until), Some(err)) = (flight.retry_after, &flight.last_error) {
+        if let (Some(until), Some(err)) = (flight.retry_after, flight.last_error.as_deref()) {
             if now < until {
                 let wait = until - now;
                 return Err(TokenError::BackingOff {
@@ -317,7 +318,7 @@ impl Tokens {
                     .saturating_mul(1u32 << (flight.failures - 1).min(16));
                 let delay = doubling.min(tuning.backoff_max);
                 flight.retry_after = Some(Instant::now() + delay);
-                flight.last_error = Some(err.clone());
+                flight.last_error = Some(Box::new(err.clone()));
                 if err.needs_authorization() {
                     tracing::info!(app = %key.app, class = key.class.as_str(), "{err}");
                 } else {

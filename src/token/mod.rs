@@ -132,10 +132,8 @@ pub struct Token {
     /// Distinguishes this token from the one before it: a rejection names the
     /// generation it saw, so a newer token is never dropped for an older one's failure.
     pub generation: u64,
-    /// `access-token` header value, marked sensitive.
+    /// `access-token` header value, marked sensitive; the one copy of the token (see [`Token::value`]).
     pub header: HeaderValue,
-    /// The value, for query injection.
-    pub value: Secret,
     /// When it was obtained.
     pub obtained_at: Instant,
     /// After this, refresh it in the background.
@@ -165,7 +163,6 @@ impl Token {
         Ok(Token {
             generation,
             header,
-            value: Secret::new(value),
             obtained_at: now,
             refresh_at: now + life.mul_f64(refresh_fraction),
             expires_at: now + life - margin,
@@ -174,6 +171,12 @@ impl Token {
             replaced_rejected: false,
             version: 0,
         })
+    }
+
+    /// The token itself, for query injection and the store. Kept only in `header`, so a cache of
+    /// many users holds each token once.
+    pub fn value(&self) -> &str {
+        self.header.to_str().expect("built from a str of visible ASCII")
     }
 
     /// The same token, no longer to be used (the platform rejected it), its grant kept.

@@ -57,7 +57,7 @@ impl Tokens {
         Record {
             key: key.clone(),
             version: t.version,
-            access_token: t.value.clone(),
+            access_token: crate::secret::Secret::new(t.value()),
             expires_unix: t.expires_unix,
             grant: t.grant.as_deref().cloned(),
             stale_key: false,

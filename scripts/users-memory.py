@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Memory per cached user token: imports N users (default 100,000) through the admin API, then
+calls each once, and prints the gateway's RSS before, at its peak during the import, after it,
+and after the calls, with bytes per token.
+
+    cargo build --release && python3 scripts/users-memory.py [N]
+
+The calls go to a user route whose path the sandbox does not serve (it answers 404 without
+checking the token), so every user's token is attached and nothing is refreshed.
+"""
+import hashlib, http.client, json, os, subprocess, sys, tempfile, threading, time
+
+from gwproc import BIN, free_port, rss_mb, wait_port
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+ADMIN_KEY = "users-memory-admin-key"
+
+
+def main():
+    sb_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    secret = tempfile.NamedTemporaryFile("w", delete=False)
+    secret.write("sandbox-secret")
+    secret.close()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(f"""[server]
+listen = "127.0.0.1:{gw_port}"
+admin_listen = "127.0.0.1:{admin_port}"
+allow_anonymous = true
+[upstream]
+base_url = "http://127.0.0.1:{sb_port}"
+[store]
+kind = "memory"
+[admin]
+api_key_sha256 = "{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"
+[[apps]]
+name = "main"
+client_key = "awsandbox0000001"
+client_secret_file = "{secret.name}"
+[[routes]]
+name = "user-probe"
+path = "/memory/probe/"
+token = "user"
+""")
+    cfg.close()
+    sb = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{sb_port}"], stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([BIN, "serve", "--config", cfg.name], stderr=subprocess.DEVNULL)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(gw.pid))
+            time.sleep(0.05)
+
+    try:
+        wait_port(gw_port)
+        wait_port(admin_port)
+        time.sleep(0.5)
+        before = rss_mb(gw.pid)
+        print(f"before:        rss_mb={before:.1f}", flush=True)
+        threading.Thread(target=sample, daemon=True).start()
+        admin = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=30)
+        headers = {"x-admin-key": ADMIN_KEY, "content-type": "application/json"}
+        t0 = time.time()
+        for i in range(N):
+            body = json.dumps({
+                "access_token": f"act.{i:012d}{'a' * 28}",
+                "refresh_token": f"rft.{i:012d}{'b' * 28}",
+                "expires_in": 1296000,
+                "refresh_expires_in": 2592000,
+                "scope": "user_info,video.list.bytes",
+            })
+            admin.request("PUT", f"/admin/users/main/_000{i:032x}", body=body, headers=headers)
+            r = admin.getresponse()
+            r.read()
+            if r.status != 200:
+                sys.exit(f"import {i}: HTTP {r.status}")
+        imported = rss_mb(gw.pid)
+        print(f"imported:      rss_mb={imported:.1f} peak_rss_mb={peak[0]:.1f} "
+              f"bytes_per_token={(imported - before) * 1048576 / N:.0f} ({time.time() - t0:.1f} s)", flush=True)
+        proxy = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+        for i in range(N):
+            proxy.request("GET", f"/memory/probe/?open_id=_000{i:032x}")
+            r = proxy.getresponse()
+            r.read()
+            if r.getheader("x-gateway-error"):
+                sys.exit(f"call {i}: {r.getheader('x-gateway-error')}")
+        called = rss_mb(gw.pid)
+        done.set()
+        print(f"called once:   rss_mb={called:.1f} peak_rss_mb={peak[0]:.1f} "
+              f"bytes_per_token={(called - before) * 1048576 / N:.0f}", flush=True)
+    finally:
+        done.set()
+        gw.terminate()
+        sb.terminate()
+        gw.wait()
+        sb.wait()
+        os.unlink(cfg.name)
+        os.unlink(secret.name)
+
+
+if __name__ == "__main__":
+    main()
