@@ -118,7 +118,7 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
             if let Some(g) = &i.grant {
                 v["scope"] = match i.key.class {
                     TokenClass::Biz => subject.next().unwrap_or("").into(),
-                    _ => g.scope.clone().into(),
+                    _ => (*g.scope).into(),
                 };
                 if i.key.class == TokenClass::User {
                     v["renewals"] = g.renewals.into();
@@ -181,7 +181,7 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Respo
             // An imported token's history is unknown: count it as freshly issued.
             refresh_lifetime_secs: REFRESH_TOKEN_LIFETIME.max(refresh_in as u64),
             renewals: 0,
-            scope: i.scope,
+            scope: crate::token::scope(&i.scope),
             state: GrantState::Active,
         }),
     };

@@ -152,7 +152,7 @@ async fn send(
 /// life: the usual cause is another fetcher with the same credentials (only the
 /// latest two client_tokens stay valid), or a user who revoked the app.
 fn evicted_early(shared: &Shared, key: &TokenKey, token: &Token) {
-    let life = token.expires_at.saturating_duration_since(token.obtained_at);
+    let life = token.expires_at().saturating_duration_since(token.obtained_at);
     let age = token.obtained_at.elapsed();
     if token.replaced_rejected || age >= life / 2 {
         return;

@@ -73,7 +73,7 @@ impl Record {
             refresh_expires_unix: g.refresh_expires_unix,
             refresh_lifetime_secs: g.refresh_lifetime_secs,
             renewals: g.renewals,
-            scope: g.scope.clone(),
+            scope: g.scope.to_string(),
             state: match g.state {
                 GrantState::Active => "active",
                 GrantState::RenewalsExhausted => "exhausted",
@@ -113,7 +113,7 @@ impl Record {
             refresh_expires_unix: g.refresh_expires_unix,
             refresh_lifetime_secs: g.refresh_lifetime_secs,
             renewals: g.renewals,
-            scope: g.scope,
+            scope: crate::token::scope(&g.scope),
             state: match g.state.as_str() {
                 "exhausted" => GrantState::RenewalsExhausted,
                 "dead" => GrantState::Dead(g.dead_reason),

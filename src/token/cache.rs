@@ -164,9 +164,9 @@ impl Tokens {
         let token = slot.as_ref().and_then(|s| s.current.load_full());
         let now = Instant::now();
         match (slot, token) {
-            (Some(slot), Some(t)) if now < t.expires_at => {
+            (Some(slot), Some(t)) if now < t.expires_at() => {
                 self.hits[class].inc();
-                if now >= t.refresh_at && !slot.refreshing.swap(true, Ordering::AcqRel) {
+                if now >= t.refresh_at() && !slot.refreshing.swap(true, Ordering::AcqRel) {
                     let this = Arc::clone(self);
                     let (key, generation) = (key.clone(), t.generation);
                     tokio::spawn(async move {
@@ -205,7 +205,7 @@ impl Tokens {
         let mut flight = slot.flight.lock().await;
         let now = Instant::now();
         if let Some(t) = slot.current.load_full() {
-            let live = now < t.expires_at;
+            let live = now < t.expires_at();
             match need {
                 Need::Any if live => return Ok(t),
                 Need::Rejected(g) | Need::Newer(g) if g != t.generation && live => return Ok(t),
@@ -233,7 +233,7 @@ impl Tokens {
                 Coordinated::Adopted(t) => {
                     let t = Arc::new(t);
                     slot.current.store(Some(Arc::clone(&t)));
-                    if Instant::now() < t.expires_at {
+                    if Instant::now() < t.expires_at() {
                         *flight = Flight::default();
                         return Ok(t);
                     }

@@ -275,7 +275,11 @@ fn user_fetched(data: OauthData, old: Option<&Grant>) -> Result<Fetched, TokenEr
             g.refresh_lifetime_secs
         }),
         renewals: old.map_or(0, |g| g.renewals),
-        scope: data.scope.or_else(|| old.map(|g| g.scope.clone())).unwrap_or_default(),
+        scope: match (data.scope, old) {
+            (Some(s), _) => super::scope(&s),
+            (None, Some(g)) => Arc::clone(&g.scope),
+            (None, None) => super::scope(""),
+        },
         state: old.map_or(GrantState::Active, |g| g.state.clone()),
     };
     Ok(Fetched {
@@ -343,7 +347,7 @@ fn read_biz(bytes: &[u8], codes: &CodeTable) -> Result<Fetched, TokenError> {
             refresh_expires_unix: unix_now().saturating_add(refresh_in),
             refresh_lifetime_secs: refresh_in,
             renewals: 0,
-            scope: String::new(),
+            scope: super::scope(""),
             state: GrantState::Active,
         }),
     })
@@ -451,10 +455,7 @@ mod tests {
         let g = f.grant.unwrap();
         assert_eq!((f.value.as_str(), f.expires_in), ("act.n", 1296000));
         assert_eq!(g.refresh_token.expose(), "rft.new", "a changed refresh_token is stored");
-        assert_eq!(
-            (g.refresh_expires_unix, g.renewals, g.scope.as_str()),
-            (123, 2, "user_info")
-        );
+        assert_eq!((g.refresh_expires_unix, g.renewals, &*g.scope), (123, 2, "user_info"));
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub struct Grant {
     pub refresh_lifetime_secs: u64,
     /// Renewals used (the platform allows 5).
     pub renewals: u32,
-    /// Granted scopes, comma-separated.
-    pub scope: String,
+    /// Granted scopes, comma-separated; one shared copy per distinct value ([`scope`]).
+    pub scope: Arc<str>,
     /// Whether it still works.
     pub state: GrantState,
 }
@@ -136,10 +136,11 @@ pub struct Token {
     pub header: HeaderValue,
     /// When it was obtained.
     pub obtained_at: Instant,
-    /// After this, refresh it in the background.
-    pub refresh_at: Instant,
-    /// After this, do not use it (a margin before the platform's expiry).
-    pub expires_at: Instant,
+    /// Milliseconds after `obtained_at` to refresh it in the background ([`Token::refresh_at`]).
+    /// Offsets, not instants: 8 bytes instead of 32 in every cached token.
+    refresh_after_ms: u32,
+    /// Milliseconds after `obtained_at` to stop using it ([`Token::expires_at`]).
+    expires_after_ms: u32,
     /// The platform's expiry, Unix seconds (for the admin API and the store).
     pub expires_unix: u64,
     /// How to renew it (user and biz tokens).
@@ -164,8 +165,8 @@ impl Token {
             generation,
             header,
             obtained_at: now,
-            refresh_at: now + life.mul_f64(refresh_fraction),
-            expires_at: now + life - margin,
+            refresh_after_ms: millis(life.mul_f64(refresh_fraction)),
+            expires_after_ms: millis(life - margin),
             expires_unix: unix_now() + expires_in,
             grant: None,
             replaced_rejected: false,
@@ -179,11 +180,21 @@ impl Token {
         self.header.to_str().expect("built from a str of visible ASCII")
     }
 
+    /// After this, refresh it in the background.
+    pub fn refresh_at(&self) -> Instant {
+        self.obtained_at + Duration::from_millis(self.refresh_after_ms.into())
+    }
+
+    /// After this, do not use it (a margin before the platform's expiry).
+    pub fn expires_at(&self) -> Instant {
+        self.obtained_at + Duration::from_millis(self.expires_after_ms.into())
+    }
+
     /// The same token, no longer to be used (the platform rejected it), its grant kept.
     pub fn killed(&self) -> Token {
         Token {
-            expires_at: self.obtained_at,
-            refresh_at: self.obtained_at,
+            expires_after_ms: 0,
+            refresh_after_ms: 0,
             ..self.clone()
         }
     }
@@ -195,6 +206,28 @@ impl Token {
             ..self.clone()
         }
     }
+}
+
+/// The one shared copy of a scope string: most users grant the same scopes, so a cache of many
+/// users holds each distinct scope once.
+pub fn scope(s: &str) -> Arc<str> {
+    static SCOPES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::OnceLock::new();
+    let mut set = SCOPES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = set.get(s) {
+        return Arc::clone(s);
+    }
+    let s: Arc<str> = Arc::from(s);
+    set.insert(Arc::clone(&s));
+    s
+}
+
+/// A lifetime in milliseconds; one over 49 days counts as 49 days (refreshed early, never late).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// Why a token could not be had. Messages name no token or secret.

@@ -165,7 +165,7 @@ impl Tokens {
                     .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
                 let state = match &current {
                     Some(_) if dead && e.key().class == TokenClass::User => "reauthorization_required",
-                    Some(t) if now < t.expires_at => "valid",
+                    Some(t) if now < t.expires_at() => "valid",
                     Some(_) => "expired",
                     None => "failed",
                 };
