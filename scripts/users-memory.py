@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Memory per cached user token: imports N users (default 100,000) through the admin API, then
-calls each once, and prints the gateway's RSS before, at its peak during the import, after it,
-and after the calls, with bytes per token.
+calls each once, and prints the gateway's RSS (MiB) before, at its peak during the import, after
+it, after the calls, and 12 s later (once jemalloc returned what the calls freed), with bytes per
+token.
 
     cargo build --release && python3 scripts/users-memory.py [N]
 
@@ -89,6 +90,10 @@ token = "user"
         done.set()
         print(f"called once:   rss_mb={called:.1f} peak_rss_mb={peak[0]:.1f} "
               f"bytes_per_token={(called - before) * 1048576 / N:.0f}", flush=True)
+        # jemalloc returns pages freed by the calls after its 10 s decay: the cache's own size.
+        time.sleep(12)
+        settled = rss_mb(gw.pid)
+        print(f"settled (12 s): rss_mb={settled:.1f} bytes_per_token={(settled - before) * 1048576 / N:.0f}", flush=True)
     finally:
         done.set()
         gw.terminate()
