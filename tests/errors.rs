@@ -74,10 +74,9 @@ async fn caller_errors() {
 async fn user_route_errors() {
     let sb = sandbox().await;
     let secret = secret_file();
-    let text = config_text(&sb.url(), secret.path(), "", "").replace(
-        "client_secret_file",
-        "redirect_uri = \"https://gw.example.com/oauth/callback\"\nclient_secret_file",
-    );
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .app("redirect_uri = \"https://gw.example.com/oauth/callback\"")
+        .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     let r = http.get(&gw.url("/api/douyin/v1/video/video_list/?cursor=0")).await;

@@ -277,10 +277,9 @@ async fn credentials_the_caller_sends_never_reach_the_platform() {
 async fn stable_client_token_endpoint() {
     let sb = sandbox().await;
     let secret = secret_file();
-    let text = config_text(&sb.url(), secret.path(), "", "").replace(
-        "client_secret_file",
-        "client_token_endpoint = \"/oauth/stable_client_token/\"\nclient_secret_file",
-    );
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .app("client_token_endpoint = \"/oauth/stable_client_token/\"")
+        .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);

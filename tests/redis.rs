@@ -82,12 +82,11 @@ impl Drop for Shared {
 async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: &str) -> Gateway {
     let (upstream, store) = (sb.url(), shared.store());
     gateway_knowing_admin(|admin, secret| {
-        config_full(&upstream, secret, "", tokens, "")
-            .replace("[store]\nkind = \"memory\"\n", &store)
-            .replace(
-                "client_secret_file",
-                &format!("redirect_uri = \"http://{admin}/oauth/callback\"\nclient_secret_file"),
-            )
+        TestConfig::new(&upstream, secret)
+            .tokens(tokens)
+            .store(&store)
+            .redirect_to(admin)
+            .render()
     })
     .await
 }
@@ -222,16 +221,12 @@ async fn a_lease_holder_killed_mid_fetch_is_replaced() {
     let env = [(shared.var.as_str(), env_val.as_str())];
     let (mut p, port) = loop {
         let (port, admin) = free_ports();
-        let text = config_full(&sb.url(), secret.path(), "", tokens, "")
-            .replace("[store]\nkind = \"memory\"\n", &shared.store())
-            .replace(
-                "admin_listen = \"127.0.0.1:0\"",
-                &format!("admin_listen = \"127.0.0.1:{admin}\""),
-            )
-            .replace(
-                "\nlisten = \"127.0.0.1:0\"",
-                &format!("\nlisten = \"127.0.0.1:{port}\""),
-            );
+        let text = TestConfig::new(&sb.url(), secret.path())
+            .tokens(tokens)
+            .store(&shared.store())
+            .listen_port(port)
+            .admin_port(admin)
+            .render();
         std::fs::write(cfg.path(), text).unwrap();
         let mut p = Proc::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], &env);
         if p.wait_for_any(&["gateway listening", "cannot start"])

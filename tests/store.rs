@@ -38,12 +38,10 @@ async fn gateway_on(sb: &douyin_gateway::sandbox::Sandbox, store: &str) -> Resul
     let secret = secret_file();
     let (listen, admin) = (bind().await, bind().await);
     let addr = admin.local_addr().unwrap();
-    let text = config_text(&upstream, secret.path(), "", "")
-        .replace("[store]\nkind = \"memory\"\n", store)
-        .replace(
-            "client_secret_file",
-            &format!("redirect_uri = \"http://{addr}/oauth/callback\"\nclient_secret_file"),
-        );
+    let text = TestConfig::standard(&upstream, secret.path())
+        .store(store)
+        .redirect_to(addr)
+        .render();
     let (config, _) = douyin_gateway::config::Config::load_str(&text, "test").map_err(|e| e.to_string())?;
     let running = douyin_gateway::server::start_on(config, None, listen, admin).await?;
     Ok(Gateway {
@@ -210,8 +208,9 @@ async fn key_rotation_round_trip() {
     // `douyin-gateway rekey` rewrites everything under the current key in one go.
     let newest = key_var(&new_key());
     let secret = secret_file();
-    let text = config_text(&sb.url(), secret.path(), "", "")
-        .replace("[store]\nkind = \"memory\"\n", &sqlite_store(&db, &newest, Some(&new)));
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .store(&sqlite_store(&db, &newest, Some(&new)))
+        .render();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(cfg.path(), text).unwrap();
     let out = std::process::Command::new(BIN)
@@ -245,26 +244,13 @@ async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     let var = key_var(&new_key());
     let secret = secret_file();
     let make = |port: u16, admin_port: u16| {
-        config_full(
-            &sb.url(),
-            secret.path(),
-            "",
-            "renew_before_secs = 7200\nmax_renewals = 100000\nmaintain_interval_ms = 10",
-            "",
-        )
-        .replace(
-            "admin_listen = \"127.0.0.1:0\"",
-            &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
-        )
-        .replace(
-            "\nlisten = \"127.0.0.1:0\"",
-            &format!("\nlisten = \"127.0.0.1:{port}\""),
-        )
-        .replace("[store]\nkind = \"memory\"\n", &sqlite_store(&db, &var, None))
-        .replace(
-            "client_secret_file",
-            &format!("redirect_uri = \"http://127.0.0.1:{admin_port}/oauth/callback\"\nclient_secret_file"),
-        )
+        TestConfig::new(&sb.url(), secret.path())
+            .tokens("renew_before_secs = 7200\nmax_renewals = 100000\nmaintain_interval_ms = 10")
+            .listen_port(port)
+            .admin_port(admin_port)
+            .store(&sqlite_store(&db, &var, None))
+            .redirect_to(([127, 0, 0, 1], admin_port).into())
+            .render()
     };
     let cfg = tempfile::NamedTempFile::new().unwrap();
     let cfg_path = cfg.path().to_str().unwrap().to_string();

@@ -29,23 +29,13 @@ async fn https_upstream_trusted_only_through_ca_file() {
     let sb = sandbox().await;
     let pem = self_signed();
     // Gateway A serves HTTPS and passes everything through to the sandbox.
-    let tls_server = format!(
-        "[server.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"",
-        pem.cert.path().display(),
-        pem.key.path().display()
-    );
     let secret = secret_file();
-    let text = config_text(
-        &sb.url(),
-        secret.path(),
-        "allow_anonymous = true",
-        "[[routes]]\nname = \"pass\"\npath = \"/*\"\ntoken = \"none\"\n",
-    )
-    .replace(
-        "[[routes]]\nname = \"ticket\"",
-        "[[routes]]\nname = \"pass-first\"\npath = \"/*\"\ntoken = \"none\"\n\n[[routes]]\nname = \"ticket\"",
-    )
-    .replace("[upstream]", &format!("{tls_server}\n\n[upstream]"));
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .server("allow_anonymous = true")
+        .tls(pem.cert.path(), pem.key.path())
+        .routes_first("[[routes]]\nname = \"pass-first\"\npath = \"/*\"\ntoken = \"none\"\n")
+        .extra("[[routes]]\nname = \"pass\"\npath = \"/*\"\ntoken = \"none\"\n")
+        .render();
     let a = gateway_text(&text, secret).await;
     let a_port = a.running.addr.port();
 
@@ -53,18 +43,12 @@ async fn https_upstream_trusted_only_through_ca_file() {
     // like any gateway, so B's calls through A use a token-less route; its token fetch goes through A too.)
     let upstream_b = |host: &str, ca: bool| {
         let secret = secret_file();
-        let mut text = config_text(
-            &format!("https://{host}:{a_port}"),
-            secret.path(),
-            "",
-            "[[routes]]\nname = \"sandbox\"\npath = \"/sandbox/*\"\ntoken = \"none\"\n",
-        );
+        let mut config = TestConfig::standard(&format!("https://{host}:{a_port}"), secret.path())
+            .extra("[[routes]]\nname = \"sandbox\"\npath = \"/sandbox/*\"\ntoken = \"none\"\n");
         if ca {
-            text = text.replace(
-                "connect_timeout_ms = 1000",
-                &format!("connect_timeout_ms = 1000\nca_file = \"{}\"", pem.cert.path().display()),
-            );
+            config = config.upstream(&format!("ca_file = \"{}\"", pem.cert.path().display()));
         }
+        let text = config.render();
         (text, secret)
     };
     let http = Http::default();

@@ -474,8 +474,9 @@ async fn admin_api_imports_lists_refreshes_and_forgets_users() {
 async fn admin_api_is_off_without_a_key() {
     let sb = sandbox().await;
     let secret = secret_file();
-    let text =
-        config_text(&sb.url(), secret.path(), "", "").replace("[admin]\napi_key_sha256", "[admin]\n# api_key_sha256");
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .without_admin_key()
+        .render();
     let gw = gateway_text(&text, secret).await;
     let r = Http::default().admin(&gw, Method::GET, "/admin/tokens", "").await;
     assert_eq!(r.status, 404);

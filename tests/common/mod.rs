@@ -56,36 +56,168 @@ pub fn secret_file() -> tempfile::NamedTempFile {
     f
 }
 
-/// The standard test config: one app, a caller key, sample routes; `extra`
-/// is appended (more routes, `[token_errors]`, …) and `server_extra` goes in `[server]`.
+/// The standard test config: one app, a caller key, sample routes; `extra` is appended (more
+/// routes, `[token_errors]`, …) and `server_extra` goes in `[server]`.
 pub fn config_text(upstream: &str, secret: &std::path::Path, server_extra: &str, extra: &str) -> String {
-    // Short back-off so recovery tests finish quickly.
-    config_full(
-        upstream,
-        secret,
-        server_extra,
-        "backoff_initial_ms = 100\nbackoff_max_ms = 400",
-        extra,
-    )
+    TestConfig::standard(upstream, secret)
+        .server(server_extra)
+        .extra(extra)
+        .render()
 }
 
 /// As [`config_text`], with the `[tokens]` table given.
 pub fn config_full(upstream: &str, secret: &std::path::Path, server_extra: &str, tokens: &str, extra: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-{server_extra}
+    TestConfig::new(upstream, secret)
+        .server(server_extra)
+        .tokens(tokens)
+        .extra(extra)
+        .render()
+}
 
+/// The test config as a typed builder: a test names what it changes instead of editing text.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    upstream: String,
+    secret: std::path::PathBuf,
+    listen: String,
+    admin_listen: String,
+    server: Vec<String>,
+    tls: Option<String>,
+    upstream_lines: Vec<String>,
+    store: String,
+    admin_key: bool,
+    tokens: Vec<String>,
+    app: Vec<String>,
+    routes_first: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl TestConfig {
+    /// One app on `upstream` with its secret in the file `secret`, a caller, the admin key, the
+    /// sample routes, a memory store, both listeners on port 0.
+    pub fn new(upstream: &str, secret: &std::path::Path) -> Self {
+        TestConfig {
+            upstream: upstream.into(),
+            secret: secret.into(),
+            listen: "127.0.0.1:0".into(),
+            admin_listen: "127.0.0.1:0".into(),
+            server: Vec::new(),
+            tls: None,
+            upstream_lines: Vec::new(),
+            store: "[store]\nkind = \"memory\"\n".into(),
+            admin_key: true,
+            tokens: Vec::new(),
+            app: Vec::new(),
+            routes_first: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// [`TestConfig::new`] with a short back-off, so recovery tests finish quickly.
+    pub fn standard(upstream: &str, secret: &std::path::Path) -> Self {
+        Self::new(upstream, secret).tokens("backoff_initial_ms = 100\nbackoff_max_ms = 400")
+    }
+
+    /// Lines for `[server]`.
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server.push(lines.into());
+        self
+    }
+
+    /// The proxy on this port.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen = format!("127.0.0.1:{port}");
+        self
+    }
+
+    /// The admin listener on this port.
+    pub fn admin_port(mut self, port: u16) -> Self {
+        self.admin_listen = format!("127.0.0.1:{port}");
+        self
+    }
+
+    /// A `[server.tls]` table.
+    pub fn tls(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        self.tls = Some(format!(
+            "[server.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        self
+    }
+
+    /// Lines for `[upstream]` (`ca_file = …`).
+    pub fn upstream(mut self, lines: &str) -> Self {
+        self.upstream_lines.push(lines.into());
+        self
+    }
+
+    /// The whole `[store]` table, header included.
+    pub fn store(mut self, table: &str) -> Self {
+        self.store = table.into();
+        self
+    }
+
+    /// No `[admin]` key: the admin API is off.
+    pub fn without_admin_key(mut self) -> Self {
+        self.admin_key = false;
+        self
+    }
+
+    /// Lines for `[tokens]`.
+    pub fn tokens(mut self, lines: &str) -> Self {
+        self.tokens.push(lines.into());
+        self
+    }
+
+    /// Lines for the app (`redirect_uri = …`, `scopes = …`, `client_token_endpoint = …`).
+    pub fn app(mut self, lines: &str) -> Self {
+        self.app.push(lines.into());
+        self
+    }
+
+    /// The app's `redirect_uri`, pointing at the gateway's own callback on `admin`.
+    pub fn redirect_to(self, admin: std::net::SocketAddr) -> Self {
+        self.app(&format!("redirect_uri = \"http://{admin}/oauth/callback\""))
+    }
+
+    /// Routes placed before the standard ones (they match first).
+    pub fn routes_first(mut self, text: &str) -> Self {
+        self.routes_first.push(text.into());
+        self
+    }
+
+    /// Text appended at the end (more routes, callers, `[token_errors]`).
+    pub fn extra(mut self, text: &str) -> Self {
+        self.extra.push(text.into());
+        self
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let admin = if self.admin_key {
+            format!(
+                "[admin]\napi_key_sha256 = \"{}\"\n",
+                douyin_gateway::caller::hash_key(ADMIN_KEY)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"[server]
+listen = "{listen}"
+admin_listen = "{admin_listen}"
+{server}
+
+{tls}
 [upstream]
 base_url = "{upstream}"
 connect_timeout_ms = 1000
+{upstream_lines}
 
-[store]
-kind = "memory"
+{store}
 
-[admin]
-api_key_sha256 = "{admin}"
+{admin}
 
 [tokens]
 {tokens}
@@ -93,11 +225,14 @@ api_key_sha256 = "{admin}"
 [[apps]]
 name = "main"
 client_key = "{CLIENT_KEY}"
+{app}
 client_secret_file = "{secret}"
 
 [[callers]]
 name = "backend"
 api_key_sha256 = "{caller}"
+
+{routes_first}
 
 [[routes]]
 name = "ticket"
@@ -118,10 +253,21 @@ token = "user"
 
 {extra}
 "#,
-        admin = douyin_gateway::caller::hash_key(ADMIN_KEY),
-        caller = douyin_gateway::caller::hash_key(CALLER_KEY),
-        secret = secret.display(),
-    )
+            listen = self.listen,
+            admin_listen = self.admin_listen,
+            server = self.server.join("\n"),
+            tls = self.tls.as_deref().unwrap_or(""),
+            upstream = self.upstream,
+            upstream_lines = self.upstream_lines.join("\n"),
+            store = self.store,
+            tokens = self.tokens.join("\n"),
+            app = self.app.join("\n"),
+            secret = self.secret.display(),
+            caller = douyin_gateway::caller::hash_key(CALLER_KEY),
+            routes_first = self.routes_first.join("\n\n"),
+            extra = self.extra.join("\n"),
+        )
+    }
 }
 
 pub async fn gateway_text(text: &str, secret: tempfile::NamedTempFile) -> Gateway {
@@ -291,10 +437,12 @@ pub async fn gateway_knowing_admin(make: impl FnOnce(std::net::SocketAddr, &std:
 pub async fn user_gateway(sb: &Sandbox, tokens: &str, extra: &str) -> Gateway {
     let upstream = sb.url();
     gateway_knowing_admin(|admin, secret| {
-        config_full(&upstream, secret, "", tokens, extra).replace(
-            "client_secret_file",
-            &format!("redirect_uri = \"http://{admin}/oauth/callback\"\nscopes = [\"user_info\", \"video.list.bytes\"]\nclient_secret_file"),
-        )
+        TestConfig::new(&upstream, secret)
+            .tokens(tokens)
+            .extra(extra)
+            .redirect_to(admin)
+            .app("scopes = [\"user_info\", \"video.list.bytes\"]")
+            .render()
     })
     .await
 }
