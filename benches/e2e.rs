@@ -1,0 +1,261 @@
+//! End-to-end load: the sandbox and the gateway as processes of their own, on loopback, driven by
+//! a load generator written here (hyper, keep-alive connections). Prints, per mode, requests per
+//! second, p50 and p99 latency, and the gateway's CPU per call (its user + system time over the
+//! run, from /proc, divided by the calls it served).
+//!
+//! ```sh
+//! cargo bench --bench e2e                        # client and user modes, 3 rounds × 6 s, 50 connections
+//! E2E_SECS=10 E2E_CONNS=100 E2E_ROUNDS=5 E2E_USERS=10000 cargo bench --bench e2e
+//! E2E_SERVER_EXTRA="worker_threads = 1" cargo bench --bench e2e   # lines for the gateway's [server]
+//! ```
+//!
+//! No script of this repository's surroundings is needed. The load generator shares the machine
+//! with the gateway and the sandbox: compare figures taken on the same machine, and read
+//! `benches/README.md` for the measured table.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_douyin-gateway");
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and returns it with the first stderr line containing `needle`.
+fn spawn(args: &[&str], needle: &str) -> (Proc, String) {
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.0.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.0.stdout.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return (child, line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("{BIN} {args:?} never printed {needle:?}");
+}
+
+fn field(line: &str, name: &str) -> String {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 1;
+    line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+/// User + system CPU seconds a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime), counted from after the command name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// One round: `conns` keep-alive connections calling `paths` in turn for `secs`.
+async fn round(
+    addr: &str,
+    paths: Arc<Vec<String>>,
+    conns: usize,
+    secs: u64,
+    gateway_pid: u32,
+) -> (f64, f64, f64, f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu0 = cpu_secs(gateway_pid);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (addr, paths, stop) = (addr.to_string(), Arc::clone(&paths), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let (mut lat, mut bad, mut i) = (Vec::with_capacity(1 << 16), 0u64, c);
+            while !stop.load(Ordering::Relaxed) {
+                let path = &paths[i % paths.len()];
+                i += 1;
+                let req = http::Request::get(path)
+                    .header(http::header::HOST, "bench")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let start = Instant::now();
+                match send.send_request(req).await {
+                    Ok(resp) => {
+                        // A failure is the gateway's own error or a 5xx; the user probe's 404 is the
+                        // sandbox's answer to a path it does not serve, and expected.
+                        let ok = !resp.status().is_server_error() && resp.headers().get("x-gateway-error").is_none();
+                        let _ = resp.into_body().collect().await;
+                        bad += u64::from(!ok);
+                    }
+                    Err(_) => {
+                        bad += 1;
+                        break;
+                    }
+                }
+                lat.push(start.elapsed().as_micros() as u32);
+            }
+            (lat, bad)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut bad) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, b) = t.await.unwrap();
+        all.extend(lat);
+        bad += b;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(gateway_pid) - cpu0;
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
+    let n = all.len() as f64;
+    (n / elapsed, pct(0.50), pct(0.99), cpu / n * 1e6, bad)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let (rounds, secs, conns, users) = (
+        env_or("E2E_ROUNDS", 3) as usize,
+        env_or("E2E_SECS", 6),
+        env_or("E2E_CONNS", 50) as usize,
+        env_or("E2E_USERS", 10_000) as usize,
+    );
+    let server_extra = std::env::var("E2E_SERVER_EXTRA").unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, line) = spawn(&["sandbox", "--listen", "127.0.0.1:0"], "sandbox listening on");
+    let upstream = line.split_whitespace().last().unwrap().to_string();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "sandbox-secret").unwrap();
+    let admin_key = "e2e-admin-key";
+    let cfg = dir.path().join("config.toml");
+    let mut f = std::fs::File::create(&cfg).unwrap();
+    write!(
+        f,
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+allow_anonymous = true
+{server_extra}
+[upstream]
+base_url = "{upstream}"
+[store]
+kind = "memory"
+[admin]
+api_key_sha256 = "{admin}"
+[[apps]]
+name = "main"
+client_key = "awsandbox0000001"
+client_secret_file = "{secret}"
+[[routes]]
+name = "ticket"
+path = "/js/getticket/"
+token = "client"
+[[routes]]
+name = "user-probe"
+path = "/e2e/probe/"
+token = "user"
+"#,
+        admin = douyin_gateway::caller::hash_key(admin_key),
+        secret = secret.display(),
+    )
+    .unwrap();
+    let (gateway, line) = spawn(&["serve", "--config", cfg.to_str().unwrap()], "gateway listening");
+    let (addr, admin_addr) = (field(&line, "addr"), field(&line, "admin_addr"));
+    let pid = gateway.0.id();
+
+    // User mode: users imported through the admin API, called on a path the sandbox answers 404
+    // without checking the token (so nothing is refreshed): the gateway's user path, measured.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    for i in 0..users {
+        let body = format!(
+            r#"{{"access_token":"act.e2e{i:08}","refresh_token":"rft.e2e{i:08}","expires_in":1296000,"refresh_expires_in":2592000}}"#
+        );
+        let req = http::Request::put(format!("http://{admin_addr}/admin/users/main/e2e-{i:08}"))
+            .header("x-admin-key", admin_key)
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "import");
+    }
+    let modes: Vec<(&str, Vec<String>)> = vec![
+        ("client", vec!["/js/getticket/".to_string()]),
+        (
+            "user",
+            (0..users.max(1))
+                .map(|i| format!("/e2e/probe/?open_id=e2e-{i:08}"))
+                .collect(),
+        ),
+    ];
+    println!("e2e: {rounds} rounds × {secs} s, {conns} connections, {users} users; server extra: {server_extra:?}");
+    println!("mode    rps      p50_ms  p99_ms  cpu_us_per_call  failed");
+    for (mode, paths) in modes {
+        let paths = Arc::new(paths);
+        let (mut rps, mut p50, mut p99, mut cpu, mut failed) = (vec![], vec![], vec![], vec![], 0);
+        for _ in 0..rounds {
+            let (r, a, b, c, bad) = round(&addr, Arc::clone(&paths), conns, secs, pid).await;
+            println!("{mode:<7} {r:<8.0} {a:<7.3} {b:<7.3} {c:<16.1} {bad}");
+            rps.push(r);
+            p50.push(a);
+            p99.push(b);
+            cpu.push(c);
+            failed += bad;
+        }
+        println!(
+            "median {mode}: rps={:.0} p50_ms={:.3} p99_ms={:.3} cpu_us_per_call={:.1} failed={failed}",
+            median(rps),
+            median(p50),
+            median(p99),
+            median(cpu)
+        );
+    }
+    drop(gateway);
+}
