@@ -1,6 +1,6 @@
 """Helpers shared by the measurement scripts: free ports, waiting for a listener, and reading a
 process's RSS and open file descriptors from /proc."""
-import os, socket, sys, time
+import contextlib, os, socket, subprocess, sys, tempfile, time
 
 BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "douyin-gateway")
 
@@ -33,3 +33,40 @@ def rss_mb(pid):
 
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Gateway:
+    """A running sandbox and gateway: their ports, and the gateway's process."""
+
+    def __init__(self, sb_port, gw_port, admin_port, process):
+        self.sb_port, self.gw_port, self.admin_port, self.process = sb_port, gw_port, admin_port, process
+        self.pid = process.pid
+
+
+@contextlib.contextmanager
+def running(config):
+    """Starts the sandbox and a gateway on free loopback ports, the gateway with the TOML that
+    `config(sb_port, gw_port, admin_port, secret_path)` returns; stops both and removes the files
+    at the end. The release binary must be built."""
+    sb_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    secret = tempfile.NamedTemporaryFile("w", delete=False)
+    secret.write("sandbox-secret")
+    secret.close()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(config(sb_port, gw_port, admin_port, secret.name))
+    cfg.close()
+    sb = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{sb_port}"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([BIN, "serve", "--config", cfg.name], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(sb_port)
+        wait_port(gw_port)
+        wait_port(admin_port)
+        yield Gateway(sb_port, gw_port, admin_port, gw)
+    finally:
+        gw.terminate()
+        sb.terminate()
+        gw.wait()
+        sb.wait()
+        os.unlink(cfg.name)
+        os.unlink(secret.name)

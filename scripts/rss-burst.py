@@ -7,21 +7,15 @@ made one call), and after they close, every few seconds for a minute.
 Runs the sandbox and a gateway on loopback ports; stops both at the end. Prints one line per
 sample: seconds since the burst closed, RSS in MB, open fds of the gateway.
 """
-import os, resource, socket, subprocess, sys, tempfile, time
-from gwproc import BIN, fds, free_port, rss_mb, wait_port
+import resource, socket, sys, time
+
+from gwproc import fds, rss_mb, running
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
 
 
-def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    sb_port, gw_port, admin_port = free_port(), free_port(), free_port()
-    secret = tempfile.NamedTemporaryFile("w", delete=False)
-    secret.write("sandbox-secret")
-    secret.close()
-    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    cfg.write(f"""[server]
+def config(sb_port, gw_port, admin_port, secret):
+    return f"""[server]
 listen = "127.0.0.1:{gw_port}"
 admin_listen = "127.0.0.1:{admin_port}"
 allow_anonymous = true
@@ -32,46 +26,39 @@ kind = "memory"
 [[apps]]
 name = "main"
 client_key = "awsandbox0000001"
-client_secret_file = "{secret.name}"
+client_secret_file = "{secret}"
 [[routes]]
 name = "ticket"
 path = "/js/getticket/"
 token = "client"
-""")
-    cfg.close()
-    sb = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{sb_port}"], stderr=subprocess.DEVNULL)
-    gw = subprocess.Popen([BIN, "serve", "--config", cfg.name], stderr=subprocess.DEVNULL)
-    try:
-        wait_port(sb_port)
-        wait_port(gw_port)
+"""
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with running(config) as g:
         req = b"GET /js/getticket/ HTTP/1.1\r\nHost: g\r\n\r\n"
-        warm = socket.create_connection(("127.0.0.1", gw_port))
+        warm = socket.create_connection(("127.0.0.1", g.gw_port))
         warm.sendall(req)
         warm.recv(65536)
         warm.close()
         time.sleep(1)
-        print(f"before: rss_mb={rss_mb(gw.pid):.1f} fds={fds(gw.pid)}")
+        print(f"before: rss_mb={rss_mb(g.pid):.1f} fds={fds(g.pid)}")
         conns = []
         for _ in range(N):
-            s = socket.create_connection(("127.0.0.1", gw_port))
+            s = socket.create_connection(("127.0.0.1", g.gw_port))
             s.sendall(req)
             conns.append(s)
         for s in conns:
             s.recv(65536)
-        print(f"open:   rss_mb={rss_mb(gw.pid):.1f} fds={fds(gw.pid)} connections={len(conns)}")
+        print(f"open:   rss_mb={rss_mb(g.pid):.1f} fds={fds(g.pid)} connections={len(conns)}")
         for s in conns:
             s.close()
         t0 = time.time()
         for at in [0, 2, 5, 10, 20, 30, 45, 60]:
             time.sleep(max(0, t0 + at - time.time()))
-            print(f"after {at:>2}s: rss_mb={rss_mb(gw.pid):.1f} fds={fds(gw.pid)}")
-    finally:
-        gw.terminate()
-        sb.terminate()
-        gw.wait()
-        sb.wait()
-        os.unlink(cfg.name)
-        os.unlink(secret.name)
+            print(f"after {at:>2}s: rss_mb={rss_mb(g.pid):.1f} fds={fds(g.pid)}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ and stopped at the end. A call succeeds when the gateway answers 200 and the pla
 carries no error code; a failure is a gateway error (x-gateway-error), a platform error passed
 through, or a broken connection.
 """
-import argparse, http.client, json, os, random, re, subprocess, sys, tempfile, threading, time
-from gwproc import BIN, fds, free_port, rss_mb, wait_port
+import argparse, http.client, json, random, re, sys, threading, time
+
+from gwproc import fds, rss_mb, running
 import urllib.parse
 
 CALLER_KEY = "soak-caller-key"
@@ -109,12 +110,8 @@ def main():
     ap.add_argument("--expire-every", type=float, default=30)
     ap.add_argument("--misrouted", action="store_true")
     args = ap.parse_args()
-    sb_port, gw_port, admin_port = free_port(), free_port(), free_port()
-    secret = tempfile.NamedTemporaryFile("w", delete=False)
-    secret.write("sandbox-secret")
-    secret.close()
-    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    cfg.write(f"""[server]
+    def config(sb_port, gw_port, admin_port, secret):
+        return (f"""[server]
 listen = "127.0.0.1:{gw_port}"
 admin_listen = "127.0.0.1:{admin_port}"
 [upstream]
@@ -126,7 +123,7 @@ api_key_sha256 = "{sha256(ADMIN_KEY)}"
 [[apps]]
 name = "main"
 client_key = "awsandbox0000001"
-client_secret_file = "{secret.name}"
+client_secret_file = "{secret}"
 redirect_uri = "http://127.0.0.1:{admin_port}/oauth/callback"
 scopes = ["user_info", "video.list.bytes"]
 [[callers]]
@@ -147,85 +144,76 @@ path = "/video/list/"
 token = "client"
 inject = "query"
 """ if args.misrouted else ""))
-    cfg.close()
-    sb = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{sb_port}"], stderr=subprocess.DEVNULL)
-    gw = subprocess.Popen([BIN, "serve", "--config", cfg.name], stderr=subprocess.DEVNULL)
+
     stop = threading.Event()
-    try:
-        wait_port(sb_port)
-        wait_port(gw_port)
-        wait_port(admin_port)
-        users = []
-        for _ in range(args.users):
-            _, h, _ = get(admin_port, "/oauth/authorize?app=main")
-            consent = urllib.parse.urlsplit(h["location"])
-            _, h, _ = get(consent.port, consent.path + "?" + consent.query)
-            back = urllib.parse.urlsplit(h["location"])
-            _, _, page = get(back.port, back.path + "?" + back.query)
-            users.append(re.search(rb"<code>(.*?)</code>", page).group(1).decode())
-        counts = Counts()
-        threads = [threading.Thread(target=worker, args=(gw_port, users, counts, stop)) for _ in range(args.workers)]
-        misrouted = Counts()
-        if args.misrouted:
-            threads.append(threading.Thread(target=misrouted_worker, args=(gw_port, misrouted, stop)))
-        for t in threads:
-            t.start()
-        start = time.time()
-        end = start + args.minutes * 60
-        reports = {start + 5: "start", start + args.minutes * 30: "middle"}
-        gap = lambda: args.revoke_every + random.uniform(-args.revoke_jitter, args.revoke_jitter)
-        next_revoke = start + gap() if args.revoke_every > 0 else float("inf")
-        next_expire = start + args.expire_every if args.expire_every > 0 else float("inf")
-        expired = 0
+    with running(config) as g:
+        sb_port, gw_port, admin_port, gw = g.sb_port, g.gw_port, g.admin_port, g.process
+        try:
+            users = []
+            for _ in range(args.users):
+                _, h, _ = get(admin_port, "/oauth/authorize?app=main")
+                consent = urllib.parse.urlsplit(h["location"])
+                _, h, _ = get(consent.port, consent.path + "?" + consent.query)
+                back = urllib.parse.urlsplit(h["location"])
+                _, _, page = get(back.port, back.path + "?" + back.query)
+                users.append(re.search(rb"<code>(.*?)</code>", page).group(1).decode())
+            counts = Counts()
+            threads = [threading.Thread(target=worker, args=(gw_port, users, counts, stop)) for _ in range(args.workers)]
+            misrouted = Counts()
+            if args.misrouted:
+                threads.append(threading.Thread(target=misrouted_worker, args=(gw_port, misrouted, stop)))
+            for t in threads:
+                t.start()
+            start = time.time()
+            end = start + args.minutes * 60
+            reports = {start + 5: "start", start + args.minutes * 30: "middle"}
+            gap = lambda: args.revoke_every + random.uniform(-args.revoke_jitter, args.revoke_jitter)
+            next_revoke = start + gap() if args.revoke_every > 0 else float("inf")
+            next_expire = start + args.expire_every if args.expire_every > 0 else float("inf")
+            expired = 0
 
-        def report(label):
-            _, _, s = get(sb_port, "/sandbox/stats")
-            s = json.loads(s)
-            with counts.lock:
-                print(
-                    f"{label:>6} t={time.time() - start:6.1f}s calls={counts.calls} ok={counts.ok} "
-                    f"gateway_errors={counts.gateway_errors} platform_errors={counts.platform_errors} broken={counts.broken} "
-                    f"client_token_fetches={s['client_token_calls']} user_refreshes={s['refresh_token_calls']} "
-                    f"revocations={revocations} expiries={expired} rss_mb={rss_mb(gw.pid):.1f} fds={fds(gw.pid)}"
-                    + (f" misrouted_calls={misrouted.calls}" if args.misrouted else ""),
-                    flush=True,
-                )
+            def report(label):
+                _, _, s = get(sb_port, "/sandbox/stats")
+                s = json.loads(s)
+                with counts.lock:
+                    print(
+                        f"{label:>6} t={time.time() - start:6.1f}s calls={counts.calls} ok={counts.ok} "
+                        f"gateway_errors={counts.gateway_errors} platform_errors={counts.platform_errors} broken={counts.broken} "
+                        f"client_token_fetches={s['client_token_calls']} user_refreshes={s['refresh_token_calls']} "
+                        f"revocations={revocations} expiries={expired} rss_mb={rss_mb(gw.pid):.1f} fds={fds(gw.pid)}"
+                        + (f" misrouted_calls={misrouted.calls}" if args.misrouted else ""),
+                        flush=True,
+                    )
 
-        revocations = 0
-        while time.time() < end:
-            now = time.time()
-            for at, label in list(reports.items()):
-                if now >= at:
-                    report(label)
-                    del reports[at]
-            if now >= next_revoke:
-                get(sb_port, "/sandbox/revoke", {"content-type": "application/json"}, "POST",
-                    json.dumps({"client_key": "awsandbox0000001"}))
-                revocations += 1
-                next_revoke += gap()
-            if now >= next_expire:
-                get(sb_port, "/sandbox/revoke", {"content-type": "application/json"}, "POST",
-                    json.dumps({"expire_user": users[expired % len(users)]}))
-                expired += 1
-                next_expire += args.expire_every
-            time.sleep(0.05)
-        stop.set()
-        for t in threads:
-            t.join()
-        report("end")
-        if counts.codes:
-            print("failures by kind:", counts.codes)
-        failed = counts.calls - counts.ok
-        print(f"{counts.ok} of {counts.calls} calls succeeded; {failed} failed")
-        return 1 if failed else 0
-    finally:
-        stop.set()
-        gw.terminate()
-        sb.terminate()
-        gw.wait()
-        sb.wait()
-        os.unlink(cfg.name)
-        os.unlink(secret.name)
+            revocations = 0
+            while time.time() < end:
+                now = time.time()
+                for at, label in list(reports.items()):
+                    if now >= at:
+                        report(label)
+                        del reports[at]
+                if now >= next_revoke:
+                    get(sb_port, "/sandbox/revoke", {"content-type": "application/json"}, "POST",
+                        json.dumps({"client_key": "awsandbox0000001"}))
+                    revocations += 1
+                    next_revoke += gap()
+                if now >= next_expire:
+                    get(sb_port, "/sandbox/revoke", {"content-type": "application/json"}, "POST",
+                        json.dumps({"expire_user": users[expired % len(users)]}))
+                    expired += 1
+                    next_expire += args.expire_every
+                time.sleep(0.05)
+            stop.set()
+            for t in threads:
+                t.join()
+            report("end")
+            if counts.codes:
+                print("failures by kind:", counts.codes)
+            failed = counts.calls - counts.ok
+            print(f"{counts.ok} of {counts.calls} calls succeeded; {failed} failed")
+            return 1 if failed else 0
+        finally:
+            stop.set()
 
 
 if __name__ == "__main__":

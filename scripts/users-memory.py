@@ -9,21 +9,16 @@ token.
 The calls go to a user route whose path the sandbox does not serve (it answers 404 without
 checking the token), so every user's token is attached and nothing is refreshed.
 """
-import hashlib, http.client, json, os, subprocess, sys, tempfile, threading, time
+import hashlib, http.client, json, sys, threading, time
 
-from gwproc import BIN, free_port, rss_mb, wait_port
+from gwproc import rss_mb, running
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ADMIN_KEY = "users-memory-admin-key"
 
 
-def main():
-    sb_port, gw_port, admin_port = free_port(), free_port(), free_port()
-    secret = tempfile.NamedTemporaryFile("w", delete=False)
-    secret.write("sandbox-secret")
-    secret.close()
-    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    cfg.write(f"""[server]
+def config(sb_port, gw_port, admin_port, secret):
+    return f"""[server]
 listen = "127.0.0.1:{gw_port}"
 admin_listen = "127.0.0.1:{admin_port}"
 allow_anonymous = true
@@ -36,31 +31,29 @@ api_key_sha256 = "{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"
 [[apps]]
 name = "main"
 client_key = "awsandbox0000001"
-client_secret_file = "{secret.name}"
+client_secret_file = "{secret}"
 [[routes]]
 name = "user-probe"
 path = "/memory/probe/"
 token = "user"
-""")
-    cfg.close()
-    sb = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{sb_port}"], stderr=subprocess.DEVNULL)
-    gw = subprocess.Popen([BIN, "serve", "--config", cfg.name], stderr=subprocess.DEVNULL)
-    peak = [0.0]
-    done = threading.Event()
+"""
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mb(gw.pid))
-            time.sleep(0.05)
 
-    try:
-        wait_port(gw_port)
-        wait_port(admin_port)
+def main():
+    with running(config) as g:
+        peak = [0.0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mb(g.pid))
+                time.sleep(0.05)
+
         time.sleep(0.5)
-        before = rss_mb(gw.pid)
+        before = rss_mb(g.pid)
         print(f"before:        rss_mb={before:.1f}", flush=True)
         threading.Thread(target=sample, daemon=True).start()
-        admin = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=30)
+        admin = http.client.HTTPConnection("127.0.0.1", g.admin_port, timeout=30)
         headers = {"x-admin-key": ADMIN_KEY, "content-type": "application/json"}
         t0 = time.time()
         for i in range(N):
@@ -76,32 +69,24 @@ token = "user"
             r.read()
             if r.status != 200:
                 sys.exit(f"import {i}: HTTP {r.status}")
-        imported = rss_mb(gw.pid)
+        imported = rss_mb(g.pid)
         print(f"imported:      rss_mb={imported:.1f} peak_rss_mb={peak[0]:.1f} "
               f"bytes_per_token={(imported - before) * 1048576 / N:.0f} ({time.time() - t0:.1f} s)", flush=True)
-        proxy = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+        proxy = http.client.HTTPConnection("127.0.0.1", g.gw_port, timeout=30)
         for i in range(N):
             proxy.request("GET", f"/memory/probe/?open_id=_000{i:032x}")
             r = proxy.getresponse()
             r.read()
             if r.getheader("x-gateway-error"):
                 sys.exit(f"call {i}: {r.getheader('x-gateway-error')}")
-        called = rss_mb(gw.pid)
+        called = rss_mb(g.pid)
         done.set()
         print(f"called once:   rss_mb={called:.1f} peak_rss_mb={peak[0]:.1f} "
               f"bytes_per_token={(called - before) * 1048576 / N:.0f}", flush=True)
         # jemalloc returns pages freed by the calls after its 10 s decay: the cache's own size.
         time.sleep(12)
-        settled = rss_mb(gw.pid)
+        settled = rss_mb(g.pid)
         print(f"settled (12 s): rss_mb={settled:.1f} bytes_per_token={(settled - before) * 1048576 / N:.0f}", flush=True)
-    finally:
-        done.set()
-        gw.terminate()
-        sb.terminate()
-        gw.wait()
-        sb.wait()
-        os.unlink(cfg.name)
-        os.unlink(secret.name)
 
 
 if __name__ == "__main__":
