@@ -29,19 +29,22 @@ pub struct CallerBody(#[source] pub hyper::Error);
 #[error("the request body stalled for {0} ms")]
 pub struct Stalled(pub u64);
 
-/// A caller's body: how long it may pause between two pieces.
+/// A caller's body: how long it may keep us waiting for its next piece. The clock runs only
+/// while the gateway waits on the caller, not while the upstream is slow to take what it has.
 #[derive(Debug)]
 pub struct Patience {
     after: std::time::Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
 }
 
 impl Patience {
-    /// Pauses longer than `after` fail the body with [`Stalled`].
+    /// Waits longer than `after` fail the body with [`Stalled`].
     pub fn new(after: std::time::Duration) -> Self {
         Patience {
             after,
             timer: Box::pin(tokio::time::sleep(after)),
+            waiting: false,
         }
     }
 }
@@ -121,6 +124,11 @@ impl Body for ProxyBody {
                 }
                 let polled = match (caller.as_mut(), Pin::new(rest).poll_frame(cx)) {
                     (Some(c), Poll::Pending) => {
+                        if !c.waiting {
+                            c.waiting = true;
+                            let deadline = tokio::time::Instant::now() + c.after;
+                            c.timer.as_mut().reset(deadline);
+                        }
                         if c.timer.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Some(Err(Box::new(Stalled(c.after.as_millis() as u64)))));
                         }
@@ -128,8 +136,7 @@ impl Body for ProxyBody {
                     }
                     (Some(_), Poll::Ready(Some(Err(e)))) => return Poll::Ready(Some(Err(Box::new(CallerBody(e))))),
                     (Some(c), p) => {
-                        let deadline = tokio::time::Instant::now() + c.after;
-                        c.timer.as_mut().reset(deadline);
+                        c.waiting = false;
                         p
                     }
                     (None, p) => p,
