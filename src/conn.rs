@@ -276,16 +276,19 @@ pub async fn drive<C, E>(
                 closing = true;
                 graceful(conn.as_mut());
             }
-            _ = ticker.tick(), if !closing => match watch.look(&activity, &limits, Instant::now()) {
+            // Still watched while closing: a head that slipped in as the close began must
+            // complete in time too.
+            _ = ticker.tick() => match watch.look(&activity, &limits, Instant::now()) {
                 Verdict::Fine => {}
                 Verdict::HeadTooSlow => {
                     tracing::debug!(timeout_ms = limits.header_read.as_millis() as u64, "request head not complete in time: connection closed");
                     return;
                 }
-                Verdict::Idle => {
+                Verdict::Idle if !closing => {
                     closing = true;
                     graceful(conn.as_mut());
                 }
+                Verdict::Idle => {}
             },
         }
     }
