@@ -348,3 +348,40 @@ async fn competing_fetchers_are_detected() {
         None
     );
 }
+
+#[tokio::test]
+async fn an_early_eviction_is_counted_and_logged_once_per_token_not_per_call() {
+    // The sandbox holds each call 200 ms, so all 50 carry the token revoked before they left.
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        api_latency_ms: 200,
+        ..Default::default()
+    })
+    .await;
+    let gw = gateway(&sb).await;
+    let http = Http::default();
+    assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    http.control(&sb, "/sandbox/revoke", serde_json::json!({"client_key": CLIENT_KEY}))
+        .await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (http, url) = (http.clone(), gw.url("/js/getticket/"));
+            tokio::spawn(async move { http.get(&url).await })
+        })
+        .collect();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.json()["data"]["error_code"], 0, "replayed: {}", r.text());
+    }
+    let s = http.stats(&sb).await;
+    assert!(n(&s["api_rejected"]) > 1, "several calls carried the dead token: {s}");
+    assert_eq!(n(&s["client_token_calls"]), 2, "one fetch for the storm");
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_token_evicted_early_total{app="main",class="client"}"#
+        ),
+        Some(1.0),
+        "one token was evicted early, however many calls carried it"
+    );
+}

@@ -154,7 +154,7 @@ async fn send(
 fn evicted_early(shared: &Shared, key: &TokenKey, token: &Token) {
     let life = token.expires_at().saturating_duration_since(token.obtained_at);
     let age = token.obtained_at.elapsed();
-    if token.replaced_rejected || age >= life / 2 {
+    if token.replaced_rejected || age >= life / 2 || token.evicted_noted.set() {
         return;
     }
     shared

@@ -147,6 +147,9 @@ pub struct Token {
     pub grant: Option<Arc<Grant>>,
     /// Fetched because the platform rejected the token before it.
     pub replaced_rejected: bool,
+    /// Its early eviction was counted and logged already (once per token, however many calls
+    /// carried it).
+    pub evicted_noted: Flag,
     /// The store's version of the record this token was written as (0: never written).
     pub version: u64,
 }
@@ -170,6 +173,7 @@ impl Token {
             expires_unix: unix_now() + expires_in,
             grant: None,
             replaced_rejected: false,
+            evicted_noted: Flag::default(),
             version: 0,
         })
     }
@@ -223,6 +227,25 @@ pub fn scope(s: &str) -> Arc<str> {
     let s: Arc<str> = Arc::from(s);
     set.insert(Arc::clone(&s));
     s
+}
+
+/// A flag set once, from any thread.
+#[derive(Debug, Default)]
+pub struct Flag(std::sync::atomic::AtomicBool);
+
+impl Flag {
+    /// Sets it; true if it was set already.
+    pub fn set(&self) -> bool {
+        self.0.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+impl Clone for Flag {
+    fn clone(&self) -> Self {
+        Flag(std::sync::atomic::AtomicBool::new(
+            self.0.load(std::sync::atomic::Ordering::Acquire),
+        ))
+    }
 }
 
 /// A lifetime in milliseconds; one over 49 days counts as 49 days (refreshed early, never late).
