@@ -155,6 +155,78 @@ async fn round(
     (n / elapsed, pct(0.50), pct(0.99), cpu / n * 1e6, bad)
 }
 
+/// A JSON call to the sandbox; its answer as JSON.
+async fn sandbox_json(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<Bytes>,
+    >,
+    method: http::Method,
+    url: String,
+    body: &str,
+) -> serde_json::Value {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
+/// `n` calls at once, each on a connection of its own opened beforehand, right after the
+/// platform revoked the app's client_token: the fetches they caused, the calls that failed, and
+/// their latencies (ms, sorted).
+async fn storm(addr: &str, n: usize, revoke: impl std::future::Future<Output = ()>) -> Vec<(bool, f64)> {
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        senders.push(send);
+    }
+    revoke.await;
+    let go = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut send| {
+            let go = Arc::clone(&go);
+            tokio::spawn(async move {
+                go.wait().await;
+                let req = http::Request::get("/js/getticket/")
+                    .header(http::header::HOST, "bench")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let start = Instant::now();
+                let ok = match send.send_request(req).await {
+                    Ok(resp) => {
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["data"]["error_code"] == 0)
+                    }
+                    Err(_) => false,
+                };
+                (ok, start.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by(|a, b| a.1.total_cmp(&b.1));
+    out
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -257,5 +329,51 @@ token = "user"
             median(cpu)
         );
     }
+
+    // A storm: many calls at once on a token the platform has just revoked.
+    let n = env_or("E2E_STORM", 2000) as usize;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let stats = |c| sandbox_json(c, http::Method::GET, format!("{upstream}/sandbox/stats"), "");
+    // The same storm on a live token first: what 2,000 calls at once cost here anyway (after a
+    // storm that warms the gateway's upstream pool, whose connections the first one opens).
+    let _warm = storm(&addr, n, async {}).await;
+    let calm = storm(&addr, n, async {}).await;
+    let calm_slowest = calm.last().map_or(0.0, |c| c.1);
+    let before = stats(&client).await["client_token_calls"].as_u64().unwrap_or(0);
+    let revoke = sandbox_json(
+        &client,
+        http::Method::POST,
+        format!("{upstream}/sandbox/revoke"),
+        r#"{"client_key":"awsandbox0000001"}"#,
+    );
+    let calls = storm(&addr, n, async {
+        revoke.await;
+    })
+    .await;
+    let fetches = stats(&client).await["client_token_calls"].as_u64().unwrap_or(0) - before;
+    // What one fetch costs, measured the same way (a client_token call to the sandbox).
+    let t = Instant::now();
+    let fetched = sandbox_json(
+        &client,
+        http::Method::POST,
+        format!("{upstream}/oauth/client_token/"),
+        r#"{"client_key":"awsandbox0000001","client_secret":"sandbox-secret","grant_type":"client_credential"}"#,
+    )
+    .await;
+    let fetch_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(fetched["data"]["error_code"], 0, "{fetched}");
+    let failed = calls.iter().filter(|(ok, _)| !ok).count();
+    let p50 = calls[calls.len() / 2].1;
+    let slowest = calls.last().map_or(0.0, |c| c.1);
+    println!(
+        "storm: {n} concurrent calls on a live token: slowest_ms={calm_slowest:.1} p50_ms={:.1}",
+        calm[calm.len() / 2].1
+    );
+    println!(
+        "storm: {n} concurrent calls after a revocation: token_fetches={fetches} failed={failed} \
+         p50_ms={p50:.1} slowest_ms={slowest:.1} one_fetch_ms={fetch_ms:.1} \
+         added_by_the_refresh_ms={:.1}",
+        slowest - calm_slowest
+    );
     drop(gateway);
 }
