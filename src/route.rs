@@ -49,12 +49,25 @@ impl PathPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenIdSource {
     /// A query parameter.
-    Query(String),
+    Query {
+        /// Its name as configured.
+        name: String,
+        /// Its name as a lenient server reads it (for spotting repeats), computed once.
+        lenient: String,
+    },
     /// A request header (lower-cased).
     Header(http::HeaderName),
 }
 
 impl OpenIdSource {
+    /// The query parameter `name`.
+    pub fn query(name: &str) -> Self {
+        OpenIdSource::Query {
+            name: name.to_string(),
+            lenient: crate::proxy::canonical::normalize_param_name(name),
+        }
+    }
+
     /// Parses `"query:NAME"` / `"header:NAME"`.
     pub fn parse(s: &str) -> Option<Self> {
         let (kind, name) = s.split_once(':')?;
@@ -62,7 +75,7 @@ impl OpenIdSource {
             return None;
         }
         match kind {
-            "query" => Some(OpenIdSource::Query(name.to_string())),
+            "query" => Some(OpenIdSource::query(name)),
             "header" => http::HeaderName::from_bytes(name.as_bytes())
                 .ok()
                 .map(OpenIdSource::Header),
@@ -92,13 +105,12 @@ impl OpenIdSource {
                     .filter(|v| !v.is_empty())
                     .map(Into::into))
             }
-            OpenIdSource::Query(name) => {
+            OpenIdSource::Query { name, lenient } => {
                 let Some(q) = parts.uri.query() else { return Ok(None) };
-                let normalized = crate::proxy::canonical::normalize_param_name(name);
                 let mut found = None;
                 let mut count = 0;
                 for piece in crate::proxy::canonical::pieces(q) {
-                    if crate::proxy::canonical::param_is(piece, &normalized) {
+                    if crate::proxy::canonical::param_is(piece, lenient) {
                         count += 1;
                         found = form_urlencoded::parse(piece.as_bytes())
                             .next()
@@ -166,7 +178,7 @@ impl RouteTable {
                     .and_then(|a| config.apps.iter().position(|x| &x.name == a))
                     .unwrap_or(0),
                 inject: r.inject,
-                open_id: OpenIdSource::parse(&r.open_id).unwrap_or(OpenIdSource::Query("open_id".into())),
+                open_id: OpenIdSource::parse(&r.open_id).unwrap_or_else(|| OpenIdSource::query("open_id")),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
             })
             .collect();

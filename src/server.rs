@@ -208,7 +208,7 @@ async fn serve<S, B>(
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin, and say so
                     // once in a while rather than on every attempt.
-                    refused.note(&format!("accept failed: {e}"));
+                    refused.note(|| format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -217,10 +217,12 @@ async fn serve<S, B>(
         };
         let Some(guard) = open.admit(limits.max_connections) else {
             drop(stream);
-            refused.note(&format!(
-                "{} connections are open (max_connections): new connections are closed at once",
-                limits.max_connections
-            ));
+            refused.note(|| {
+                format!(
+                    "{} connections are open (max_connections): new connections are closed at once",
+                    limits.max_connections
+                )
+            });
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -273,10 +275,11 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn note(&mut self, what: &str) {
+    /// Counts one; says `what()` if 10 s passed since the last warning (built only then).
+    fn note(&mut self, what: impl FnOnce() -> String) {
         self.since += 1;
         if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            tracing::warn!(times = self.since, "{what}");
+            tracing::warn!(times = self.since, "{}", what());
             self.last = Some(std::time::Instant::now());
             self.since = 0;
         }

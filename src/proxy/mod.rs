@@ -273,7 +273,7 @@ fn token_key(rt: &Runtime, route: &Route, parts: &http::request::Parts) -> Resul
             .map_err(GatewayError::BadRequest)?
             .ok_or_else(|| {
                 GatewayError::OpenIdMissing(match &route.open_id {
-                    crate::route::OpenIdSource::Query(n) => format!("query parameter {n:?}"),
+                    crate::route::OpenIdSource::Query { name, .. } => format!("query parameter {name:?}"),
                     crate::route::OpenIdSource::Header(h) => format!("header {h:?}"),
                 })
             })
