@@ -1,6 +1,6 @@
 """Helpers shared by the measurement scripts: free ports, waiting for a listener, and reading a
 process's RSS and open file descriptors from /proc."""
-import contextlib, os, socket, subprocess, sys, tempfile, time
+import contextlib, hashlib, os, socket, subprocess, sys, tempfile, time
 
 BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "douyin-gateway")
 
@@ -33,6 +33,27 @@ def rss_mb(pid):
 
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def config_head(sb_port, gw_port, admin_port, secret, anonymous=True, admin_key=None, app=""):
+    """The part of a gateway config every script shares: listeners, the sandbox as upstream, a
+    memory store, the optional admin key, and the one app (plus `app` lines); the script appends
+    its callers and routes."""
+    admin = f'[admin]\napi_key_sha256 = "{hashlib.sha256(admin_key.encode()).hexdigest()}"\n' if admin_key else ""
+    return f"""[server]
+listen = "127.0.0.1:{gw_port}"
+admin_listen = "127.0.0.1:{admin_port}"
+allow_anonymous = {"true" if anonymous else "false"}
+[upstream]
+base_url = "http://127.0.0.1:{sb_port}"
+[store]
+kind = "memory"
+{admin}[[apps]]
+name = "main"
+client_key = "awsandbox0000001"
+client_secret_file = "{secret}"
+{app}
+"""
 
 
 class Gateway:

@@ -9,25 +9,13 @@ sample: seconds since the burst closed, RSS in MB, open fds of the gateway.
 """
 import resource, socket, sys, time
 
-from gwproc import fds, rss_mb, running
+from gwproc import config_head, fds, rss_mb, running
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
 
 
 def config(sb_port, gw_port, admin_port, secret):
-    return f"""[server]
-listen = "127.0.0.1:{gw_port}"
-admin_listen = "127.0.0.1:{admin_port}"
-allow_anonymous = true
-[upstream]
-base_url = "http://127.0.0.1:{sb_port}"
-[store]
-kind = "memory"
-[[apps]]
-name = "main"
-client_key = "awsandbox0000001"
-client_secret_file = "{secret}"
-[[routes]]
+    return config_head(sb_port, gw_port, admin_port, secret) + """[[routes]]
 name = "ticket"
 path = "/js/getticket/"
 token = "client"

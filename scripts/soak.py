@@ -18,7 +18,7 @@ through, or a broken connection.
 """
 import argparse, http.client, json, random, re, sys, threading, time
 
-from gwproc import fds, rss_mb, running
+from gwproc import config_head, fds, rss_mb, running
 import urllib.parse
 
 CALLER_KEY = "soak-caller-key"
@@ -111,22 +111,12 @@ def main():
     ap.add_argument("--misrouted", action="store_true")
     args = ap.parse_args()
     def config(sb_port, gw_port, admin_port, secret):
-        return (f"""[server]
-listen = "127.0.0.1:{gw_port}"
-admin_listen = "127.0.0.1:{admin_port}"
-[upstream]
-base_url = "http://127.0.0.1:{sb_port}"
-[store]
-kind = "memory"
-[admin]
-api_key_sha256 = "{sha256(ADMIN_KEY)}"
-[[apps]]
-name = "main"
-client_key = "awsandbox0000001"
-client_secret_file = "{secret}"
-redirect_uri = "http://127.0.0.1:{admin_port}/oauth/callback"
-scopes = ["user_info", "video.list.bytes"]
-[[callers]]
+        head = config_head(
+            sb_port, gw_port, admin_port, secret, anonymous=False, admin_key=ADMIN_KEY,
+            app=f'redirect_uri = "http://127.0.0.1:{admin_port}/oauth/callback"\n'
+            'scopes = ["user_info", "video.list.bytes"]',
+        )
+        return head + (f"""[[callers]]
 name = "soak"
 api_key_sha256 = "{sha256(CALLER_KEY)}"
 [[routes]]

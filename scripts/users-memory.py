@@ -9,30 +9,16 @@ token.
 The calls go to a user route whose path the sandbox does not serve (it answers 404 without
 checking the token), so every user's token is attached and nothing is refreshed.
 """
-import hashlib, http.client, json, sys, threading, time
+import http.client, json, sys, threading, time
 
-from gwproc import rss_mb, running
+from gwproc import config_head, rss_mb, running
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ADMIN_KEY = "users-memory-admin-key"
 
 
 def config(sb_port, gw_port, admin_port, secret):
-    return f"""[server]
-listen = "127.0.0.1:{gw_port}"
-admin_listen = "127.0.0.1:{admin_port}"
-allow_anonymous = true
-[upstream]
-base_url = "http://127.0.0.1:{sb_port}"
-[store]
-kind = "memory"
-[admin]
-api_key_sha256 = "{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"
-[[apps]]
-name = "main"
-client_key = "awsandbox0000001"
-client_secret_file = "{secret}"
-[[routes]]
+    return config_head(sb_port, gw_port, admin_port, secret, admin_key=ADMIN_KEY) + """[[routes]]
 name = "user-probe"
 path = "/memory/probe/"
 token = "user"
