@@ -22,7 +22,7 @@ pub struct TooLarge(pub u64);
 /// caller's fault, never the upstream's.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read: {0}")]
-pub struct CallerBody(#[source] pub hyper::Error);
+pub struct CallerBody(#[source] pub BoxError);
 
 /// The caller's request body paused longer than allowed.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,10 @@ impl Patience {
     }
 }
 
-/// The gateway's body.
+/// The gateway's body: buffered, or a stream of type `B` (the wire's [`Incoming`] unless a layer
+/// is used around another client).
 #[derive(Debug)]
-pub enum ProxyBody {
+pub enum ProxyBody<B = Incoming> {
     /// All of it, in memory (taken once).
     Full(Option<Bytes>),
     /// A stream, with bytes already read from it first.
@@ -59,7 +60,7 @@ pub enum ProxyBody {
         /// Bytes read before the decision to stream (sent first).
         prefix: Option<Bytes>,
         /// The rest.
-        rest: Incoming,
+        rest: B,
         /// Bytes the stream may still carry.
         remaining: u64,
         /// The limit, for the error message.
@@ -70,7 +71,7 @@ pub enum ProxyBody {
     },
 }
 
-impl ProxyBody {
+impl<B> ProxyBody<B> {
     /// A buffered body.
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
@@ -83,7 +84,7 @@ impl ProxyBody {
     }
 
     /// A stream passed through unchanged, after `prefix`, at most `limit` bytes in all.
-    pub fn stream(prefix: Option<Bytes>, rest: Incoming, limit: u64) -> Self {
+    pub fn stream(prefix: Option<Bytes>, rest: B, limit: u64) -> Self {
         let used = prefix.as_ref().map_or(0, |p| p.len() as u64);
         ProxyBody::Stream {
             prefix: prefix.filter(|p| !p.is_empty()),
@@ -96,16 +97,28 @@ impl ProxyBody {
 
     /// A caller's request body, streamed after `prefix`: at most `limit` bytes, no pause longer
     /// than `stall`, and its errors reported as the caller's ([`CallerBody`], [`Stalled`]).
-    pub fn from_caller(prefix: Option<Bytes>, rest: Incoming, limit: u64, stall: std::time::Duration) -> Self {
+    pub fn from_caller(prefix: Option<Bytes>, rest: B, limit: u64, stall: std::time::Duration) -> Self {
         let mut b = Self::stream(prefix, rest, limit);
         if let ProxyBody::Stream { caller, .. } = &mut b {
             *caller = Some(Patience::new(stall));
         }
         b
     }
+
+    /// A copy of a buffered body, for a replay; `None` for a stream, which cannot be sent twice.
+    pub fn kept(&self) -> Option<Self> {
+        match self {
+            ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
+            ProxyBody::Stream { .. } => None,
+        }
+    }
 }
 
-impl Body for ProxyBody {
+impl<B> Body for ProxyBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -134,7 +147,9 @@ impl Body for ProxyBody {
                         }
                         Poll::Pending
                     }
-                    (Some(_), Poll::Ready(Some(Err(e)))) => return Poll::Ready(Some(Err(Box::new(CallerBody(e))))),
+                    (Some(_), Poll::Ready(Some(Err(e)))) => {
+                        return Poll::Ready(Some(Err(Box::new(CallerBody(e.into())))))
+                    }
                     (Some(c), p) => {
                         c.waiting = false;
                         p
@@ -152,7 +167,7 @@ impl Body for ProxyBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
                     Poll::Ready(None) => Poll::Ready(None),
                     Poll::Pending => Poll::Pending,
                 }
@@ -185,54 +200,97 @@ impl Body for ProxyBody {
 }
 
 /// What reading the start of a stream found.
-pub enum Read {
+pub enum Read<B = Incoming> {
     /// The whole body, at most `cap` bytes.
     Complete(Bytes),
     /// More than `cap`: what was read, and the rest still to stream.
-    Partial(Bytes, Incoming),
+    Partial(Bytes, B),
 }
 
 /// Why reading a body failed.
 #[derive(Debug)]
 pub enum ReadError {
     /// The stream's own error.
-    Body(hyper::Error),
+    Body(BoxError),
     /// Nothing arrived for the allowed pause.
     Stalled(u64),
 }
 
-/// Reads a body up to `cap` bytes: all of it if it fits, else the start plus
-/// the rest, so a large body is never held whole. With `stall`, a pause longer
-/// than that between two pieces fails the read.
-pub async fn read_up_to(mut body: Incoming, cap: u64, stall: Option<std::time::Duration>) -> Result<Read, ReadError> {
-    use http_body_util::BodyExt;
-    // Most answers arrive in one frame: keep it as it is, copy only when a second one comes.
-    let mut first: Option<Bytes> = None;
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let frame = match stall {
-            None => body.frame().await,
-            Some(d) => tokio::time::timeout(d, body.frame())
-                .await
-                .map_err(|_| ReadError::Stalled(d.as_millis() as u64))?,
-        };
-        let Some(frame) = frame else { break };
-        let Ok(data) = frame.map_err(ReadError::Body)?.into_data() else {
-            continue;
-        };
-        if let Some(f) = first.take() {
-            buf.extend_from_slice(&f);
-        }
-        if buf.is_empty() {
-            first = Some(data);
-        } else {
-            buf.extend_from_slice(&data);
-        }
-        let len = first.as_ref().map_or(buf.len(), Bytes::len) as u64;
-        if len > cap {
-            let read = first.take().unwrap_or_else(|| buf.split().freeze());
-            return Ok(Read::Partial(read, body));
-        }
+pin_project_lite::pin_project! {
+    /// Reads a body up to `cap` bytes: all of it if it fits, else the start plus the rest, so a
+    /// large body is never held whole. With a stall limit, a pause longer than that between two
+    /// pieces fails the read. A named future: no allocation to read a small answer.
+    pub struct ReadUpTo<B> {
+        body: Option<B>,
+        cap: u64,
+        // Most answers arrive in one frame: kept as it is; copied only when a second one comes.
+        first: Option<Bytes>,
+        buf: bytes::BytesMut,
+        stall: Option<std::time::Duration>,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
     }
-    Ok(Read::Complete(first.unwrap_or_else(|| buf.freeze())))
+}
+
+/// Reads `body` up to `cap` bytes (see [`ReadUpTo`]).
+pub fn read_up_to<B>(body: B, cap: u64, stall: Option<std::time::Duration>) -> ReadUpTo<B> {
+    ReadUpTo {
+        body: Some(body),
+        cap,
+        first: None,
+        buf: bytes::BytesMut::new(),
+        stall,
+        timer: stall.map(tokio::time::sleep),
+    }
+}
+
+impl<B> Future for ReadUpTo<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Read<B>, ReadError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let body = this.body.as_mut().expect("polled after completion");
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
+                        if t.poll(cx).is_ready() {
+                            let ms = this.stall.map_or(0, |d| d.as_millis() as u64);
+                            return Poll::Ready(Err(ReadError::Stalled(ms)));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            if let (Some(t), Some(d)) = (this.timer.as_mut().as_pin_mut(), *this.stall) {
+                t.reset(tokio::time::Instant::now() + d);
+            }
+            let Some(frame) = frame else { break };
+            let Ok(data) = frame.map_err(|e| ReadError::Body(e.into()))?.into_data() else {
+                continue;
+            };
+            if let Some(f) = this.first.take() {
+                this.buf.extend_from_slice(&f);
+            }
+            if this.buf.is_empty() {
+                *this.first = Some(data);
+            } else {
+                this.buf.extend_from_slice(&data);
+            }
+            let len = this.first.as_ref().map_or(this.buf.len(), Bytes::len) as u64;
+            if len > *this.cap {
+                let read = this.first.take().unwrap_or_else(|| this.buf.split().freeze());
+                let rest = this.body.take().expect("present");
+                return Poll::Ready(Ok(Read::Partial(read, rest)));
+            }
+        }
+        let all = this.first.take().unwrap_or_else(|| this.buf.split().freeze());
+        this.body.take();
+        Poll::Ready(Ok(Read::Complete(all)))
+    }
 }

@@ -105,18 +105,32 @@ impl Callers {
 
     /// Who is calling: `None` means no or wrong key.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Identity<'_>> {
+        self.identify(headers).map(|who| self.identity(who))
+    }
+
+    /// Who is calling, by position: `None` no or wrong key, `Some(None)` anonymous (allowed),
+    /// `Some(Some(i))` the i-th caller.
+    pub fn identify(&self, headers: &HeaderMap) -> Option<Option<usize>> {
         let Some(key) = presented_key(headers) else {
-            return self.allow_anonymous.then_some(Identity::Anonymous);
+            return self.allow_anonymous.then_some(None);
         };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         // Compare against every caller so the time taken does not say which matched.
         let mut found = None;
-        for c in &self.callers {
+        for (i, c) in self.callers.iter().enumerate() {
             if bool::from(c.digest.ct_eq(&digest)) {
-                found = Some(c);
+                found = Some(i);
             }
         }
-        found.map(Identity::Caller)
+        found.map(Some)
+    }
+
+    /// The identity [`Callers::identify`] found.
+    pub fn identity(&self, who: Option<usize>) -> Identity<'_> {
+        match who.and_then(|i| self.callers.get(i)) {
+            Some(c) => Identity::Caller(c),
+            None => Identity::Anonymous,
+        }
     }
 }
 

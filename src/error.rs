@@ -111,26 +111,75 @@ impl GatewayError {
     }
 
     /// Renders the contract's JSON error response.
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let mut inner = serde_json::json!({
-            "code": self.code(),
-            "message": self.to_string(),
-            "request_id": request_id,
-        });
-        if let GatewayError::UserAuthorizationRequired {
-            authorize_url: Some(url),
-            ..
-        } = &self
-        {
-            inner["authorize_url"] = url.clone().into();
+    pub fn into_response<B>(self, request_id: &str) -> Response<ProxyBody<B>> {
+        let authorize_url = match &self {
+            GatewayError::UserAuthorizationRequired { authorize_url, .. } => authorize_url.as_deref(),
+            _ => None,
+        };
+        render(
+            self.status(),
+            self.code(),
+            &self.to_string(),
+            Some(request_id),
+            authorize_url,
+        )
+    }
+}
+
+/// The one renderer of the contract's error answer, for the proxy and the admin listener alike:
+/// `{"gateway_error": {"code", "message", "request_id"[, "authorize_url"]}}` with the
+/// `x-gateway-error` header naming the code.
+pub fn render<B>(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: Option<&str>,
+    authorize_url: Option<&str>,
+) -> Response<ProxyBody<B>> {
+    let mut inner = serde_json::json!({ "code": code, "message": message });
+    if let Some(rid) = request_id {
+        inner["request_id"] = rid.into();
+    }
+    if let Some(url) = authorize_url {
+        inner["authorize_url"] = url.into();
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(code) {
+        h.insert(&X_GATEWAY_ERROR, v);
+    }
+    resp
+}
+
+impl From<hyper_util::client::legacy::Error> for GatewayError {
+    /// A client error: the caller's body failing is the caller's fault (400, 408, 413), never the
+    /// upstream's; anything else is 502 with the chain of causes (hosts and OS errors, never
+    /// headers or bodies).
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        use crate::body::{CallerBody, Stalled, TooLarge};
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if let Some(t) = s.downcast_ref::<TooLarge>() {
+                return GatewayError::BodyTooLarge(t.0);
+            }
+            if let Some(b) = s.downcast_ref::<CallerBody>() {
+                return GatewayError::BadRequest(b.to_string());
+            }
+            if let Some(t) = s.downcast_ref::<Stalled>() {
+                return GatewayError::ClientTimeout(t.0);
+            }
+            src = s.source();
         }
-        let body = serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
-        let mut resp = Response::new(ProxyBody::full(body));
-        *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(&X_GATEWAY_ERROR, HeaderValue::from_static(self.code()));
-        resp
+        GatewayError::UpstreamUnavailable(crate::upstream::describe(&e))
+    }
+}
+
+impl From<std::convert::Infallible> for GatewayError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
     }
 }
 
@@ -145,7 +194,7 @@ mod tests {
             message: "no tokens".into(),
             authorize_url: Some("http://gw/oauth/authorize?app=main".into()),
         };
-        let resp = e.into_response("rid-1");
+        let resp = e.into_response::<hyper::body::Incoming>("rid-1");
         assert_eq!(resp.status(), 401);
         assert_eq!(resp.headers()[&X_GATEWAY_ERROR], "user_authorization_required");
         let body = resp.into_body().collect().await.unwrap().to_bytes();

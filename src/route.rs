@@ -86,27 +86,29 @@ impl OpenIdSource {
     /// The open_id a request carries, if any; `Err` when it is given more than once. Lookalike
     /// names count as repeats (`Open_Id`, `open_id[]`, `x_open_id` for `x-open-id`), and `;`
     /// separates query parameters too: whatever the platform reads, it reads this one.
-    pub fn extract<'a>(&self, parts: &'a http::request::Parts) -> Result<Option<std::borrow::Cow<'a, str>>, String> {
+    pub fn extract<'a>(
+        &self,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> Result<Option<std::borrow::Cow<'a, str>>, String> {
         match self {
             OpenIdSource::Header(h) => {
-                let lookalikes = parts
-                    .headers
+                let lookalikes = headers
                     .keys()
                     .filter(|n| crate::proxy::canonical::header_is(n.as_str(), h.as_str()))
-                    .map(|n| parts.headers.get_all(n).iter().count())
+                    .map(|n| headers.get_all(n).iter().count())
                     .sum::<usize>();
                 if lookalikes > 1 {
                     return Err(format!("the open_id header {h:?} is given more than once"));
                 }
-                Ok(parts
-                    .headers
+                Ok(headers
                     .get(h)
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| !v.is_empty())
                     .map(Into::into))
             }
             OpenIdSource::Query { name, lenient } => {
-                let Some(q) = parts.uri.query() else { return Ok(None) };
+                let Some(q) = uri.query() else { return Ok(None) };
                 let mut found = None;
                 let mut count = 0;
                 for piece in crate::proxy::canonical::pieces(q) {
@@ -192,6 +194,11 @@ impl RouteTable {
             .find(|r| r.path.matches(path) && r.methods.as_ref().is_none_or(|ms| ms.contains(method)))
     }
 
+    /// The route at `index`.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
     /// All routes.
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
@@ -247,7 +254,7 @@ token = "none"
         assert_eq!(
             OpenIdSource::parse("query:open_id")
                 .unwrap()
-                .extract(&parts)
+                .extract(&parts.uri, &parts.headers)
                 .unwrap()
                 .unwrap(),
             "ou_1"
@@ -255,14 +262,14 @@ token = "none"
         assert_eq!(
             OpenIdSource::parse("header:X-Open-Id")
                 .unwrap()
-                .extract(&parts)
+                .extract(&parts.uri, &parts.headers)
                 .unwrap()
                 .unwrap(),
             "h1"
         );
         assert!(OpenIdSource::parse("query:missing")
             .unwrap()
-            .extract(&parts)
+            .extract(&parts.uri, &parts.headers)
             .unwrap()
             .is_none());
         assert!(OpenIdSource::parse("body:x").is_none());

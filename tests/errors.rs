@@ -343,3 +343,40 @@ async fn odd_and_hostile_inputs_get_sensible_answers() {
     // The gateway still answers after all that.
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
 }
+
+/// A panic anywhere inside the gateway's own stack (here: in the innermost service, where the
+/// pooled client sits) becomes the contract's 500 answer, through the very layers `stack()`
+/// builds, with the route counted and the request id echoed.
+#[tokio::test]
+async fn a_panic_becomes_the_contract_error() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use tower::ServiceExt;
+    let sb = sandbox().await;
+    let gw = gateway(&sb).await;
+    let panicking = tower::service_fn(
+        |_: http::Request<douyin_gateway::body::ProxyBody<Empty<Bytes>>>| async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<http::Response<Empty<Bytes>>, std::convert::Infallible>(http::Response::new(Empty::new()))
+        },
+    );
+    let svc = douyin_gateway::proxy::stack_around(std::sync::Arc::clone(&gw.running.shared), panicking);
+    let req = http::Request::get("/js/getticket/?a=1")
+        .header("x-gateway-key", CALLER_KEY)
+        .header("x-request-id", "panic-1")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-gateway-error"], "internal_error");
+    assert_eq!(resp.headers()["x-request-id"], "panic-1");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["gateway_error"]["code"], "internal_error");
+    assert_eq!(v["gateway_error"]["request_id"], "panic-1");
+    // The gateway still answers on its listener afterwards.
+    let r = Http::default().get(&gw.url("/js/getticket/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -40,17 +40,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// An admin-listener error: the contract's JSON shape and header.
+/// An admin-listener error: rendered where every gateway error is ([`crate::error::render`]).
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
-    let mut inner = serde_json::json!({"code": code, "message": message.into()});
-    if let Ok(rid) = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()) {
-        inner["request_id"] = rid.into();
-    }
-    let mut r = json(status, serde_json::json!({ "gateway_error": inner }));
-    if let Ok(v) = HeaderValue::from_str(code) {
-        r.headers_mut().insert(&crate::error::X_GATEWAY_ERROR, v);
-    }
-    r
+    let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
+    crate::error::render(status, code, &message.into(), rid.as_deref(), None)
 }
 
 /// Reads a small body, or answers 400/413.

@@ -85,6 +85,15 @@ pub fn rewrite_query<'a>(query: Option<&'a str>, inject: Option<&str>) -> Option
     Some(Cow::Owned(out))
 }
 
+/// `uri`'s path with another query (or none), in origin form.
+pub fn with_query(uri: &http::Uri, query: Option<&str>) -> Result<http::Uri, http::Error> {
+    let pq = match query {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_owned(),
+    };
+    http::Uri::builder().path_and_query(pq).build()
+}
+
 /// `q` without its token pieces; each kept piece keeps the separator before it.
 fn without_token_params(q: &str) -> String {
     let mut out = String::with_capacity(q.len());

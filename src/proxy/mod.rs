@@ -1,103 +1,147 @@
-//! The proxy: a request's whole journey, phase by phase.
+//! The proxy: the tower middleware stack the project card describes, one
+//! module per layer, outermost first.
 //!
-//! 1. refuse CONNECT and absolute-form targets (the caller's `Host` never picks the upstream);
-//! 2. authenticate the caller; 3. match a route; 4. check the caller may use it;
-//! 5. find the token the route needs (cache hit: no waiting);
-//! 6. strip credentials and hop-by-hop headers; 7. forward, inspect the answer,
-//!    refresh and replay once on a token rejection ([`exchange`]).
+//! ```text
+//!  caller ──► SetSensitiveRequestHeaders   (tower-http: caller keys never printable)
+//!         ──► Edge          request id, admission limits, target checks, deadline,
+//!                           panics caught, metrics, access log; every GatewayError
+//!                           becomes the contract's JSON answer here, and only here
+//!         ──► Authenticate  who is calling (caller key, or anonymous)
+//!         ──► Routing       which route; may this caller use it; which token it needs;
+//!                           caller credentials stripped
+//!         ──► KeepBody      a small request body read and kept for a replay
+//!         ──► AttachToken   the token the route's class needs (cache hit: synchronous,
+//!                           lock-free); header or query
+//!         ──► Retry         the platform's answer inspected (small JSON only); on a token
+//!                           rejection: one refresh (single flight), one replay of the kept body
+//!         ──► Forward       the pooled upstream client
+//! ```
 //!
-//! Gateway errors become responses in one place: [`GatewayError::into_response`].
+//! [`AttachTokenLayer`] and [`RetryLayer`] work around any HTTP client service, without the
+//! rest of the gateway: see `examples/own_client.rs`. The other layers read the request's
+//! [`Scope`] (the config it is handled under), which [`EdgeLayer`] puts in its extensions.
 
+pub mod attach;
+pub mod authenticate;
 pub mod canonical;
-mod exchange;
+pub mod edge;
+pub mod forward;
 pub mod headers;
+pub mod keep;
+pub mod retry;
+pub mod routing;
 
-use crate::body::ProxyBody;
-use crate::caller::Identity;
-use crate::config::TokenKind;
+pub use attach::{AttachToken, AttachTokenLayer, Attached, TokenFor};
+pub use authenticate::{Authenticate, AuthenticateLayer};
+pub use edge::{Edge, EdgeLayer};
+pub use forward::Forward;
+pub use keep::{KeepBody, KeepBodyLayer};
+pub use retry::{Retry, RetryLayer};
+pub use routing::{Routing, RoutingLayer};
+
 use crate::error::GatewayError;
-use crate::route::Route;
 use crate::runtime::Runtime;
 use crate::state::Shared;
-use crate::token::{Need, Token, TokenError, TokenKey};
-use http::{header, HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
+use http::{header, HeaderName, HeaderValue, Request};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 /// Request id header: taken from the caller when sane, else generated; echoed on every answer.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The proxy with its middleware: caller keys marked sensitive from the moment
-/// a request arrives (so no debug output can print them), and a panic turned
-/// into the contract's JSON error instead of a dropped connection.
+/// The gateway's whole stack around the pooled upstream client.
 pub fn stack(shared: Arc<Shared>) -> Stack {
-    stack_around(Proxy::new(shared))
+    stack_around(Arc::clone(&shared), Forward::new(shared.client.clone()))
 }
 
-/// The middleware of [`stack`] around any inner service (the proxy; a test's).
-fn stack_around<S>(inner: S) -> Wrapped<S> {
+/// The stack of [`stack`] around any innermost service (the pooled client; a test's).
+pub fn stack_around<S>(shared: Arc<Shared>, forward: S) -> Wrapped<S> {
+    let tokens = Arc::clone(&shared.tokens);
     tower::ServiceBuilder::new()
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response as PanicHandler,
-        ))
         .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             crate::caller::GATEWAY_KEY.clone(),
             headers::ACCESS_TOKEN.clone(),
         ]))
-        .service(inner)
+        .layer(EdgeLayer::new(shared))
+        .layer(AuthenticateLayer)
+        .layer(RoutingLayer)
+        .layer(KeepBodyLayer)
+        .layer(AttachTokenLayer::new(Arc::clone(&tokens)))
+        .layer(RetryLayer::new(tokens))
+        .service(forward)
 }
 
-type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody>;
-
-/// The middleware around a service.
-type Wrapped<S> =
-    tower_http::catch_panic::CatchPanic<tower_http::sensitive_headers::SetSensitiveRequestHeaders<S>, PanicHandler>;
+/// The stack around an innermost service.
+pub type Wrapped<S> = tower_http::sensitive_headers::SetSensitiveRequestHeaders<
+    Edge<Authenticate<Routing<KeepBody<AttachToken<Retry<S>>>>>>,
+>;
 
 /// The proxy service stack [`stack`] builds.
-pub type Stack = Wrapped<Proxy>;
+pub type Stack = Wrapped<Forward>;
 
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<ProxyBody> {
-    let what = err
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| err.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    tracing::error!("a request handler panicked: {what}");
-    GatewayError::Internal.into_response("-")
-}
-
-/// The proxy as a tower `Service`.
+/// What the gateway's layers share about one request: the compiled config it is handled under
+/// from start to end (a SIGHUP swaps the next requests' config, never this one's), the caller
+/// and the route once known. One allocation per request, cloned by reference count.
 #[derive(Clone)]
-pub struct Proxy {
-    shared: Arc<Shared>,
+pub struct Scope(Arc<ScopeInner>);
+
+struct ScopeInner {
+    runtime: Arc<Runtime>,
+    caller: AtomicUsize,
+    route: AtomicUsize,
 }
 
-impl Proxy {
-    /// A proxy over shared state.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Proxy { shared }
-    }
-}
+const UNSET: usize = usize::MAX;
 
-impl tower::Service<Request<Incoming>> for Proxy {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+impl Scope {
+    /// A request handled under `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Scope(Arc::new(ScopeInner {
+            runtime,
+            caller: AtomicUsize::new(UNSET),
+            route: AtomicUsize::new(UNSET),
+        }))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(handle(shared, req).await) })
+    /// The scope a request carries; [`EdgeLayer`] puts it there.
+    pub fn of<B>(req: &Request<B>) -> Result<&Scope, GatewayError> {
+        req.extensions().get::<Scope>().ok_or_else(|| {
+            tracing::error!("a gateway layer ran without the Edge layer outside it");
+            GatewayError::Internal
+        })
+    }
+
+    /// The compiled config.
+    pub fn runtime(&self) -> &Runtime {
+        &self.0.runtime
+    }
+
+    /// The caller, once authenticated: `Some(None)` anonymous, `Some(Some(i))` caller `i`.
+    pub fn caller(&self) -> Option<Option<usize>> {
+        match self.0.caller.load(Ordering::Relaxed) {
+            UNSET => None,
+            v if v == UNSET - 1 => Some(None),
+            i => Some(Some(i)),
+        }
+    }
+
+    pub(crate) fn set_caller(&self, caller: Option<usize>) {
+        self.0.caller.store(caller.unwrap_or(UNSET - 1), Ordering::Relaxed);
+    }
+
+    /// The route matched, by index.
+    pub fn route(&self) -> Option<usize> {
+        Some(self.0.route.load(Ordering::Relaxed)).filter(|&i| i != UNSET)
+    }
+
+    pub(crate) fn set_route(&self, index: usize) {
+        self.0.route.store(index, Ordering::Relaxed);
+    }
+
+    /// The metric handles of the route matched.
+    pub fn route_metrics(&self) -> Option<&crate::metrics::RouteMetrics> {
+        self.route().map(|i| &self.runtime().route_metrics[i])
     }
 }
 
@@ -116,26 +160,6 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("ascii")
 }
 
-/// A request counted in progress until dropped.
-struct InFlight<'a> {
-    counter: &'a AtomicUsize,
-    /// The count including this request.
-    count: usize,
-}
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        let count = counter.fetch_add(1, Ordering::AcqRel) + 1;
-        InFlight { counter, count }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The size of a request head as it came: target, and each header line's name, value and `: `/CRLF.
 pub fn head_size<B>(req: &Request<B>) -> usize {
     let target = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
@@ -147,193 +171,44 @@ pub fn head_size<B>(req: &Request<B>) -> usize {
             .sum::<usize>()
 }
 
-/// Handles one request from start to end; never fails (errors are answers).
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let start = Instant::now();
-    let rt = shared.runtime.load_full();
-    let rid = request_id(req.headers());
-    // Kept for the log line of an error; both are reference-counted, not copied.
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    let mut route_index = None;
-    let server = &rt.config.server;
-    let in_flight = InFlight::enter(&shared.in_flight);
-    let result = if in_flight.count > server.max_in_flight {
-        // Refused at once rather than queued: the caller can retry elsewhere or later.
-        Err(GatewayError::Overloaded(server.max_in_flight))
-    } else if head_size(&req) > server.max_header_bytes {
-        Err(GatewayError::HeadersTooLarge(server.max_header_bytes))
-    } else {
-        let timeout = Duration::from_millis(server.request_timeout_ms);
-        match tokio::time::timeout(timeout, journey(&shared, &rt, req, &mut route_index)).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::UpstreamTimeout(server.request_timeout_ms)),
-        }
-    };
-    drop(in_flight);
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            let route = route_index.map_or("-", |i| &rt.config.routes[i].name);
-            let (rid, path) = (rid.to_str().unwrap_or("-"), uri.path());
-            if e.status().is_server_error() {
-                tracing::warn!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
-            } else {
-                tracing::info!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
+pin_project_lite::pin_project! {
+    /// The future of a layer that either refused the request at once or passes it on: the inner
+    /// service's future, or a ready error. Named, so a refusal or a pass costs no allocation.
+    #[project = CheckedProj]
+    #[allow(missing_docs)] // the variants are documented; their fields are the state they name
+    pub enum Checked<F> {
+        /// Passed on.
+        Inner { #[pin] future: F },
+        /// Refused.
+        Refused { error: Option<GatewayError> },
+    }
+}
+
+impl<F> Checked<F> {
+    /// Passes on to `future`.
+    pub fn inner(future: F) -> Self {
+        Checked::Inner { future }
+    }
+
+    /// Refuses with `error`.
+    pub fn refused(error: GatewayError) -> Self {
+        Checked::Refused { error: Some(error) }
+    }
+}
+
+impl<F, T, E> std::future::Future for Checked<F>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<GatewayError>,
+{
+    type Output = Result<T, GatewayError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            CheckedProj::Inner { future } => future.poll(cx).map_err(Into::into),
+            CheckedProj::Refused { error } => {
+                std::task::Poll::Ready(Err(error.take().expect("polled after completion")))
             }
-            e.into_response(rid)
         }
-    };
-    let m = route_index.map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
-    let elapsed = start.elapsed();
-    m.count(resp.status().as_u16());
-    m.duration.observe(elapsed.as_secs_f64());
-    // The access log: the path only, never the query (a caller's query may carry a credential).
-    tracing::debug!(
-        target: "douyin_gateway::access",
-        request_id = %rid.to_str().unwrap_or("-"),
-        %method,
-        path = %uri.path(),
-        route = %route_index.map_or("-", |i| &*rt.config.routes[i].name),
-        status = resp.status().as_u16(),
-        ms = elapsed.as_secs_f64() * 1000.0,
-    );
-    resp.headers_mut().insert(&X_REQUEST_ID, rid);
-    resp
-}
-
-async fn journey(
-    shared: &Shared,
-    rt: &Runtime,
-    req: Request<Incoming>,
-    route_index: &mut Option<usize>,
-) -> Result<Response<ProxyBody>, GatewayError> {
-    let (mut parts, body) = req.into_parts();
-    if parts.method == Method::CONNECT {
-        return Err(GatewayError::BadRequest("CONNECT is not proxied".into()));
-    }
-    // In HTTP/1 a scheme or authority in the target means absolute form; HTTP/2 always carries them
-    // (`:scheme`, `:authority`), and they never choose the upstream either way.
-    let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
-    if absolute && parts.version < http::Version::HTTP_2 {
-        return Err(GatewayError::BadRequest(
-            "absolute-form request targets are refused: send the path only".into(),
-        ));
-    }
-    if let Some(problem) = canonical::path_problem(parts.uri.path()) {
-        // Routing, the permission check and forwarding all use this one path: refuse any a later
-        // hop could read differently.
-        return Err(GatewayError::BadRequest(format!("{problem}: send the canonical path")));
-    }
-    let identity = rt
-        .callers
-        .authenticate(&parts.headers)
-        .ok_or(GatewayError::CallerUnauthenticated)?;
-    let route = rt
-        .routes
-        .find(&parts.method, parts.uri.path())
-        .ok_or_else(|| GatewayError::NoRoute {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-        })?;
-    *route_index = Some(route.index);
-    if !identity.may_use(route.index) {
-        return Err(forbidden(&identity, route));
-    }
-    let max = rt.config.server.max_body_bytes;
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if content_length.is_some_and(|n| n > max) {
-        return Err(GatewayError::BodyTooLarge(max));
-    }
-    let key = token_key(rt, route, &parts)?;
-    headers::strip_request(&mut parts.headers);
-    let token = match &key {
-        Some(k) => Some(token_for(shared, rt, route, k).await?),
-        None => None,
-    };
-    exchange::run(shared, rt, route, parts, body, content_length, key, token).await
-}
-
-fn forbidden(identity: &Identity<'_>, route: &Route) -> GatewayError {
-    GatewayError::CallerForbidden {
-        caller: identity.name().to_owned(),
-        route: route.name.to_string(),
-    }
-}
-
-/// The token a route needs for this request, or `None` for `token = "none"`.
-fn token_key(rt: &Runtime, route: &Route, parts: &http::request::Parts) -> Result<Option<TokenKey>, GatewayError> {
-    let app = || &rt.apps[route.app];
-    let open_id = || {
-        route
-            .open_id
-            .extract(parts)
-            .map_err(GatewayError::BadRequest)?
-            .ok_or_else(|| {
-                GatewayError::OpenIdMissing(match &route.open_id {
-                    crate::route::OpenIdSource::Query { name, .. } => format!("query parameter {name:?}"),
-                    crate::route::OpenIdSource::Header(h) => format!("header {h:?}"),
-                })
-            })
-    };
-    Ok(match route.token {
-        TokenKind::None => None,
-        TokenKind::Client => Some(app().client_key.clone()),
-        TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
-        TokenKind::Biz => Some(TokenKey::biz(
-            Arc::clone(&app().name),
-            &open_id()?,
-            route.biz_scope.as_deref().unwrap_or(""),
-        )),
-    })
-}
-
-/// The cached token, or one obtained now (waiting on the single flight).
-async fn token_for(shared: &Shared, rt: &Runtime, route: &Route, key: &TokenKey) -> Result<Arc<Token>, GatewayError> {
-    if let Some(t) = shared.tokens.cached(key) {
-        return Ok(t);
-    }
-    shared
-        .tokens
-        .obtain(key, Need::Any)
-        .await
-        .map_err(|e| token_error(rt, route, e))
-}
-
-/// A token failure as the caller sees it.
-fn token_error(rt: &Runtime, route: &Route, e: TokenError) -> GatewayError {
-    if e.needs_authorization() {
-        GatewayError::UserAuthorizationRequired {
-            message: e.to_string(),
-            authorize_url: rt.apps.get(route.app).and_then(|a| a.authorize_url.clone()),
-        }
-    } else {
-        GatewayError::TokenUnavailable(e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use tower::{Service, ServiceExt};
-
-    /// Through the very middleware `stack()` puts around the proxy.
-    #[tokio::test]
-    async fn a_panic_becomes_the_contract_error() {
-        let mut svc = stack_around(tower::service_fn(|_: Request<()>| async {
-            if true {
-                panic!("boom");
-            }
-            Ok::<_, Infallible>(Response::new(ProxyBody::empty()))
-        }));
-        let resp = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
-        assert_eq!(resp.status(), 500);
-        assert_eq!(resp.headers()[&crate::error::X_GATEWAY_ERROR], "internal_error");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["gateway_error"]["code"], "internal_error");
     }
 }

@@ -183,6 +183,30 @@ impl Tokens {
         }
     }
 
+    /// Counts and explains a token the platform rejected in the first half of its life, once per
+    /// token however many calls carried it: the usual cause is another fetcher with the same
+    /// credentials (only the latest two client_tokens stay valid), or a user who revoked the app.
+    pub fn note_rejected(&self, key: &TokenKey, token: &Token) {
+        let life = token.expires_at().saturating_duration_since(token.obtained_at);
+        let age = token.obtained_at.elapsed();
+        if token.replaced_rejected || age >= life / 2 || token.evicted_noted.set() {
+            return;
+        }
+        self.metrics
+            .evicted_early
+            .with_label_values(&[&key.app, key.class.as_str()])
+            .inc();
+        match key.class {
+            TokenClass::Client => tracing::warn!(app = %key.app, age_s = age.as_secs(),
+                "the platform rejected a client_token long before its expiry: something else is fetching \
+                 client_tokens with this app's credentials (another gateway with its own store, a test environment \
+                 using production keys, a home-made token server); only the latest two stay valid. Let one owner fetch."),
+            _ => tracing::warn!(app = %key.app, class = key.class.as_str(), age_s = age.as_secs(),
+                "the platform rejected a token long before its expiry: the user may have revoked the app, \
+                 or another system refreshed or re-authorized this user"),
+        }
+    }
+
     /// Gets a token as `need` says, fetching if required: one fetch per key at a time.
     pub async fn obtain(&self, key: &TokenKey, need: Need) -> Result<Arc<Token>, TokenError> {
         let slot = match key.class {

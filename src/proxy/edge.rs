@@ -1,0 +1,267 @@
+//! The outermost gateway layer: what every request gets before any route is known, and the one
+//! place a [`GatewayError`] becomes an answer.
+//!
+//! - a request id (the caller's when sane, else a new one), echoed on every answer;
+//! - admission: over `max_in_flight` requests in progress → 503 `overloaded` at once (a caller
+//!   can retry elsewhere; a queue would only add latency); a head over `max_header_bytes` → 431;
+//! - the target: CONNECT, absolute-form targets (the caller's `Host` never picks the upstream)
+//!   and any path a later hop could read differently ([`super::canonical`]) → 400;
+//! - the deadline `request_timeout_ms` over everything inside → 504;
+//! - a panic anywhere inside → 500 `internal_error`, logged (the connection and the process live on);
+//! - per-route metrics and the access log (the path only, never the query).
+//!
+//! It puts the request's [`Scope`] in its extensions for the layers inside.
+
+use super::{canonical, head_size, request_id, Scope, X_REQUEST_ID};
+use crate::body::ProxyBody;
+use crate::error::GatewayError;
+use crate::runtime::Runtime;
+use crate::state::Shared;
+use http::{HeaderValue, Method, Request, Response, Uri};
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Wraps a service in [`Edge`].
+#[derive(Clone)]
+pub struct EdgeLayer {
+    shared: Arc<Shared>,
+}
+
+impl EdgeLayer {
+    /// The edge of a gateway over `shared` (its config, limits and metrics).
+    pub fn new(shared: Arc<Shared>) -> Self {
+        EdgeLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            shared: Arc::clone(&self.shared),
+            inner,
+        }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Clone)]
+pub struct Edge<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+/// A request counted in progress until dropped.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Refuses what no route may see: CONNECT, absolute-form targets, non-canonical paths.
+fn check_target<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::BadRequest("CONNECT is not proxied".into()));
+    }
+    // In HTTP/1 a scheme or authority in the target means absolute form; HTTP/2 always carries them
+    // (`:scheme`, `:authority`), and they never choose the upstream either way.
+    let absolute = req.uri().scheme().is_some() || req.uri().authority().is_some();
+    if absolute && req.version() < http::Version::HTTP_2 {
+        return Err(GatewayError::BadRequest(
+            "absolute-form request targets are refused: send the path only".into(),
+        ));
+    }
+    if let Some(problem) = canonical::path_problem(req.uri().path()) {
+        // Routing, the permission check and forwarding all use this one path: refuse any a later
+        // hop could read differently.
+        return Err(GatewayError::BadRequest(format!("{problem}: send the canonical path")));
+    }
+    Ok(())
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Edge<S>
+where
+    S: tower::Service<Request<B>, Response = Response<ProxyBody<RB>>, Error = GatewayError>,
+{
+    type Response = Response<ProxyBody<RB>>;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The layers inside are always ready; an error here would be a bug, answered per request.
+        let _ = std::task::ready!(self.inner.poll_ready(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let runtime = self.shared.runtime.load_full();
+        let rid = request_id(req.headers());
+        let server = &runtime.config.server;
+        let count = self.shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let in_flight = InFlight(Arc::clone(&self.shared));
+        // Kept for the log line of an error; both are reference-counted, not copied.
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let timeout_ms = server.request_timeout_ms;
+        let refused = if count > server.max_in_flight {
+            Err(GatewayError::Overloaded(server.max_in_flight))
+        } else if head_size(&req) > server.max_header_bytes {
+            Err(GatewayError::HeadersTooLarge(server.max_header_bytes))
+        } else {
+            check_target(&req)
+        };
+        let (state, scope) = match refused {
+            Err(e) => (State::Refused { error: Some(e) }, None),
+            Ok(()) => {
+                let scope = Scope::new(Arc::clone(&runtime));
+                req.extensions_mut().insert(scope.clone());
+                let inner = &mut self.inner;
+                match std::panic::catch_unwind(AssertUnwindSafe(move || inner.call(req))) {
+                    Ok(f) => {
+                        let future = tokio::time::timeout(Duration::from_millis(timeout_ms), f);
+                        (State::Running { future }, Some(scope))
+                    }
+                    Err(panic) => (
+                        State::Refused {
+                            error: Some(panicked(panic)),
+                        },
+                        Some(scope),
+                    ),
+                }
+            }
+        };
+        EdgeFuture {
+            state,
+            done: Some(Done {
+                start,
+                rid,
+                method,
+                uri,
+                runtime,
+                scope,
+                timeout_ms,
+                _in_flight: in_flight,
+            }),
+        }
+    }
+}
+
+/// A panic inside the stack, logged, as the error the caller gets. tower-http's `CatchPanic`
+/// would do the same at the price of boxing every answer's body.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> GatewayError {
+    let what = err
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| err.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!("a request handler panicked: {what}");
+    GatewayError::Internal
+}
+
+/// What the edge keeps of a request to answer and account for it.
+struct Done {
+    start: Instant,
+    rid: HeaderValue,
+    method: Method,
+    uri: Uri,
+    runtime: Arc<Runtime>,
+    scope: Option<Scope>,
+    timeout_ms: u64,
+    _in_flight: InFlight,
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: tokio::time::Timeout<F> },
+        Refused { error: Option<GatewayError> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Edge`].
+    pub struct EdgeFuture<F> {
+        #[pin]
+        state: State<F>,
+        done: Option<Done>,
+    }
+}
+
+impl<F, RB> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody<RB>>, GatewayError>>,
+{
+    type Output = Result<Response<ProxyBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.state.project() {
+            StateProj::Running { future } => match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(r))) => r,
+                Ok(Poll::Ready(Err(_))) => Err(GatewayError::UpstreamTimeout(
+                    this.done.as_ref().map_or(0, |d| d.timeout_ms),
+                )),
+                Err(panic) => Err(panicked(panic)),
+            },
+            StateProj::Refused { error } => Err(error.take().expect("polled after completion")),
+        };
+        let done = this.done.take().expect("polled after completion");
+        Poll::Ready(Ok(done.finish(result)))
+    }
+}
+
+impl Done {
+    fn finish<RB>(self, result: Result<Response<ProxyBody<RB>>, GatewayError>) -> Response<ProxyBody<RB>> {
+        let Done {
+            start,
+            rid,
+            method,
+            uri,
+            runtime: rt,
+            scope,
+            _in_flight,
+            ..
+        } = self;
+        drop(_in_flight);
+        let route_index = scope.as_ref().and_then(Scope::route);
+        let route = route_index.map_or("-", |i| &*rt.config.routes[i].name);
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let (rid, path) = (rid.to_str().unwrap_or("-"), uri.path());
+                if e.status().is_server_error() {
+                    tracing::warn!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
+                } else {
+                    tracing::info!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
+                }
+                e.into_response(rid)
+            }
+        };
+        let m = route_index.map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+        let elapsed = start.elapsed();
+        m.count(resp.status().as_u16());
+        m.duration.observe(elapsed.as_secs_f64());
+        // The access log: the path only, never the query (a caller's query may carry a credential).
+        tracing::debug!(
+            target: "douyin_gateway::access",
+            request_id = %rid.to_str().unwrap_or("-"),
+            %method,
+            path = %uri.path(),
+            route,
+            status = resp.status().as_u16(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+        );
+        resp.headers_mut().insert(&X_REQUEST_ID, rid);
+        resp
+    }
+}

@@ -1,0 +1,95 @@
+//! The innermost service: the request to the platform over the pooled keep-alive client.
+//!
+//! The request's origin-form target goes to the configured upstream (scheme and authority from
+//! `[upstream] base_url`, never from the caller); hop-by-hop headers of the answer are dropped.
+//! Errors: the caller's body failing is the caller's (400, 408, 413), anything else 502
+//! `upstream_unavailable`.
+
+use super::{headers, Scope};
+use crate::body::ProxyBody;
+use crate::error::GatewayError;
+use crate::upstream::HttpClient;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// See the [module docs](self).
+#[derive(Clone)]
+pub struct Forward {
+    client: HttpClient,
+}
+
+impl Forward {
+    /// Forwards over `client`.
+    pub fn new(client: HttpClient) -> Self {
+        Forward { client }
+    }
+}
+
+impl tower::Service<Request<ProxyBody>> for Forward {
+    type Response = Response<Incoming>;
+    type Error = GatewayError;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ProxyBody>) -> ForwardFuture {
+        let scope = match Scope::of(&req) {
+            Ok(s) => s.clone(),
+            Err(e) => return ForwardFuture::failed(e),
+        };
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        match scope.runtime().base.uri(target) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return ForwardFuture::failed(GatewayError::BadRequest(format!("request target: {e}"))),
+        }
+        // HTTP/2 from the caller, HTTP/1.1 or 2 (ALPN) to the platform: the client picks.
+        *req.version_mut() = http::Version::HTTP_11;
+        ForwardFuture {
+            inner: Some(self.client.request(req)),
+            error: None,
+            start: Instant::now(),
+            scope: Some(scope),
+        }
+    }
+}
+
+/// The future of [`Forward`].
+pub struct ForwardFuture {
+    inner: Option<hyper_util::client::legacy::ResponseFuture>,
+    error: Option<GatewayError>,
+    start: Instant,
+    scope: Option<Scope>,
+}
+
+impl ForwardFuture {
+    fn failed(e: GatewayError) -> Self {
+        ForwardFuture {
+            inner: None,
+            error: Some(e),
+            start: Instant::now(),
+            scope: None,
+        }
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Incoming>, GatewayError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Err(self.error.take().expect("polled after completion")));
+        };
+        let mut resp = std::task::ready!(Pin::new(inner).poll(cx)).map_err(GatewayError::from)?;
+        if let Some(m) = self.scope.as_ref().and_then(Scope::route_metrics) {
+            m.upstream.observe(self.start.elapsed().as_secs_f64());
+        }
+        headers::strip_response(resp.headers_mut());
+        Poll::Ready(Ok(resp))
+    }
+}

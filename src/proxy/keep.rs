@@ -1,0 +1,162 @@
+//! The request body, kept for a replay when small.
+//!
+//! A token route's body up to `retry_buffer_bytes` is read whole first (no pause longer than
+//! `body_read_timeout_ms`: 408 `client_timeout`), so [`super::RetryLayer`] can send it again
+//! after a token rejection. A larger one, and every body of a route without a token, streams
+//! through as it comes, never held whole; past `max_body_bytes` it fails with 413.
+//!
+//! Turns `Request<B>` into `Request<ProxyBody<B>>`.
+
+use super::{Scope, TokenFor};
+use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
+use crate::error::GatewayError;
+use bytes::Bytes;
+use http::{header, request::Parts, Request};
+use http_body::Body;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Wraps a service in [`KeepBody`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepBodyLayer;
+
+impl<S> tower::Layer<S> for KeepBodyLayer {
+    type Service = KeepBody<S>;
+
+    fn layer(&self, inner: S) -> KeepBody<S> {
+        KeepBody { inner }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct KeepBody<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request<B>> for KeepBody<S>
+where
+    S: tower::Service<Request<ProxyBody<B>>> + Clone,
+    S::Error: Into<GatewayError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = GatewayError;
+    type Future = KeepFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (keep, max, stall) = match Scope::of(&req) {
+            Ok(s) => {
+                let server = &s.runtime().config.server;
+                (
+                    server.retry_buffer_bytes,
+                    server.max_body_bytes,
+                    Duration::from_millis(server.body_read_timeout_ms),
+                )
+            }
+            Err(e) => return KeepFuture::Failed { error: Some(e) },
+        };
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let replayable = parts.extensions.get::<TokenFor>().is_some();
+        if body.is_end_stream() {
+            let req = Request::from_parts(parts, ProxyBody::empty());
+            return KeepFuture::Calling {
+                future: self.inner.call(req),
+            };
+        }
+        if !replayable || declared.is_some_and(|n| n > keep) {
+            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, stall));
+            return KeepFuture::Calling {
+                future: self.inner.call(req),
+            };
+        }
+        // The inner service is called once the body is in: take this (ready) one, leave a clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        KeepFuture::Reading {
+            read: read_up_to(body, keep.min(max), Some(stall)),
+            parts: Some(parts),
+            inner: Some(inner),
+            max,
+            stall,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`KeepBody`]: reading a small body, then the inner service's future.
+    #[project = KeepProj]
+    #[allow(missing_docs)] // the variants are documented; their fields are the state they name
+    pub enum KeepFuture<S: tower::Service<Request<ProxyBody<B>>>, B> {
+        /// Reading the body.
+        Reading {
+            #[pin]
+            read: ReadUpTo<B>,
+            parts: Option<Parts>,
+            inner: Option<S>,
+            max: u64,
+            stall: Duration,
+        },
+        /// The inner service.
+        Calling { #[pin] future: S::Future },
+        /// Refused.
+        Failed { error: Option<GatewayError> },
+    }
+}
+
+impl<S, B> Future for KeepFuture<S, B>
+where
+    S: tower::Service<Request<ProxyBody<B>>>,
+    S::Error: Into<GatewayError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, GatewayError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project() {
+                KeepProj::Calling { future } => return future.poll(cx).map_err(Into::into),
+                KeepProj::Failed { error } => return Poll::Ready(Err(error.take().expect("polled after completion"))),
+                KeepProj::Reading {
+                    read,
+                    parts,
+                    inner,
+                    max,
+                    stall,
+                } => {
+                    let body = match std::task::ready!(read.poll(cx)) {
+                        Ok(Read::Complete(b)) => ProxyBody::full(b),
+                        Ok(Read::Partial(p, _)) if p.len() as u64 > *max => {
+                            return Poll::Ready(Err(GatewayError::BodyTooLarge(*max)))
+                        }
+                        Ok(Read::Partial(p, rest)) => ProxyBody::from_caller(Some(p), rest, *max, *stall),
+                        Err(ReadError::Stalled(ms)) => return Poll::Ready(Err(GatewayError::ClientTimeout(ms))),
+                        Err(ReadError::Body(e)) => {
+                            return Poll::Ready(Err(GatewayError::BadRequest(format!(
+                                "could not read the request body: {e}"
+                            ))))
+                        }
+                    };
+                    let req = Request::from_parts(parts.take().expect("once"), body);
+                    let mut inner = inner.take().expect("once");
+                    KeepFuture::Calling {
+                        future: inner.call(req),
+                    }
+                }
+            };
+            self.set(next);
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Refresh and retry once on a token rejection.
+//!
+//! The platform's answer to a request carrying a token ([`super::Attached`]) is inspected when it
+//! can hold an error envelope: uncompressed, JSON or text, at most 64 KiB (a larger answer is a
+//! success and streams through untouched). When its codes say the token was rejected (10010,
+//! 2190002, 2190008, 28001003… or `[token_errors] refresh`), the token is refreshed, once however
+//! many calls saw it rejected, and the request replayed once with the new token, byte for byte,
+//! from the kept body. Never more than one replay; never a replay of a body that streamed (the
+//! caller gets the rejection, the next call the new token); never after anything went to the
+//! caller.
+//!
+//! A route whose API rejected two brand-new tokens in a row is not taking this token class: its
+//! rejections then fetch nothing for a while (see `RouteHealth`), so a misrouted API cannot burn
+//! the app's token budget or evict the token other routes use.
+//!
+//! The request body must be [`Replay`]able; the answer comes back as a [`ProxyBody`] over the
+//! inner service's body. Used on its own, around any HTTP client (see `examples/own_client.rs`):
+//!
+//! ```no_run
+//! # fn wrap<C>(tokens: std::sync::Arc<douyin_gateway::token::Tokens>, need: douyin_gateway::proxy::TokenFor, client: C)
+//! #     -> impl Sized { tower::ServiceBuilder::new()
+//! .layer(douyin_gateway::proxy::RetryLayer::new(std::sync::Arc::clone(&tokens)))
+//! .layer(douyin_gateway::proxy::AttachTokenLayer::fixed(tokens, need))
+//! .service(client)
+//! # }
+//! ```
+
+use super::attach::{attach, token_error};
+use super::{Attached, Scope};
+use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
+use crate::error::GatewayError;
+use crate::inspect::{self, CodeTable, Context as Ctx, Verdict};
+use crate::token::{Need, Tokens};
+use crate::upstream::describe;
+use bytes::Bytes;
+use http::{header, response, Request, Response};
+use http_body::Body;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::ServiceExt;
+
+/// Upstream answers up to this size are read and checked for a token rejection; the platform's
+/// error envelopes are a few hundred bytes, so a larger answer is a success and streams through.
+pub const INSPECT_LIMIT: u64 = 64 * 1024;
+
+/// A request body that can be sent again: buffered bodies can, streams cannot.
+pub trait Replay: Sized {
+    /// A copy to send again, or `None` when this body can be sent only once.
+    fn replay(&self) -> Option<Self>;
+}
+
+impl<B> Replay for ProxyBody<B> {
+    fn replay(&self) -> Option<Self> {
+        self.kept()
+    }
+}
+
+impl<D: Clone> Replay for http_body_util::Full<D> {
+    fn replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> Replay for http_body_util::Empty<D> {
+    fn replay(&self) -> Option<Self> {
+        Some(http_body_util::Empty::new())
+    }
+}
+
+impl Replay for String {
+    fn replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl Replay for Bytes {
+    fn replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+/// Wraps a service in [`Retry`].
+#[derive(Clone)]
+pub struct RetryLayer {
+    tokens: Arc<Tokens>,
+    codes: Arc<CodeTable>,
+}
+
+impl RetryLayer {
+    /// Refreshes through `tokens`; the platform's documented rejection codes (a request handled
+    /// by the gateway uses its config's `[token_errors]`).
+    pub fn new(tokens: Arc<Tokens>) -> Self {
+        RetryLayer {
+            tokens,
+            codes: Arc::new(CodeTable::default()),
+        }
+    }
+
+    /// Other rejection codes.
+    pub fn with_codes(mut self, codes: CodeTable) -> Self {
+        self.codes = Arc::new(codes);
+        self
+    }
+}
+
+impl<S> tower::Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            tokens: Arc::clone(&self.tokens),
+            codes: Arc::clone(&self.codes),
+        }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    tokens: Arc<Tokens>,
+    codes: Arc<CodeTable>,
+}
+
+/// Whether an answer can be an error envelope worth reading.
+fn inspectable(h: &http::HeaderMap) -> bool {
+    let encoded = h.get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
+    let ctype_ok = h.get(header::CONTENT_TYPE).is_none_or(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"text/") || v.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"))
+    });
+    let small = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_none_or(|n| n <= INSPECT_LIMIT);
+    !encoded && ctype_ok && small
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Retry<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<GatewayError>,
+    B: Replay + Send + 'static,
+    RB: Body<Data = Bytes> + Unpin + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody<RB>>;
+    type Error = GatewayError;
+    type Future = RetryFuture<S, B, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(attached) = req.extensions_mut().remove::<Attached>() else {
+            return RetryFuture::Passing {
+                future: self.inner.call(req),
+            };
+        };
+        // A copy to replay only when the body can be sent again: a streamed body keeps no headers.
+        let replay = req.body().replay().map(|body| {
+            let mut r = Request::new(body);
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.version_mut() = req.version();
+            *r.headers_mut() = req.headers().clone();
+            *r.extensions_mut() = req.extensions().clone();
+            (r, self.inner.clone())
+        });
+        let policy = Policy {
+            scope: req.extensions().get::<Scope>().cloned(),
+            codes: Arc::clone(&self.codes),
+            tokens: Arc::clone(&self.tokens),
+        };
+        let future = self.inner.call(req);
+        RetryFuture::First {
+            future,
+            rest: Some(Rest {
+                attached,
+                replay,
+                policy,
+            }),
+        }
+    }
+}
+
+/// Where the codes, metrics and tokens of a request's retry come from.
+struct Policy {
+    scope: Option<Scope>,
+    codes: Arc<CodeTable>,
+    tokens: Arc<Tokens>,
+}
+
+impl Policy {
+    fn codes(&self) -> &CodeTable {
+        self.scope.as_ref().map_or(&self.codes, |s| &s.runtime().codes)
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::RouteMetrics> {
+        self.scope.as_ref().and_then(Scope::route_metrics)
+    }
+
+    fn route(&self) -> &str {
+        self.scope
+            .as_ref()
+            .and_then(|s| Some(&*s.runtime().routes.get(s.route()?)?.name))
+            .unwrap_or("-")
+    }
+
+    fn rejected(&self, codes: Option<inspect::Codes>) -> Option<i64> {
+        match codes.map(|c| self.codes().verdict(&c, Ctx::Api)) {
+            Some(Verdict::Refresh(code)) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What the first attempt leaves for a possible replay.
+struct Rest<S, B> {
+    attached: Attached,
+    replay: Option<(Request<B>, S)>,
+    policy: Policy,
+}
+
+type Answer<RB> = Result<Response<ProxyBody<RB>>, GatewayError>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Retry`]: the first attempt and the reading of its answer are named states;
+    /// only a replay (a rejected token, rare) is boxed.
+    #[project = RetryProj]
+    #[allow(missing_docs)] // the variants are documented; their fields are the state they name
+    pub enum RetryFuture<S: tower::Service<Request<B>, Response = Response<RB>>, B, RB> {
+        /// No token attached: the answer passes through.
+        Passing { #[pin] future: S::Future },
+        /// The first attempt.
+        First { #[pin] future: S::Future, rest: Option<Rest<S, B>> },
+        /// Reading a small answer to look for a rejection.
+        Inspecting { #[pin] read: ReadUpTo<RB>, parts: Option<response::Parts>, rest: Option<Rest<S, B>> },
+        /// Refreshing and replaying.
+        Replaying { future: Pin<Box<dyn Future<Output = Answer<RB>> + Send>> },
+    }
+}
+
+impl<S, B, RB> Future for RetryFuture<S, B, RB>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<GatewayError>,
+    B: Send + 'static,
+    RB: Body<Data = Bytes> + Unpin + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Answer<RB>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project() {
+                RetryProj::Passing { future } => {
+                    let resp = std::task::ready!(future.poll(cx)).map_err(Into::into)?;
+                    return Poll::Ready(Ok(resp.map(|b| ProxyBody::stream(None, b, u64::MAX))));
+                }
+                RetryProj::Replaying { future } => return future.as_mut().poll(cx),
+                RetryProj::First { future, rest } => {
+                    let resp = std::task::ready!(future.poll(cx)).map_err(Into::into)?;
+                    let (parts, body) = resp.into_parts();
+                    if !inspectable(&parts.headers) {
+                        let rest = rest.take().expect("once");
+                        rest.policy.metrics().inspect(|m| m.health.accepted());
+                        return Poll::Ready(Ok(Response::from_parts(parts, ProxyBody::stream(None, body, u64::MAX))));
+                    }
+                    RetryFuture::Inspecting {
+                        read: read_up_to(body, INSPECT_LIMIT, None),
+                        parts: Some(parts),
+                        rest: rest.take(),
+                    }
+                }
+                RetryProj::Inspecting { read, parts, rest } => {
+                    let (resp, codes) = match std::task::ready!(read.poll(cx)) {
+                        Ok(read) => answer(parts.take().expect("once"), read),
+                        Err(e) => return Poll::Ready(Err(unreadable(e))),
+                    };
+                    let rest = rest.take().expect("once");
+                    match rest.policy.rejected(codes) {
+                        None => {
+                            rest.policy.metrics().inspect(|m| m.health.accepted());
+                            return Poll::Ready(Ok(resp));
+                        }
+                        Some(code) => match rejected(rest, code) {
+                            Ok(future) => RetryFuture::Replaying { future },
+                            Err(()) => return Poll::Ready(Ok(resp)),
+                        },
+                    }
+                }
+            };
+            self.set(next);
+        }
+    }
+}
+
+/// The answer with the body as read, and its codes when read whole.
+fn answer<RB>(parts: response::Parts, read: Read<RB>) -> (Response<ProxyBody<RB>>, Option<inspect::Codes>) {
+    match read {
+        Read::Complete(b) => {
+            let codes = inspect::codes(&b);
+            (Response::from_parts(parts, ProxyBody::full(b)), codes)
+        }
+        Read::Partial(p, rest) => (
+            Response::from_parts(parts, ProxyBody::stream(Some(p), rest, u64::MAX)),
+            None,
+        ),
+    }
+}
+
+fn unreadable(e: ReadError) -> GatewayError {
+    match e {
+        ReadError::Body(e) => GatewayError::UpstreamUnavailable(format!("reading the answer: {}", describe(&*e))),
+        ReadError::Stalled(_) => unreachable!("no stall limit on answers"),
+    }
+}
+
+/// After a rejection: the replay to run, or `Err` when the caller gets the rejection as it is.
+#[allow(clippy::type_complexity)]
+fn rejected<S, B, RB>(rest: Rest<S, B>, code: i64) -> Result<Pin<Box<dyn Future<Output = Answer<RB>> + Send>>, ()>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<GatewayError>,
+    B: Send + 'static,
+    RB: Body<Data = Bytes> + Unpin + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let Rest {
+        attached: Attached { need, token },
+        replay,
+        policy,
+    } = rest;
+    let key = need.key.clone();
+    if let Some(m) = policy.metrics() {
+        if m.health.suspect() {
+            // This route's API rejected fresh tokens moments ago: its rejections fetch nothing now,
+            // and the token the other routes use stays.
+            m.retry_suppressed.inc();
+            return Err(());
+        }
+    }
+    policy.tokens.note_rejected(&key, &token);
+    let Some((mut req, inner)) = replay else {
+        // Too large to replay: the caller gets this answer, the next call a new token.
+        policy.metrics().inspect(|m| m.retry_not_replayable.inc());
+        let tokens = Arc::clone(&policy.tokens);
+        let generation = token.generation;
+        tokio::spawn(async move {
+            let _ = tokens.obtain(&key, Need::Rejected(generation)).await;
+        });
+        return Err(());
+    };
+    tracing::info!(route = policy.route(), app = %key.app, class = key.class.as_str(), code,
+        "platform rejected the token; refreshing and replaying once");
+    Ok(Box::pin(async move {
+        let fresh = match policy.tokens.obtain(&key, Need::Rejected(token.generation)).await {
+            Ok(t) => t,
+            Err(e) => {
+                policy.metrics().inspect(|m| m.retry_token_unavailable.inc());
+                return Err(token_error(policy.scope.as_ref(), e));
+            }
+        };
+        attach(&mut req, &fresh, need.inject)?;
+        let resp = inner.oneshot(req).await.map_err(Into::into)?;
+        let (parts, body) = resp.into_parts();
+        let (resp, codes) = if inspectable(&parts.headers) {
+            let read = read_up_to(body, INSPECT_LIMIT, None).await.map_err(unreadable)?;
+            answer(parts, read)
+        } else {
+            (
+                Response::from_parts(parts, ProxyBody::stream(None, body, u64::MAX)),
+                None,
+            )
+        };
+        let Some(m) = policy.metrics() else { return Ok(resp) };
+        match policy.rejected(codes) {
+            Some(code) => {
+                m.retry_rejected.inc();
+                m.rejects_fresh.inc();
+                let route = policy.route();
+                match m.health.rejected_fresh(fresh.generation) {
+                    Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
+                        pause_s = pause.as_secs(),
+                        "route {route} rejected two brand-new tokens in a row: its API does not take this token class \
+                         (check the route's `token =` and [token_errors]). Its rejections fetch no new token for {} s; \
+                         other routes are unaffected", pause.as_secs()),
+                    None => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
+                        "the platform rejected the new token too; passing its answer on"),
+                }
+            }
+            None => {
+                m.health.accepted();
+                m.retry_ok.inc();
+            }
+        }
+        Ok(resp)
+    }))
+}

@@ -1,0 +1,149 @@
+//! Which route a request takes, whether its caller may take it, and what it needs.
+//!
+//! Routes match in file order on method and path (the path [`super::EdgeLayer`] already checked
+//! is canonical). Then:
+//!
+//! - the caller [`super::AuthenticateLayer`] found must be allowed the route: 403
+//!   `caller_forbidden`; no route: 404 `no_route`;
+//! - a declared body over `max_body_bytes`: 413 at once, before any byte is read;
+//! - the token the route's class needs, keyed by app (and open_id, and biz scope), goes in the
+//!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`]; a user or biz route
+//!   without its open_id: 400 `open_id_missing`, given twice (or under a lookalike name): 400;
+//! - every credential the caller sent is stripped (its gateway key, any `access-token` header
+//!   or `access_token` parameter in any spelling a lenient server reads as one), with
+//!   hop-by-hop headers and `Host`.
+
+use super::{headers, Checked, Scope, TokenFor};
+use crate::config::TokenKind;
+use crate::error::GatewayError;
+use crate::route::{OpenIdSource, Route};
+use crate::runtime::Runtime;
+use crate::token::TokenKey;
+use http::{header, Request};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Wraps a service in [`Routing`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoutingLayer;
+
+impl<S> tower::Layer<S> for RoutingLayer {
+    type Service = Routing<S>;
+
+    fn layer(&self, inner: S) -> Routing<S> {
+        Routing { inner }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Routing<S> {
+    inner: S,
+}
+
+/// The future of [`Routing`].
+pub type RoutingFuture<F> = Checked<F>;
+
+impl<S, B> tower::Service<Request<B>> for Routing<S>
+where
+    S: tower::Service<Request<B>>,
+    S::Error: Into<GatewayError>,
+{
+    type Response = S::Response;
+    type Error = GatewayError;
+    type Future = RoutingFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let scope = match Scope::of(&req) {
+            Ok(s) => s.clone(),
+            Err(e) => return Checked::refused(e),
+        };
+        match prepare(&scope, &mut req) {
+            Ok(()) => Checked::inner(self.inner.call(req)),
+            Err(e) => Checked::refused(e),
+        }
+    }
+}
+
+fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<(), GatewayError> {
+    let rt = scope.runtime();
+    let route = rt
+        .routes
+        .find(req.method(), req.uri().path())
+        .ok_or_else(|| GatewayError::NoRoute {
+            method: req.method().to_string(),
+            path: req.uri().path().to_owned(),
+        })?;
+    scope.set_route(route.index);
+    let Some(who) = scope.caller() else {
+        tracing::error!("the routing layer ran without the authenticate layer outside it");
+        return Err(GatewayError::Internal);
+    };
+    let identity = rt.callers.identity(who);
+    if !identity.may_use(route.index) {
+        return Err(GatewayError::CallerForbidden {
+            caller: identity.name().to_owned(),
+            route: route.name.to_string(),
+        });
+    }
+    let max = rt.config.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(GatewayError::BodyTooLarge(max));
+    }
+    let key = token_key(rt, route, req)?;
+    headers::strip_request(req.headers_mut());
+    if let Some(q) = req.uri().query() {
+        let kept = match headers::rewrite_query(Some(q), None) {
+            Some(Cow::Borrowed(_)) => None,
+            // The caller's query carried a credential (or was empty): forward it without.
+            other => Some(other.map(Cow::into_owned)),
+        };
+        if let Some(kept) = kept {
+            *req.uri_mut() = headers::with_query(req.uri(), kept.as_deref())
+                .map_err(|e| GatewayError::BadRequest(format!("request target: {e}")))?;
+        }
+    }
+    if let Some(key) = key {
+        req.extensions_mut().insert(TokenFor {
+            key,
+            inject: route.inject,
+        });
+    }
+    Ok(())
+}
+
+/// The token a route needs for this request, or `None` for `token = "none"`.
+fn token_key<B>(rt: &Runtime, route: &Route, req: &Request<B>) -> Result<Option<TokenKey>, GatewayError> {
+    let app = || &rt.apps[route.app];
+    let open_id = || {
+        route
+            .open_id
+            .extract(req.uri(), req.headers())
+            .map_err(GatewayError::BadRequest)?
+            .ok_or_else(|| {
+                GatewayError::OpenIdMissing(match &route.open_id {
+                    OpenIdSource::Query { name, .. } => format!("query parameter {name:?}"),
+                    OpenIdSource::Header(h) => format!("header {h:?}"),
+                })
+            })
+    };
+    Ok(match route.token {
+        TokenKind::None => None,
+        TokenKind::Client => Some(app().client_key.clone()),
+        TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
+        TokenKind::Biz => Some(TokenKey::biz(
+            Arc::clone(&app().name),
+            &open_id()?,
+            route.biz_scope.as_deref().unwrap_or(""),
+        )),
+    })
+}
