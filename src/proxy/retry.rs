@@ -13,14 +13,16 @@
 //! rejections then fetch nothing for a while (see `RouteHealth`), so a misrouted API cannot burn
 //! the app's token budget or evict the token other routes use.
 //!
-//! The request body must be [`Replay`]able; the answer comes back as a [`ProxyBody`] over the
+//! It goes inside [`super::AttachTokenLayer`] (it retries what that layer attached; a request
+//! without a token passes through). The request body must be [`Replay`]able; the answer comes back as a [`ProxyBody`] over the
 //! inner service's body. Used on its own, around any HTTP client (see `examples/own_client.rs`):
 //!
 //! ```no_run
 //! # fn wrap<C>(tokens: std::sync::Arc<douyin_gateway::token::Tokens>, need: douyin_gateway::proxy::TokenFor, client: C)
 //! #     -> impl Sized { tower::ServiceBuilder::new()
-//! .layer(douyin_gateway::proxy::RetryLayer::new(std::sync::Arc::clone(&tokens)))
-//! .layer(douyin_gateway::proxy::AttachTokenLayer::fixed(tokens, need))
+//! // Inside the token-attaching layer: it retries what that layer attached.
+//! .layer(douyin_gateway::proxy::AttachTokenLayer::fixed(std::sync::Arc::clone(&tokens), need))
+//! .layer(douyin_gateway::proxy::RetryLayer::new(tokens))
 //! .service(client)
 //! # }
 //! ```

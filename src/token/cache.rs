@@ -142,6 +142,21 @@ impl Tokens {
         })
     }
 
+    /// Tokens for a program of its own, with no gateway around them (the proxy's
+    /// [`AttachTokenLayer`](crate::proxy::AttachTokenLayer) and [`RetryLayer`](crate::proxy::RetryLayer)
+    /// around its own client): the config's apps, token endpoints, tuning and store, tokens the
+    /// store holds loaded, metrics in a registry of their own.
+    pub async fn from_config(config: crate::config::Config) -> Result<Arc<Self>, String> {
+        let metrics = Arc::new(Metrics::new());
+        let client = crate::upstream::client(&config.upstream)?;
+        let store_config = config.store.clone();
+        let (_, settings) = crate::runtime::Runtime::build(config, &metrics)?;
+        let store = Arc::new(Store::open(&store_config).await?);
+        let tokens = Tokens::new(client, settings, metrics, store);
+        tokens.load().await.map_err(|e| e.to_string())?;
+        Ok(tokens)
+    }
+
     /// Installs new settings (config reload). Tokens of apps whose client_key
     /// changed, or that are gone, are dropped.
     pub fn reconfigure(&self, settings: Settings) {
