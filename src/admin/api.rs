@@ -104,8 +104,7 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
         .snapshot()
         .into_iter()
         .map(|i| {
-            let mut subject = i.key.subject.split('\n');
-            let open_id = subject.next().filter(|o| !o.is_empty());
+            let open_id = i.key.open_id();
             let mut v = json!({
                 "app": &*i.key.app,
                 "class": i.key.class.as_str(),
@@ -117,7 +116,7 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
             });
             if let Some(g) = &i.grant {
                 v["scope"] = match i.key.class {
-                    TokenClass::Biz => subject.next().unwrap_or("").into(),
+                    TokenClass::Biz => i.key.biz_scope().unwrap_or("").into(),
                     _ => (*g.scope).into(),
                 };
                 if i.key.class == TokenClass::User {

@@ -35,6 +35,18 @@ pub enum StoreError {
     },
 }
 
+/// What a shared store tells the instances following it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Another instance wrote this token at this version.
+    Changed(TokenKey, u64),
+    /// Another instance deleted this token (a user forgotten).
+    Deleted(TokenKey),
+    /// The subscription was (re)established: events may have been missed, so what is cached
+    /// must be compared with the store.
+    Resync,
+}
+
 /// The outcome of a compare-and-swap write.
 #[derive(Debug)]
 pub enum Put {
@@ -141,6 +153,20 @@ impl Store {
             Store::Memory => Ok(None),
             Store::Sqlite(s) => s.get(key).await,
             Store::Redis(r) => r.get(key).await,
+        }
+    }
+
+    /// Several records, in the order of `keys`: one round trip to Redis per call.
+    pub async fn get_many(&self, keys: &[TokenKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        match self {
+            Store::Redis(r) => r.get_many(keys).await,
+            _ => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in keys {
+                    out.push(self.get(k).await?);
+                }
+                Ok(out)
+            }
         }
     }
 

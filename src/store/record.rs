@@ -61,7 +61,7 @@ impl Record {
             "douyin-gateway/v1\n{}\n{}\n{}",
             key.app,
             class_name(key.class),
-            key.subject
+            key.subject()
         )
         .into_bytes()
     }
@@ -95,7 +95,12 @@ impl Record {
 
     /// A record from its clear fields and its sealed body.
     pub fn open(keys: &Keys, key: TokenKey, version: u64, sealed: &[u8]) -> Result<Record, StoreError> {
-        let name = format!("{}/{}/{}", key.app, key.class.as_str(), key.subject.replace('\n', "/"));
+        let name = format!(
+            "{}/{}/{}",
+            key.app,
+            key.class.as_str(),
+            key.subject().replace('\n', "/")
+        );
         let (body, stale) = keys
             .open(&Record::aad(&key), sealed)
             .map_err(|e| StoreError::Unreadable {

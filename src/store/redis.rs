@@ -10,11 +10,14 @@
 
 use super::crypto::Keys;
 use super::record::{class_from, class_name};
-use super::{Put, Record, StoreError};
+use super::{Put, Record, StoreError, StoreEvent};
 use crate::token::TokenKey;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Records read per pipelined round trip.
+const READ_BATCH: usize = 500;
 
 /// How often the primary is asked again whether it has replicas.
 const REPLICAS_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -249,7 +252,13 @@ impl RedisStore {
     }
 
     fn record_key(&self, key: &TokenKey) -> String {
-        format!("{}t:{}:{}:{}", self.prefix, key.app, class_name(key.class), key.subject)
+        format!(
+            "{}t:{}:{}:{}",
+            self.prefix,
+            key.app,
+            class_name(key.class),
+            key.subject()
+        )
     }
 
     fn lease_key(&self, key: &TokenKey) -> String {
@@ -258,7 +267,7 @@ impl RedisStore {
             self.prefix,
             key.app,
             class_name(key.class),
-            key.subject
+            key.subject()
         )
     }
 
@@ -289,7 +298,11 @@ impl RedisStore {
     }
 
     async fn read(&self, rkey: &str) -> Result<Option<Record>, StoreError> {
-        let mut conn = self.conn().await;
+        Ok(self.read_many(std::slice::from_ref(&rkey)).await?.pop().flatten())
+    }
+
+    /// Records by Redis key, in one pipelined round trip.
+    async fn read_many<K: AsRef<str>>(&self, rkeys: &[K]) -> Result<Vec<Option<Record>>, StoreError> {
         type Row = (
             Option<u64>,
             Option<Vec<u8>>,
@@ -297,31 +310,43 @@ impl RedisStore {
             Option<String>,
             Option<String>,
         );
-        let (v, s, a, c, o): Row = redis::cmd("HMGET")
-            .arg(rkey)
-            .arg(&["v", "s", "a", "c", "o"])
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let (Some(v), Some(s), Some(a), Some(c), Some(o)) = (v, s, a, c, o) else {
-            return Ok(None);
-        };
-        let Some(class) = class_from(&c) else { return Ok(None) };
-        let key = TokenKey {
-            app: a.into(),
-            class,
-            subject: o.into(),
-        };
-        Record::open(&self.keys, key, v, &s).map(Some)
+        if rkeys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await;
+        let mut pipe = redis::pipe();
+        for k in rkeys {
+            pipe.cmd("HMGET").arg(k.as_ref()).arg(&["v", "s", "a", "c", "o"]);
+        }
+        let rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))?;
+        rows.into_iter()
+            .map(|(v, s, a, c, o)| {
+                let (Some(v), Some(s), Some(a), Some(c), Some(o)) = (v, s, a, c, o) else {
+                    return Ok(None);
+                };
+                let Some(class) = class_from(&c) else { return Ok(None) };
+                let key = TokenKey::stored(a.into(), class, &o);
+                Record::open(&self.keys, key, v, &s).map(Some)
+            })
+            .collect()
     }
 
-    /// Every record.
+    /// Every record, read in pipelined batches.
     pub async fn load_all(&self) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        for k in self.scan(&format!("{}t:*", glob_escape(&self.prefix))).await? {
-            if let Some(r) = self.read(&k).await? {
-                out.push(r);
-            }
+        let keys = self.scan(&format!("{}t:*", glob_escape(&self.prefix))).await?;
+        for chunk in keys.chunks(READ_BATCH) {
+            out.extend(self.read_many(chunk).await?.into_iter().flatten());
+        }
+        Ok(out)
+    }
+
+    /// Several records, in the order of `keys`, in pipelined batches.
+    pub async fn get_many(&self, keys: &[TokenKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_BATCH) {
+            let rkeys: Vec<String> = chunk.iter().map(|k| self.record_key(k)).collect();
+            out.extend(self.read_many(&rkeys).await?);
         }
         Ok(out)
     }
@@ -343,7 +368,7 @@ impl RedisStore {
             .arg(sealed)
             .arg(&*rec.key.app)
             .arg(class_name(rec.key.class))
-            .arg(&*rec.key.subject)
+            .arg(rec.key.subject())
             .arg(self.channel())
             .arg(lease.map_or("", |l| l.fence.as_str()))
             .invoke_async(&mut conn)
@@ -420,7 +445,7 @@ impl RedisStore {
 
     async fn publish(&self, key: &TokenKey) -> Result<(), StoreError> {
         let mut conn = self.conn().await;
-        let msg = format!("{}\t{}\t{}\t0", key.app, class_name(key.class), key.subject);
+        let msg = format!("{}\t{}\t{}\t0", key.app, class_name(key.class), key.subject());
         redis::cmd("PUBLISH")
             .arg(self.channel())
             .arg(msg)
@@ -504,11 +529,11 @@ impl RedisStore {
             .await;
     }
 
-    /// Delivers change events (key, version; 0 = deleted) until `stop` fires,
-    /// resubscribing after a lost connection.
+    /// Delivers change events until `stop` fires, resubscribing after a lost connection (each
+    /// subscription starts with [`StoreEvent::Resync`]).
     pub async fn listen(
         &self,
-        events: tokio::sync::mpsc::UnboundedSender<(TokenKey, u64)>,
+        events: tokio::sync::mpsc::UnboundedSender<StoreEvent>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         use futures_util::StreamExt;
@@ -523,7 +548,7 @@ impl RedisStore {
             match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
                 Ok(Ok(ps)) => {
                     delay = Duration::from_millis(100);
-                    let _ = events.send((TokenKey::client("".into()), u64::MAX)); // resync marker
+                    let _ = events.send(StoreEvent::Resync);
                     let mut stream = ps.into_on_message();
                     loop {
                         tokio::select! {
@@ -533,7 +558,8 @@ impl RedisStore {
                                 let mut parts = payload.splitn(4, '\t');
                                 let (Some(app), Some(class), Some(subject), Some(v)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
                                 let (Some(class), Ok(v)) = (class_from(class), v.parse::<u64>()) else { continue };
-                                let _ = events.send((TokenKey { app: app.into(), class, subject: subject.into() }, v));
+                                let key = TokenKey::stored(app.into(), class, subject);
+                                let _ = events.send(if v == 0 { StoreEvent::Deleted(key) } else { StoreEvent::Changed(key, v) });
                             }
                             _ = stop.changed() => return,
                         }

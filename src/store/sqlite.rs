@@ -101,11 +101,7 @@ impl SqliteStore {
             for row in rows {
                 let (app, class, subject, version, sealed) = row.map_err(unavailable)?;
                 let Some(class) = class_from(&class) else { continue };
-                let key = TokenKey {
-                    app: app.into(),
-                    class,
-                    subject: subject.into(),
-                };
+                let key = TokenKey::stored(app.into(), class, &subject);
                 out.push(Record::open(keys, key, version as u64, &sealed)?);
             }
             Ok(out)
@@ -120,7 +116,7 @@ impl SqliteStore {
             let row = c
                 .query_row(
                     "SELECT version, sealed FROM tokens WHERE app = ?1 AND class = ?2 AND subject = ?3",
-                    params![&*key.app, class_name(key.class), &*key.subject],
+                    params![&*key.app, class_name(key.class), key.subject()],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
                 )
                 .optional()
@@ -137,7 +133,7 @@ impl SqliteStore {
         self.run(move |c, keys| {
             let sealed = keys.seal(&Record::aad(&rec.key), &rec.body());
             let tx = c.transaction().map_err(unavailable)?;
-            let (app, class, subject) = (&*rec.key.app, class_name(rec.key.class), &*rec.key.subject);
+            let (app, class, subject) = (&*rec.key.app, class_name(rec.key.class), rec.key.subject());
             let now = crate::token::unix_now() as i64;
             let changed = if expected == 0 {
                 tx.execute(
@@ -179,7 +175,7 @@ impl SqliteStore {
             let n = c
                 .execute(
                     "DELETE FROM tokens WHERE app = ?1 AND class = ?2 AND subject = ?3",
-                    params![&*key.app, class_name(key.class), &*key.subject],
+                    params![&*key.app, class_name(key.class), key.subject()],
                 )
                 .map_err(unavailable)?;
             Ok(n > 0)

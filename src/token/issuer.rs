@@ -172,7 +172,7 @@ pub async fn fetch(
                     other => return other,
                 }
             }
-            let (open_id, scope) = key.subject.split_once('\n').unwrap_or((&key.subject, ""));
+            let (open_id, scope) = (key.open_id().unwrap_or(""), key.biz_scope().unwrap_or(""));
             let body = serde_json::json!({
                 "client_key": app.client_key,
                 "client_secret": app.client_secret.expose(),
@@ -295,9 +295,7 @@ fn refusal(verdict: Verdict, first: Option<i64>, description: String, client_tok
         Verdict::Reauthorize(code) => TokenError::AuthorizationRequired(format!(
             "the refresh_token expired ({code}): the user must authorize again"
         )),
-        Verdict::ReauthorizeWhenRenewing(code) => TokenError::AuthorizationRequired(format!(
-            "the refresh_token may not be renewed again ({code}): the user must authorize again before it expires"
-        )),
+        Verdict::ReauthorizeWhenRenewing(code) => TokenError::RenewalsExhausted(code),
         _ => {
             let code = first.unwrap_or(0);
             match code {
@@ -433,7 +431,7 @@ mod tests {
                 Context::Renew,
                 false
             ),
-            Err(TokenError::AuthorizationRequired(_))
+            Err(TokenError::RenewalsExhausted(10020))
         ));
     }
 

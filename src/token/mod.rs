@@ -42,16 +42,17 @@ impl TokenClass {
     pub const ALL: [TokenClass; 3] = [TokenClass::Client, TokenClass::User, TokenClass::Biz];
 }
 
-/// Which token: app, class and subject (empty for client tokens; the open_id
-/// for user tokens; open_id and scope for biz tokens).
+/// Which token: app, class and subject: nothing for client tokens, the open_id for user tokens,
+/// open_id and scope for biz tokens ([`TokenKey::open_id`], [`TokenKey::biz_scope`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenKey {
     /// App name.
     pub app: Arc<str>,
     /// Class.
     pub class: TokenClass,
-    /// Open_id (and scope), or empty.
-    pub subject: Arc<str>,
+    /// The subject in its stored form (one allocation per key: `open_id`, or `open_id\nscope`);
+    /// read it through the accessors.
+    subject: Arc<str>,
 }
 
 impl TokenKey {
@@ -80,6 +81,38 @@ impl TokenKey {
             class: TokenClass::Biz,
             subject: Arc::from(format!("{open_id}\n{scope}")),
         }
+    }
+
+    /// A key as a store keeps it (app, class, [`TokenKey::subject`]).
+    pub fn stored(app: Arc<str>, class: TokenClass, subject: &str) -> Self {
+        TokenKey {
+            app,
+            class,
+            subject: Arc::from(subject),
+        }
+    }
+
+    /// The user a user or biz token acts for; `None` for a client token.
+    pub fn open_id(&self) -> Option<&str> {
+        match self.class {
+            TokenClass::Client => None,
+            TokenClass::User => Some(&self.subject),
+            TokenClass::Biz => Some(self.subject.split_once('\n').map_or(&*self.subject, |(o, _)| o)),
+        }
+    }
+
+    /// A biz token's scope; `None` for the other classes.
+    pub fn biz_scope(&self) -> Option<&str> {
+        match self.class {
+            TokenClass::Biz => Some(self.subject.split_once('\n').map_or("", |(_, s)| s)),
+            _ => None,
+        }
+    }
+
+    /// The subject's stored form: part of a store's key and of a sealed record's associated data,
+    /// so it never changes (`""`, `open_id`, `open_id\nscope`).
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 }
 
@@ -292,6 +325,10 @@ pub enum TokenError {
     /// No tokens for this user, or their refresh_token is dead.
     #[error("{0}")]
     AuthorizationRequired(String),
+    /// The platform refuses to renew the refresh_token again (its renewal limit): it still works
+    /// until it expires, and the user must re-consent before then.
+    #[error("the refresh_token may not be renewed again ({0}): the user must authorize again before it expires")]
+    RenewalsExhausted(i64),
     /// The app used its client_token fetch budget (`tokens.client_token_fetch_budget`).
     #[error("the app made {budget} client_token fetches in the last 5 minutes, its budget (tokens.client_token_fetch_budget); next fetch allowed in {retry_in_ms} ms")]
     BudgetExhausted {
@@ -324,7 +361,7 @@ impl TokenError {
             TokenError::RateLimited => "rate_limited",
             TokenError::BadCredentials { .. } => "bad_credentials",
             TokenError::Refused { .. } => "refused",
-            TokenError::AuthorizationRequired(_) => "reauthorize",
+            TokenError::AuthorizationRequired(_) | TokenError::RenewalsExhausted(_) => "reauthorize",
             TokenError::UnknownApp(_) => "unknown_app",
             TokenError::BudgetExhausted { .. } => "budget_exhausted",
             TokenError::BackingOff { .. } => "backing_off",
@@ -334,7 +371,7 @@ impl TokenError {
     /// Whether the caller must send the user through authorization.
     pub fn needs_authorization(&self) -> bool {
         match self {
-            TokenError::AuthorizationRequired(_) => true,
+            TokenError::AuthorizationRequired(_) | TokenError::RenewalsExhausted(_) => true,
             TokenError::BackingOff { last, .. } => last.needs_authorization(),
             _ => false,
         }

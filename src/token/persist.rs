@@ -7,7 +7,7 @@
 use super::cache::Tuning;
 use super::cache::{Slot, Tokens};
 use super::{Token, TokenError, TokenKey};
-use crate::store::{Lease, Put, Record, StoreError};
+use crate::store::{Lease, Put, Record, StoreError, StoreEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ const CAS_ATTEMPTS: usize = 4;
 const LEASE_POLL: Duration = Duration::from_millis(25);
 /// A lease outlives the fetch it covers by this, for the write that follows.
 const LEASE_SLACK: Duration = Duration::from_secs(1);
+/// Cached tokens compared with the store per round trip after a resubscription.
+const RESYNC_BATCH: usize = 500;
 /// A stored token with less life than this left is not worth adopting.
 const ADOPT_MIN_LIFE: u64 = 30;
 
@@ -225,41 +227,56 @@ impl Tokens {
         }
     }
 
-    /// A change another instance published: adopt it if newer than what this
-    /// slot holds; `version` 0 means deleted, `u64::MAX` means events may have
-    /// been missed (resubscribed), so every slot is compared with the store and
-    /// written back where the store lost it.
-    pub async fn on_remote_change(&self, key: TokenKey, version: u64) {
-        if version == u64::MAX {
-            let keys: Vec<TokenKey> = self.slots.iter().map(|e| e.key().clone()).collect();
-            for k in keys {
-                self.refresh_from_store(&k, 0).await;
+    /// A change another instance published: adopt a newer token, forget a deleted one, or after
+    /// a resubscription compare every cached token with the store (in bulk) and write back what
+    /// the store lost.
+    pub async fn on_store_event(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Resync => {
+                let keys: Vec<TokenKey> = self.slots.iter().map(|e| e.key().clone()).collect();
+                for chunk in keys.chunks(RESYNC_BATCH) {
+                    match self.store.get_many(chunk).await {
+                        Ok(records) => {
+                            for (key, record) in chunk.iter().zip(records) {
+                                self.compare_with_stored(key, record, 0);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("could not compare cached tokens with the store after resubscribing: {e}");
+                            break;
+                        }
+                    }
+                }
+                self.flush_dirty().await;
             }
-            self.flush_dirty().await;
-            return;
+            StoreEvent::Deleted(key) => {
+                self.slots.remove(&key);
+            }
+            StoreEvent::Changed(key, version) => self.refresh_from_store(&key, version).await,
         }
-        if version == 0 {
-            self.slots.remove(&key);
-            return;
-        }
-        self.refresh_from_store(&key, version).await;
     }
 
     async fn refresh_from_store(&self, key: &TokenKey, at_least: u64) {
         let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
             return;
         };
-        if slot
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|t| t.version >= at_least.max(1))
-            && at_least > 0
-        {
+        if slot.current.load().as_ref().is_some_and(|t| t.version >= at_least) {
             return;
         }
-        match self.store.get(key).await {
-            Ok(Some(r)) => {
+        if let Ok(record) = self.store.get(key).await {
+            self.compare_with_stored(key, record, at_least);
+        }
+    }
+
+    /// Adopts a stored record newer than the cached token; `at_least == 0` (a resync) also marks
+    /// for writing back a cached token the store lost (Redis restarted without persistence):
+    /// this instance holds the surviving copy.
+    fn compare_with_stored(&self, key: &TokenKey, record: Option<Record>, at_least: u64) {
+        let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
+            return;
+        };
+        match record {
+            Some(r) => {
                 let newer = slot.current.load().as_ref().is_none_or(|t| r.version > t.version);
                 if newer {
                     if let Ok(t) = self.token_of(r) {
@@ -267,12 +284,10 @@ impl Tokens {
                     }
                 }
             }
-            // Missing from the store (Redis restarted without persistence, or the record
-            // was lost): this instance holds the surviving copy, so write it back.
-            Ok(None) if at_least == 0 && slot.current.load().is_some() => {
+            None if at_least == 0 && slot.current.load().is_some() => {
                 slot.dirty.store(true, Ordering::Release);
             }
-            _ => {}
+            None => {}
         }
     }
 
@@ -284,8 +299,8 @@ impl Tokens {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some((key, version)) = rx.recv().await {
-                this.on_remote_change(key, version).await;
+            while let Some(event) = rx.recv().await {
+                this.on_store_event(event).await;
             }
         });
         let this = Arc::clone(self);
@@ -358,10 +373,8 @@ impl Tokens {
     /// memory and in the store. Returns how many tokens were dropped.
     pub async fn remove_user(&self, app: &str, open_id: &str) -> Result<usize, StoreError> {
         let before = self.slots.len();
-        self.slots.retain(|k, _| {
-            let subject_open_id = k.subject.split('\n').next().unwrap_or("");
-            !(&*k.app == app && k.class != super::TokenClass::Client && subject_open_id == open_id)
-        });
+        self.slots
+            .retain(|k, _| !(&*k.app == app && k.open_id() == Some(open_id)));
         let in_memory = before - self.slots.len();
         let stored = self.store.delete_user(app, open_id).await?;
         Ok(in_memory.max(stored))

@@ -122,14 +122,14 @@ impl Tokens {
                 slot.current.store(Some(Arc::new(renewed)));
                 tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
             }
-            Err(TokenError::AuthorizationRequired(why)) => {
+            Err(e @ (TokenError::RenewalsExhausted(_) | TokenError::AuthorizationRequired(_))) => {
                 // The renewal limit, or a dead refresh_token: stop renewing; a refresh_token
                 // that still lives serves until it expires.
-                let state = if why.contains("may not be renewed") {
-                    GrantState::RenewalsExhausted
-                } else {
-                    GrantState::Dead(why.clone())
+                let state = match &e {
+                    TokenError::RenewalsExhausted(_) => GrantState::RenewalsExhausted,
+                    _ => GrantState::Dead(e.to_string()),
                 };
+                let why = e;
                 let marked = self
                     .persist_fenced(
                         slot,
