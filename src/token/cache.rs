@@ -270,8 +270,7 @@ impl Tokens {
         let lease = loop {
             match self.coordinate(key, current.as_deref(), tuning).await {
                 Coordinated::Adopted(t) => {
-                    let t = Arc::new(t);
-                    slot.current.store(Some(Arc::clone(&t)));
+                    let t = Self::adopt(slot, t);
                     if Instant::now() < t.expires_at() {
                         *flight = Flight::default();
                         return Ok(t);
@@ -326,11 +325,9 @@ impl Tokens {
             Ok(token) => {
                 let expected = current.as_ref().map_or(0, |c| c.version);
                 let token = self
-                    .persist_fenced(slot, key, token, expected, Mode::Adopt, lease.as_ref())
+                    .publish(slot, key, token, expected, Mode::Adopt, lease.as_ref())
                     .await;
                 self.store.release(lease).await;
-                let token = Arc::new(token);
-                slot.current.store(Some(Arc::clone(&token)));
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
                 Ok(token)
@@ -344,10 +341,8 @@ impl Tokens {
                             state: GrantState::Dead(why.clone()),
                             ..g.clone()
                         };
-                        let marked = self
-                            .persist(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt)
+                        self.publish(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
                             .await;
-                        slot.current.store(Some(Arc::new(marked)));
                         tracing::warn!(app = %key.app, class = key.class.as_str(), "user must authorize again: {why}");
                     }
                 }
@@ -388,8 +383,7 @@ impl Tokens {
         let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
         let mut flight = slot.flight.lock().await;
         let expected = slot.current.load().as_ref().map_or(0, |c| c.version);
-        let token = Arc::new(self.persist(&slot, key, token, expected, Mode::Overwrite).await);
-        slot.current.store(Some(Arc::clone(&token)));
+        let token = self.publish(&slot, key, token, expected, Mode::Overwrite, None).await;
         *flight = Flight::default();
         if slot.dirty.load(Ordering::Acquire) {
             // In use, and written by the next sweep; but not durable yet, which the caller must hear.

@@ -81,16 +81,36 @@ impl Tokens {
         Ok(t)
     }
 
+    /// The one way a new or changed token reaches the calls: written to the store first (on a
+    /// shared store, accepted only while `lease` is held), then published to the slot. What is
+    /// published is what the write decided: ours with its new version, or a newer stored one
+    /// adopted ([`Mode`]). Tokens read from the store go to the slot as they are ([`Self::adopt`]).
+    pub(super) async fn publish(
+        &self,
+        slot: &Slot,
+        key: &TokenKey,
+        t: Token,
+        expected: u64,
+        mode: Mode,
+        lease: Option<&Lease>,
+    ) -> Arc<Token> {
+        let t = Arc::new(self.write(slot, key, t, expected, mode, lease).await);
+        slot.current.store(Some(Arc::clone(&t)));
+        t
+    }
+
+    /// Puts a token read from the store in the slot: nothing to write.
+    pub(super) fn adopt(slot: &Slot, t: Token) -> Arc<Token> {
+        let t = Arc::new(t);
+        slot.current.store(Some(Arc::clone(&t)));
+        t
+    }
+
     /// Writes `t` over stored version `expected`; returns the token to publish
     /// (with its new version, or the newer stored one when adopting). If the
     /// store cannot be reached the token is kept in memory, marked for the
     /// next sweep, and the failure logged: losing it would be worse.
-    pub(super) async fn persist(&self, slot: &Slot, key: &TokenKey, t: Token, expected: u64, mode: Mode) -> Token {
-        self.persist_fenced(slot, key, t, expected, mode, None).await
-    }
-
-    /// [`Self::persist`], accepted by a shared store only while `lease` is held.
-    pub(super) async fn persist_fenced(
+    async fn write(
         &self,
         slot: &Slot,
         key: &TokenKey,
@@ -280,7 +300,7 @@ impl Tokens {
                 let newer = slot.current.load().as_ref().is_none_or(|t| r.version > t.version);
                 if newer {
                     if let Ok(t) = self.token_of(r) {
-                        slot.current.store(Some(Arc::new(t)));
+                        Self::adopt(&slot, t);
                     }
                 }
             }
@@ -320,13 +340,12 @@ impl Tokens {
             let (key, stale) = (r.key.clone(), r.stale_key);
             let Ok(t) = self.token_of(r) else { continue };
             let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
-            let version = t.version;
-            let t = if stale {
-                self.persist(&slot, &key, t, version, Mode::Adopt).await
+            if stale {
+                let version = t.version;
+                self.publish(&slot, &key, t, version, Mode::Adopt, None).await;
             } else {
-                t
-            };
-            slot.current.store(Some(Arc::new(t)));
+                Self::adopt(&slot, t);
+            }
         }
         Ok(n)
     }
@@ -347,7 +366,7 @@ impl Tokens {
         let t = self.token_of(record).ok()?;
         let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
         if slot.current.load().is_none() {
-            slot.current.store(Some(Arc::new(t)));
+            Self::adopt(&slot, t);
         }
         Some(slot)
     }
@@ -364,8 +383,8 @@ impl Tokens {
             let _flight = slot.flight.lock().await;
             let Some(t) = slot.current.load_full() else { continue };
             let version = t.version;
-            let t = self.persist(&slot, &key, (*t).clone(), version, Mode::KeepGrant).await;
-            slot.current.store(Some(Arc::new(t)));
+            self.publish(&slot, &key, (*t).clone(), version, Mode::KeepGrant, None)
+                .await;
         }
     }
 

@@ -65,8 +65,7 @@ impl Tokens {
         if self.store.is_shared() {
             match self.coordinate(key, Some(&t), tuning).await {
                 Coordinated::Adopted(newer) => {
-                    let newer = Arc::new(newer);
-                    slot.current.store(Some(Arc::clone(&newer)));
+                    let newer = Self::adopt(slot, newer);
                     if !due(&newer) {
                         return;
                     }
@@ -86,17 +85,15 @@ impl Tokens {
                 state: GrantState::RenewalsExhausted,
                 ..g.clone()
             };
-            let marked = self
-                .persist_fenced(
-                    slot,
-                    key,
-                    t.with_grant(exhausted),
-                    t.version,
-                    Mode::Adopt,
-                    lease.as_ref(),
-                )
-                .await;
-            slot.current.store(Some(Arc::new(marked)));
+            self.publish(
+                slot,
+                key,
+                t.with_grant(exhausted),
+                t.version,
+                Mode::Adopt,
+                lease.as_ref(),
+            )
+            .await;
             self.store.release(lease).await;
             tracing::warn!(app = %key.app, renewals = g.renewals,
                 "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
@@ -116,10 +113,8 @@ impl Tokens {
         match result {
             Ok(new) => {
                 // The old refresh_token is dead: the new one is written before anything else.
-                let renewed = self
-                    .persist_fenced(slot, key, t.with_grant(new), t.version, Mode::KeepGrant, lease.as_ref())
+                self.publish(slot, key, t.with_grant(new), t.version, Mode::KeepGrant, lease.as_ref())
                     .await;
-                slot.current.store(Some(Arc::new(renewed)));
                 tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
             }
             Err(e @ (TokenError::RenewalsExhausted(_) | TokenError::AuthorizationRequired(_))) => {
@@ -130,17 +125,15 @@ impl Tokens {
                     _ => GrantState::Dead(e.to_string()),
                 };
                 let why = e;
-                let marked = self
-                    .persist_fenced(
-                        slot,
-                        key,
-                        t.with_grant(Grant { state, ..g }),
-                        t.version,
-                        Mode::Adopt,
-                        lease.as_ref(),
-                    )
-                    .await;
-                slot.current.store(Some(Arc::new(marked)));
+                self.publish(
+                    slot,
+                    key,
+                    t.with_grant(Grant { state, ..g }),
+                    t.version,
+                    Mode::Adopt,
+                    lease.as_ref(),
+                )
+                .await;
                 tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
             }
             // Network trouble: the next round tries again (the window is days wide).
