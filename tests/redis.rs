@@ -377,6 +377,72 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
     );
 }
 
+/// A store may hold far more users than one instance serves: a new instance reads only its
+/// apps' client tokens at start, a user the first time a call needs them; its renewal sweep still
+/// pages through every stored user (renewing those no instance serves) and counts them all for
+/// the gauges.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store() {
+    let Some(url) = redis_url() else { return };
+    let shared = Shared::new(&url);
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        refresh_token_ttl: 3600,
+        ..Default::default()
+    })
+    .await;
+    // A and B never sweep during the test.
+    let quiet = "maintain_interval_ms = 600000";
+    let a = instance(&sb, &shared, quiet).await;
+    let http = Http::default();
+    let users = [
+        open_id_of(&http.authorize(&a, "main").await.text()),
+        open_id_of(&http.authorize(&a, "main").await.text()),
+    ];
+    assert_ne!(users[0], users[1]);
+
+    let b = instance(&sb, &shared, quiet).await;
+    let listed = async |gw: &Gateway| -> Vec<String> {
+        let r = http.admin(gw, Method::GET, "/admin/tokens", "").await;
+        r.json()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["class"] == "user")
+            .map(|t| t["open_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&b).await, Vec::<String>::new(), "no user read at start");
+    let on_b = b.url(&format!("{VIDEO}?open_id={}", users[0]));
+    assert_eq!(http.get(&on_b).await.json()["data"]["error_code"], 0);
+    assert_eq!(listed(&b).await, vec![users[0].clone()], "read when a call needed it");
+
+    // C sweeps: it renews both users, which no call on C ever needed, once each (max_renewals),
+    // and counts both for its gauges.
+    let c = instance(
+        &sb,
+        &shared,
+        "maintain_interval_ms = 50\nrenew_before_secs = 7200\nmax_renewals = 1",
+    )
+    .await;
+    eventually("C's sweep renews both stored users", async || {
+        n(&http.stats(&sb).await["renew_refresh_token_calls"]) == 2
+    })
+    .await;
+    eventually("C's gauges count every stored user", async || {
+        let m = http.metrics(&c).await;
+        metric(
+            &m,
+            r#"douyin_gateway_tokens{app="main",class="user",state="reauthorization_required"}"#,
+        ) == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        n(&http.stats(&sb).await["renew_refresh_token_calls"]),
+        2,
+        "one renewal per user"
+    );
+}
+
 /// Deadline for replication and Sentinel steps, which a loaded CI machine slows down.
 const SLOW: Duration = Duration::from_secs(30);
 

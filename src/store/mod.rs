@@ -147,6 +147,15 @@ impl Store {
         }
     }
 
+    /// One step of a pass over a shared store's records (see `RedisStore::sweep_page`); a
+    /// private store has nothing to sweep (it is loaded whole at start).
+    pub async fn sweep_page(&self, cursor: u64) -> Result<(u64, Vec<Record>), StoreError> {
+        match self {
+            Store::Redis(r) => r.sweep_page(cursor).await,
+            _ => Ok((0, Vec::new())),
+        }
+    }
+
     /// One record.
     pub async fn get(&self, key: &TokenKey) -> Result<Option<Record>, StoreError> {
         match self {

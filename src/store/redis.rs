@@ -303,6 +303,14 @@ impl RedisStore {
 
     /// Records by Redis key, in one pipelined round trip.
     async fn read_many<K: AsRef<str>>(&self, rkeys: &[K]) -> Result<Vec<Option<Record>>, StoreError> {
+        self.read_each(rkeys).await?.into_iter().collect()
+    }
+
+    /// Records by Redis key, in one pipelined round trip, each readable or not.
+    async fn read_each<K: AsRef<str>>(
+        &self,
+        rkeys: &[K],
+    ) -> Result<Vec<Result<Option<Record>, StoreError>>, StoreError> {
         type Row = (
             Option<u64>,
             Option<Vec<u8>>,
@@ -319,7 +327,8 @@ impl RedisStore {
             pipe.cmd("HMGET").arg(k.as_ref()).arg(&["v", "s", "a", "c", "o"]);
         }
         let rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))?;
-        rows.into_iter()
+        Ok(rows
+            .into_iter()
             .map(|(v, s, a, c, o)| {
                 let (Some(v), Some(s), Some(a), Some(c), Some(o)) = (v, s, a, c, o) else {
                     return Ok(None);
@@ -328,7 +337,33 @@ impl RedisStore {
                 let key = TokenKey::stored(a.into(), class, &o);
                 Record::open(&self.keys, key, v, &s).map(Some)
             })
-            .collect()
+            .collect())
+    }
+
+    /// One step of a pass over every record: the records under the keys one `SCAN` step
+    /// returns (read in one pipelined round trip; unreadable ones logged and skipped), and the
+    /// cursor of the next step (0: the pass is over).
+    pub async fn sweep_page(&self, cursor: u64) -> Result<(u64, Vec<Record>), StoreError> {
+        let pattern = format!("{}t:*", glob_escape(&self.prefix));
+        let mut conn = self.conn().await;
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(READ_BATCH)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for r in self.read_each(&keys).await? {
+            match r {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("skipping a stored token in the sweep: {e}"),
+            }
+        }
+        Ok((next, out))
     }
 
     /// Every record, read in pipelined batches.

@@ -122,6 +122,10 @@ pub struct Tokens {
     pub(super) store: Arc<Store>,
     /// Per app: client_token fetches against `client_fetch_budget`.
     budgets: DashMap<Arc<str>, std::sync::Mutex<Budget>>,
+    /// A shared store's renewal sweep: where it stands.
+    pub(super) sweep: tokio::sync::Mutex<super::upkeep::Sweep>,
+    /// What the last complete pass of the sweep counted.
+    pub(super) swept: std::sync::Mutex<Option<Arc<super::upkeep::Tally>>>,
 }
 
 impl Tokens {
@@ -139,6 +143,8 @@ impl Tokens {
             generation: AtomicU64::new(1),
             store,
             budgets: DashMap::new(),
+            sweep: Default::default(),
+            swept: Default::default(),
         })
     }
 

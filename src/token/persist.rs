@@ -333,8 +333,24 @@ impl Tokens {
 
     /// Loads every stored token (at start). Records still under the previous
     /// key are rewritten under the current one.
+    ///
+    /// A shared store (Redis) may hold far more users than one instance serves: only the apps'
+    /// client tokens are read at start; a user or biz token is read the first time a call needs
+    /// it, and the renewal sweep pages through the rest ([`Tokens::maintain`]).
     pub async fn load(&self) -> Result<usize, StoreError> {
-        let records = self.store.load_all().await?;
+        let records = if self.store.is_shared() {
+            let keys: Vec<TokenKey> = self
+                .settings
+                .load()
+                .issuer
+                .apps
+                .keys()
+                .map(|app| TokenKey::client(Arc::clone(app)))
+                .collect();
+            self.store.get_many(&keys).await?.into_iter().flatten().collect()
+        } else {
+            self.store.load_all().await?
+        };
         let n = records.len();
         for r in records {
             let (key, stale) = (r.key.clone(), r.stale_key);
@@ -350,8 +366,8 @@ impl Tokens {
         Ok(n)
     }
 
-    /// The slot of a user another instance stored. Only a shared store can hold
-    /// one this instance does not know: a private one was loaded whole at start.
+    /// The slot of a user in a shared store this instance has not read yet (stored by another
+    /// instance, or not needed since start). A private store was loaded whole at start.
     pub(super) async fn slot_from_store(&self, key: &TokenKey) -> Option<Arc<Slot>> {
         if !self.store.is_shared() {
             return None;
