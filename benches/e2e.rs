@@ -16,70 +16,14 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_douyin-gateway");
+mod common;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary and returns it with the first stderr line containing `needle`.
-fn spawn(args: &[&str], needle: &str) -> (Proc, String) {
-    let mut child = Proc(
-        Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gateway binary"),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(child.0.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.0.stdout.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return (child, line),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("{BIN} {args:?} never printed {needle:?}");
-}
-
-fn field(line: &str, name: &str) -> String {
-    let start = line
-        .find(&format!("{name}="))
-        .unwrap_or_else(|| panic!("{name} in {line}"))
-        + name.len()
-        + 1;
-    line[start..].split_whitespace().next().unwrap().to_string()
-}
+use common::{env_or, field, spawn};
 
 /// User + system CPU seconds a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {

@@ -3,6 +3,9 @@
 //! and replays the call once.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+// The token futures (a fetch under a lease, a renewal inside the store sweep) nest deeper than the
+// default limit lets an optimised build lay them out.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod body;

@@ -386,6 +386,34 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Writes records that are not stored yet, at version 1, in pipelined batches and without
+    /// compare-and-swap or events: a bulk load into an empty key prefix (a migration, the
+    /// `redis_scale` bench), never for a prefix instances are using.
+    pub async fn insert_new(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut conn = self.conn().await;
+        for chunk in records.chunks(READ_BATCH) {
+            let mut pipe = redis::pipe();
+            for rec in chunk {
+                let sealed = self.keys.seal(&Record::aad(&rec.key), &rec.body());
+                pipe.cmd("HSET")
+                    .arg(self.record_key(&rec.key))
+                    .arg("v")
+                    .arg(1)
+                    .arg("s")
+                    .arg(sealed)
+                    .arg("a")
+                    .arg(&*rec.key.app)
+                    .arg("c")
+                    .arg(class_name(rec.key.class))
+                    .arg("o")
+                    .arg(rec.key.subject())
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await.map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
     /// One record.
     pub async fn get(&self, key: &TokenKey) -> Result<Option<Record>, StoreError> {
         self.read(&self.record_key(key)).await
