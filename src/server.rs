@@ -54,15 +54,42 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, St
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
 }
 
-/// Starts a gateway from a validated config, binding its listeners.
+/// Starts a gateway from a validated config, binding its listeners; or on sockets it inherited
+/// (systemd socket activation, `LISTEN_FDS`): the first is the proxy listener, the second the
+/// admin listener, and `listen` / `admin_listen` are then not bound.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, String> {
-    let listen = TcpListener::bind(&config.server.listen)
-        .await
-        .map_err(|e| format!("listen {}: {e}", config.server.listen))?;
-    let admin = TcpListener::bind(&config.server.admin_listen)
-        .await
-        .map_err(|e| format!("admin_listen {}: {e}", config.server.admin_listen))?;
+    let mut inherited = listenfd::ListenFd::from_env();
+    let listen = match inherited_listener(&mut inherited, 0, "listen")? {
+        Some(l) => l,
+        None => TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|e| format!("listen {}: {e}", config.server.listen))?,
+    };
+    let admin = match inherited_listener(&mut inherited, 1, "admin_listen")? {
+        Some(l) => l,
+        None => TcpListener::bind(&config.server.admin_listen)
+            .await
+            .map_err(|e| format!("admin_listen {}: {e}", config.server.admin_listen))?,
+    };
     start_on(config, config_path, listen, admin).await
+}
+
+/// The `index`-th inherited socket, if there is one, as the listener `what`.
+fn inherited_listener(fds: &mut listenfd::ListenFd, index: usize, what: &str) -> Result<Option<TcpListener>, String> {
+    let Some(l) = fds
+        .take_tcp_listener(index)
+        .map_err(|e| format!("{what}: inherited socket {index} (LISTEN_FDS): {e}"))?
+    else {
+        return Ok(None);
+    };
+    l.set_nonblocking(true).map_err(|e| format!("{what}: {e}"))?;
+    let l = TcpListener::from_std(l).map_err(|e| format!("{what}: {e}"))?;
+    tracing::info!(
+        listener = what,
+        addr = %l.local_addr().map_err(|e| e.to_string())?,
+        "listening on an inherited socket (LISTEN_FDS)"
+    );
+    Ok(Some(l))
 }
 
 /// Starts a gateway on listeners already bound (tests, `demo`).

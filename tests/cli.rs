@@ -298,3 +298,40 @@ async fn demo_prints_curl_lines_that_work() {
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);
 }
+
+/// systemd socket activation: `serve` takes the sockets it inherits (`LISTEN_FDS`: the proxy's,
+/// then the admin's) instead of binding `listen` and `admin_listen`, here addresses it could not
+/// bind at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_listens_on_inherited_sockets() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .listen_at("192.0.2.1:1", "192.0.2.1:2")
+        .render();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), text).unwrap();
+    let (bound, port, admin_port) = listeners();
+    let mut p = Proc::spawn_on(
+        &["serve", "--config", cfg.path().to_str().unwrap()],
+        &[],
+        [&bound[0], &bound[1]],
+    );
+    p.wait_for("gateway listening");
+    drop(bound);
+    let http = Http::default();
+    let r = http.get(&format!("http://127.0.0.1:{port}/js/getticket/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http
+        .send(
+            http::Method::GET,
+            &format!("http://127.0.0.1:{admin_port}/healthz"),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    p.signal("-TERM");
+    let (status, log) = p.finish();
+    assert_eq!(status, 0, "{log}");
+}

@@ -219,23 +219,20 @@ async fn a_lease_holder_killed_mid_fetch_is_replaced() {
     let cfg = tempfile::NamedTempFile::new().unwrap();
     let env_val = std::env::var(&shared.var).unwrap();
     let env = [(shared.var.as_str(), env_val.as_str())];
-    let (mut p, port) = loop {
-        let (port, admin) = free_ports();
-        let text = TestConfig::new(&sb.url(), secret.path())
-            .tokens(tokens)
-            .store(&shared.store())
-            .listen_port(port)
-            .admin_port(admin)
-            .render();
-        std::fs::write(cfg.path(), text).unwrap();
-        let mut p = Proc::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], &env);
-        if p.wait_for_any(&["gateway listening", "cannot start"])
-            .contains("gateway listening")
-        {
-            break (p, port);
-        }
-        let _ = p.finish();
-    };
+    let (bound, port, admin) = listeners();
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .tokens(tokens)
+        .store(&shared.store())
+        .listen_port(port)
+        .admin_port(admin)
+        .render();
+    std::fs::write(cfg.path(), text).unwrap();
+    let mut p = Proc::spawn_on(
+        &["serve", "--config", cfg.path().to_str().unwrap()],
+        &env,
+        [&bound[0], &bound[1]],
+    );
+    p.wait_for("gateway listening");
     http.control(&sb, "/sandbox/faults", json!({"token_latency_ms": 5000}))
         .await;
     let slow = tokio::spawn({

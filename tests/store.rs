@@ -257,22 +257,14 @@ async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     let env = [(var.as_str(), std::env::var(&var).unwrap())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let http = Http::default();
-    // Fixed ports (the redirect_uri names the admin one); another test may take a port
-    // between choosing and binding it, so try again with new ones.
+    // Ports known before the process starts (the redirect_uri names the admin one): the test
+    // binds them and hands the sockets over.
     let start = || {
-        for _ in 0..5 {
-            let (port, admin_port) = free_ports();
-            std::fs::write(&cfg_path, make(port, admin_port)).unwrap();
-            let mut p = Proc::spawn(&["serve", "--config", &cfg_path], &env);
-            if p.wait_for_any(&["gateway listening", "cannot start"])
-                .contains("gateway listening")
-            {
-                return (p, port, admin_port);
-            }
-            let (_, log) = p.finish();
-            assert!(log.contains("Address already in use"), "{log}");
-        }
-        panic!("no free ports");
+        let (bound, port, admin_port) = listeners();
+        std::fs::write(&cfg_path, make(port, admin_port)).unwrap();
+        let mut p = Proc::spawn_on(&["serve", "--config", &cfg_path], &env, [&bound[0], &bound[1]]);
+        p.wait_for("gateway listening");
+        (p, port, admin_port)
     };
 
     let (mut p, port, admin_port) = start();

@@ -130,6 +130,13 @@ impl TestConfig {
         self
     }
 
+    /// Both listeners at these addresses.
+    pub fn listen_at(mut self, listen: &str, admin: &str) -> Self {
+        self.listen = listen.into();
+        self.admin_listen = admin.into();
+        self
+    }
+
     /// The admin listener on this port.
     pub fn admin_port(mut self, port: u16) -> Self {
         self.admin_listen = format!("127.0.0.1:{port}");
@@ -502,6 +509,42 @@ impl Proc {
         Proc::spawn_command(cmd)
     }
 
+    /// Runs the gateway on listeners the test bound (`127.0.0.1:0`), handed over as systemd
+    /// hands over sockets (`LISTEN_FDS`: the proxy's, then the admin's): the test knows the ports
+    /// before the process starts, and no other process can take them in between.
+    pub fn spawn_on(args: &[&str], env: &[(&str, &str)], listeners: [&std::net::TcpListener; 2]) -> Proc {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fds = listeners.map(|l| l.as_raw_fd());
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env("LISTEN_FDS", "2")
+            .env_remove("LISTEN_PID");
+        // SAFETY: between fork and exec only fcntl and dup2, which are async-signal-safe, run:
+        // they put the two listening sockets at descriptors 3 and 4 (without close-on-exec) for
+        // the gateway, by way of copies at 10 or above (closed on exec), so that a socket already
+        // at 3 or 4 is not overwritten before it is moved.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut high = [0; 2];
+                for (h, fd) in high.iter_mut().zip(fds) {
+                    *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if *h < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in high.into_iter().enumerate() {
+                    if libc::dup2(fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Proc::spawn_command(cmd)
+    }
+
     /// Runs a command (the gateway under a wrapper such as a shell setting limits).
     pub fn spawn_command(mut cmd: Command) -> Proc {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -574,7 +617,16 @@ pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line[start..].split_whitespace().next().unwrap()
 }
 
-/// Two distinct free loopback ports (bound together, then released: a gateway process binds them next).
+/// Two loopback listeners on ports of their own, and their ports, for [`Proc::spawn_on`].
+pub fn listeners() -> ([std::net::TcpListener; 2], u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (bind(), bind());
+    let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+    ([a, b], pa, pb)
+}
+
+/// Two distinct free loopback ports (bound together, then released) for a `redis-server`, which
+/// cannot take a bound socket: another process may take one in between.
 pub fn free_ports() -> (u16, u16) {
     let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
