@@ -9,6 +9,10 @@
 //! E2E_SERVER_EXTRA="worker_threads = 1" cargo bench --bench e2e   # lines for the gateway's [server]
 //! ```
 //!
+//! After the load modes: a storm of `E2E_STORM` (2,000) calls on a just-revoked token, and a
+//! `E2E_STREAM_MIB` (200) MiB upload and download, straight to the sandbox and through the
+//! gateway, with the gateway's peak RSS growth while it carries them.
+//!
 //! No script of this repository's surroundings is needed. The load generator shares the machine
 //! with the gateway and the sandbox: compare figures taken on the same machine, and read
 //! `benches/README.md` for the measured table.
@@ -199,6 +203,7 @@ async fn main() {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 allow_anonymous = true
+max_body_bytes = 1073741824
 {server_extra}
 [upstream]
 base_url = "{upstream}"
@@ -218,6 +223,11 @@ token = "client"
 name = "user-probe"
 path = "/e2e/probe/"
 token = "user"
+[[routes]]
+name = "stream"
+path = "/sandbox/*"
+methods = ["GET", "POST"]
+token = "client"
 "#,
         admin = douyin_gateway::caller::hash_key(admin_key),
         secret = secret.display(),
@@ -319,5 +329,106 @@ token = "user"
          added_by_the_refresh_ms={:.1}",
         slowest - calm_slowest
     );
+
+    // Large bodies stream through: each way, straight to the sandbox and through the gateway (a
+    // client_token route, so the token path with its inspection is what streams), and the
+    // gateway's RSS growth while it carries them.
+    let size = env_or("E2E_STREAM_MIB", 200) << 20;
+    for (what, path) in [("upload", "/sandbox/sink"), ("download", "/sandbox/bytes")] {
+        let (mut direct, mut via, mut growth) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            direct.push(transfer(&format!("{upstream}{path}"), what, size).await);
+            let base = common::rss_mib(pid);
+            let peak = Arc::new(std::sync::Mutex::new(base));
+            let done = Arc::new(AtomicBool::new(false));
+            let sampler = std::thread::spawn({
+                let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+                move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let now = common::rss_mib(pid);
+                        let mut p = peak.lock().unwrap();
+                        *p = p.max(now);
+                        drop(p);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+            via.push(transfer(&format!("http://{addr}{path}"), what, size).await);
+            done.store(true, Ordering::Relaxed);
+            sampler.join().unwrap();
+            growth.push(*peak.lock().unwrap() - base);
+        }
+        let (d, v) = (median(direct), median(via));
+        println!(
+            "stream: {what} {} MiB: direct_mb_s={d:.0} gateway_mb_s={v:.0} ratio={:.2} gateway_peak_rss_growth_mib={:.1}",
+            size >> 20,
+            v / d,
+            growth.iter().copied().fold(0.0, f64::max)
+        );
+    }
     drop(gateway);
+}
+
+/// A body of `left` bytes, sent in 64 KiB pieces of one shared buffer: an upload of any size
+/// without holding it.
+struct Repeat {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl http_body::Body for Repeat {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n as usize)))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// Sends `size` bytes to (upload) or fetches them from (download) `url`; MB/s.
+async fn transfer(url: &str, what: &str, size: u64) -> f64 {
+    let start = Instant::now();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Repeat>();
+    let resp = if what == "upload" {
+        let body = Repeat {
+            chunk: Bytes::from(vec![b'u'; 64 * 1024]),
+            left: size,
+        };
+        client
+            .request(http::Request::post(url).body(body).unwrap())
+            .await
+            .unwrap()
+    } else {
+        let body = Repeat {
+            chunk: Bytes::new(),
+            left: 0,
+        };
+        client
+            .request(http::Request::get(format!("{url}?n={size}")).body(body).unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(resp.status(), 200, "{what} {url}");
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    if what == "download" {
+        assert_eq!(got, size, "download {url}");
+    }
+    size as f64 / 1e6 / start.elapsed().as_secs_f64()
 }

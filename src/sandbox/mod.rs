@@ -5,7 +5,8 @@
 //!
 //! Test controls (not part of the platform):
 //! `GET /sandbox/stats`, `POST /sandbox/faults`, `POST /sandbox/revoke`,
-//! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`.
+//! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`; for large transfers `POST /sandbox/sink`
+//! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes).
 
 mod api;
 mod oauth;
@@ -233,7 +234,18 @@ impl Drop for Busy {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Down> {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
+    if parts.method == Method::POST && parts.uri.path() == "/sandbox/sink" {
+        // Large uploads, counted as they come and never held.
+        let mut bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+                Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
+            }
+        }
+        return Ok(Reply::json(json!({"bytes": bytes})).into_response());
+    }
     let body = match http_body_util::Limited::new(body, 32 * 1024 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
@@ -271,7 +283,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         (&Method::POST, "/oauth/business_token/") => oauth::business_token(&state, &body),
         (&Method::POST, "/oauth/refresh_biz_token/") => oauth::refresh_biz_token(&state, &body),
         (&Method::GET, "/platform/oauth/connect/") => oauth::connect(&state, parts.uri.query().unwrap_or("")),
-        (_, p) if p.starts_with("/sandbox/") => control(&state, &parts.method, p, &body),
+        (_, p) if p.starts_with("/sandbox/") => control(&state, &parts.method, p, parts.uri.query(), &body),
         _ => {
             let r = api::ApiRequest {
                 method: &parts.method,
@@ -301,7 +313,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     Ok(reply.into_response())
 }
 
-fn control(state: &State, method: &Method, path: &str, body: &[u8]) -> Reply {
+fn control(state: &State, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
     let bad = |m: String| {
         let mut r = Reply::json(json!({"error": m}));
         r.status = StatusCode::BAD_REQUEST;
@@ -310,6 +322,17 @@ fn control(state: &State, method: &Method, path: &str, body: &[u8]) -> Reply {
     let mut inner = state.inner.lock().unwrap();
     match (method, path) {
         (&Method::GET, "/sandbox/stats") => Reply::json(state.counters.json()),
+        (&Method::GET, "/sandbox/bytes") => {
+            // A large download: `n` bytes (at most 1 GiB) of application/octet-stream.
+            let n = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "n")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(1 << 30);
+            let mut r = Reply::status(StatusCode::OK, "application/octet-stream", "");
+            r.body = Bytes::from(vec![b'x'; n]);
+            r
+        }
         (&Method::GET, "/sandbox/requests") => Reply::json(json!({"requests": inner.log})),
         (&Method::DELETE, "/sandbox/requests") => {
             inner.log.clear();
