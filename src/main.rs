@@ -93,9 +93,9 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Serve { config } => {
             init_logging();
-            // The thread count is fixed when the runtime starts: read it before anything else.
-            let workers = Config::load(&config).ok().and_then(|(c, _)| c.server.worker_threads);
-            runtime_with(workers).block_on(serve(config))
+            // Proxy calls run on threads of their own (`server.worker_threads`, one current-thread
+            // runtime each); this runtime carries the admin listener, maintenance and store events.
+            runtime_with(Some(1)).block_on(serve(config))
         }
         Cmd::Sandbox { listen, opts } => {
             init_logging();

@@ -148,7 +148,6 @@ pub async fn start_on(
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
     });
     let (shutdown, rx) = watch::channel(false);
-    let proxy = crate::proxy::stack(Arc::clone(&shared));
     let admin_svc = {
         let shared = Arc::clone(&shared);
         tower::service_fn(move |req: Request<Incoming>| {
@@ -167,11 +166,32 @@ pub async fn start_on(
             }
         })
     };
-    let mut tasks = vec![
-        tokio::spawn(serve(listen, tls, proxy, rx.clone(), grace, proxy_limits)),
-        tokio::spawn(serve(admin, None, admin_svc, rx.clone(), grace, admin_limits)),
-        maintenance,
-    ];
+    let threads = shared
+        .runtime
+        .load()
+        .config
+        .server
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut tasks = proxy_threads(
+        threads,
+        listen,
+        tls,
+        &shared,
+        &rx,
+        grace,
+        proxy_limits,
+    )?;
+    tasks.push(tokio::spawn(serve(
+        admin,
+        None,
+        admin_svc,
+        rx.clone(),
+        grace,
+        admin_limits,
+        Arc::new(Open::default()),
+    )));
+    tasks.push(maintenance);
     tasks.extend(shared.tokens.listen(rx));
     tracing::info!(%addr, %admin_addr, "gateway listening");
     Ok(Running {
@@ -210,8 +230,62 @@ impl Running {
     }
 }
 
-/// Accepts connections until shutdown, then drains them. Past `limits.max_connections` a new
-/// connection is closed at once; the established ones carry on.
+/// The proxy listener served by `threads` threads, each with a current-thread runtime, an accept
+/// loop on a copy of the listening socket, the stack, and a pool of upstream connections of its
+/// own: a call stays on the thread that accepted its connection from first byte to answer, with
+/// no wakeup of another thread and no pool shared under a lock. The connection cap counts all
+/// threads' connections together.
+fn proxy_threads(
+    threads: usize,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: &Arc<Shared>,
+    rx: &watch::Receiver<bool>,
+    grace: Duration,
+    limits: Limits,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let listener = listener.into_std().map_err(|e| format!("listen: {e}"))?;
+    let open = Arc::new(Open::default());
+    let upstream = shared.runtime.load().config.upstream.clone();
+    let mut tasks = Vec::with_capacity(threads);
+    for i in 0..threads.max(1) {
+        let listener = listener.try_clone().map_err(|e| format!("listen: {e}"))?;
+        let client = crate::upstream::client(&upstream)?;
+        let (shared, rx, tls, open) = (Arc::clone(shared), rx.clone(), tls.clone(), Arc::clone(&open));
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("proxy thread {i}: cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let proxy = crate::proxy::stack_around(shared, crate::proxy::Forward::new(client));
+                            serve(listener, tls, proxy, rx, grace, limits, open).await;
+                        }
+                        Err(e) => tracing::error!("proxy thread {i}: {e}"),
+                    }
+                });
+                drop(rt);
+                let _ = done.send(());
+            })
+            .map_err(|e| format!("cannot start proxy thread {i}: {e}"))?;
+        tasks.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Accepts connections until shutdown, then drains them. Past `limits.max_connections` (counted
+/// in `open`, which may be shared with other accept loops) a new connection is closed at once;
+/// the established ones carry on.
 async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -219,6 +293,7 @@ async fn serve<S, B>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     limits: Limits,
+    open: Arc<Open>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -226,7 +301,6 @@ async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let open = Arc::new(Open::default());
     let mut refused = Refusals::default();
     loop {
         let (stream, _) = tokio::select! {

@@ -126,7 +126,8 @@ pub struct ServerConfig {
     pub public_admin_url: Option<String>,
     /// Serve the proxy over HTTPS.
     pub tls: Option<TlsConfig>,
-    /// Threads serving requests (default: one per core). Read at start only.
+    /// Threads serving proxy requests, each with a current-thread runtime, accept loop and
+    /// upstream pool of its own (default: one per core). Read at start only.
     pub worker_threads: Option<usize>,
     /// A request head not complete this long after its first byte: connection closed.
     pub header_read_timeout_ms: u64,
