@@ -173,15 +173,7 @@ pub async fn start_on(
         .server
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut tasks = proxy_threads(
-        threads,
-        listen,
-        tls,
-        &shared,
-        &rx,
-        grace,
-        proxy_limits,
-    )?;
+    let mut tasks = proxy_threads(threads, listen, tls, &shared, &rx, grace, proxy_limits)?;
     tasks.push(tokio::spawn(serve(
         admin,
         None,

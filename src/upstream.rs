@@ -41,6 +41,18 @@ impl Base {
         }
     }
 
+    /// A request's origin-form target on the upstream: its path and query kept as they are (no
+    /// parsing, no copy), the scheme and authority ours.
+    pub fn place(&self, target: http::Uri) -> Result<http::Uri, http::uri::InvalidUriParts> {
+        let mut parts = target.into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        http::Uri::from_parts(parts)
+    }
+
     /// The URI of a path (with query) on the upstream.
     pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
         http::Uri::builder()

@@ -43,8 +43,8 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             Ok(s) => s.clone(),
             Err(e) => return ForwardFuture::failed(e),
         };
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        match scope.runtime().base.uri(target) {
+        let target = std::mem::take(req.uri_mut());
+        match scope.runtime().base.place(target) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ForwardFuture::failed(GatewayError::BadRequest(format!("request target: {e}"))),
         }

@@ -153,11 +153,23 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    static PREFIX: OnceLock<String> = OnceLock::new();
+    // `{8 hex digits of this process}-{counter in hex}`, written without a formatter.
+    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| format!("{:08x}", rand::random::<u32>()));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let prefix = PREFIX.get_or_init(|| {
+        let r = rand::random::<u32>();
+        std::array::from_fn(|i| HEX[(r >> (28 - 4 * i) & 0xf) as usize])
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("ascii")
+    let mut out = [0u8; 8 + 1 + 16];
+    out[..8].copy_from_slice(prefix);
+    out[8] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        out[9 + i] = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out[..9 + digits]).expect("ascii")
 }
 
 /// The size of a request head as it came: target, and each header line's name, value and `: `/CRLF.
@@ -210,5 +222,27 @@ where
                 std::task::Poll::Ready(Err(error.take().expect("polled after completion")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_dash_hex_counter_and_a_sane_caller_id_is_kept() {
+        let a = request_id(&http::HeaderMap::new());
+        let b = request_id(&http::HeaderMap::new());
+        let (pa, na) = a.to_str().unwrap().split_once('-').unwrap();
+        let (pb, nb) = b.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(pa.len(), 8);
+        assert_eq!(pa, pb);
+        assert!(pa.bytes().chain(na.bytes()).all(|c| c.is_ascii_hexdigit()));
+        assert!(u64::from_str_radix(nb, 16).unwrap() > u64::from_str_radix(na, 16).unwrap());
+        let mut h = http::HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("caller-7"));
+        assert_eq!(request_id(&h), "caller-7");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
     }
 }
