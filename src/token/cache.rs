@@ -13,10 +13,10 @@
 
 use super::issuer::Fetched;
 use super::issuer::{self, IssuerConfig};
-use super::persist::{Coordinated, Mode};
+use super::persist::{Coordinated, Mode, Persist, Written};
 use super::{Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Lease, Record, Store, StoreError};
 use crate::upstream::HttpClient;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
@@ -119,7 +119,8 @@ pub struct Tokens {
     pub(super) generation: AtomicU64,
     hits: [IntCounter; 3],
     misses: [IntCounter; 3],
-    pub(super) store: Arc<Store>,
+    /// The store side: writes, coordination with other instances.
+    pub(super) persist: Persist,
     /// Per app: client_token fetches against `client_fetch_budget`.
     budgets: DashMap<Arc<str>, std::sync::Mutex<Budget>>,
     /// A shared store's renewal sweep: where it stands.
@@ -141,7 +142,7 @@ impl Tokens {
             misses: handle("miss"),
             metrics,
             generation: AtomicU64::new(1),
-            store,
+            persist: Persist::new(store),
             budgets: DashMap::new(),
             sweep: Default::default(),
             swept: Default::default(),
@@ -274,8 +275,10 @@ impl Tokens {
         // Many instances: the store may hold a newer token already, or another instance may be
         // fetching it (then wait for its write); else take the lease and fetch.
         let lease = loop {
-            match self.coordinate(key, current.as_deref(), tuning).await {
-                Coordinated::Adopted(t) => {
+            let base = current.as_ref().map_or(0, |t| t.version);
+            match self.persist.coordinate(key, base, tuning.fetch_timeout).await {
+                Coordinated::Adopted(r) => {
+                    let Ok(t) = self.token_of(r) else { break None };
                     let t = Self::adopt(slot, t);
                     if Instant::now() < t.expires_at() {
                         *flight = Flight::default();
@@ -297,7 +300,7 @@ impl Tokens {
                     .map_err(|e| (e, std::mem::replace(&mut b.warned, true)))
             };
             if let Err((e, warned)) = spent {
-                self.store.release(lease).await;
+                self.persist.release(lease).await;
                 self.metrics
                     .token_fetches
                     .with_label_values(&[&key.app, key.class.as_str(), e.outcome()])
@@ -333,13 +336,13 @@ impl Tokens {
                 let token = self
                     .publish(slot, key, token, expected, Mode::Adopt, lease.as_ref())
                     .await;
-                self.store.release(lease).await;
+                self.persist.release(lease).await;
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
                 Ok(token)
             }
             Err(err) => {
-                self.store.release(lease).await;
+                self.persist.release(lease).await;
                 if let (TokenError::AuthorizationRequired(why), Some(t)) = (&err, &current) {
                     // The refresh_token is dead: remember it, so no call tries it again.
                     if let Some(g) = t.grant.as_deref().filter(|g| !matches!(g.state, GrantState::Dead(_))) {
@@ -398,5 +401,171 @@ impl Tokens {
             ));
         }
         Ok(token)
+    }
+}
+
+/// The cache's side of the store: what goes into a slot comes from a write ([`Tokens::publish`])
+/// or from the store as it is ([`Tokens::adopt`]).
+impl Tokens {
+    /// A stored record of a token.
+    fn record_of(key: &TokenKey, t: &Token) -> Record {
+        Record {
+            key: key.clone(),
+            version: t.version,
+            access_token: crate::secret::Secret::new(t.value()),
+            expires_unix: t.expires_unix,
+            grant: t.grant.as_deref().cloned(),
+            stale_key: false,
+        }
+    }
+
+    /// A cached token from a stored record.
+    pub(super) fn token_of(&self, r: Record) -> Result<Token, TokenError> {
+        let left = r.expires_unix.saturating_sub(super::unix_now());
+        let fraction = self.settings.load().tuning.refresh_at_fraction;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let mut t = Token::new(generation, r.access_token.expose().to_string(), left.max(1), fraction)?;
+        if left == 0 {
+            t = t.killed();
+        }
+        t.expires_unix = r.expires_unix;
+        t.grant = r.grant.map(Arc::new);
+        t.version = r.version;
+        Ok(t)
+    }
+
+    /// The one way a new or changed token reaches the calls: written to the store first (on a
+    /// shared store, accepted only while `lease` is held), then published to the slot. What is
+    /// published is what the write decided ([`Written`]): ours with its new version, a newer
+    /// stored one, or ours kept in memory (marked to be written later) when the store did not
+    /// take it.
+    pub(super) async fn publish(
+        &self,
+        slot: &Slot,
+        key: &TokenKey,
+        mut t: Token,
+        expected: u64,
+        mode: Mode,
+        lease: Option<&Lease>,
+    ) -> Arc<Token> {
+        let stored = |t: Token| {
+            slot.dirty.store(false, Ordering::Release);
+            t
+        };
+        let t = match self
+            .persist
+            .write(Self::record_of(key, &t), expected, mode, lease)
+            .await
+        {
+            Written::Stored { version, merged } => {
+                let mut out = match merged.map(|r| self.token_of(r)) {
+                    Some(Ok(m)) => m,
+                    _ => t,
+                };
+                out.version = version;
+                stored(out)
+            }
+            Written::Adopted(r) => match self.token_of(r) {
+                Ok(theirs) => stored(theirs),
+                Err(_) => {
+                    t.version = expected;
+                    slot.dirty.store(true, Ordering::Release);
+                    t
+                }
+            },
+            Written::Failed { expected } => {
+                // Remember what this write was to replace: the retry must compare against it.
+                t.version = expected;
+                slot.dirty.store(true, Ordering::Release);
+                t
+            }
+            Written::Deleted | Written::NotDurable => t,
+        };
+        Self::adopt(slot, t)
+    }
+
+    /// Puts a token in the slot as it is (read from the store: nothing to write).
+    pub(super) fn adopt(slot: &Slot, t: Token) -> Arc<Token> {
+        let t = Arc::new(t);
+        slot.current.store(Some(Arc::clone(&t)));
+        t
+    }
+
+    /// Loads every stored token (at start). Records still under the previous
+    /// key are rewritten under the current one.
+    ///
+    /// A shared store (Redis) may hold far more users than one instance serves: only the apps'
+    /// client tokens are read at start; a user or biz token is read the first time a call needs
+    /// it, and the renewal sweep pages through the rest ([`Tokens::maintain`]).
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let records = if self.persist.store().is_shared() {
+            let keys: Vec<TokenKey> = self
+                .settings
+                .load()
+                .issuer
+                .apps
+                .keys()
+                .map(|app| TokenKey::client(Arc::clone(app)))
+                .collect();
+            self.persist
+                .store()
+                .get_many(&keys)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            self.persist.store().load_all().await?
+        };
+        let n = records.len();
+        for r in records {
+            let (key, stale) = (r.key.clone(), r.stale_key);
+            let Ok(t) = self.token_of(r) else { continue };
+            let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
+            if stale {
+                let version = t.version;
+                self.publish(&slot, &key, t, version, Mode::Adopt, None).await;
+            } else {
+                Self::adopt(&slot, t);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The slot of a user in a shared store this instance has not read yet (stored by another
+    /// instance, or not needed since start). A private store was loaded whole at start.
+    pub(super) async fn slot_from_store(&self, key: &TokenKey) -> Option<Arc<Slot>> {
+        if !self.persist.store().is_shared() {
+            return None;
+        }
+        let record = match self.persist.store().get(key).await {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(app = %key.app, "token store unavailable while looking up a user: {e}");
+                return None;
+            }
+        };
+        let t = self.token_of(record).ok()?;
+        let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
+        if slot.current.load().is_none() {
+            Self::adopt(&slot, t);
+        }
+        Some(slot)
+    }
+
+    /// Forgets a user: their user token and their biz tokens of that app, in
+    /// memory and in the store. Returns how many tokens were dropped.
+    pub async fn remove_user(&self, app: &str, open_id: &str) -> Result<usize, StoreError> {
+        let before = self.slots.len();
+        self.slots
+            .retain(|k, _| !(&*k.app == app && k.open_id() == Some(open_id)));
+        let in_memory = before - self.slots.len();
+        let stored = self.persist.store().delete_user(app, open_id).await?;
+        Ok(in_memory.max(stored))
+    }
+
+    /// Whether the store answers.
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.persist.ready().await
     }
 }

@@ -3,6 +3,9 @@
 //! - [`cache`]: the in-memory map read on every request, with one fetch in
 //!   flight per token however many requests wait, and back-off after failures.
 //! - [`issuer`]: the calls to the platform's token endpoints.
+//! - `persist`: the store side (writes with their conflict rules, coordination between
+//!   instances), owned by [`Tokens`] and knowing nothing of its slots.
+//! - [`upkeep`]: renewals, store events, what the admin API and gauges see.
 
 pub mod cache;
 pub mod issuer;

@@ -4,8 +4,13 @@
 use super::cache::{Slot, Tokens, Tuning};
 use super::persist::{Coordinated, Mode};
 use super::{issuer, unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
+use crate::store::{Record, StoreEvent};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Cached tokens compared with the store per round trip after a resubscription.
+const RESYNC_BATCH: usize = 500;
 
 /// How far ahead the re-consent forecast looks.
 pub const REAUTHORIZE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -46,7 +51,7 @@ impl Tokens {
         for (key, slot) in due {
             self.maintain_one(&key, &slot).await;
         }
-        if self.store.is_shared() {
+        if self.persist.store().is_shared() {
             self.sweep_store().await;
         }
     }
@@ -58,7 +63,7 @@ impl Tokens {
         let (now, now_unix) = (Instant::now(), unix_now());
         let mut seen = 0;
         while seen < SWEEP_PER_ROUND {
-            let (next, records) = match self.store.sweep_page(sweep.cursor).await {
+            let (next, records) = match self.persist.store().sweep_page(sweep.cursor).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!("the renewal sweep could not read the token store: {e}");
@@ -110,15 +115,16 @@ impl Tokens {
         }
         // Several instances: one renews (the others would find the refresh_token dead).
         let mut lease = None;
-        if self.store.is_shared() {
-            match self.coordinate(key, Some(&t), tuning).await {
-                Coordinated::Adopted(newer) => {
+        if self.persist.store().is_shared() {
+            match self.persist.coordinate(key, t.version, tuning.fetch_timeout).await {
+                Coordinated::Adopted(r) => {
+                    let Ok(newer) = self.token_of(r) else { return };
                     let newer = Self::adopt(slot, newer);
                     if !due(&newer) {
                         return;
                     }
                     t = newer;
-                    match self.store.acquire(key, tuning.fetch_timeout).await {
+                    match self.persist.store().acquire(key, tuning.fetch_timeout).await {
                         Ok(Some(l)) => lease = Some(l),
                         _ => return,
                     }
@@ -142,7 +148,7 @@ impl Tokens {
                 lease.as_ref(),
             )
             .await;
-            self.store.release(lease).await;
+            self.persist.release(lease).await;
             tracing::warn!(app = %key.app, renewals = g.renewals,
                 "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
             return;
@@ -187,7 +193,108 @@ impl Tokens {
             // Network trouble: the next round tries again (the window is days wide).
             Err(e) => tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}"),
         }
-        self.store.release(lease).await;
+        self.persist.release(lease).await;
+    }
+
+    /// Writes the changes the store missed while it was unreachable.
+    pub(super) async fn flush_dirty(&self) {
+        let dirty: Vec<(TokenKey, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .filter(|e| e.value().dirty.load(Ordering::Acquire))
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        for (key, slot) in dirty {
+            let _flight = slot.flight.lock().await;
+            let Some(t) = slot.current.load_full() else { continue };
+            let version = t.version;
+            self.publish(&slot, &key, (*t).clone(), version, Mode::KeepGrant, None)
+                .await;
+        }
+    }
+
+    /// A change another instance published: adopt a newer token, forget a deleted one, or after
+    /// a resubscription compare every cached token with the store (in bulk) and write back what
+    /// the store lost.
+    pub async fn on_store_event(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Resync => {
+                let keys: Vec<TokenKey> = self.slots.iter().map(|e| e.key().clone()).collect();
+                for chunk in keys.chunks(RESYNC_BATCH) {
+                    match self.persist.store().get_many(chunk).await {
+                        Ok(records) => {
+                            for (key, record) in chunk.iter().zip(records) {
+                                self.compare_with_stored(key, record, 0);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("could not compare cached tokens with the store after resubscribing: {e}");
+                            break;
+                        }
+                    }
+                }
+                self.flush_dirty().await;
+            }
+            StoreEvent::Deleted(key) => {
+                self.slots.remove(&key);
+            }
+            StoreEvent::Changed(key, version) => self.refresh_from_store(&key, version).await,
+        }
+    }
+
+    async fn refresh_from_store(&self, key: &TokenKey, at_least: u64) {
+        let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
+            return;
+        };
+        if slot.current.load().as_ref().is_some_and(|t| t.version >= at_least) {
+            return;
+        }
+        if let Ok(record) = self.persist.store().get(key).await {
+            self.compare_with_stored(key, record, at_least);
+        }
+    }
+
+    /// Adopts a stored record newer than the cached token; `at_least == 0` (a resync) also marks
+    /// for writing back a cached token the store lost (Redis restarted without persistence):
+    /// this instance holds the surviving copy.
+    fn compare_with_stored(&self, key: &TokenKey, record: Option<Record>, at_least: u64) {
+        let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
+            return;
+        };
+        match record {
+            Some(r) => {
+                let newer = slot.current.load().as_ref().is_none_or(|t| r.version > t.version);
+                if newer {
+                    if let Ok(t) = self.token_of(r) {
+                        Self::adopt(&slot, t);
+                    }
+                }
+            }
+            None if at_least == 0 && slot.current.load().is_some() => {
+                slot.dirty.store(true, Ordering::Release);
+            }
+            None => {}
+        }
+    }
+
+    /// With a shared store: follows other instances' changes until `stop`.
+    pub fn listen(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.persist.store().is_shared() {
+            return None;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                this.on_store_event(event).await;
+            }
+        });
+        let this = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            if let crate::store::Store::Redis(r) = this.persist.store() {
+                r.listen(tx, stop).await;
+            }
+        }))
     }
 
     /// Every cached token's state, without values. With a shared store: the tokens this
