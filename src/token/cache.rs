@@ -404,8 +404,8 @@ impl Tokens {
     }
 }
 
-/// The cache's side of the store: what goes into a slot comes from a write ([`Tokens::publish`])
-/// or from the store as it is ([`Tokens::adopt`]).
+/// The cache's side of the store: what goes into a slot comes from a write (`Tokens::publish`)
+/// or from the store as it is (`Tokens::adopt`).
 impl Tokens {
     /// A stored record of a token.
     fn record_of(key: &TokenKey, t: &Token) -> Record {
