@@ -5,12 +5,13 @@ use std::fmt;
 /// A secret string (client secret, API key, token). `Debug` and `Display` print
 /// `[redacted]`, so a secret that ends up in a log line or an error shows nothing.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Box<str>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        // Boxed, not a String: 16 bytes in every cached user's grant instead of 24.
+        Secret(value.into().into_boxed_str())
     }
 
     /// The value itself, for the one place that must send it.

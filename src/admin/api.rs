@@ -124,7 +124,7 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
                     v["reauthorize_by"] = i.reauthorize_by.into();
                 }
                 if let GrantState::Dead(why) = &g.state {
-                    v["reason"] = why.clone().into();
+                    v["reason"] = why.as_str().into();
                 }
             }
             v
@@ -178,7 +178,7 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Respo
             refresh_token: Secret::new(i.refresh_token),
             refresh_expires_unix: unix_now() + refresh_in as u64,
             // An imported token's history is unknown: count it as freshly issued.
-            refresh_lifetime_secs: REFRESH_TOKEN_LIFETIME.max(refresh_in as u64),
+            refresh_lifetime_secs: crate::token::lifetime(REFRESH_TOKEN_LIFETIME.max(refresh_in as u64)),
             renewals: 0,
             scope: crate::token::scope(&i.scope),
             state: GrantState::Active,

@@ -63,7 +63,7 @@ pub struct Attached {
 pub fn attach<B>(req: &mut Request<B>, token: &Token, inject: Inject) -> Result<(), GatewayError> {
     match inject {
         Inject::Header => {
-            req.headers_mut().insert(&ACCESS_TOKEN, token.header.clone());
+            req.headers_mut().insert(&ACCESS_TOKEN, token.header());
         }
         Inject::Query => {
             let q = headers::rewrite_query(req.uri().query(), Some(token.value()));

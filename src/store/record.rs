@@ -71,7 +71,7 @@ impl Record {
         let grant = self.grant.as_ref().map(|g| SealedGrant {
             refresh_token: g.refresh_token.expose().to_string(),
             refresh_expires_unix: g.refresh_expires_unix,
-            refresh_lifetime_secs: g.refresh_lifetime_secs,
+            refresh_lifetime_secs: g.refresh_lifetime_secs.into(),
             renewals: g.renewals,
             scope: g.scope.to_string(),
             state: match g.state {
@@ -81,7 +81,7 @@ impl Record {
             }
             .into(),
             dead_reason: match &g.state {
-                GrantState::Dead(why) => why.clone(),
+                GrantState::Dead(why) => why.to_string(),
                 _ => String::new(),
             },
         });
@@ -116,12 +116,12 @@ impl Record {
         let grant = b.grant.map(|g| Grant {
             refresh_token: Secret::new(g.refresh_token),
             refresh_expires_unix: g.refresh_expires_unix,
-            refresh_lifetime_secs: g.refresh_lifetime_secs,
+            refresh_lifetime_secs: crate::token::lifetime(g.refresh_lifetime_secs),
             renewals: g.renewals,
             scope: crate::token::scope(&g.scope),
             state: match g.state.as_str() {
                 "exhausted" => GrantState::RenewalsExhausted,
-                "dead" => GrantState::Dead(g.dead_reason),
+                "dead" => GrantState::Dead(std::sync::Arc::new(g.dead_reason)),
                 _ => GrantState::Active,
             },
         });

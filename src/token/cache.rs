@@ -37,11 +37,15 @@ pub enum Need {
 }
 
 #[derive(Default)]
-pub(super) struct Flight {
+pub(super) struct Flight(Option<Box<Failing>>);
+
+/// A token whose fetches fail: how often in a row, when to try again, and why. Boxed in its
+/// slot's [`Flight`]: one pointer in every slot, the rest only in those that failed.
+#[derive(Debug)]
+pub(super) struct Failing {
     failures: u32,
-    retry_after: Option<Instant>,
-    /// Boxed: one pointer in every slot, the error only in those that failed.
-    last_error: Option<Box<TokenError>>,
+    retry_after: Instant,
+    last_error: TokenError,
 }
 
 /// One token's place in the cache.
@@ -209,8 +213,9 @@ impl Tokens {
     /// token however many calls carried it: the usual cause is another fetcher with the same
     /// credentials (only the latest two client_tokens stay valid), or a user who revoked the app.
     pub fn note_rejected(&self, key: &TokenKey, token: &Token) {
-        let life = token.expires_at().saturating_duration_since(token.obtained_at);
-        let age = token.obtained_at.elapsed();
+        let obtained = token.obtained_at();
+        let life = token.expires_at().saturating_duration_since(obtained);
+        let age = obtained.elapsed();
         if token.replaced_rejected || age >= life / 2 || token.evicted_noted.set() {
             return;
         }
@@ -260,11 +265,11 @@ impl Tokens {
                 _ => {}
             }
         }
-        if let (Some(until), Some(err)) = (flight.retry_after, flight.last_error.as_deref()) {
-            if now < until {
-                let wait = until - now;
+        if let Some(f) = flight.0.as_deref() {
+            if now < f.retry_after {
+                let wait = f.retry_after - now;
                 return Err(TokenError::BackingOff {
-                    last: Box::new(err.clone()),
+                    last: Box::new(f.last_error.clone()),
                     retry_in_ms: wait.as_millis() as u64,
                 });
             }
@@ -347,7 +352,7 @@ impl Tokens {
                     // The refresh_token is dead: remember it, so no call tries it again.
                     if let Some(g) = t.grant.as_deref().filter(|g| !matches!(g.state, GrantState::Dead(_))) {
                         let dead = Grant {
-                            state: GrantState::Dead(why.clone()),
+                            state: GrantState::Dead(Arc::new(why.clone())),
                             ..g.clone()
                         };
                         self.publish(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
@@ -355,17 +360,18 @@ impl Tokens {
                         tracing::warn!(app = %key.app, class = key.class.as_str(), "user must authorize again: {why}");
                     }
                 }
-                flight.failures += 1;
-                let doubling = tuning
-                    .backoff_initial
-                    .saturating_mul(1u32 << (flight.failures - 1).min(16));
+                let failures = flight.0.as_ref().map_or(0, |f| f.failures) + 1;
+                let doubling = tuning.backoff_initial.saturating_mul(1u32 << (failures - 1).min(16));
                 let delay = doubling.min(tuning.backoff_max);
-                flight.retry_after = Some(Instant::now() + delay);
-                flight.last_error = Some(Box::new(err.clone()));
+                flight.0 = Some(Box::new(Failing {
+                    failures,
+                    retry_after: Instant::now() + delay,
+                    last_error: err.clone(),
+                }));
                 if err.needs_authorization() {
                     tracing::info!(app = %key.app, class = key.class.as_str(), "{err}");
                 } else {
-                    tracing::warn!(app = %key.app, class = key.class.as_str(), failures = flight.failures,
+                    tracing::warn!(app = %key.app, class = key.class.as_str(), failures,
                         backoff_ms = delay.as_millis() as u64, "token fetch failed: {err}");
                 }
                 Err(err)

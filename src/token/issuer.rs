@@ -142,7 +142,7 @@ pub async fn fetch(
                 ));
             };
             if let GrantState::Dead(why) = &grant.state {
-                return Err(TokenError::AuthorizationRequired(why.clone()));
+                return Err(TokenError::AuthorizationRequired(why.to_string()));
             }
             if grant.refresh_expires_unix <= unix_now() {
                 return Err(TokenError::AuthorizationRequired(
@@ -235,7 +235,7 @@ pub async fn renew(
     Ok(Grant {
         refresh_token: Secret::new(need(data.refresh_token, "refresh_token")?),
         refresh_expires_unix: unix_now() + lifetime,
-        refresh_lifetime_secs: lifetime,
+        refresh_lifetime_secs: super::lifetime(lifetime),
         renewals: grant.renewals + 1,
         scope: grant.scope.clone(),
         state: GrantState::Active,
@@ -271,7 +271,7 @@ fn user_fetched(data: OauthData, old: Option<&Grant>) -> Result<Fetched, TokenEr
             (None, Some(g)) => g.refresh_expires_unix,
             (None, None) => unix_now() + REFRESH_TOKEN_LIFETIME,
         },
-        refresh_lifetime_secs: old.map_or(refresh_in.unwrap_or(REFRESH_TOKEN_LIFETIME), |g| {
+        refresh_lifetime_secs: old.map_or(super::lifetime(refresh_in.unwrap_or(REFRESH_TOKEN_LIFETIME)), |g| {
             g.refresh_lifetime_secs
         }),
         renewals: old.map_or(0, |g| g.renewals),
@@ -343,7 +343,7 @@ fn read_biz(bytes: &[u8], codes: &CodeTable) -> Result<Fetched, TokenError> {
         grant: Some(Grant {
             refresh_token: Secret::new(need(data.biz_refresh_token, "biz_refresh_token")?),
             refresh_expires_unix: unix_now().saturating_add(refresh_in),
-            refresh_lifetime_secs: refresh_in,
+            refresh_lifetime_secs: super::lifetime(refresh_in),
             renewals: 0,
             scope: super::scope(""),
             state: GrantState::Active,

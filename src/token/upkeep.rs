@@ -176,7 +176,7 @@ impl Tokens {
                 // that still lives serves until it expires.
                 let state = match &e {
                     TokenError::RenewalsExhausted(_) => GrantState::RenewalsExhausted,
-                    _ => GrantState::Dead(e.to_string()),
+                    _ => GrantState::Dead(Arc::new(e.to_string())),
                 };
                 let why = e;
                 self.publish(
@@ -330,7 +330,7 @@ impl Tokens {
                 _ => 0,
             };
             // Each renewal happens `renew_before` ahead of expiry and adds a full lifetime.
-            let step = g.refresh_lifetime_secs.saturating_sub(tuning.renew_before.as_secs());
+            let step = u64::from(g.refresh_lifetime_secs).saturating_sub(tuning.renew_before.as_secs());
             match g.state {
                 GrantState::Dead(_) => now_unix.min(g.refresh_expires_unix),
                 _ => g.refresh_expires_unix + left * step,
