@@ -175,7 +175,7 @@ pub async fn start_on(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut tasks = proxy_threads(threads, listen, tls, &shared, &rx, grace, proxy_limits)?;
     tasks.push(tokio::spawn(serve(
-        admin,
+        Connections::Listener(admin),
         None,
         admin_svc,
         rx.clone(),
@@ -222,11 +222,13 @@ impl Running {
     }
 }
 
-/// The proxy listener served by `threads` threads, each with a current-thread runtime, an accept
-/// loop on a copy of the listening socket, the stack, and a pool of upstream connections of its
-/// own: a call stays on the thread that accepted its connection from first byte to answer, with
-/// no wakeup of another thread and no pool shared under a lock. The connection cap counts all
-/// threads' connections together.
+/// The proxy listener served by `threads` threads, each with a current-thread runtime, the stack
+/// and a pool of upstream connections of its own: a call stays on the thread its connection was
+/// given to, from first byte to answer, with no wakeup of another thread and no pool shared
+/// under a lock. One accept loop (on the calling runtime) hands new connections to the threads in
+/// turn: a listening socket shared by several accept loops would leave one thread with them all
+/// (whichever is awake takes the next), and `SO_REUSEPORT` cannot apply to a socket that is
+/// inherited or handed over. The connection cap counts all threads' connections together.
 fn proxy_threads(
     threads: usize,
     listener: TcpListener,
@@ -236,14 +238,15 @@ fn proxy_threads(
     grace: Duration,
     limits: Limits,
 ) -> Result<Vec<JoinHandle<()>>, String> {
-    let listener = listener.into_std().map_err(|e| format!("listen: {e}"))?;
     let open = Arc::new(Open::default());
     let upstream = shared.runtime.load().config.upstream.clone();
-    let mut tasks = Vec::with_capacity(threads);
+    let mut tasks = Vec::with_capacity(threads + 1);
+    let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
-        let listener = listener.try_clone().map_err(|e| format!("listen: {e}"))?;
         let client = crate::upstream::client(&upstream)?;
         let (shared, rx, tls, open) = (Arc::clone(shared), rx.clone(), tls.clone(), Arc::clone(&open));
+        let (hand, given) = tokio::sync::mpsc::unbounded_channel();
+        hands.push(hand);
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("proxy-{i}"))
@@ -256,13 +259,8 @@ fn proxy_threads(
                     }
                 };
                 rt.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            let proxy = crate::proxy::stack_around(shared, crate::proxy::Forward::new(client));
-                            serve(listener, tls, proxy, rx, grace, limits, open).await;
-                        }
-                        Err(e) => tracing::error!("proxy thread {i}: {e}"),
-                    }
+                    let proxy = crate::proxy::stack_around(shared, crate::proxy::Forward::new(client));
+                    serve(Connections::Given(given), tls, proxy, rx, grace, limits, open).await;
                 });
                 drop(rt);
                 let _ = done.send(());
@@ -272,14 +270,93 @@ fn proxy_threads(
             let _ = finished.await;
         }));
     }
+    tasks.push(tokio::spawn(hand_out(listener, hands, rx.clone(), limits, open)));
     Ok(tasks)
+}
+
+/// A new connection, counted against the cap, on its way to a proxy thread.
+type Given = (std::net::TcpStream, crate::conn::OpenGuard);
+
+/// Where a serving loop's connections come from.
+enum Connections {
+    /// Accepted here.
+    Listener(TcpListener),
+    /// Accepted by [`hand_out`] and given to this loop.
+    Given(tokio::sync::mpsc::UnboundedReceiver<Given>),
+}
+
+/// Accepts proxy connections until shutdown and gives them to the proxy threads in turn.
+async fn hand_out(
+    listener: TcpListener,
+    hands: Vec<tokio::sync::mpsc::UnboundedSender<Given>>,
+    mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
+    open: Arc<Open>,
+) {
+    let mut refused = Refusals::default();
+    let mut next = 0;
+    loop {
+        let Some((stream, guard)) = accept(&listener, &open, limits, &mut refused, &mut shutdown).await else {
+            break;
+        };
+        let Ok(stream) = stream.into_std().and_then(|s| s.set_nonblocking(true).map(|()| s)) else {
+            continue;
+        };
+        // In turn; a thread that has stopped is skipped.
+        let mut given = Some((stream, guard));
+        for _ in 0..hands.len() {
+            let hand = &hands[next % hands.len()];
+            next = next.wrapping_add(1);
+            match hand.send(given.take().expect("present")) {
+                Ok(()) => break,
+                Err(tokio::sync::mpsc::error::SendError(back)) => given = Some(back),
+            }
+        }
+    }
+}
+
+/// The next connection admitted under the cap, or `None` at shutdown.
+async fn accept(
+    listener: &TcpListener,
+    open: &Arc<Open>,
+    limits: Limits,
+    refused: &mut Refusals,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, crate::conn::OpenGuard)> {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin, and say so
+                    // once in a while rather than on every attempt.
+                    refused.note(|| format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        };
+        match open.admit(limits.max_connections) {
+            Some(guard) => return Some((stream, guard)),
+            None => {
+                drop(stream);
+                refused.note(|| {
+                    format!(
+                        "{} connections are open (max_connections): new connections are closed at once",
+                        limits.max_connections
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// Accepts connections until shutdown, then drains them. Past `limits.max_connections` (counted
 /// in `open`, which may be shared with other accept loops) a new connection is closed at once;
 /// the established ones carry on.
 async fn serve<S, B>(
-    listener: TcpListener,
+    incoming: Connections,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     mut shutdown: watch::Receiver<bool>,
@@ -294,29 +371,27 @@ async fn serve<S, B>(
 {
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut refused = Refusals::default();
+    let mut incoming = incoming;
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin, and say so
-                    // once in a while rather than on every attempt.
-                    refused.note(|| format!("accept failed: {e}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let (stream, guard) = match &mut incoming {
+            Connections::Listener(l) => match accept(l, &open, limits, &mut refused, &mut shutdown).await {
+                Some(c) => c,
+                None => break,
             },
-            _ = shutdown.changed() => break,
-        };
-        let Some(guard) = open.admit(limits.max_connections) else {
-            drop(stream);
-            refused.note(|| {
-                format!(
-                    "{} connections are open (max_connections): new connections are closed at once",
-                    limits.max_connections
-                )
-            });
-            continue;
+            Connections::Given(given) => {
+                let next = tokio::select! {
+                    g = given.recv() => g,
+                    _ = shutdown.changed() => None,
+                };
+                let Some((stream, guard)) = next else { break };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => (s, guard),
+                    Err(e) => {
+                        tracing::debug!("a handed connection could not be registered: {e}");
+                        continue;
+                    }
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
@@ -349,7 +424,7 @@ async fn serve<S, B>(
             }
         }
     }
-    drop(listener);
+    drop(incoming);
     let drained = async {
         while open.count() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
