@@ -149,6 +149,9 @@ pub struct Route {
     pub open_id: OpenIdSource,
     /// biz: the scope.
     pub biz_scope: Option<Arc<str>>,
+    /// Where it forwards: 0 for `[upstream]`, else 1 + its `[[upstreams]]` position
+    /// ([`Config::all_upstreams`] order).
+    pub upstream: usize,
 }
 
 /// All routes, in file order.
@@ -182,6 +185,11 @@ impl RouteTable {
                 inject: r.inject,
                 open_id: OpenIdSource::parse(&r.open_id).unwrap_or_else(|| OpenIdSource::query("open_id")),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
+                upstream: r
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| config.upstreams.iter().position(|x| &x.name == u))
+                    .map_or(0, |i| i + 1),
             })
             .collect();
         RouteTable { routes }

@@ -43,8 +43,10 @@ pub struct Runtime {
     pub callers: Callers,
     /// Apps, in config order (routes refer by index).
     pub apps: Vec<App>,
-    /// The upstream.
+    /// The upstream (`[upstream]`): API calls by default, and every token endpoint.
     pub base: Base,
+    /// Every upstream a route may forward to, in [`Config::all_upstreams`] order (`base` first).
+    pub bases: Vec<Base>,
     /// Code tables.
     pub codes: CodeTable,
     /// Metric handles per route, by route index.
@@ -126,6 +128,11 @@ impl Runtime {
                 client_fetch_budget: t.client_token_fetch_budget,
             },
         };
+        let bases = config
+            .all_upstreams()
+            .iter()
+            .map(|u| Base::parse(&u.base_url))
+            .collect::<Result<Vec<_>, _>>()?;
         let routes = RouteTable::build(&config);
         let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
         if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
@@ -136,6 +143,7 @@ impl Runtime {
             routes,
             apps,
             base,
+            bases,
             codes,
             route_metrics,
             no_route_metrics: metrics.route(NO_ROUTE),

@@ -239,12 +239,11 @@ fn proxy_threads(
     limits: Limits,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let open = Arc::new(Open::default());
-    let upstream = shared.runtime.load().config.upstream.clone();
     let mut tasks = Vec::with_capacity(threads + 1);
     let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
-        let client = crate::upstream::client(&upstream)?;
-        let (shared, rx, tls, open) = (Arc::clone(shared), rx.clone(), tls.clone(), Arc::clone(&open));
+        let proxy = crate::proxy::stack(Arc::clone(shared))?;
+        let (rx, tls, open) = (rx.clone(), tls.clone(), Arc::clone(&open));
         let (hand, given) = tokio::sync::mpsc::unbounded_channel();
         hands.push(hand);
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
@@ -259,7 +258,6 @@ fn proxy_threads(
                     }
                 };
                 rt.block_on(async move {
-                    let proxy = crate::proxy::stack_around(shared, crate::proxy::Forward::new(client));
                     serve(Connections::Given(given), tls, proxy, rx, grace, limits, open).await;
                 });
                 drop(rt);

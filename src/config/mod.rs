@@ -80,6 +80,9 @@ pub struct Config {
     /// The Douyin Open Platform (or the sandbox) the gateway forwards to.
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// Other hosts routes may forward to (`upstream = NAME` on a route).
+    #[serde(default)]
+    pub upstreams: Vec<NamedUpstream>,
     /// Where tokens are kept.
     #[serde(default)]
     pub store: StoreConfig,
@@ -196,6 +199,47 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             ca_file: None,
         }
+    }
+}
+
+/// `[[upstreams]]`: another host a route may forward to, such as `developer.toutiao.com`
+/// (mini-app server APIs) or `webcast.bytedance.com` (live streaming).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedUpstream {
+    /// What routes call it (`upstream = NAME`).
+    pub name: String,
+    /// `scheme://host[:port]`.
+    pub base_url: String,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// An extra CA (PEM) to trust besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+
+impl NamedUpstream {
+    /// Its connection settings, as `[upstream]` has them.
+    pub fn settings(&self) -> UpstreamConfig {
+        UpstreamConfig {
+            base_url: self.base_url.clone(),
+            connect_timeout_ms: self.connect_timeout_ms,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Every upstream's settings, in the order routes refer to them: `[upstream]` first, then each
+    /// `[[upstreams]]` in file order.
+    pub fn all_upstreams(&self) -> Vec<UpstreamConfig> {
+        std::iter::once(self.upstream.clone())
+            .chain(self.upstreams.iter().map(NamedUpstream::settings))
+            .collect()
     }
 }
 
@@ -397,6 +441,8 @@ pub struct RouteConfig {
     pub open_id: String,
     /// biz: the scope to request.
     pub biz_scope: Option<String>,
+    /// The `[[upstreams]]` entry to forward to; absent: `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 fn default_open_id() -> String {

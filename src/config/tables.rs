@@ -193,6 +193,16 @@ impl Config {
                     c.err("routes", idx, "open_id", "must be \"query:NAME\" or \"header:NAME\"");
                 }
             }
+            if let Some(u) = &r.upstream {
+                if !self.upstreams.iter().any(|x| &x.name == u) {
+                    c.err(
+                        "routes",
+                        idx,
+                        "upstream",
+                        format!("no [[upstreams]] named {u:?} (leave it out for [upstream])"),
+                    );
+                }
+            }
             if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
                 c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
             }

@@ -214,29 +214,19 @@ impl Config {
                 }
             }
         }
-        let u = &self.upstream;
-        match u.base_url.parse::<http::Uri>() {
-            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => {
-                if uri.query().is_some() || !uri.path().trim_end_matches('/').is_empty() {
-                    c.err(
-                        "upstream",
-                        None,
-                        "base_url",
-                        "must be scheme://host[:port] with no path or query",
-                    );
-                }
+        check_upstream(c, "upstream", None, &self.upstream);
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.name.is_empty() {
+                c.err("upstreams", Some(i), "name", "must not be empty");
+            } else if self.upstreams.iter().filter(|o| o.name == u.name).count() > 1 {
+                c.err(
+                    "upstreams",
+                    Some(i),
+                    "name",
+                    format!("upstream {:?} is defined more than once", u.name),
+                );
             }
-            _ => c.err(
-                "upstream",
-                None,
-                "base_url",
-                format!("{:?} is not an http(s) URL", u.base_url),
-            ),
-        }
-        if let Some(ca) = &u.ca_file {
-            if !ca.is_file() {
-                c.err("upstream", None, "ca_file", format!("{} does not exist", ca.display()));
-            }
+            check_upstream(c, "upstreams", Some(i), &u.settings());
         }
         if let Some(h) = &self.admin.api_key_sha256 {
             if !is_sha256_hex(h) {
@@ -306,5 +296,35 @@ impl Config {
                 }
             },
         }
+    }
+}
+
+/// An upstream's base_url and ca_file (`[upstream]` or one `[[upstreams]]` entry).
+fn check_upstream(c: &mut Collector<'_>, table: &str, index: Option<usize>, u: &super::UpstreamConfig) {
+    match u.base_url.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => {
+            if uri.query().is_some() || !uri.path().trim_end_matches('/').is_empty() {
+                c.err(
+                    table,
+                    index,
+                    "base_url",
+                    "must be scheme://host[:port] with no path or query",
+                );
+            }
+        }
+        _ => c.err(
+            table,
+            index,
+            "base_url",
+            format!("{:?} is not an http(s) URL", u.base_url),
+        ),
+    }
+    if let Some(ca) = &u.ca_file {
+        if !ca.is_file() {
+            c.err(table, index, "ca_file", format!("{} does not exist", ca.display()));
+        }
+    }
+    if u.connect_timeout_ms == 0 {
+        c.err(table, index, "connect_timeout_ms", "must be greater than 0");
     }
 }

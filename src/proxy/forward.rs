@@ -1,7 +1,9 @@
 //! The innermost service: the request to the platform over the pooled keep-alive client.
 //!
-//! The request's origin-form target goes to the configured upstream (scheme and authority from
-//! `[upstream] base_url`, never from the caller); hop-by-hop headers of the answer are dropped.
+//! The request's origin-form target goes to the route's upstream (scheme and authority from
+//! `[upstream]` or the route's `[[upstreams]]` entry, never from the caller), over that
+//! upstream's client (its own CA and connect timeout); hop-by-hop headers of the answer are
+//! dropped.
 //! Errors: the caller's body failing is the caller's (400, 408, 413), anything else 502
 //! `upstream_unavailable`.
 
@@ -19,13 +21,21 @@ use std::time::Instant;
 /// See the [module docs](self).
 #[derive(Clone)]
 pub struct Forward {
-    client: HttpClient,
+    /// One per upstream, in `Config::all_upstreams` order.
+    clients: std::sync::Arc<[HttpClient]>,
 }
 
 impl Forward {
-    /// Forwards over `client`.
+    /// Forwards everything over `client` (to `[upstream]`).
     pub fn new(client: HttpClient) -> Self {
-        Forward { client }
+        Forward::over(vec![client])
+    }
+
+    /// Forwards over one client per upstream, in `Config::all_upstreams` order.
+    pub fn over(clients: Vec<HttpClient>) -> Self {
+        Forward {
+            clients: clients.into(),
+        }
     }
 }
 
@@ -43,15 +53,22 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             Ok(s) => s.clone(),
             Err(e) => return ForwardFuture::failed(e),
         };
+        let rt = scope.runtime();
+        let upstream = scope.route().and_then(|i| rt.routes.get(i)).map_or(0, |r| r.upstream);
+        let (Some(base), Some(client)) = (rt.bases.get(upstream), self.clients.get(upstream)) else {
+            return ForwardFuture::failed(GatewayError::UpstreamUnavailable(
+                "this route's upstream was added by a config reload: [[upstreams]] take effect at restart".into(),
+            ));
+        };
         let target = std::mem::take(req.uri_mut());
-        match scope.runtime().base.place(target) {
+        match base.place(target) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ForwardFuture::failed(GatewayError::BadRequest(format!("request target: {e}"))),
         }
         // HTTP/2 from the caller, HTTP/1.1 or 2 (ALPN) to the platform: the client picks.
         *req.version_mut() = http::Version::HTTP_11;
         ForwardFuture {
-            inner: Some(self.client.request(req)),
+            inner: Some(client.request(req)),
             error: None,
             start: Instant::now(),
             scope: Some(scope),

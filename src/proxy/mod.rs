@@ -49,9 +49,18 @@ use std::sync::{Arc, OnceLock};
 /// Request id header: taken from the caller when sane, else generated; echoed on every answer.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The gateway's whole stack around the pooled upstream client.
-pub fn stack(shared: Arc<Shared>) -> Stack {
-    stack_around(Arc::clone(&shared), Forward::new(shared.client.clone()))
+/// The gateway's whole stack around pooled clients of its own, one per upstream (the server
+/// builds one such stack per proxy thread).
+pub fn stack(shared: Arc<Shared>) -> Result<Stack, String> {
+    let clients = shared
+        .runtime
+        .load()
+        .config
+        .all_upstreams()
+        .iter()
+        .map(crate::upstream::client)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(stack_around(shared, Forward::over(clients)))
 }
 
 /// The stack of [`stack`] around any innermost service (the pooled client; a test's).
