@@ -182,7 +182,7 @@ impl RouteTable {
                     .as_ref()
                     .and_then(|a| config.apps.iter().position(|x| &x.name == a))
                     .unwrap_or(0),
-                inject: r.inject,
+                inject: r.inject.clone(),
                 open_id: OpenIdSource::parse(&r.open_id).unwrap_or_else(|| OpenIdSource::query("open_id")),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
                 upstream: r

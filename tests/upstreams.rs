@@ -9,8 +9,23 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use std::sync::{Arc, Mutex};
 
-/// What a stand-in for another host (developer.toutiao.com) received: path and `access-token`.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// What a stand-in for another host (developer.toutiao.com, webcast) received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn token(&self) -> Option<String> {
+        self.headers
+            .get("access-token")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+type Seen = Arc<Mutex<Vec<Received>>>;
 
 /// A host that answers every call with the mini-app envelope's success and records what came.
 async fn other_host() -> (String, Seen) {
@@ -26,12 +41,15 @@ async fn other_host() -> (String, Seen) {
             let record = Arc::clone(&record);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let token = req
-                        .headers()
-                        .get("access-token")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    record.lock().unwrap().push((req.uri().path().to_string(), token));
-                    async {
+                    let record = Arc::clone(&record);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+                        record.lock().unwrap().push(Received {
+                            path: parts.uri.path().to_string(),
+                            headers: parts.headers,
+                            body,
+                        });
                         let mut r = http::Response::new(Full::new(Bytes::from_static(
                             br#"{"err_no":0,"err_tips":"success","data":{}}"#,
                         )));
@@ -69,8 +87,8 @@ async fn a_route_forwards_to_its_named_upstream_with_the_platforms_token() {
     // The other host got the call, with the client_token the platform issued.
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].0, "/api/apps/qrcode");
-    let token = got[0].1.clone().expect("an access-token header");
+    assert_eq!(got[0].path, "/api/apps/qrcode");
+    let token = got[0].token().expect("an access-token header");
     assert!(token.starts_with("clt."), "{token}");
     let stats = http.stats(&sb).await;
     assert_eq!(
@@ -96,4 +114,85 @@ fn check_refuses_an_unknown_or_repeated_upstream() {
     assert!(err.contains("no [[upstreams]] named \"nope\""), "{err}");
     assert!(err.contains("upstream \"a\" is defined more than once"), "{err}");
     assert!(err.contains("\"ftp://x\" is not an http(s) URL"), "{err}");
+}
+
+/// A gateway on the sandbox with `[[upstreams]] name = "other"` at `other`, and `routes`.
+async fn gateway_with_other(sb: &douyin_gateway::sandbox::Sandbox, other: &str, server: &str, routes: &str) -> Gateway {
+    let secret = secret_file();
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .server(server)
+        .extra(&format!(
+            "[[upstreams]]\nname = \"other\"\nbase_url = \"{other}\"\n\n{routes}"
+        ))
+        .render();
+    gateway_text(&text, secret).await
+}
+
+/// `inject = "header:x-token"` (the webcast APIs): the token in that header, the caller's own
+/// (in any spelling read as it) dropped, and no `access-token` header sent.
+#[tokio::test]
+async fn the_token_goes_in_the_header_a_route_names() {
+    let sb = sandbox().await;
+    let (host, seen) = other_host().await;
+    let routes = "[[routes]]\nname = \"webcast\"\npath = \"/webcast/*\"\ntoken = \"client\"\n\
+                  inject = \"header:x-token\"\nupstream = \"other\"\n";
+    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let r = Http::default()
+        .send(
+            http::Method::GET,
+            &gw.url("/webcast/room/info"),
+            &[("x-gateway-key", CALLER_KEY), ("x-token", "evil"), ("X_Token", "evil2")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap()[0].clone();
+    let values: Vec<&str> = got
+        .headers
+        .get_all("x-token")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert!(values[0].starts_with("clt."), "{values:?}");
+    assert!(!got.headers.contains_key("x_token"));
+    assert!(got.token().is_none(), "no access-token header besides");
+}
+
+/// `inject = "json_body"` (developer.toutiao.com APIs): the token set as the body's top-level
+/// `access_token`, every other member kept byte for byte and in order, the caller's own
+/// `access_token` dropped, `Content-Length` fixed; a body that is not a JSON object, or is over
+/// `retry_buffer_bytes`, refused with 400 and nothing sent.
+#[tokio::test]
+async fn the_token_goes_in_the_json_body() {
+    let sb = sandbox().await;
+    let (host, seen) = other_host().await;
+    let routes = "[[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
+                  token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
+    let gw = gateway_with_other(&sb, &host, "retry_buffer_bytes = 1024", routes).await;
+    let http = Http::default();
+    let sent = r#"{"appid":"tt1","access_token":"evil","n":123456789012345678901234567890,"s":"\u00e9\"q","o":{"access_token":"inner"}}"#;
+    let r = http.post(&gw.url("/api/apps/v2/qrcode/create"), sent).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap()[0].clone();
+    let token = http.stats(&sb).await;
+    assert_eq!(token["client_token_calls"], 1);
+    let body = std::str::from_utf8(&got.body).unwrap();
+    let prefix = r#"{"appid":"tt1","n":123456789012345678901234567890,"s":"\u00e9\"q","o":{"access_token":"inner"},"access_token":"clt."#;
+    assert!(body.starts_with(prefix), "{body}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v["access_token"].as_str().unwrap().starts_with("clt."));
+    assert_eq!(got.headers["content-length"], body.len().to_string().as_str());
+    assert!(got.token().is_none(), "the token goes in the body only");
+
+    for (bad, why) in [("[1,2]", "not an object"), ("not json", "not JSON"), ("", "empty")] {
+        let r = http.post(&gw.url("/api/apps/v2/qrcode/create"), bad).await;
+        assert_eq!(r.status, 400, "{why}: {}", r.text());
+        assert_eq!(r.gateway_error().as_deref(), Some("bad_request"), "{why}");
+    }
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096));
+    let r = http.post(&gw.url("/api/apps/v2/qrcode/create"), big).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("retry_buffer_bytes"), "{}", r.text());
+    assert_eq!(seen.lock().unwrap().len(), 1, "nothing refused was sent");
 }

@@ -408,15 +408,40 @@ pub enum TokenKind {
     Biz,
 }
 
-/// Where the token goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Inject {
     /// `access-token: T`
     #[default]
     Header,
     /// `access_token=T` in the query.
     Query,
+    /// `NAME: T` (the webcast APIs' `X-Token`); the caller's own header of that name is stripped.
+    HeaderNamed(http::HeaderName),
+    /// The top-level `access_token` field of a JSON object body (developer.toutiao.com APIs),
+    /// set or replaced; the body is read whole (at most `retry_buffer_bytes`).
+    JsonBody,
+}
+
+impl TryFrom<String> for Inject {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "header" => Ok(Inject::Header),
+            "query" => Ok(Inject::Query),
+            "json_body" => Ok(Inject::JsonBody),
+            _ => match s.split_once(':') {
+                Some(("header", name)) if !name.is_empty() => http::HeaderName::from_bytes(name.as_bytes())
+                    .map(Inject::HeaderNamed)
+                    .map_err(|_| format!("{name:?} is not a header name")),
+                _ => Err(format!(
+                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\" or \"json_body\""
+                )),
+            },
+        }
+    }
 }
 
 /// `[[routes]]`

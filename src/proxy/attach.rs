@@ -31,9 +31,11 @@
 
 use super::headers::{self, ACCESS_TOKEN};
 use super::Scope;
+use crate::body::ProxyBody;
 use crate::config::Inject;
 use crate::error::GatewayError;
 use crate::token::{Need, Token, TokenError, TokenKey, Tokens};
+use bytes::Bytes;
 use http::{header, Request};
 use std::future::Future;
 use std::pin::Pin;
@@ -58,12 +60,121 @@ pub struct Attached {
     pub token: Arc<Token>,
 }
 
+/// A request body the token can be written into (`inject = "json_body"`): one held whole.
+pub trait TokenBody: Sized {
+    /// The bytes of a body held whole; `None` for a stream (or a body type that cannot say).
+    fn whole(&self) -> Option<&[u8]>;
+    /// A body of these bytes.
+    fn from_bytes(b: Bytes) -> Self;
+}
+
+impl<B> TokenBody for ProxyBody<B> {
+    fn whole(&self) -> Option<&[u8]> {
+        match self {
+            ProxyBody::Full(b) => Some(b.as_deref().unwrap_or_default()),
+            ProxyBody::Stream { .. } => None,
+        }
+    }
+    fn from_bytes(b: Bytes) -> Self {
+        ProxyBody::full(b)
+    }
+}
+
+impl TokenBody for String {
+    fn whole(&self) -> Option<&[u8]> {
+        Some(self.as_bytes())
+    }
+    fn from_bytes(b: Bytes) -> Self {
+        String::from_utf8_lossy(&b).into_owned()
+    }
+}
+
+impl TokenBody for Bytes {
+    fn whole(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+    fn from_bytes(b: Bytes) -> Self {
+        b
+    }
+}
+
+/// hyper-util's `Full` does not show its bytes: usable with every placement but `json_body`.
+impl TokenBody for http_body_util::Full<Bytes> {
+    fn whole(&self) -> Option<&[u8]> {
+        None
+    }
+    fn from_bytes(b: Bytes) -> Self {
+        http_body_util::Full::new(b)
+    }
+}
+
+/// The JSON object `body` with its top-level `access_token` set to `token`: every other member
+/// kept byte for byte and in order, any `access_token` the caller sent dropped.
+pub fn json_with_token(body: &[u8], token: &str) -> Result<Bytes, GatewayError> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+    struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Members<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Members<'de>, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = a.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                        out.push((k, v));
+                    }
+                    Ok(Members(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let members: Members<'_> = serde_json::from_slice(body).map_err(|_| {
+        GatewayError::BadRequest("this route puts the token in the JSON body: send a JSON object".into())
+    })?;
+    let mut out = Vec::with_capacity(body.len() + token.len() + 20);
+    out.push(b'{');
+    for (k, v) in members.0.iter().filter(|(k, _)| k != "access_token") {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k).expect("a string");
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"access_token\":");
+    serde_json::to_writer(&mut out, token).expect("a string");
+    out.push(b'}');
+    Ok(Bytes::from(out))
+}
+
 /// Puts `token` in `req` where `inject` says, replacing any there. Answers must stay readable to
 /// spot a token rejection, so compression is not offered upstream.
-pub fn attach<B>(req: &mut Request<B>, token: &Token, inject: Inject) -> Result<(), GatewayError> {
+pub fn attach<B: TokenBody>(req: &mut Request<B>, token: &Token, inject: &Inject) -> Result<(), GatewayError> {
     match inject {
         Inject::Header => {
             req.headers_mut().insert(&ACCESS_TOKEN, token.header());
+        }
+        Inject::HeaderNamed(name) => {
+            req.headers_mut().insert(name, token.header());
+        }
+        Inject::JsonBody => {
+            let whole = req.body().whole().ok_or_else(|| {
+                GatewayError::BadRequest(
+                    "this route puts the token in the JSON body: the body must be at most retry_buffer_bytes".into(),
+                )
+            })?;
+            let body = json_with_token(whole, token.value())?;
+            req.headers_mut().insert(header::CONTENT_LENGTH, body.len().into());
+            *req.body_mut() = B::from_bytes(body);
         }
         Inject::Query => {
             let q = headers::rewrite_query(req.uri().query(), Some(token.value()));
@@ -135,7 +246,7 @@ pub struct AttachToken<S> {
     fixed: Option<TokenFor>,
 }
 
-impl<S, B> tower::Service<Request<B>> for AttachToken<S>
+impl<S, B: TokenBody> tower::Service<Request<B>> for AttachToken<S>
 where
     S: tower::Service<Request<B>> + Clone,
     S::Error: Into<GatewayError>,
@@ -155,7 +266,7 @@ where
             };
         };
         if let Some(token) = self.tokens.cached(&need.key) {
-            return match attach(&mut req, &token, need.inject) {
+            return match attach(&mut req, &token, &need.inject) {
                 Ok(()) => {
                     req.extensions_mut().insert(Attached { need, token });
                     AttachFuture::Calling {
@@ -195,7 +306,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<S, B> Future for AttachFuture<S, B>
+impl<S, B: TokenBody> Future for AttachFuture<S, B>
 where
     S: tower::Service<Request<B>>,
     S::Error: Into<GatewayError>,
@@ -219,7 +330,7 @@ where
                     let mut req = req.take().expect("once");
                     let need = need.take().expect("once");
                     match result.map_err(|e| token_error(req.extensions().get::<Scope>(), e)) {
-                        Ok(token) => match attach(&mut req, &token, need.inject) {
+                        Ok(token) => match attach(&mut req, &token, &need.inject) {
                             Ok(()) => {
                                 req.extensions_mut().insert(Attached { need, token });
                                 AttachFuture::Calling {
@@ -233,6 +344,30 @@ where
                 }
             };
             self.set(next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_replaces_the_callers_and_keeps_the_rest_byte_for_byte() {
+        let once = json_with_token(br#"{"a":1,"access_token":"evil","b":[1, 2]}"#, "t1").unwrap();
+        assert_eq!(&once[..], br#"{"a":1,"b":[1, 2],"access_token":"t1"}"#);
+        let twice = json_with_token(&once, "t2").unwrap();
+        assert_eq!(&twice[..], br#"{"a":1,"b":[1, 2],"access_token":"t2"}"#);
+        let big = json_with_token(br#"{"n":123456789012345678901234567890,"s":"\u00e9\"q"}"#, "t").unwrap();
+        assert_eq!(
+            &big[..],
+            br#"{"n":123456789012345678901234567890,"s":"\u00e9\"q","access_token":"t"}"#
+        );
+        assert_eq!(&json_with_token(b" {} ", "t").unwrap()[..], br#"{"access_token":"t"}"#);
+        let nested = json_with_token(br#"{"o":{"access_token":"inner"}}"#, "t").unwrap();
+        assert_eq!(&nested[..], br#"{"o":{"access_token":"inner"},"access_token":"t"}"#);
+        for bad in [&b"[1]"[..], b"", b"{", b"1", b"{} x"] {
+            assert!(json_with_token(bad, "t").is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -58,6 +58,18 @@ pub fn strip_request(h: &mut HeaderMap) {
     }
 }
 
+/// Removes every header a lenient server would read as `name` (`X_Token` for `x-token`).
+pub fn strip_named(h: &mut HeaderMap, name: &HeaderName) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| header_is(n.as_str(), name.as_str()))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
 /// Cleans an upstream response's headers before they go to the caller.
 pub fn strip_response(h: &mut HeaderMap) {
     strip_hop_by_hop(h);

@@ -146,7 +146,7 @@ where
     S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<GatewayError>,
-    B: Replay + Send + 'static,
+    B: Replay + super::attach::TokenBody + Send + 'static,
     RB: Body<Data = Bytes> + Unpin + Send + 'static,
     RB::Error: Into<BoxError>,
 {
@@ -253,7 +253,7 @@ where
     S: tower::Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send,
     S::Error: Into<GatewayError>,
-    B: Send + 'static,
+    B: super::attach::TokenBody + Send + 'static,
     RB: Body<Data = Bytes> + Unpin + Send + 'static,
     RB::Error: Into<BoxError>,
 {
@@ -332,7 +332,7 @@ where
     S: tower::Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send,
     S::Error: Into<GatewayError>,
-    B: Send + 'static,
+    B: super::attach::TokenBody + Send + 'static,
     RB: Body<Data = Bytes> + Unpin + Send + 'static,
     RB::Error: Into<BoxError>,
 {
@@ -371,7 +371,7 @@ where
                 return Err(token_error(policy.scope.as_ref(), e));
             }
         };
-        attach(&mut req, &fresh, need.inject)?;
+        attach(&mut req, &fresh, &need.inject)?;
         let resp = inner.oneshot(req).await.map_err(Into::into)?;
         let (parts, body) = resp.into_parts();
         let (resp, codes) = if inspectable(&parts.headers) {

@@ -10,8 +10,8 @@
 //!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`]; a user or biz route
 //!   without its open_id: 400 `open_id_missing`, given twice (or under a lookalike name): 400;
 //! - every credential the caller sent is stripped (its gateway key, any `access-token` header
-//!   or `access_token` parameter in any spelling a lenient server reads as one), with
-//!   hop-by-hop headers and `Host`.
+//!   or `access_token` parameter in any spelling a lenient server reads as one, and the route's
+//!   own token header for `inject = "header:NAME"`), with hop-by-hop headers and `Host`.
 
 use super::{headers, Checked, Scope, TokenFor};
 use crate::config::TokenKind;
@@ -101,6 +101,10 @@ fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<(), GatewayError> {
     }
     let key = token_key(rt, route, req)?;
     headers::strip_request(req.headers_mut());
+    if let crate::config::Inject::HeaderNamed(name) = &route.inject {
+        // The token goes in this header: the caller's own, in any spelling read as it, is dropped.
+        headers::strip_named(req.headers_mut(), name);
+    }
     if let Some(q) = req.uri().query() {
         let kept = match headers::rewrite_query(Some(q), None) {
             Some(Cow::Borrowed(_)) => None,
@@ -115,7 +119,7 @@ fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<(), GatewayError> {
     if let Some(key) = key {
         req.extensions_mut().insert(TokenFor {
             key,
-            inject: route.inject,
+            inject: route.inject.clone(),
         });
     }
     Ok(())
