@@ -29,6 +29,11 @@ type Seen = Arc<Mutex<Vec<Received>>>;
 
 /// A host that answers every call with the mini-app envelope's success and records what came.
 async fn other_host() -> (String, Seen) {
+    other_host_rejecting(0).await
+}
+
+/// [`other_host`], answering its first `reject` calls with envelope G's token rejection (11016).
+async fn other_host_rejecting(reject: usize) -> (String, Seen) {
     let listener = bind().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
@@ -45,14 +50,21 @@ async fn other_host() -> (String, Seen) {
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
-                        record.lock().unwrap().push(Received {
-                            path: parts.uri.path().to_string(),
-                            headers: parts.headers,
-                            body,
-                        });
-                        let mut r = http::Response::new(Full::new(Bytes::from_static(
-                            br#"{"err_no":0,"err_tips":"success","data":{}}"#,
-                        )));
+                        let n = {
+                            let mut seen = record.lock().unwrap();
+                            seen.push(Received {
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers,
+                                body,
+                            });
+                            seen.len()
+                        };
+                        let answer: &'static [u8] = if n <= reject {
+                            br#"{"data":null,"err":{"err_code":11016,"err_msg":"access_token invalid"}}"#
+                        } else {
+                            br#"{"err_no":0,"err_tips":"success","data":{}}"#
+                        };
+                        let mut r = http::Response::new(Full::new(Bytes::from_static(answer)));
                         r.headers_mut()
                             .insert("content-type", http::HeaderValue::from_static("application/json"));
                         Ok::<_, std::convert::Infallible>(r)
@@ -195,4 +207,30 @@ async fn the_token_goes_in_the_json_body() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("retry_buffer_bytes"), "{}", r.text());
     assert_eq!(seen.lock().unwrap().len(), 1, "nothing refused was sent");
+}
+
+/// developer.toutiao.com's envelope G (`{"err":{"err_code":11016}}`) is a token rejection: the
+/// token is refreshed once and the call replayed with the new token in the body.
+#[tokio::test]
+async fn a_rejection_in_the_err_envelope_refreshes_and_replays_the_json_body() {
+    let sb = sandbox().await;
+    let (host, seen) = other_host_rejecting(1).await;
+    let routes = "[[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
+                  token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
+    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let http = Http::default();
+    let r = http
+        .post(&gw.url("/api/apps/v2/qrcode/create"), r#"{"appid":"tt1"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["err_no"], 0, "the replay's answer");
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "rejected, then replayed once");
+    let token = |i: usize| {
+        let v: serde_json::Value = serde_json::from_slice(&got[i].body).unwrap();
+        assert_eq!(v["appid"], "tt1");
+        v["access_token"].as_str().unwrap().to_string()
+    };
+    assert_ne!(token(0), token(1), "the replay carries the new token");
+    assert_eq!(http.stats(&sb).await["client_token_calls"], 2);
 }
