@@ -17,6 +17,8 @@ pub struct Caller {
     digest: [u8; 32],
     /// Route indices it may use; `None` = all.
     routes: Option<Vec<usize>>,
+    /// May exchange authorization codes (`POST /_gateway/exchange_code`).
+    pub exchange_codes: bool,
 }
 
 impl Caller {
@@ -42,6 +44,11 @@ impl Identity<'_> {
             Identity::Caller(c) => c.may_use(index),
             Identity::Anonymous => true,
         }
+    }
+
+    /// Whether it may exchange authorization codes; an anonymous caller never may.
+    pub fn may_exchange_codes(&self) -> bool {
+        matches!(self, Identity::Caller(c) if c.exchange_codes)
     }
 
     /// Name for logs.
@@ -94,6 +101,7 @@ impl Callers {
                     name: c.name.clone(),
                     digest,
                     routes,
+                    exchange_codes: c.exchange_codes,
                 }
             })
             .collect();

@@ -64,6 +64,15 @@ pub enum GatewayError {
     /// `max_in_flight` requests are in progress.
     #[error("the gateway is at its limit of {0} requests in progress; retry shortly")]
     Overloaded(usize),
+    /// The platform refused an authorization code (`POST /_gateway/exchange_code`): stale,
+    /// already used, or another app's.
+    #[error("the platform refused the code ({code}: {description})")]
+    CodeRefused {
+        /// The platform's error code.
+        code: i64,
+        /// Its description.
+        description: String,
+    },
     /// A bug: the gateway failed while handling the request (extension of the contract).
     #[error("the gateway failed while handling this request; it has been logged")]
     Internal,
@@ -74,7 +83,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            OpenIdMissing(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
+            OpenIdMissing(_) | BadRequest(_) | CodeRefused { .. } => StatusCode::BAD_REQUEST,
             CallerUnauthenticated | UserAuthorizationRequired { .. } => StatusCode::UNAUTHORIZED,
             CallerForbidden { .. } => StatusCode::FORBIDDEN,
             NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -106,6 +115,7 @@ impl GatewayError {
             ClientTimeout(_) => "client_timeout",
             HeadersTooLarge(_) => "headers_too_large",
             Overloaded(_) => "overloaded",
+            CodeRefused { .. } => "code_refused",
             Internal => "internal_error",
         }
     }
@@ -116,13 +126,22 @@ impl GatewayError {
             GatewayError::UserAuthorizationRequired { authorize_url, .. } => authorize_url.as_deref(),
             _ => None,
         };
-        render(
+        let mut resp = render(
             self.status(),
             self.code(),
             &self.to_string(),
             Some(request_id),
             authorize_url,
-        )
+        );
+        if let GatewayError::CodeRefused { code, description } = &self {
+            // The platform's own code and description too, for a program to act on.
+            let v = serde_json::json!({"gateway_error": {
+                "code": self.code(), "message": self.to_string(), "request_id": request_id,
+                "platform_code": code, "platform_description": description,
+            }});
+            *resp.body_mut() = ProxyBody::full(serde_json::to_vec(&v).expect("json"));
+        }
+        resp
     }
 }
 

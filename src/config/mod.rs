@@ -388,6 +388,9 @@ pub struct CallerConfig {
     /// Route names it may use; `"*"` = all.
     #[serde(default = "all_routes")]
     pub routes: Vec<String>,
+    /// May exchange authorization codes its app received itself (`POST /_gateway/exchange_code`).
+    #[serde(default)]
+    pub exchange_codes: bool,
 }
 
 fn all_routes() -> Vec<String> {

@@ -7,6 +7,8 @@
 //!                           panics caught, metrics, access log; every GatewayError
 //!                           becomes the contract's JSON answer here, and only here
 //!         ──► Authenticate  who is calling (caller key, or anonymous)
+//!         ──► ExchangeCode  `POST /_gateway/exchange_code` answered here (codes the app received
+//!                           itself); every other path passes on
 //!         ──► Routing       which route; may this caller use it; which token it needs;
 //!                           caller credentials stripped
 //!         ──► KeepBody      a small request body read and kept for a replay
@@ -25,6 +27,7 @@ pub mod attach;
 pub mod authenticate;
 pub mod canonical;
 pub mod edge;
+pub mod exchange_code;
 pub mod forward;
 pub mod headers;
 pub mod keep;
@@ -34,6 +37,7 @@ pub mod routing;
 pub use attach::{AttachToken, AttachTokenLayer, Attached, TokenFor};
 pub use authenticate::{Authenticate, AuthenticateLayer};
 pub use edge::{Edge, EdgeLayer};
+pub use exchange_code::{ExchangeCode, ExchangeCodeLayer};
 pub use forward::Forward;
 pub use keep::{KeepBody, KeepBodyLayer};
 pub use retry::{Retry, RetryLayer};
@@ -72,8 +76,9 @@ pub fn stack_around<S>(shared: Arc<Shared>, forward: S) -> Wrapped<S> {
             crate::caller::GATEWAY_KEY.clone(),
             headers::ACCESS_TOKEN.clone(),
         ]))
-        .layer(EdgeLayer::new(shared))
+        .layer(EdgeLayer::new(Arc::clone(&shared)))
         .layer(AuthenticateLayer)
+        .layer(ExchangeCodeLayer::new(shared))
         .layer(RoutingLayer)
         .layer(KeepBodyLayer)
         .layer(AttachTokenLayer::new(Arc::clone(&tokens)))
@@ -83,7 +88,7 @@ pub fn stack_around<S>(shared: Arc<Shared>, forward: S) -> Wrapped<S> {
 
 /// The stack around an innermost service.
 pub type Wrapped<S> = tower_http::sensitive_headers::SetSensitiveRequestHeaders<
-    Edge<Authenticate<Routing<KeepBody<AttachToken<Retry<S>>>>>>,
+    Edge<Authenticate<ExchangeCode<Routing<KeepBody<AttachToken<Retry<S>>>>>>>,
 >;
 
 /// The proxy service stack [`stack`] builds.

@@ -88,6 +88,7 @@ pub struct TestConfig {
     admin_key: bool,
     tokens: Vec<String>,
     app: Vec<String>,
+    caller: Vec<String>,
     routes_first: Vec<String>,
     extra: Vec<String>,
 }
@@ -108,6 +109,7 @@ impl TestConfig {
             admin_key: true,
             tokens: Vec::new(),
             app: Vec::new(),
+            caller: Vec::new(),
             routes_first: Vec::new(),
             extra: Vec::new(),
         }
@@ -127,6 +129,12 @@ impl TestConfig {
     /// The proxy on this port.
     pub fn listen_port(mut self, port: u16) -> Self {
         self.listen = format!("127.0.0.1:{port}");
+        self
+    }
+
+    /// Lines for the standard caller's `[[callers]]` entry.
+    pub fn caller(mut self, lines: &str) -> Self {
+        self.caller.push(lines.into());
         self
     }
 
@@ -238,6 +246,7 @@ client_secret_file = "{secret}"
 [[callers]]
 name = "backend"
 api_key_sha256 = "{caller}"
+{caller_lines}
 
 {routes_first}
 
@@ -271,6 +280,7 @@ token = "user"
             app = self.app.join("\n"),
             secret = self.secret.display(),
             caller = douyin_gateway::caller::hash_key(CALLER_KEY),
+            caller_lines = self.caller.join("\n"),
             routes_first = self.routes_first.join("\n\n"),
             extra = self.extra.join("\n"),
         )

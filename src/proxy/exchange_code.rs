@@ -1,0 +1,172 @@
+//! `POST /_gateway/exchange_code`: authorization codes the app received itself.
+//!
+//! A mini-app's `tt.showDouyinOpenAuth` and the mobile SDKs deliver the code to the app, not to a
+//! `redirect_uri`; exchanging it needs the client secret, which the app's backend should not
+//! hold. A caller whose `[[callers]]` entry has `exchange_codes = true` posts
+//! `{"app": NAME, "code": CODE}`; the gateway exchanges the code (`/oauth/access_token/`), stores
+//! the user's tokens and answers `{"open_id", "scope", "expires_at", "refresh_expires_at"}`,
+//! never a token. A code the platform refuses: 400 `code_refused` with the platform's code and
+//! description; a platform out of reach: 502; nothing is stored either way. Other paths pass on.
+
+use super::{Checked, Scope};
+use crate::body::{BoxError, ProxyBody};
+use crate::error::GatewayError;
+use crate::state::Shared;
+use crate::token::{issuer, TokenError, TokenKey};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The path this layer answers.
+pub const PATH: &str = "/_gateway/exchange_code";
+
+/// Request bodies are one small JSON object.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Wraps a service in [`ExchangeCode`].
+#[derive(Clone)]
+pub struct ExchangeCodeLayer {
+    shared: Arc<Shared>,
+}
+
+impl ExchangeCodeLayer {
+    /// Exchanges codes through `shared`'s token cache and store.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ExchangeCodeLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for ExchangeCodeLayer {
+    type Service = ExchangeCode<S>;
+
+    fn layer(&self, inner: S) -> ExchangeCode<S> {
+        ExchangeCode {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Clone)]
+pub struct ExchangeCode<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type Answer<RB> = Result<Response<ProxyBody<RB>>, GatewayError>;
+
+/// The future of [`ExchangeCode`]: the inner service's, or (on its own path, rare) a boxed
+/// exchange.
+pub type ExchangeCodeFuture<F, RB> =
+    futures_util::future::Either<Checked<F>, Pin<Box<dyn Future<Output = Answer<RB>> + Send>>>;
+
+impl<S, B, RB> tower::Service<Request<B>> for ExchangeCode<S>
+where
+    S: tower::Service<Request<B>, Response = Response<ProxyBody<RB>>>,
+    S::Error: Into<GatewayError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = Response<ProxyBody<RB>>;
+    type Error = GatewayError;
+    type Future = ExchangeCodeFuture<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.uri().path() != PATH {
+            return futures_util::future::Either::Left(Checked::inner(self.inner.call(req)));
+        }
+        let shared = Arc::clone(&self.shared);
+        futures_util::future::Either::Right(Box::pin(exchange(shared, req)))
+    }
+}
+
+async fn exchange<B, RB>(shared: Arc<Shared>, req: Request<B>) -> Answer<RB>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    if req.method() != Method::POST {
+        return Err(GatewayError::BadRequest(format!("{PATH} takes POST")));
+    }
+    let scope = Scope::of(&req)?.clone();
+    let rt = scope.runtime();
+    let Some(who) = scope.caller() else {
+        tracing::error!("the code exchange ran without the authenticate layer outside it");
+        return Err(GatewayError::Internal);
+    };
+    let identity = rt.callers.identity(who);
+    if !identity.may_exchange_codes() {
+        return Err(GatewayError::CallerForbidden {
+            caller: identity.name().to_owned(),
+            route: "exchange_code (set exchange_codes = true on the caller)".into(),
+        });
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::BadRequest(format!("could not read the body: {e}")))?
+        .to_bytes();
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        app: String,
+        code: String,
+    }
+    let ask: Ask = serde_json::from_slice(&body)
+        .map_err(|e| GatewayError::BadRequest(format!("send {{\"app\": NAME, \"code\": CODE}}: {e}")))?;
+    if ask.code.is_empty() {
+        return Err(GatewayError::BadRequest("the code is empty".into()));
+    }
+    let Some(app) = rt.apps.iter().find(|a| *a.name == *ask.app) else {
+        return Err(GatewayError::BadRequest(format!("no [[apps]] named {:?}", ask.app)));
+    };
+    let settings = shared.tokens.issuer_config();
+    let (open_id, fetched) = match issuer::exchange_code(&shared.client, &settings, &app.name, &ask.code).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!(app = %app.name, caller = identity.name(), "authorization code exchange failed: {e}");
+            return Err(match e {
+                TokenError::Refused { code, description } => GatewayError::CodeRefused { code, description },
+                TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_) => {
+                    GatewayError::UpstreamUnavailable(e.to_string())
+                }
+                other => GatewayError::TokenUnavailable(other.to_string()),
+            });
+        }
+    };
+    let key = TokenKey::user(Arc::clone(&app.name), &open_id);
+    let token = match shared.tokens.install(&key, fetched).await {
+        Ok(t) => t,
+        // In use, and written when the store answers: the user is authorized.
+        Err(e @ TokenError::Network(_)) => {
+            tracing::error!(app = %app.name, "user authorized through a code exchange, but {e}");
+            shared
+                .tokens
+                .cached(&key)
+                .ok_or_else(|| GatewayError::TokenUnavailable(e.to_string()))?
+        }
+        Err(e) => return Err(GatewayError::TokenUnavailable(e.to_string())),
+    };
+    tracing::info!(app = %app.name, caller = identity.name(), "user authorized the app (code exchanged by the gateway)");
+    let grant = token.grant.as_deref();
+    let answer = serde_json::json!({
+        "open_id": open_id,
+        "scope": grant.map(|g| &*g.scope),
+        "expires_at": token.expires_unix,
+        "refresh_expires_at": grant.map(|g| g.refresh_expires_unix),
+    });
+    let mut resp = Response::new(ProxyBody::full(serde_json::to_vec(&answer).expect("json")));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
