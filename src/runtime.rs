@@ -31,6 +31,8 @@ pub struct App {
     pub scopes: String,
     /// The key webhook events are signed with.
     pub webhook_key: Secret,
+    /// The client secret, for `token = "app_secret"` routes (set in a request body, never logged).
+    pub client_secret: Secret,
 }
 
 /// Compiled config.
@@ -91,7 +93,7 @@ impl Runtime {
                 Arc::clone(&name),
                 AppCreds {
                     client_key: a.client_key.clone(),
-                    client_secret: secret,
+                    client_secret: secret.clone(),
                     client_token_endpoint: a.client_token_endpoint.clone(),
                 },
             );
@@ -109,6 +111,7 @@ impl Runtime {
                 redirect_uri: a.redirect_uri.clone(),
                 scopes: a.scopes.join(","),
                 webhook_key,
+                client_secret: secret,
             });
         }
         let t = &config.tokens;

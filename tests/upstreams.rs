@@ -234,3 +234,37 @@ async fn a_rejection_in_the_err_envelope_refreshes_and_replays_the_json_body() {
     assert_ne!(token(0), token(1), "the replay carries the new token");
     assert_eq!(http.stats(&sb).await["client_token_calls"], 2);
 }
+
+/// `token = "app_secret"` (mini-app `jscode2session`): the app's `appid` and `secret` set in the
+/// JSON body by the gateway, replacing any the caller sent; the answer passes through.
+#[tokio::test]
+async fn the_apps_secret_goes_in_the_body_of_a_login_call() {
+    let sb = sandbox().await;
+    let (host, seen) = other_host().await;
+    let routes = "[[routes]]\nname = \"login\"\npath = \"/api/apps/v2/jscode2session\"\nmethods = [\"POST\"]\n\
+                  token = \"app_secret\"\ninject = \"json_body\"\nupstream = \"other\"\n";
+    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let http = Http::default();
+    let r = http
+        .post(
+            &gw.url("/api/apps/v2/jscode2session"),
+            r#"{"appid":"forged","secret":"guess","code":"c1","anonymous_code":""}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["err_no"], 0);
+    let got = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        std::str::from_utf8(&got.body).unwrap(),
+        format!(r#"{{"code":"c1","anonymous_code":"","appid":"{CLIENT_KEY}","secret":"{CLIENT_SECRET}"}}"#)
+    );
+    assert!(got.token().is_none(), "no token on a login call");
+    assert_eq!(http.stats(&sb).await["token_endpoint_requests"], 0, "no token fetched");
+
+    let text = "[store]\nkind = \"memory\"\n[[apps]]\nname = \"m\"\nclient_key = \"k\"\nclient_secret_env = \"X\"\n\
+                [[routes]]\nname = \"r\"\npath = \"/x\"\ntoken = \"app_secret\"\n";
+    let err = douyin_gateway::config::Config::load_str(text, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs inject = \"json_body\""), "{err}");
+}

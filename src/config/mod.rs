@@ -409,6 +409,10 @@ pub enum TokenKind {
     User,
     /// The enterprise biz_token, by open_id (+ scope).
     Biz,
+    /// No token: the app's `appid` and `secret` set in the JSON body (mini-app
+    /// `jscode2session`), so the app's backend never holds the secret. Needs `inject = "json_body"`.
+    #[serde(rename = "app_secret")]
+    AppSecret,
 }
 
 /// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.

@@ -1,7 +1,7 @@
 //! Validation of the `[[apps]]`, `[[routes]]` and `[[callers]]` tables.
 
 use super::validate::{is_sha256_hex, secret_present, Collector};
-use super::{Config, TokenKind};
+use super::{Config, Inject, TokenKind};
 use crate::route::PathPattern;
 
 impl Config {
@@ -202,6 +202,14 @@ impl Config {
                         format!("no [[upstreams]] named {u:?} (leave it out for [upstream])"),
                     );
                 }
+            }
+            if r.token == TokenKind::AppSecret && r.inject != Inject::JsonBody {
+                c.err(
+                    "routes",
+                    idx,
+                    "inject",
+                    "token = \"app_secret\" sets the body's appid and secret: it needs inject = \"json_body\"",
+                );
             }
             if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
                 c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");

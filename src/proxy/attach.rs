@@ -108,9 +108,20 @@ impl TokenBody for http_body_util::Full<Bytes> {
     }
 }
 
+/// A `token = "app_secret"` route's request: the app (by position) whose `appid` and `secret`
+/// go in the JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppSecretFor(pub usize);
+
 /// The JSON object `body` with its top-level `access_token` set to `token`: every other member
 /// kept byte for byte and in order, any `access_token` the caller sent dropped.
 pub fn json_with_token(body: &[u8], token: &str) -> Result<Bytes, GatewayError> {
+    json_with(body, &[("access_token", token)])
+}
+
+/// The JSON object `body` with each top-level member of `set` set to its value (any the caller
+/// sent dropped), every other member kept byte for byte and in order.
+pub fn json_with(body: &[u8], set: &[(&str, &str)]) -> Result<Bytes, GatewayError> {
     use serde::de::{Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
     use std::borrow::Cow;
@@ -137,9 +148,9 @@ pub fn json_with_token(body: &[u8], token: &str) -> Result<Bytes, GatewayError> 
     let members: Members<'_> = serde_json::from_slice(body).map_err(|_| {
         GatewayError::BadRequest("this route puts the token in the JSON body: send a JSON object".into())
     })?;
-    let mut out = Vec::with_capacity(body.len() + token.len() + 20);
+    let mut out = Vec::with_capacity(body.len() + 64);
     out.push(b'{');
-    for (k, v) in members.0.iter().filter(|(k, _)| k != "access_token") {
+    for (k, v) in members.0.iter().filter(|(k, _)| !set.iter().any(|(name, _)| k == name)) {
         if out.len() > 1 {
             out.push(b',');
         }
@@ -147,11 +158,14 @@ pub fn json_with_token(body: &[u8], token: &str) -> Result<Bytes, GatewayError> 
         out.push(b':');
         out.extend_from_slice(v.get().as_bytes());
     }
-    if out.len() > 1 {
-        out.push(b',');
+    for (name, value) in set {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, name).expect("a string");
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).expect("a string");
     }
-    out.extend_from_slice(b"\"access_token\":");
-    serde_json::to_writer(&mut out, token).expect("a string");
     out.push(b'}');
     Ok(Bytes::from(out))
 }
@@ -183,6 +197,28 @@ pub fn attach<B: TokenBody>(req: &mut Request<B>, token: &Token, inject: &Inject
         }
     }
     req.headers_mut().remove(header::ACCEPT_ENCODING);
+    Ok(())
+}
+
+/// Sets the app's `appid` (its client_key) and `secret` in a JSON body, replacing any the caller
+/// sent. The body is never logged.
+fn set_app_secret<B: TokenBody>(req: &mut Request<B>, app: usize) -> Result<(), GatewayError> {
+    let scope = Scope::of(req)?.clone();
+    let app = scope.runtime().apps.get(app).ok_or(GatewayError::Internal)?;
+    let whole = req.body().whole().ok_or_else(|| {
+        GatewayError::BadRequest(
+            "this route sets the app's credentials in the JSON body: at most retry_buffer_bytes".into(),
+        )
+    })?;
+    let body = json_with(
+        whole,
+        &[("appid", &app.platform_key), ("secret", app.client_secret.expose())],
+    )
+    .map_err(|_| {
+        GatewayError::BadRequest("this route sets the app's credentials in the JSON body: send a JSON object".into())
+    })?;
+    req.headers_mut().insert(header::CONTENT_LENGTH, body.len().into());
+    *req.body_mut() = B::from_bytes(body);
     Ok(())
 }
 
@@ -260,6 +296,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(AppSecretFor(app)) = req.extensions_mut().remove::<AppSecretFor>() {
+            return match set_app_secret(&mut req, app) {
+                Ok(()) => AttachFuture::Calling {
+                    future: self.inner.call(req),
+                },
+                Err(error) => AttachFuture::Failed { error: Some(error) },
+            };
+        }
         let Some(need) = req.extensions_mut().remove::<TokenFor>().or_else(|| self.fixed.clone()) else {
             return AttachFuture::Calling {
                 future: self.inner.call(req),

@@ -68,7 +68,8 @@ where
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let replayable = parts.extensions.get::<TokenFor>().is_some();
+        let replayable = parts.extensions.get::<TokenFor>().is_some()
+            || parts.extensions.get::<super::attach::AppSecretFor>().is_some();
         if body.is_end_stream() {
             let req = Request::from_parts(parts, ProxyBody::empty());
             return KeepFuture::Calling {

@@ -116,6 +116,9 @@ fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<(), GatewayError> {
                 .map_err(|e| GatewayError::BadRequest(format!("request target: {e}")))?;
         }
     }
+    if route.token == TokenKind::AppSecret {
+        req.extensions_mut().insert(super::attach::AppSecretFor(route.app));
+    }
     if let Some(key) = key {
         req.extensions_mut().insert(TokenFor {
             key,
@@ -141,7 +144,7 @@ fn token_key<B>(rt: &Runtime, route: &Route, req: &Request<B>) -> Result<Option<
             })
     };
     Ok(match route.token {
-        TokenKind::None => None,
+        TokenKind::None | TokenKind::AppSecret => None,
         TokenKind::Client => Some(app().client_key.clone()),
         TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
         TokenKind::Biz => Some(TokenKey::biz(
