@@ -413,6 +413,10 @@ pub enum TokenKind {
     /// `jscode2session`), so the app's backend never holds the secret. Needs `inject = "json_body"`.
     #[serde(rename = "app_secret")]
     AppSecret,
+    /// A token endpoint an SDK calls itself (`/oauth/client_token/`, `/api/apps/v2/token`),
+    /// answered by the gateway with a placeholder token in that endpoint's envelope; the platform
+    /// is never contacted. The placeholder is replaced by the real token on every API route.
+    Placeholder,
 }
 
 /// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.

@@ -36,7 +36,7 @@ pub struct Authenticate<S> {
 }
 
 /// The future of [`Authenticate`].
-pub type AuthenticateFuture<F> = Checked<F>;
+pub type AuthenticateFuture<F, T> = Checked<F, T>;
 
 impl<S, B> tower::Service<Request<B>> for Authenticate<S>
 where
@@ -45,7 +45,7 @@ where
 {
     type Response = S::Response;
     type Error = GatewayError;
-    type Future = AuthenticateFuture<S::Future>;
+    type Future = AuthenticateFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         self.inner.poll_ready(cx).map_err(Into::into)

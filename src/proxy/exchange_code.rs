@@ -63,7 +63,7 @@ type Answer<RB> = Result<Response<ProxyBody<RB>>, GatewayError>;
 /// The future of [`ExchangeCode`]: the inner service's, or (on its own path, rare) a boxed
 /// exchange.
 pub type ExchangeCodeFuture<F, RB> =
-    futures_util::future::Either<Checked<F>, Pin<Box<dyn Future<Output = Answer<RB>> + Send>>>;
+    futures_util::future::Either<Checked<F, Response<ProxyBody<RB>>>, Pin<Box<dyn Future<Output = Answer<RB>> + Send>>>;
 
 impl<S, B, RB> tower::Service<Request<B>> for ExchangeCode<S>
 where

@@ -202,15 +202,17 @@ pin_project_lite::pin_project! {
     /// service's future, or a ready error. Named, so a refusal or a pass costs no allocation.
     #[project = CheckedProj]
     #[allow(missing_docs)] // the variants are documented; their fields are the state they name
-    pub enum Checked<F> {
+    pub enum Checked<F, T> {
         /// Passed on.
         Inner { #[pin] future: F },
         /// Refused.
         Refused { error: Option<GatewayError> },
+        /// Answered by the layer itself.
+        Answered { response: Option<T> },
     }
 }
 
-impl<F> Checked<F> {
+impl<F, T> Checked<F, T> {
     /// Passes on to `future`.
     pub fn inner(future: F) -> Self {
         Checked::Inner { future }
@@ -220,9 +222,16 @@ impl<F> Checked<F> {
     pub fn refused(error: GatewayError) -> Self {
         Checked::Refused { error: Some(error) }
     }
+
+    /// Answers with `response`, the inner service not called.
+    pub fn answered(response: T) -> Self {
+        Checked::Answered {
+            response: Some(response),
+        }
+    }
 }
 
-impl<F, T, E> std::future::Future for Checked<F>
+impl<F, T, E> std::future::Future for Checked<F, T>
 where
     F: std::future::Future<Output = Result<T, E>>,
     E: Into<GatewayError>,
@@ -234,6 +243,9 @@ where
             CheckedProj::Inner { future } => future.poll(cx).map_err(Into::into),
             CheckedProj::Refused { error } => {
                 std::task::Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+            CheckedProj::Answered { response } => {
+                std::task::Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
         }
     }
