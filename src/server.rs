@@ -146,6 +146,7 @@ pub async fn start_on(
         metrics,
         in_flight: Default::default(),
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
+        webhooks: Default::default(),
     });
     let (shutdown, rx) = watch::channel(false);
     let admin_svc = {

@@ -21,4 +21,6 @@ pub struct Shared {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The authorization flow's signed, single-use states.
     pub oauth: crate::admin::OAuthStates,
+    /// Webhook deliveries processed already, by `Msg-Id`.
+    pub webhooks: crate::admin::Delivered,
 }

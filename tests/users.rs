@@ -606,3 +606,68 @@ async fn a_refresh_that_rotates_the_refresh_token_is_followed() {
     assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
     assert_eq!(n(&http.stats(&sb).await["refresh_token_calls"]), 4);
 }
+
+/// The platform's own `verify_webhook` example carries `"client_key": ""`: answered when its
+/// signature verifies under a configured app's key. A delivery the platform retries (same
+/// `Msg-Id`) is acknowledged and not processed twice.
+#[tokio::test]
+async fn webhooks_without_a_client_key_and_repeated_deliveries() {
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        consent_open_id: Some("_000webhook-user".into()),
+        ..Default::default()
+    })
+    .await;
+    let gw = user_gateway(&sb, "", "").await;
+    let http = Http::default();
+    let url = gw.admin("/webhooks/douyin");
+    let challenge = json!({"event": "verify_webhook", "client_key": "", "content": {"challenge": 13579}}).to_string();
+    let r = http
+        .send(
+            Method::POST,
+            &url,
+            &[("x-douyin-signature", &signed(&challenge, CLIENT_SECRET))],
+            challenge.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["challenge"], 13579);
+    let r = http
+        .send(
+            Method::POST,
+            &url,
+            &[("x-douyin-signature", &signed(&challenge, "not-ours"))],
+            challenge,
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
+    let event = json!({"event": "unauthorize", "client_key": CLIENT_KEY, "from_user_id": open_id}).to_string();
+    let sig = signed(&event, CLIENT_SECRET);
+    let deliver = |msg_id: &'static str| {
+        let (http, url, event, sig) = (http.clone(), url.clone(), event.clone(), sig.clone());
+        async move {
+            http.send(
+                Method::POST,
+                &url,
+                &[("x-douyin-signature", &sig), ("msg-id", msg_id)],
+                event,
+            )
+            .await
+        }
+    };
+    let r = deliver("msg-1").await;
+    assert_eq!(r.json()["dropped"], 1, "{}", r.text());
+    // The user authorizes again; the platform retries the old delivery: acknowledged, not replayed.
+    assert_eq!(open_id_of(&http.authorize(&gw, "main").await.text()), open_id);
+    let r = deliver("msg-1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["duplicate"], true, "{}", r.text());
+    assert_eq!(
+        http.get(&gw.url(&format!("{VIDEO}?open_id={open_id}"))).await.status,
+        200,
+        "still authorized"
+    );
+    // A new delivery is processed.
+    assert_eq!(deliver("msg-2").await.json()["dropped"], 1);
+}

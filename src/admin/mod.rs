@@ -7,6 +7,7 @@ mod oauth;
 
 pub use oauth::OAuthStates;
 mod webhook;
+pub use webhook::Delivered;
 
 use crate::body::ProxyBody;
 use crate::state::Shared;
