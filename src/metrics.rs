@@ -40,7 +40,18 @@ pub struct Metrics {
     pub rejects_fresh: IntCounterVec,
     /// `douyin_gateway_requests_in_flight`: proxy requests in progress, set at scrape time.
     pub in_flight: prometheus::IntGauge,
+    platform_errors: IntCounterVec,
 }
+
+/// Platform codes counted by value in `douyin_gateway_platform_errors_total{route, code}`: rate
+/// limits and quotas (28003017 quota exhausted, 28003018 and 40007 too many calls), the app or
+/// user states no token can fix (28001016 app banned; 28001045, 28001046, 28001047 user
+/// deregistered, banned, private), and the token rejections themselves. Any other non-zero code
+/// counts as `other`, so the label stays bounded.
+pub const PLATFORM_CODES: &[i64] = &[
+    28003017, 28003018, 40007, 28001016, 28001045, 28001046, 28001047, 10008, 2190008, 2190002, 28001008, 28001003,
+    40004, 11016,
+];
 
 /// Handles of one route, resolved once.
 pub struct RouteMetrics {
@@ -65,6 +76,8 @@ pub struct RouteMetrics {
     pub rejects_fresh: IntCounter,
     /// Whether this route's rejections may fetch a new token now.
     pub health: RouteHealth,
+    /// `douyin_gateway_platform_errors_total{route, code}`, one per [`PLATFORM_CODES`] entry then `other`.
+    platform_errors: Box<[IntCounter]>,
     statuses: Box<[OnceLock<IntCounter>]>,
 }
 
@@ -122,6 +135,15 @@ impl RouteHealth {
 }
 
 impl RouteMetrics {
+    /// Counts a non-zero error code the platform answered on this route.
+    pub fn platform_error(&self, code: i64) {
+        let i = PLATFORM_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(PLATFORM_CODES.len());
+        self.platform_errors[i].inc();
+    }
+
     /// Counts one answered request.
     pub fn count(&self, status: u16) {
         let slot = self.statuses.get(status as usize).unwrap_or(&self.statuses[0]);
@@ -227,6 +249,14 @@ impl Metrics {
             &["route"],
         )
         .unwrap();
+        let platform_errors = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_platform_errors_total",
+                "Error codes in the platform's answers (token routes), by route and code (a known list, else \"other\").",
+            ),
+            &["route", "code"],
+        )
+        .unwrap();
         let in_flight = prometheus::IntGauge::new(
             "douyin_gateway_requests_in_flight",
             "Proxy requests in progress (bounded by server.max_in_flight).",
@@ -236,6 +266,7 @@ impl Metrics {
             Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(in_flight.clone()),
             Box::new(rejects_fresh.clone()),
+            Box::new(platform_errors.clone()),
             Box::new(evicted_early.clone()),
             Box::new(renewals.clone()),
             Box::new(requests.clone()),
@@ -262,6 +293,7 @@ impl Metrics {
             evicted_early,
             rejects_fresh,
             in_flight,
+            platform_errors,
         }
     }
 
@@ -281,6 +313,12 @@ impl Metrics {
             rejects_fresh: self.rejects_fresh.with_label_values(&[name]),
             health: RouteHealth::default(),
             statuses: (0..600).map(|_| OnceLock::new()).collect(),
+            platform_errors: PLATFORM_CODES
+                .iter()
+                .map(|c| c.to_string())
+                .chain(std::iter::once("other".to_string()))
+                .map(|c| self.platform_errors.with_label_values(&[name, &c]))
+                .collect(),
         }
     }
 

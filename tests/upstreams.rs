@@ -233,6 +233,17 @@ async fn a_rejection_in_the_err_envelope_refreshes_and_replays_the_json_body() {
     };
     assert_ne!(token(0), token(1), "the replay carries the new token");
     assert_eq!(http.stats(&sb).await["client_token_calls"], 2);
+    // The rejection is counted by code and route.
+    let m = http.metrics(&gw).await;
+    let line = m
+        .lines()
+        .find(|l| {
+            l.starts_with("douyin_gateway_platform_errors_total{")
+                && l.contains(r#"code="11016""#)
+                && l.contains(r#"route="mini-body""#)
+        })
+        .unwrap_or_else(|| panic!("no platform error line:\n{m}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }
 
 /// `token = "app_secret"` (mini-app `jscode2session`): the app's `appid` and `secret` set in the

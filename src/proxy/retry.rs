@@ -215,6 +215,9 @@ impl Policy {
     }
 
     fn rejected(&self, codes: Option<inspect::Codes>) -> Option<i64> {
+        if let (Some(m), Some(c)) = (self.metrics(), codes.as_ref().and_then(inspect::Codes::first)) {
+            m.platform_error(c);
+        }
         match codes.map(|c| self.codes().verdict(&c, Ctx::Api)) {
             Some(Verdict::Refresh(code)) => Some(code),
             _ => None,
