@@ -671,3 +671,37 @@ async fn webhooks_without_a_client_key_and_repeated_deliveries() {
     // A new delivery is processed.
     assert_eq!(deliver("msg-2").await.json()["dropped"], 1);
 }
+
+/// Some apps are configured so that a refresh also extends the refresh_token's life: the expiry
+/// the platform answers is stored, and the re-consent forecast follows it, rather than the one
+/// the 5-renewal rule would assume.
+#[tokio::test]
+async fn a_refresh_that_extends_the_refresh_token_moves_the_forecast() {
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        refresh_token_ttl: 3600,
+        refresh_extends: true,
+        ..Default::default()
+    })
+    .await;
+    let gw = user_gateway(&sb, "renew_before_secs = 60", "").await;
+    let http = Http::default();
+    let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
+    let user = |tokens: Vec<serde_json::Value>| tokens.into_iter().find(|t| t["class"] == "user").unwrap();
+    let before = user(tokens_of(&http, &gw).await);
+    // Half the refresh_token's life passes on the platform; then a refresh.
+    http.control(&sb, "/sandbox/clock", json!({"advance_secs": 1800})).await;
+    let body = format!(r#"{{"app":"main","class":"user","open_id":"{open_id}"}}"#);
+    let r = http.admin(&gw, Method::POST, "/admin/refresh", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = user(tokens_of(&http, &gw).await);
+    let (b, a) = (n(&before["refresh_expires_at"]), n(&after["refresh_expires_at"]));
+    // A full hour again (not the half hour left before the refresh).
+    assert!(
+        a + 5 >= b && a >= douyin_gateway::token::unix_now() + 3590,
+        "before {b}, after {a}"
+    );
+    assert!(
+        n(&after["reauthorize_by"]) + 5 >= n(&before["reauthorize_by"]),
+        "{before} {after}"
+    );
+}

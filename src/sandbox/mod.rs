@@ -74,6 +74,10 @@ pub struct SandboxOptions {
     /// doc leaves open whether it can, so the gateway must cope with both.
     #[arg(long)]
     pub rotate_refresh_token: bool,
+    /// `/oauth/refresh_token/` also extends the refresh_token's life to a full
+    /// `refresh_token_ttl` (some apps are configured so): the answer's `refresh_expires_in` says so.
+    #[arg(long)]
+    pub refresh_extends: bool,
 }
 
 impl Default for SandboxOptions {

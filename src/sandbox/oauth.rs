@@ -227,6 +227,9 @@ pub(super) fn refresh_token(state: &State, body: &[u8]) -> Reply {
             expires_at: now + access_ttl,
         },
     );
+    if state.opts.refresh_extends {
+        r.expires_at = now + Duration::from_secs(state.opts.refresh_token_ttl);
+    }
     let rt = if state.opts.rotate_refresh_token {
         inner.refresh.remove(&rt);
         super::state::mint("rft.")
