@@ -86,10 +86,11 @@ impl TokenKey {
         }
     }
 
-    /// A key as a store keeps it (app, class, [`TokenKey::subject`]).
+    /// A key as a store keeps it (app, class, [`TokenKey::subject`]). The app name is shared
+    /// with every other key of that app ([`scope`]'s interning), not copied per record.
     pub fn stored(app: Arc<str>, class: TokenClass, subject: &str) -> Self {
         TokenKey {
-            app,
+            app: scope(&app),
             class,
             subject: Arc::from(subject),
         }
@@ -266,8 +267,8 @@ impl Token {
     }
 }
 
-/// The one shared copy of a scope string: most users grant the same scopes, so a cache of many
-/// users holds each distinct scope once.
+/// The one shared copy of a scope string (or an app name): most users grant the same scopes, so
+/// a cache of many users holds each distinct scope once.
 pub fn scope(s: &str) -> Arc<str> {
     static SCOPES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
         std::sync::OnceLock::new();
