@@ -122,54 +122,52 @@ impl GatewayError {
 
     /// Renders the contract's JSON error response.
     pub fn into_response<B>(self, request_id: &str) -> Response<ProxyBody<B>> {
-        let authorize_url = match &self {
-            GatewayError::UserAuthorizationRequired { authorize_url, .. } => authorize_url.as_deref(),
-            _ => None,
+        // What a program may act on beyond the code: where to send the user, or the platform's
+        // own code and description.
+        let extra = match &self {
+            GatewayError::UserAuthorizationRequired {
+                authorize_url: Some(url),
+                ..
+            } => serde_json::json!({ "authorize_url": url }),
+            GatewayError::CodeRefused { code, description } => {
+                serde_json::json!({ "platform_code": code, "platform_description": description })
+            }
+            _ => serde_json::Value::Null,
         };
-        let mut resp = render(
-            self.status(),
-            self.code(),
-            &self.to_string(),
-            Some(request_id),
-            authorize_url,
-        );
-        if let GatewayError::CodeRefused { code, description } = &self {
-            // The platform's own code and description too, for a program to act on.
-            let v = serde_json::json!({"gateway_error": {
-                "code": self.code(), "message": self.to_string(), "request_id": request_id,
-                "platform_code": code, "platform_description": description,
-            }});
-            *resp.body_mut() = ProxyBody::full(serde_json::to_vec(&v).expect("json"));
-        }
-        resp
+        render(self.status(), self.code(), &self.to_string(), Some(request_id), extra)
     }
 }
 
 /// The one renderer of the contract's error answer, for the proxy and the admin listener alike:
-/// `{"gateway_error": {"code", "message", "request_id"[, "authorize_url"]}}` with the
-/// `x-gateway-error` header naming the code.
+/// `{"gateway_error": {"code", "message", "request_id", …extra}}` with the `x-gateway-error`
+/// header naming the code. `extra` (an object, or null) adds its members.
 pub fn render<B>(
     status: StatusCode,
     code: &str,
     message: &str,
     request_id: Option<&str>,
-    authorize_url: Option<&str>,
+    extra: serde_json::Value,
 ) -> Response<ProxyBody<B>> {
     let mut inner = serde_json::json!({ "code": code, "message": message });
     if let Some(rid) = request_id {
         inner["request_id"] = rid.into();
     }
-    if let Some(url) = authorize_url {
-        inner["authorize_url"] = url.into();
+    if let serde_json::Value::Object(extra) = extra {
+        inner.as_object_mut().expect("an object").extend(extra);
     }
-    let body = serde_json::to_vec(&serde_json::json!({ "gateway_error": inner })).expect("json");
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut resp = json_response(status, &serde_json::json!({ "gateway_error": inner }));
     if let Ok(v) = HeaderValue::from_str(code) {
-        h.insert(&X_GATEWAY_ERROR, v);
+        resp.headers_mut().insert(&X_GATEWAY_ERROR, v);
     }
+    resp
+}
+
+/// A JSON answer: the body and its `Content-Type`.
+pub fn json_response<B>(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody<B>> {
+    let mut resp = Response::new(ProxyBody::full(serde_json::to_vec(v).expect("json")));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

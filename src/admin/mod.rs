@@ -24,11 +24,7 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(serde_json::to_vec(&v).expect("json")));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    crate::error::json_response(status, &v)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
@@ -44,7 +40,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 /// An admin-listener error: rendered where every gateway error is ([`crate::error::render`]).
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
     let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
-    crate::error::render(status, code, &message.into(), rid.as_deref(), None)
+    crate::error::render(status, code, &message.into(), rid.as_deref(), serde_json::Value::Null)
 }
 
 /// Reads a small body, or answers 400/413.

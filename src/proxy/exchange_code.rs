@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 use crate::state::Shared;
 use crate::token::{issuer, TokenError, TokenKey};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use std::future::Future;
 use std::pin::Pin;
@@ -165,8 +165,5 @@ where
         "expires_at": token.expires_unix,
         "refresh_expires_at": grant.map(|g| g.refresh_expires_unix),
     });
-    let mut resp = Response::new(ProxyBody::full(serde_json::to_vec(&answer).expect("json")));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(resp)
+    Ok(crate::error::json_response(http::StatusCode::OK, &answer))
 }

@@ -96,10 +96,7 @@ fn placeholder<RB>(path: &str) -> http::Response<crate::body::ProxyBody<RB>> {
         serde_json::json!({"data": {"access_token": PLACEHOLDER_TOKEN, "description": "", "error_code": 0,
             "expires_in": PLACEHOLDER_EXPIRES_IN}, "message": "success"})
     };
-    let mut resp = http::Response::new(crate::body::ProxyBody::full(serde_json::to_vec(&body).expect("json")));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    resp
+    crate::error::json_response(http::StatusCode::OK, &body)
 }
 
 fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<Step, GatewayError> {
