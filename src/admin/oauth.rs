@@ -4,13 +4,12 @@
 
 use crate::body::ProxyBody;
 use crate::state::Shared;
-use crate::token::{issuer, unix_now, TokenError, TokenKey};
+use crate::token::{unix_now, CodeFailure};
 use base64::Engine;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use http::{header, HeaderValue, Response, StatusCode};
 use sha2::Sha256;
-use std::sync::Arc;
 
 /// A `state` is good this long: the platform's code lives 10 minutes too.
 const STATE_TTL_SECS: u64 = 600;
@@ -220,16 +219,8 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
             "The platform sent no code: the user did not consent.",
         );
     };
-    let settings = shared.tokens.issuer_config();
-    match issuer::exchange_code(&shared.client, &settings, &app, code).await {
-        Ok((open_id, fetched)) => {
-            let key = TokenKey::user(Arc::from(app.as_str()), &open_id);
-            match shared.tokens.install(&key, fetched).await {
-                Ok(_) => {}
-                // In use, and written when the store answers: the user is authorized.
-                Err(e @ TokenError::Network(_)) => tracing::error!(app = %app, "user authorized, but {e}"),
-                Err(e) => return page(StatusCode::BAD_GATEWAY, "Authorization failed", &escape(&e.to_string())),
-            }
+    match shared.tokens.authorize_with_code(&app, code).await {
+        Ok((open_id, _)) => {
             tracing::info!(app = %app, "user authorized the app");
             page(
                 StatusCode::OK,
@@ -241,14 +232,14 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
                 ),
             )
         }
-        Err(e) => {
+        Err(CodeFailure::Store(e)) => page(StatusCode::BAD_GATEWAY, "Authorization failed", &escape(&e.to_string())),
+        Err(CodeFailure::Exchange(e)) => {
             tracing::warn!(app = %app, "authorization code exchange failed: {e}");
             // A refused code is the request's fault (stale, reused); a platform we cannot reach is ours.
-            let status = match e {
-                TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
-                _ => StatusCode::BAD_REQUEST,
+            let status = if e.platform_unreachable() {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::BAD_REQUEST
             };
             page(
                 status,

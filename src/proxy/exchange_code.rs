@@ -12,7 +12,7 @@ use super::{Checked, Scope};
 use crate::body::{BoxError, ProxyBody};
 use crate::error::GatewayError;
 use crate::state::Shared;
-use crate::token::{issuer, TokenError, TokenKey};
+use crate::token::{CodeFailure, TokenError};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -130,32 +130,17 @@ where
     let Some(app) = rt.apps.iter().find(|a| *a.name == *ask.app) else {
         return Err(GatewayError::BadRequest(format!("no [[apps]] named {:?}", ask.app)));
     };
-    let settings = shared.tokens.issuer_config();
-    let (open_id, fetched) = match issuer::exchange_code(&shared.client, &settings, &app.name, &ask.code).await {
+    let (open_id, token) = match shared.tokens.authorize_with_code(&app.name, &ask.code).await {
         Ok(x) => x,
-        Err(e) => {
+        Err(CodeFailure::Exchange(e)) => {
             tracing::info!(app = %app.name, caller = identity.name(), "authorization code exchange failed: {e}");
             return Err(match e {
                 TokenError::Refused { code, description } => GatewayError::CodeRefused { code, description },
-                TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_) => {
-                    GatewayError::UpstreamUnavailable(e.to_string())
-                }
+                e if e.platform_unreachable() => GatewayError::UpstreamUnavailable(e.to_string()),
                 other => GatewayError::TokenUnavailable(other.to_string()),
             });
         }
-    };
-    let key = TokenKey::user(Arc::clone(&app.name), &open_id);
-    let token = match shared.tokens.install(&key, fetched).await {
-        Ok(t) => t,
-        // In use, and written when the store answers: the user is authorized.
-        Err(e @ TokenError::Network(_)) => {
-            tracing::error!(app = %app.name, "user authorized through a code exchange, but {e}");
-            shared
-                .tokens
-                .cached(&key)
-                .ok_or_else(|| GatewayError::TokenUnavailable(e.to_string()))?
-        }
-        Err(e) => return Err(GatewayError::TokenUnavailable(e.to_string())),
+        Err(CodeFailure::Store(e)) => return Err(GatewayError::TokenUnavailable(e.to_string())),
     };
     tracing::info!(app = %app.name, caller = identity.name(), "user authorized the app (code exchanged by the gateway)");
     let grant = token.grant.as_deref();

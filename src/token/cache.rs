@@ -103,6 +103,15 @@ pub struct Tuning {
     pub client_fetch_budget: u32,
 }
 
+/// Why authorizing a user with a code failed ([`Tokens::authorize_with_code`]).
+#[derive(Debug)]
+pub enum CodeFailure {
+    /// The platform refused the code, or could not be reached.
+    Exchange(TokenError),
+    /// The tokens could not be kept.
+    Store(TokenError),
+}
+
 /// The window of `client_fetch_budget`: the platform's own limit counts 5 minutes.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
 
@@ -389,6 +398,29 @@ impl Tokens {
         let mut t = Token::new(generation, f.value, f.expires_in, tuning.refresh_at_fraction)?;
         t.grant = f.grant.map(Arc::new);
         Ok(t)
+    }
+
+    /// Authorizes a user of `app` with an authorization code: exchanges it and stores the user's
+    /// tokens. Returns the open_id and the token now in use. A store that does not answer keeps
+    /// the tokens in use in memory (written when it answers): the user is authorized, and that is
+    /// logged. Nothing is stored on any other failure. For the gateway's own callback and for
+    /// codes an app received itself.
+    pub async fn authorize_with_code(&self, app: &str, code: &str) -> Result<(String, Arc<Token>), CodeFailure> {
+        let settings = self.issuer_config();
+        let (open_id, fetched) = issuer::exchange_code(&self.client, &settings, app, code)
+            .await
+            .map_err(CodeFailure::Exchange)?;
+        let key = TokenKey::user(Arc::from(app), &open_id);
+        let token = match self.install(&key, fetched).await {
+            Ok(t) => t,
+            Err(e @ TokenError::Network(_)) => {
+                tracing::error!(app, "user authorized, but {e}");
+                let slot = self.slots.get(&key).map(|s| Arc::clone(&s));
+                slot.and_then(|s| s.current.load_full()).ok_or(CodeFailure::Store(e))?
+            }
+            Err(e) => return Err(CodeFailure::Store(e)),
+        };
+        Ok((open_id, token))
     }
 
     /// Stores tokens obtained elsewhere (authorization callback, admin import),

@@ -17,7 +17,7 @@ use http::HeaderValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use cache::{Need, Tokens};
+pub use cache::{CodeFailure, Need, Tokens};
 pub use upkeep::TokenInfo;
 
 /// The three token classes of the platform.
@@ -414,6 +414,15 @@ impl TokenError {
             TokenError::BudgetExhausted { .. } => "budget_exhausted",
             TokenError::BackingOff { .. } => "backing_off",
         }
+    }
+
+    /// Whether the token endpoint could not be reached or did not answer as documented: the
+    /// platform's trouble (502), not the request's.
+    pub fn platform_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_)
+        )
     }
 
     /// Whether the caller must send the user through authorization.
