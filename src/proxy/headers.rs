@@ -46,27 +46,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 pub fn strip_request(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
-    let credential = |n: &HeaderName| {
-        let n = n.as_str();
+    remove_where(h, |n| {
         header_is(n, ACCESS_TOKEN.as_str()) || header_is(n, crate::caller::GATEWAY_KEY.as_str()) || n == "authorization"
-    };
-    if h.keys().any(credential) {
-        let names: Vec<HeaderName> = h.keys().filter(|n| credential(n)).cloned().collect();
-        for n in names {
-            h.remove(n);
-        }
-    }
+    });
 }
 
 /// Removes every header a lenient server would read as `name` (`X_Token` for `x-token`).
 pub fn strip_named(h: &mut HeaderMap, name: &HeaderName) {
-    let names: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| header_is(n.as_str(), name.as_str()))
-        .cloned()
-        .collect();
-    for n in names {
-        h.remove(n);
+    remove_where(h, |n| header_is(n, name.as_str()));
+}
+
+/// Removes every header whose name `drop` picks (nothing is collected when none is).
+fn remove_where(h: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
+    if h.keys().any(|n| drop(n.as_str())) {
+        let names: Vec<HeaderName> = h.keys().filter(|n| drop(n.as_str())).cloned().collect();
+        for n in names {
+            h.remove(n);
+        }
     }
 }
 
