@@ -3,7 +3,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use http::Method;
 use serde_json::json;
@@ -153,24 +152,9 @@ app = "second"
     assert_eq!(again.json()["data"]["error_code"], 0);
 
     // A code for the second app, exchanged for it.
-    let consent = format!(
-        "{}/platform/oauth/connect/?client_key={SECOND_KEY}&response_type=code&scope=user_info&state=s&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
-        sb.url()
-    );
-    let r = http.send(Method::GET, &consent, &[], Bytes::new()).await;
-    let location = r.headers["location"].to_str().unwrap().to_string();
-    let code = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let code = http.code_for(&sb, SECOND_KEY).await;
     let r = http
-        .send(
-            Method::POST,
-            &gw.url("/_gateway/exchange_code"),
-            &[("x-gateway-key", CALLER_KEY)],
-            serde_json::to_vec(&json!({"app": "second", "code": code})).unwrap(),
-        )
+        .exchange_code(&gw, CALLER_KEY, json!({"app": "second", "code": code}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

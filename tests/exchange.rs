@@ -3,39 +3,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use http::Method;
 use serde_json::json;
 
 const OTHER_KEY: &str = "caller-key-2";
-
-/// A code the sandbox's consent page issues for a user of the standard app, as the platform
-/// delivers it to a mini-app (no redirect_uri of the gateway's involved).
-async fn code_for_the_app(http: &Http, sb: &douyin_gateway::sandbox::Sandbox) -> String {
-    let url = format!(
-        "{}/platform/oauth/connect/?client_key={CLIENT_KEY}&response_type=code&scope=user_info&state=s&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
-        sb.url()
-    );
-    let r = http.send(Method::GET, &url, &[], Bytes::new()).await;
-    let location = r.headers["location"].to_str().unwrap().to_string();
-    let q = location.split_once('?').unwrap().1;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned()
-}
-
-async fn exchange(http: &Http, gw: &Gateway, key: &str, body: serde_json::Value) -> Resp {
-    http.send(
-        Method::POST,
-        &gw.url("/_gateway/exchange_code"),
-        &[("x-gateway-key", key), ("content-type", "application/json")],
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-}
 
 async fn gateway_exchanging(sb: &douyin_gateway::sandbox::Sandbox) -> Gateway {
     let secret = secret_file();
@@ -54,9 +26,11 @@ async fn a_code_the_app_received_is_exchanged_once_and_the_user_is_served() {
     let sb = sandbox().await;
     let gw = gateway_exchanging(&sb).await;
     let http = Http::default();
-    let code = code_for_the_app(&http, &sb).await;
+    let code = http.code_for(&sb, CLIENT_KEY).await;
 
-    let r = exchange(&http, &gw, CALLER_KEY, json!({"app": "main", "code": code})).await;
+    let r = http
+        .exchange_code(&gw, CALLER_KEY, json!({"app": "main", "code": code}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let open_id = v["open_id"].as_str().unwrap().to_string();
@@ -77,7 +51,9 @@ async fn a_code_the_app_received_is_exchanged_once_and_the_user_is_served() {
     assert_eq!(call.json()["data"]["error_code"], 0, "{}", call.text());
 
     // The same code again: the platform's refusal, with its code, and nothing changed.
-    let again = exchange(&http, &gw, CALLER_KEY, json!({"app": "main", "code": code})).await;
+    let again = http
+        .exchange_code(&gw, CALLER_KEY, json!({"app": "main", "code": code}))
+        .await;
     assert_eq!(again.status, 400, "{}", again.text());
     assert_eq!(again.gateway_error().as_deref(), Some("code_refused"));
     assert_eq!(again.json()["gateway_error"]["platform_code"], 10007);
@@ -89,12 +65,16 @@ async fn only_callers_allowed_to_may_exchange_and_failures_store_nothing() {
     let sb = sandbox().await;
     let gw = gateway_exchanging(&sb).await;
     let http = Http::default();
-    let code = code_for_the_app(&http, &sb).await;
+    let code = http.code_for(&sb, CLIENT_KEY).await;
 
-    let r = exchange(&http, &gw, OTHER_KEY, json!({"app": "main", "code": code})).await;
+    let r = http
+        .exchange_code(&gw, OTHER_KEY, json!({"app": "main", "code": code}))
+        .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.gateway_error().as_deref(), Some("caller_forbidden"));
-    let r = exchange(&http, &gw, "wrong-key", json!({"app": "main", "code": code})).await;
+    let r = http
+        .exchange_code(&gw, "wrong-key", json!({"app": "main", "code": code}))
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(
         http.stats(&sb).await["access_token_calls"],
@@ -107,7 +87,7 @@ async fn only_callers_allowed_to_may_exchange_and_failures_store_nothing() {
         (json!({"code": code}), "no app"),
         (json!({"app": "main", "code": ""}), "empty code"),
     ] {
-        let r = exchange(&http, &gw, CALLER_KEY, body).await;
+        let r = http.exchange_code(&gw, CALLER_KEY, body).await;
         assert_eq!(r.status, 400, "{what}: {}", r.text());
         assert_eq!(r.gateway_error().as_deref(), Some("bad_request"), "{what}");
     }
@@ -115,7 +95,9 @@ async fn only_callers_allowed_to_may_exchange_and_failures_store_nothing() {
     // The platform out of reach: 502, and no user stored.
     http.control(&sb, "/sandbox/faults", json!({"token_endpoint": "down"}))
         .await;
-    let r = exchange(&http, &gw, CALLER_KEY, json!({"app": "main", "code": code})).await;
+    let r = http
+        .exchange_code(&gw, CALLER_KEY, json!({"app": "main", "code": code}))
+        .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.gateway_error().as_deref(), Some("upstream_unavailable"));
     let tokens = http.admin(&gw, Method::GET, "/admin/tokens", "").await.json();

@@ -478,6 +478,35 @@ impl Http {
 
     /// Walks the authorization flow as a browser would: /oauth/authorize →
     /// the platform's consent page → /oauth/callback. Returns the callback's answer.
+    /// A code the sandbox's consent page issues for a user of the app `client_key`, as the
+    /// platform hands it to a mini-app or mobile app (no redirect to the gateway involved).
+    pub async fn code_for(&self, sb: &Sandbox, client_key: &str) -> String {
+        let url = format!(
+            "{}/platform/oauth/connect/?client_key={client_key}&response_type=code&scope=user_info&state=s\
+             &redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
+            sb.url()
+        );
+        let r = self.send(Method::GET, &url, &[], Bytes::new()).await;
+        let location = r.headers["location"].to_str().unwrap().to_string();
+        let q = location.split_once('?').unwrap().1;
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    }
+
+    /// `POST /_gateway/exchange_code` with `body`, as the caller with `key`.
+    pub async fn exchange_code(&self, gw: &Gateway, key: &str, body: Value) -> Resp {
+        self.send(
+            Method::POST,
+            &gw.url("/_gateway/exchange_code"),
+            &[("x-gateway-key", key), ("content-type", "application/json")],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+    }
+
     pub async fn authorize(&self, gw: &Gateway, app: &str) -> Resp {
         let r = self
             .send(
