@@ -26,11 +26,6 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// Forwards everything over `client` (to `[upstream]`).
-    pub fn new(client: HttpClient) -> Self {
-        Forward::over(vec![client])
-    }
-
     /// Forwards over one client per upstream, in `Config::all_upstreams` order.
     pub fn over(clients: Vec<HttpClient>) -> Self {
         Forward {
