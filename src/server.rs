@@ -133,7 +133,7 @@ pub async fn start_on(
     for c in store.collectors() {
         metrics.register(c);
     }
-    let tokens = Tokens::new(client.clone(), settings, Arc::clone(&metrics), store);
+    let tokens = Tokens::new(client, settings, Arc::clone(&metrics), store);
     let loaded = tokens.load().await.map_err(|e| format!("cannot start: {e}"))?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");
@@ -142,7 +142,6 @@ pub async fn start_on(
     let shared = Arc::new(Shared {
         runtime: arc_swap::ArcSwap::from_pointee(runtime),
         tokens,
-        client,
         metrics,
         in_flight: Default::default(),
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),

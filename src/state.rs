@@ -3,7 +3,6 @@
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::token::Tokens;
-use crate::upstream::HttpClient;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -13,8 +12,6 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// The token cache.
     pub tokens: Arc<Tokens>,
-    /// The upstream client.
-    pub client: HttpClient,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Proxy requests in progress (bounded by `server.max_in_flight`).
