@@ -14,6 +14,9 @@ const CLIENT_SECRET: &str = "sandbox-secret";
 /// The demo's admin key (loopback only).
 pub const ADMIN_KEY: &str = "demo-admin-key";
 
+/// The demo's key for a backend that may exchange codes (loopback only).
+pub const CALLER_KEY: &str = "demo-backend-key";
+
 /// The open_id the demo's sandbox gives whoever consents.
 pub const DEMO_USER: &str = "demo-user";
 
@@ -28,6 +31,11 @@ allow_anonymous = true
 [upstream]
 base_url = "{sandbox_url}"
 
+# developer.toutiao.com in production; the sandbox serves both hosts.
+[[upstreams]]
+name = "toutiao"
+base_url = "{sandbox_url}"
+
 [store]
 kind = "memory"
 
@@ -40,6 +48,13 @@ client_key = "{CLIENT_KEY}"
 client_secret_file = "{secret}"
 redirect_uri = "http://{admin}/oauth/callback"
 scopes = ["user_info", "video.list.bytes"]
+mini_app_upstream = "toutiao"
+
+# A mini-app's backend: anonymous calls are allowed too, but only a caller with a key exchanges codes.
+[[callers]]
+name = "mini-app-backend"
+api_key_sha256 = "{caller_hash}"
+exchange_codes = true
 
 [[routes]]
 name = "ticket"
@@ -68,8 +83,34 @@ name = "enterprise"
 path = "/api/douyin/v1/enterprise/*"
 token = "biz"
 biz_scope = "data.external.item"
+
+# Mini-app login: the gateway sets appid and secret in the body.
+[[routes]]
+name = "jscode2session"
+path = "/api/apps/v2/jscode2session"
+methods = ["POST"]
+token = "app_secret"
+inject = "json_body"
+upstream = "toutiao"
+
+# A developer.toutiao.com API taking the mini-app token in its JSON body.
+[[routes]]
+name = "appid-auth"
+path = "/auth/entity/get_appid_auth"
+methods = ["POST"]
+token = "mini_app"
+inject = "json_body"
+upstream = "toutiao"
+
+# SDKs that fetch their own mini-app token get a placeholder, replaced on every call.
+[[routes]]
+name = "sdk-mini-app-token"
+path = "/api/apps/v2/token"
+methods = ["POST"]
+token = "placeholder"
 "#,
         admin_hash = crate::caller::hash_key(ADMIN_KEY),
+        caller_hash = crate::caller::hash_key(CALLER_KEY),
         secret = secret_file.display(),
     )
 }
@@ -110,6 +151,10 @@ Paste these into another terminal:
 
   # an enterprise API: a biz_token is generated for this open_id and scope on first use
   curl -s 'http://{g}/api/douyin/v1/enterprise/item/list/?open_id=demo-enterprise'
+
+  # the mini-app walkthrough in the README (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
+  # against this demo after:
+  export GW=http://{g} ADMIN=http://{a} SANDBOX={s}
 
   # what the gateway holds (never token values), and its metrics
   curl -s -H 'X-Admin-Key: {ADMIN_KEY}' http://{a}/admin/tokens

@@ -8,7 +8,7 @@ use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::route::RouteTable;
 use crate::secret::Secret;
 use crate::token::cache::{Settings, Tuning};
-use crate::token::issuer::{AppCreds, IssuerConfig};
+use crate::token::issuer::{AppCreds, IssuerConfig, MiniAppIssuer};
 use crate::token::TokenKey;
 use crate::upstream::Base;
 use std::sync::Arc;
@@ -21,6 +21,10 @@ pub struct App {
     pub name: Arc<str>,
     /// Its client_token key, built once.
     pub client_key: TokenKey,
+    /// Its mini-app token key, built once.
+    pub mini_app_key: TokenKey,
+    /// `optionalScope` for the authorize page (`scope,1,other,0`), empty when none.
+    pub optional_scopes: String,
     /// The platform's client_key.
     pub platform_key: String,
     /// The gateway's authorize URL for it, when it has a redirect_uri.
@@ -95,6 +99,20 @@ impl Runtime {
                     client_key: a.client_key.clone(),
                     client_secret: secret.clone(),
                     client_token_endpoint: a.client_token_endpoint.clone(),
+                    mini_app: match &a.mini_app_upstream {
+                        None => None,
+                        Some(u) => {
+                            let up = config
+                                .upstreams
+                                .iter()
+                                .find(|x| &x.name == u)
+                                .ok_or_else(|| format!("app {:?}: no [[upstreams]] named {u:?}", a.name))?;
+                            Some(MiniAppIssuer {
+                                base: Base::parse(&up.base_url)?,
+                                client: crate::upstream::client(&up.settings())?,
+                            })
+                        }
+                    },
                 },
             );
             let authorize_url = a.redirect_uri.as_ref().map(|_| {
@@ -105,6 +123,13 @@ impl Runtime {
             });
             apps.push(App {
                 client_key: TokenKey::client(Arc::clone(&name)),
+                mini_app_key: TokenKey::mini_app(Arc::clone(&name)),
+                optional_scopes: a
+                    .optional_scopes
+                    .iter()
+                    .map(|s| if s.contains(',') { s.clone() } else { format!("{s},1") })
+                    .collect::<Vec<_>>()
+                    .join(","),
                 name,
                 platform_key: a.client_key.clone(),
                 authorize_url,

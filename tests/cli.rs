@@ -335,3 +335,77 @@ async fn serve_listens_on_inherited_sockets() {
     let (status, log) = p.finish();
     assert_eq!(status, 0, "{log}");
 }
+
+/// The README's mini-app walkthrough, exactly as written, against `demo`: a `tt.login` code through
+/// `jscode2session`, a `tt.showDouyinOpenAuth` code exchanged by the gateway, the mini-app token in
+/// a JSON body, and an SDK's own token request answered with the placeholder.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_mini_app_walkthrough_runs_against_demo() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "curl is required under CI");
+        eprintln!("NOTICE: curl not installed; the README walkthrough was not run");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- walkthrough:mini-app -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the walkthrough block in README.md")
+        .0
+        .to_string();
+    let mut p = Proc::spawn(&["demo"], &[]);
+    p.wait_for("Ctrl-C stops it.");
+    let export = p
+        .seen
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("export GW="))
+        .expect("demo prints the export line")
+        .to_string();
+    let sandbox = export.split("SANDBOX=").nth(1).unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-ec")
+            .arg(format!("{export}\n{block}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(lines[0]["err_no"], 0, "jscode2session: {}", lines[0]);
+    assert!(lines[0]["data"]["openid"].as_str().unwrap().starts_with("_000"));
+    assert_eq!(lines[1]["open_id"], "demo-user", "exchange: {}", lines[1]);
+    assert!(lines[1].get("access_token").is_none());
+    assert_eq!(lines[2]["data"]["error_code"], 0, "user call: {}", lines[2]);
+    assert_eq!(lines[3]["err"]["err_code"], 0, "token in the body: {}", lines[3]);
+    assert_eq!(
+        lines[4]["data"]["access_token"],
+        douyin_gateway::proxy::routing::PLACEHOLDER_TOKEN
+    );
+    assert_eq!(lines[5]["err"]["err_code"], 0, "placeholder replaced: {}", lines[5]);
+    let stats = Command::new("curl")
+        .args(["-s", &format!("{sandbox}/sandbox/stats")])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(
+        (
+            n(&stats["mini_app_token_calls"]),
+            n(&stats["jscode2session_calls"]),
+            n(&stats["access_token_calls"]),
+            n(&stats["client_token_calls"])
+        ),
+        (1, 1, 1, 0),
+        "{stats}"
+    );
+    p.signal("-INT");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}

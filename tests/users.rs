@@ -705,3 +705,57 @@ async fn a_refresh_that_extends_the_refresh_token_moves_the_forecast() {
         "{before} {after}"
     );
 }
+
+/// `optional_scopes` reach the authorize page as `optionalScope` (ticked by default unless `,0`),
+/// and what the user kept is the scope stored for them.
+#[tokio::test]
+async fn optional_scopes_are_offered_and_what_the_user_keeps_is_stored() {
+    let sb = sandbox().await;
+    let upstream = sb.url();
+    let gw = gateway_knowing_admin(|admin, secret| {
+        TestConfig::new(&upstream, secret)
+            .redirect_to(admin)
+            .app("scopes = [\"user_info\"]\noptional_scopes = [\"mobile\", \"friend_relation,0\"]")
+            .render()
+    })
+    .await;
+    let http = Http::default();
+    let r = http
+        .send(Method::GET, &gw.admin("/oauth/authorize?app=main"), &[], "")
+        .await;
+    assert_eq!(r.status, 302);
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(q["scope"], "user_info");
+    assert_eq!(q["optionalScope"], "mobile,1,friend_relation,0");
+
+    let page = http.authorize(&gw, "main").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let list = tokens_of(&http, &gw).await;
+    let user = list.iter().find(|t| t["class"] == "user").unwrap();
+    assert_eq!(
+        user["scope"], "user_info,mobile",
+        "the ticked optional scope was granted"
+    );
+}
+
+#[test]
+fn check_refuses_malformed_optional_scopes() {
+    let secret = secret_file();
+    let text = |scopes: &str| {
+        TestConfig::new("http://127.0.0.1:9", secret.path())
+            .app(&format!("optional_scopes = {scopes}"))
+            .render()
+    };
+    for bad in [r#"[""]"#, r#"["mobile,2"]"#, r#"["mobile, 1"]"#, r#"[",1"]"#] {
+        let err = douyin_gateway::config::Config::load_str(&text(bad), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("optional_scopes"), "{bad}: {err}");
+    }
+    douyin_gateway::config::Config::load_str(&text(r#"["mobile", "friend_relation,0"]"#), "t")
+        .expect("well-formed optional scopes");
+}

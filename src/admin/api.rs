@@ -221,13 +221,14 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
     };
     let key = match (class_of(&r.class), r.open_id.as_deref()) {
         (Some(TokenClass::Client), _) => app.client_key.clone(),
+        (Some(TokenClass::MiniApp), _) => app.mini_app_key.clone(),
         (Some(TokenClass::User), Some(o)) => TokenKey::user(Arc::clone(&app.name), o),
         (Some(TokenClass::Biz), Some(o)) => match r.scope.as_deref() {
             Some(s) => TokenKey::biz(Arc::clone(&app.name), o, s),
             None => return bad("class biz needs scope"),
         },
         (Some(_), None) => return bad("class user/biz needs open_id"),
-        (None, _) => return bad("class must be client, user or biz"),
+        (None, _) => return bad("class must be client, mini_app, user or biz"),
     };
     let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
     match shared.tokens.obtain(&key, Need::Newer(generation)).await {

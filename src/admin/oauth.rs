@@ -182,6 +182,7 @@ pub(super) fn authorize(shared: &Shared, q: Option<&str>) -> Response<ProxyBody>
         .append_pair("client_key", &app.platform_key)
         .append_pair("response_type", "code")
         .append_pair("scope", &app.scopes)
+        .extend_pairs((!app.optional_scopes.is_empty()).then_some(("optionalScope", &*app.optional_scopes)))
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("state", &state)
         .finish();

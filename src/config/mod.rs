@@ -363,6 +363,13 @@ pub struct AppConfig {
     /// OAuth scopes to request.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Scopes the user may decline on the authorize page (`optionalScope`): `"NAME"` (ticked by
+    /// default) or `"NAME,0"` (not ticked).
+    #[serde(default)]
+    pub optional_scopes: Vec<String>,
+    /// The `[[upstreams]]` entry that issues this app's mini-app server access_token
+    /// (`token = "mini_app"` routes): developer.toutiao.com, or open-sandbox.douyin.com.
+    pub mini_app_upstream: Option<String>,
     /// `/oauth/client_token/` or `/oauth/stable_client_token/`.
     #[serde(default = "default_client_token_endpoint")]
     pub client_token_endpoint: String,
@@ -409,6 +416,10 @@ pub enum TokenKind {
     User,
     /// The enterprise biz_token, by open_id (+ scope).
     Biz,
+    /// The app's mini-app server access_token (`/api/apps/v2/token` on the app's
+    /// `mini_app_upstream`).
+    #[serde(rename = "mini_app")]
+    MiniApp,
     /// No token: the app's `appid` and `secret` set in the JSON body (mini-app
     /// `jscode2session`), so the app's backend never holds the secret. Needs `inject = "json_body"`.
     #[serde(rename = "app_secret")]

@@ -98,6 +98,30 @@ impl Config {
                     }
                 }
             }
+            if let Some(u) = &app.mini_app_upstream {
+                if !self.upstreams.iter().any(|x| &x.name == u) {
+                    c.err(
+                        "apps",
+                        i,
+                        "mini_app_upstream",
+                        format!("no [[upstreams]] named {u:?} (the host of /api/apps/v2/token, such as developer.toutiao.com)"),
+                    );
+                }
+            }
+            for s in &app.optional_scopes {
+                let ok = match s.split_once(',') {
+                    None => !s.is_empty(),
+                    Some((name, tick)) => !name.is_empty() && matches!(tick, "0" | "1"),
+                };
+                if !ok || s.contains(char::is_whitespace) {
+                    c.err(
+                        "apps",
+                        i,
+                        "optional_scopes",
+                        format!("{s:?}: give a scope name, ticked by default, or \"NAME,0\" for one not ticked"),
+                    );
+                }
+            }
             if !app.client_token_endpoint.starts_with('/') {
                 c.err(
                     "apps",
@@ -210,6 +234,21 @@ impl Config {
                     "inject",
                     "token = \"app_secret\" sets the body's appid and secret: it needs inject = \"json_body\"",
                 );
+            }
+            if r.token == TokenKind::MiniApp {
+                let app = match &r.app {
+                    Some(name) => self.apps.iter().find(|a| &a.name == name),
+                    None if self.apps.len() == 1 => self.apps.first(),
+                    None => None,
+                };
+                if app.is_some_and(|a| a.mini_app_upstream.is_none()) {
+                    c.err(
+                        "routes",
+                        idx,
+                        "token",
+                        "token = \"mini_app\" needs the app's mini_app_upstream (the [[upstreams]] entry of developer.toutiao.com)",
+                    );
+                }
             }
             if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
                 c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");

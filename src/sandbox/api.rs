@@ -142,6 +142,7 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
         query: r.query.map(str::to_string),
         access_token_headers: headers.clone(),
         access_token_params: params.clone(),
+        access_token_body: None,
         body_len: r.body.len(),
         body_sha256: hex::encode(Sha256::digest(r.body)),
         accepted: verdict.is_ok(),

@@ -5,10 +5,13 @@
 //!
 //! Test controls (not part of the platform):
 //! `GET /sandbox/stats`, `POST /sandbox/faults`, `POST /sandbox/revoke`,
-//! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`; for large transfers `POST /sandbox/sink`
+//! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`, `POST /sandbox/login_code` (a `tt.login`
+//! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); for large
+//! transfers `POST /sandbox/sink`
 //! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes).
 
 mod api;
+mod mini;
 mod oauth;
 pub mod state;
 
@@ -256,8 +259,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     };
     let path = parts.uri.path();
     let faults = state.inner.lock().unwrap().faults.clone();
-    let _busy = (path.starts_with("/oauth/") && path != "/oauth/userinfo/").then(|| Busy::new(&state));
-    if path.starts_with("/oauth/") && path != "/oauth/userinfo/" {
+    let token_endpoint = (path.starts_with("/oauth/") && path != "/oauth/userinfo/") || path == "/api/apps/v2/token";
+    let _busy = token_endpoint.then(|| Busy::new(&state));
+    if token_endpoint {
         Counters::bump(&state.counters.token_endpoint_requests);
         if faults.token_latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.token_latency_ms)).await;
@@ -287,6 +291,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         (&Method::POST, "/oauth/business_token/") => oauth::business_token(&state, &body),
         (&Method::POST, "/oauth/refresh_biz_token/") => oauth::refresh_biz_token(&state, &body),
         (&Method::GET, "/platform/oauth/connect/") => oauth::connect(&state, parts.uri.query().unwrap_or("")),
+        (&Method::POST, "/api/apps/v2/token") => mini::token(&state, &body),
+        (&Method::POST, "/api/apps/v2/jscode2session") => mini::jscode2session(&state, &body),
+        (&Method::POST, "/sandbox/auth_code") => auth_code(&state, &body),
+        (&Method::POST, "/sandbox/login_code") => match mini::login_code(&state, &body) {
+            Ok(v) => Reply::json(v),
+            Err(e) => {
+                let mut r = Reply::json(json!({ "error": e }));
+                r.status = StatusCode::BAD_REQUEST;
+                r
+            }
+        },
         (_, p) if p.starts_with("/sandbox/") => control(&state, &parts.method, p, parts.uri.query(), &body),
         _ => {
             let r = api::ApiRequest {
@@ -304,17 +319,41 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             } else if rand::random::<f64>() < faults.api_malformed_rate {
                 Reply::status(StatusCode::OK, "application/json", "{\"data\": [")
             } else {
-                api::answer(&state, &r).unwrap_or_else(|| {
-                    let mut r = Reply::json(
-                        json!({"err_no": 404, "err_msg": "no such API in the sandbox", "log_id": "sandbox"}),
-                    );
-                    r.status = StatusCode::NOT_FOUND;
-                    r
-                })
+                api::answer(&state, &r)
+                    .or_else(|| mini::api(&state, path, &parts.headers, &body))
+                    .unwrap_or_else(|| {
+                        let mut r = Reply::json(
+                            json!({"err_no": 404, "err_msg": "no such API in the sandbox", "log_id": "sandbox"}),
+                        );
+                        r.status = StatusCode::NOT_FOUND;
+                        r
+                    })
             }
         }
     };
     Ok(reply.into_response())
+}
+
+/// `POST /sandbox/auth_code` `{"client_key", "scope"?}`: the authorization code the consent page
+/// would give a mini-app (`tt.showDouyinOpenAuth`) or mobile SDK, as JSON `{"code"}`.
+fn auth_code(state: &State, body: &[u8]) -> Reply {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_key", v["client_key"].as_str().unwrap_or(""))
+        .append_pair("response_type", "code")
+        .append_pair("scope", v["scope"].as_str().unwrap_or("user_info"))
+        .append_pair("redirect_uri", "app://sandbox")
+        .finish();
+    let consent = oauth::connect(state, &query);
+    let code = consent.location.as_deref().and_then(|l| {
+        form_urlencoded::parse(l.split_once('?')?.1.as_bytes())
+            .find(|(k, _)| k == "code")
+            .map(|(_, c)| c.into_owned())
+    });
+    match code {
+        Some(code) => Reply::json(json!({ "code": code })),
+        None => consent,
+    }
 }
 
 fn control(state: &State, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> Reply {

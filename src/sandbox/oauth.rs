@@ -126,6 +126,28 @@ pub(super) fn connect(state: &State, query: &str) -> Reply {
         ("", None) => super::state::mint("_000"),
         (o, _) => o.to_string(),
     };
+    // `optionalScope`: `name,1,other,0`: the sandbox's user keeps the ticked ones (1) and
+    // leaves the others, as a user who clicks "agree" without changing anything.
+    let optional: Vec<&str> = match get("optionalScope") {
+        "" => Vec::new(),
+        o => o.split(',').collect(),
+    };
+    let well_formed = optional.len() % 2 == 0
+        && optional
+            .chunks(2)
+            .all(|p| !p[0].is_empty() && matches!(p[1], "0" | "1"));
+    if !well_formed {
+        return a_err(10002, "参数错误: optionalScope");
+    }
+    let mut scope = get("scope").to_string();
+    for pair in optional.chunks(2).filter(|p| p.len() == 2 && p[1] == "1") {
+        if !scope.split(',').any(|s| s == pair[0]) {
+            if !scope.is_empty() {
+                scope.push(',');
+            }
+            scope.push_str(pair[0]);
+        }
+    }
     let code = super::state::mint("");
     let mut inner = state.inner.lock().unwrap();
     let expires_at = inner.now() + CODE_TTL;
@@ -134,7 +156,7 @@ pub(super) fn connect(state: &State, query: &str) -> Reply {
         Code {
             client_key: get("client_key").into(),
             open_id,
-            scope: get("scope").into(),
+            scope,
             expires_at,
         },
     );

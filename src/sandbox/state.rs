@@ -72,6 +72,12 @@ pub struct Counters {
     pub business_token_calls: AtomicU64,
     /// `/oauth/refresh_biz_token/` calls.
     pub refresh_biz_token_calls: AtomicU64,
+    /// `/api/apps/v2/token` calls.
+    pub mini_app_token_calls: AtomicU64,
+    /// Mini-app tokens minted.
+    pub mini_app_tokens_issued: AtomicU64,
+    /// `/api/apps/v2/jscode2session` calls.
+    pub jscode2session_calls: AtomicU64,
     /// Sample API calls.
     pub api_calls: AtomicU64,
     /// Sample API calls whose token was refused.
@@ -98,6 +104,9 @@ impl Counters {
             "renew_refresh_token_calls": g(&self.renew_refresh_token_calls),
             "business_token_calls": g(&self.business_token_calls),
             "refresh_biz_token_calls": g(&self.refresh_biz_token_calls),
+            "mini_app_token_calls": g(&self.mini_app_token_calls),
+            "mini_app_tokens_issued": g(&self.mini_app_tokens_issued),
+            "jscode2session_calls": g(&self.jscode2session_calls),
             "api_calls": g(&self.api_calls),
             "api_rejected": g(&self.api_rejected),
         })
@@ -156,6 +165,17 @@ pub struct Code {
     pub expires_at: Instant,
 }
 
+/// A `tt.login` code.
+#[derive(Debug, Clone)]
+pub struct LoginCode {
+    /// The mini-app.
+    pub appid: String,
+    /// The user.
+    pub openid: String,
+    /// Expiry.
+    pub expires_at: Instant,
+}
+
 /// A biz token or its refresh token.
 #[derive(Debug, Clone)]
 pub struct BizToken {
@@ -182,6 +202,8 @@ pub struct Logged {
     pub access_token_headers: Vec<String>,
     /// The `access_token` query values received.
     pub access_token_params: Vec<String>,
+    /// The JSON body's `access_token` field, for APIs that take it there.
+    pub access_token_body: Option<String>,
     /// Body length.
     pub body_len: usize,
     /// Body SHA-256, hex.
@@ -201,6 +223,10 @@ pub struct Inner {
     pub offset: Duration,
     /// Client tokens per client_key, oldest first, at most two.
     pub client_tokens: HashMap<String, Vec<ClientToken>>,
+    /// Mini-app tokens per appid (client_key), oldest first, at most two.
+    pub mini_app_tokens: HashMap<String, Vec<ClientToken>>,
+    /// `tt.login` codes.
+    pub login_codes: HashMap<String, LoginCode>,
     /// Recent client_token calls per client_key.
     pub client_calls: HashMap<String, VecDeque<Instant>>,
     /// Access tokens.

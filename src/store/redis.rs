@@ -443,7 +443,7 @@ impl RedisStore {
         };
         match result.first().map(int) {
             Some(1) => {
-                if rec.key.class != crate::token::TokenClass::Client {
+                if !rec.key.class.is_app_level() {
                     // A user's refresh_token: the platform killed the old one, so losing this
                     // write in a failover loses the user.
                     self.replicated(&mut conn, &rec.key).await;

@@ -130,12 +130,12 @@ pub struct Tokens {
     pub(super) client: HttpClient,
     pub(super) metrics: Arc<Metrics>,
     pub(super) generation: AtomicU64,
-    hits: [IntCounter; 3],
-    misses: [IntCounter; 3],
+    hits: [IntCounter; TokenClass::ALL.len()],
+    misses: [IntCounter; TokenClass::ALL.len()],
     /// The store side: writes, coordination with other instances.
     pub(super) persist: Persist,
-    /// Per app: client_token fetches against `client_fetch_budget`.
-    budgets: DashMap<Arc<str>, std::sync::Mutex<Budget>>,
+    /// Per app-level token (client_token, mini-app token): fetches against `client_fetch_budget`.
+    budgets: DashMap<TokenKey, std::sync::Mutex<Budget>>,
     /// A shared store's renewal sweep: where it stands.
     pub(super) sweep: tokio::sync::Mutex<super::upkeep::Sweep>,
     /// What the last complete pass of the sweep counted.
@@ -233,10 +233,11 @@ impl Tokens {
             .with_label_values(&[&key.app, key.class.as_str()])
             .inc();
         match key.class {
-            TokenClass::Client => tracing::warn!(app = %key.app, age_s = age.as_secs(),
-                "the platform rejected a client_token long before its expiry: something else is fetching \
-                 client_tokens with this app's credentials (another gateway with its own store, a test environment \
-                 using production keys, a home-made token server); only the latest two stay valid. Let one owner fetch."),
+            c if c.is_app_level() => tracing::warn!(app = %key.app, class = c.as_str(), age_s = age.as_secs(),
+                "the platform rejected an app token long before its expiry: something else is fetching \
+                 this app's tokens with its credentials (another gateway with its own store, a test environment \
+                 using production keys, a home-made token server, an SDK fetching its own); only the latest two \
+                 stay valid. Let one owner fetch."),
             _ => tracing::warn!(app = %key.app, class = key.class.as_str(), age_s = age.as_secs(),
                 "the platform rejected a token long before its expiry: the user may have revoked the app, \
                  or another system refreshed or re-authorized this user"),
@@ -306,9 +307,9 @@ impl Tokens {
                 Coordinated::TimedOut => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
             }
         };
-        if key.class == TokenClass::Client {
+        if key.class.is_app_level() {
             let spent = {
-                let budget = self.budgets.entry(Arc::clone(&key.app)).or_default();
+                let budget = self.budgets.entry(key.clone()).or_default();
                 let mut b = budget.lock().expect("budget");
                 b.spend(tuning.client_fetch_budget, Instant::now())
                     .map_err(|e| (e, std::mem::replace(&mut b.warned, true)))
@@ -320,7 +321,7 @@ impl Tokens {
                     .with_label_values(&[&key.app, key.class.as_str(), e.outcome()])
                     .inc();
                 if !warned {
-                    tracing::warn!(app = %key.app, "{e}: calls needing a new client_token get 503 until then. \
+                    tracing::warn!(app = %key.app, class = key.class.as_str(), "{e}: calls needing a new token of this class get 503 until then. \
                         Something rejects this app's tokens unusually often (another fetcher, a misrouted API).");
                 }
                 return Err(e);
@@ -542,8 +543,11 @@ impl Tokens {
                 .load()
                 .issuer
                 .apps
-                .keys()
-                .map(|app| TokenKey::client(Arc::clone(app)))
+                .iter()
+                .flat_map(|(name, app)| {
+                    let mini = app.mini_app.is_some().then(|| TokenKey::mini_app(Arc::clone(name)));
+                    std::iter::once(TokenKey::client(Arc::clone(name))).chain(mini)
+                })
                 .collect();
             self.persist
                 .store()

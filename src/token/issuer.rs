@@ -6,6 +6,7 @@
 //! | client | `client_token` (JSON) | fetch again | — |
 //! | user | code exchange `access_token` (form) | `refresh_token` (form) | `renew_refresh_token` (form) |
 //! | biz | `business_token` (JSON) | `refresh_biz_token` (JSON) | — |
+//! | mini_app | `/api/apps/v2/token` (JSON, on the app's `mini_app_upstream`) | fetch again | — |
 
 use super::{unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::body::ProxyBody;
@@ -47,7 +48,22 @@ pub struct AppCreds {
     pub client_secret: Secret,
     /// Path of the client_token endpoint.
     pub client_token_endpoint: String,
+    /// Where its mini-app server access_token comes from (`mini_app_upstream`), if it has one.
+    pub mini_app: Option<MiniAppIssuer>,
 }
+
+/// The host that issues an app's mini-app token, and the client that reaches it (that upstream's
+/// `ca_file` and connect timeout).
+#[derive(Debug, Clone)]
+pub struct MiniAppIssuer {
+    /// developer.toutiao.com, or a stand-in.
+    pub base: Base,
+    /// A client with that upstream's settings.
+    pub client: HttpClient,
+}
+
+/// The path of the mini-app token endpoint.
+pub const MINI_APP_TOKEN_PATH: &str = "/api/apps/v2/token";
 
 /// Everything a fetch needs; swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -78,6 +94,21 @@ pub struct OauthData {
 #[serde(default)]
 struct OauthEnvelope {
     data: Option<OauthData>,
+}
+
+/// A D-envelope (mini-app) answer: `{"err_no","err_tips","data"}`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MiniAppEnvelope {
+    data: Option<MiniAppData>,
+    err_tips: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MiniAppData {
+    access_token: Option<String>,
+    expires_in: Lenient,
 }
 
 #[derive(Deserialize, Default)]
@@ -134,6 +165,21 @@ pub async fn fetch(
                 expires_in: need_secs(data.expires_in, "expires_in")?,
                 grant: None,
             })
+        }
+        TokenClass::MiniApp => {
+            let Some(issuer) = &app.mini_app else {
+                return Err(TokenError::Refused {
+                    code: 0,
+                    description: format!("app {:?} has no mini_app_upstream", key.app),
+                });
+            };
+            let body = serde_json::json!({
+                "appid": app.client_key,
+                "secret": app.client_secret.expose(),
+                "grant_type": "client_credential",
+            });
+            let bytes = post_json(&issuer.client, &issuer.base, MINI_APP_TOKEN_PATH, body).await?;
+            read_mini_app(&bytes, &cfg.codes)
         }
         TokenClass::User => {
             let Some(grant) = grant else {
@@ -300,7 +346,8 @@ fn refusal(verdict: Verdict, first: Option<i64>, description: String, client_tok
             let code = first.unwrap_or(0);
             match code {
                 10020 if client_token => TokenError::RateLimited,
-                10002 | 10003 | 10013 => TokenError::BadCredentials { code, description },
+                // 40015 wrong appid, 40017 wrong secret: the mini-app token endpoint's.
+                10002 | 10003 | 10013 | 40015 | 40017 => TokenError::BadCredentials { code, description },
                 _ => TokenError::Refused { code, description },
             }
         }
@@ -321,6 +368,22 @@ fn read_oauth(bytes: &[u8], codes: &CodeTable, ctx: Context, client_token: bool)
             client_token,
         )),
     }
+}
+
+/// Reads a D-envelope (mini-app token) answer.
+fn read_mini_app(bytes: &[u8], codes: &CodeTable) -> Result<Fetched, TokenError> {
+    let found = inspect::codes(bytes).ok_or_else(|| TokenError::Malformed("not a JSON object".into()))?;
+    let env: MiniAppEnvelope = serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    match codes.verdict(&found, Context::TokenEndpoint) {
+        Verdict::Ok => {}
+        v => return Err(refusal(v, found.first(), env.err_tips.unwrap_or_default(), false)),
+    }
+    let data = env.data.unwrap_or_default();
+    Ok(Fetched {
+        value: need(data.access_token, "access_token")?,
+        expires_in: need_secs(data.expires_in, "expires_in")?,
+        grant: None,
+    })
 }
 
 /// Reads an E-envelope (biz) answer.
@@ -454,6 +517,32 @@ mod tests {
         assert_eq!((f.value.as_str(), f.expires_in), ("act.n", 1296000));
         assert_eq!(g.refresh_token.expose(), "rft.new", "a changed refresh_token is stored");
         assert_eq!((g.refresh_expires_unix, g.renewals, &*g.scope), (123, 2, "user_info"));
+    }
+
+    #[test]
+    fn reads_mini_app_token_answers() {
+        let t = CodeTable::default();
+        let f = read_mini_app(
+            br#"{"err_no":0,"err_tips":"success","data":{"access_token":"0801121846","expires_in":"7200"}}"#,
+            &t,
+        )
+        .unwrap();
+        assert_eq!(
+            (f.value.as_str(), f.expires_in, f.grant.is_none()),
+            ("0801121846", 7200, true)
+        );
+        assert!(matches!(
+            read_mini_app(br#"{"err_no":40017,"err_tips":"bad secret","data":null}"#, &t),
+            Err(TokenError::BadCredentials { code: 40017, ref description }) if description == "bad secret"
+        ));
+        assert!(matches!(
+            read_mini_app(br#"{"err_no":40020,"err_tips":"bad grant_type"}"#, &t),
+            Err(TokenError::Refused { code: 40020, .. })
+        ));
+        assert!(matches!(
+            read_mini_app(br#"{"err_no":0,"err_tips":"success","data":{}}"#, &t),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]

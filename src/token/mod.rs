@@ -29,6 +29,9 @@ pub enum TokenClass {
     User,
     /// Enterprise biz_token, by open_id and scope.
     Biz,
+    /// The mini-app server access_token (`/api/apps/v2/token` on developer.toutiao.com): app-level,
+    /// like the client_token.
+    MiniApp,
 }
 
 impl TokenClass {
@@ -38,11 +41,24 @@ impl TokenClass {
             TokenClass::Client => "client",
             TokenClass::User => "user",
             TokenClass::Biz => "biz",
+            TokenClass::MiniApp => "mini_app",
         }
     }
 
+    /// Whether it belongs to the app, not to a user: one per app, fetched with the app's
+    /// credentials, and a new one shortens the previous one's life (so one owner must fetch it,
+    /// within a budget).
+    pub fn is_app_level(self) -> bool {
+        matches!(self, TokenClass::Client | TokenClass::MiniApp)
+    }
+
     /// All classes, for metric handles.
-    pub const ALL: [TokenClass; 3] = [TokenClass::Client, TokenClass::User, TokenClass::Biz];
+    pub const ALL: [TokenClass; 4] = [
+        TokenClass::Client,
+        TokenClass::User,
+        TokenClass::Biz,
+        TokenClass::MiniApp,
+    ];
 }
 
 /// Which token: app, class and subject: nothing for client tokens, the open_id for user tokens,
@@ -64,6 +80,15 @@ impl TokenKey {
         TokenKey {
             app,
             class: TokenClass::Client,
+            subject: Arc::from(""),
+        }
+    }
+
+    /// An app's mini-app server access_token.
+    pub fn mini_app(app: Arc<str>) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::MiniApp,
             subject: Arc::from(""),
         }
     }
@@ -99,7 +124,7 @@ impl TokenKey {
     /// The user a user or biz token acts for; `None` for a client token.
     pub fn open_id(&self) -> Option<&str> {
         match self.class {
-            TokenClass::Client => None,
+            TokenClass::Client | TokenClass::MiniApp => None,
             TokenClass::User => Some(&self.subject),
             TokenClass::Biz => Some(self.subject.split_once('\n').map_or(&*self.subject, |(o, _)| o)),
         }
@@ -377,8 +402,9 @@ pub enum TokenError {
     /// until it expires, and the user must re-consent before then.
     #[error("the refresh_token may not be renewed again ({0}): the user must authorize again before it expires")]
     RenewalsExhausted(i64),
-    /// The app used its client_token fetch budget (`tokens.client_token_fetch_budget`).
-    #[error("the app made {budget} client_token fetches in the last 5 minutes, its budget (tokens.client_token_fetch_budget); next fetch allowed in {retry_in_ms} ms")]
+    /// The app used its fetch budget for an app-level token (`tokens.client_token_fetch_budget`,
+    /// which counts client_token and mini-app token fetches apart).
+    #[error("the app made {budget} fetches of this token in the last 5 minutes, its budget (tokens.client_token_fetch_budget); next fetch allowed in {retry_in_ms} ms")]
     BudgetExhausted {
         /// The budget.
         budget: u32,

@@ -73,8 +73,8 @@ impl Tokens {
             // An empty SCAN step still moves the pass on.
             seen += records.len().max(1);
             for r in records {
-                if r.key.class == TokenClass::Client {
-                    continue; // every instance holds its apps' client tokens
+                if r.key.class.is_app_level() {
+                    continue; // every instance holds its apps' own tokens
                 }
                 let key = r.key.clone();
                 let slot = self.slots.get(&key).map(|s| Arc::clone(&s));
@@ -353,7 +353,7 @@ impl Tokens {
         let swept = self.swept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut tally = Tally::default();
         for info in self.snapshot() {
-            if swept.is_none() || info.key.class == TokenClass::Client {
+            if swept.is_none() || info.key.class.is_app_level() {
                 tally.add(&info);
             }
         }
