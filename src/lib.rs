@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod route;
 pub mod runtime;

@@ -154,6 +154,7 @@ impl Runtime {
                 renew_before: Duration::from_secs(t.renew_before_secs),
                 max_renewals: t.max_renewals,
                 client_fetch_budget: t.client_token_fetch_budget,
+                fetch_failing_after: Duration::from_secs(t.fetch_failing_after_secs),
             },
         };
         let bases = config

@@ -133,7 +133,10 @@ pub async fn start_on(
     for c in store.collectors() {
         metrics.register(c);
     }
+    let notify =
+        crate::notify::Notifier::start(&runtime.config.notify, &metrics).map_err(|e| format!("cannot start: {e}"))?;
     let tokens = Tokens::new(client, settings, Arc::clone(&metrics), store);
+    tokens.set_notifier(notify);
     let loaded = tokens.load().await.map_err(|e| format!("cannot start: {e}"))?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");

@@ -104,6 +104,45 @@ pub struct Config {
     /// Route rules, matched in file order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where to send events (users about to drop off, token fetches failing).
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// `[[notify]]`: a receiver of signed JSON events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Its name in metrics and logs (default: the URL's host and port).
+    pub name: Option<String>,
+    /// Where events are POSTed (http or https).
+    pub url: String,
+    /// Environment variable holding the HMAC-SHA256 key the `X-Gateway-Signature` is made with.
+    pub secret_env: String,
+    /// Events to send (default: every event).
+    #[serde(default = "crate::notify::all_events")]
+    pub events: Vec<String>,
+    /// Events held for it while it is slow or down; past this, new events are dropped (counted).
+    #[serde(default = "default_notify_queue")]
+    pub queue: usize,
+    /// Attempts per event before it is given up (counted), with doubling back-off from 0.5 s to 30 s.
+    #[serde(default = "default_notify_attempts")]
+    pub max_attempts: u32,
+    /// Timeout of one delivery.
+    #[serde(default = "default_notify_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_notify_queue() -> usize {
+    1000
+}
+
+fn default_notify_attempts() -> u32 {
+    10
+}
+
+fn default_notify_timeout_ms() -> u64 {
+    5000
 }
 
 /// `[server]`
@@ -319,6 +358,9 @@ pub struct TokensConfig {
     pub maintain_interval_ms: u64,
     /// client_token fetches one app may make in any 5 minutes (the platform allows 500).
     pub client_token_fetch_budget: u32,
+    /// An app-level token (client, mini_app) whose fetches have failed this long is announced
+    /// (`token.fetch_failing` to `[[notify]]`).
+    pub fetch_failing_after_secs: u64,
 }
 
 impl Default for TokensConfig {
@@ -332,6 +374,7 @@ impl Default for TokensConfig {
             max_renewals: DEFAULT_MAX_RENEWALS,
             client_token_fetch_budget: DEFAULT_CLIENT_TOKEN_FETCH_BUDGET,
             maintain_interval_ms: DEFAULT_MAINTAIN_INTERVAL_MS,
+            fetch_failing_after_secs: 60,
         }
     }
 }

@@ -273,6 +273,52 @@ impl Config {
         }
     }
 
+    pub(super) fn validate_notify(&self, c: &mut Collector<'_>) {
+        for (i, n) in self.notify.iter().enumerate() {
+            let idx = Some(i);
+            match n.url.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+                _ => c.err("notify", idx, "url", "must be an http:// or https:// URL"),
+            }
+            if n.secret_env.is_empty() {
+                c.err(
+                    "notify",
+                    idx,
+                    "secret_env",
+                    "name the environment variable holding the signing key",
+                );
+            } else if std::env::var(&n.secret_env).map_or(true, |v| v.is_empty()) {
+                c.err(
+                    "notify",
+                    idx,
+                    "secret_env",
+                    format!(
+                        "environment variable {} is not set (any random string: douyin-gateway keygen prints one)",
+                        n.secret_env
+                    ),
+                );
+            }
+            for e in &n.events {
+                if !crate::notify::EVENTS.contains(&e.as_str()) {
+                    c.err(
+                        "notify",
+                        idx,
+                        "events",
+                        format!("unknown event {e:?} (known: {})", crate::notify::EVENTS.join(", ")),
+                    );
+                }
+            }
+            if n.queue == 0 || n.max_attempts == 0 || n.timeout_ms == 0 {
+                c.err(
+                    "notify",
+                    idx,
+                    "queue",
+                    "queue, max_attempts and timeout_ms must be greater than 0",
+                );
+            }
+        }
+    }
+
     pub(super) fn validate_callers(&self, c: &mut Collector<'_>) {
         for (i, caller) in self.callers.iter().enumerate() {
             let idx = Some(i);

@@ -123,6 +123,7 @@ impl Config {
         self.validate_apps(&mut c);
         self.validate_routes(&mut c);
         self.validate_callers(&mut c);
+        self.validate_notify(&mut c);
         c.out
     }
 

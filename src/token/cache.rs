@@ -14,7 +14,7 @@
 use super::issuer::Fetched;
 use super::issuer::{self, IssuerConfig};
 use super::persist::{Coordinated, Mode, Persist, Written};
-use super::{Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
+use super::{unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::metrics::Metrics;
 use crate::store::{Lease, Record, Store, StoreError};
 use crate::upstream::HttpClient;
@@ -46,6 +46,12 @@ pub(super) struct Failing {
     failures: u32,
     retry_after: Instant,
     last_error: TokenError,
+    /// The first failure in this run (Unix seconds), for `token.fetch_failing`.
+    since_unix: u64,
+    /// When the first failure happened.
+    since: Instant,
+    /// `token.fetch_failing` was sent for this run.
+    announced: bool,
 }
 
 /// One token's place in the cache.
@@ -101,6 +107,8 @@ pub struct Tuning {
     pub max_renewals: u32,
     /// client_token fetches per app in any [`BUDGET_WINDOW`].
     pub client_fetch_budget: u32,
+    /// An app-level token failing to fetch this long is announced (`token.fetch_failing`).
+    pub fetch_failing_after: Duration,
 }
 
 /// Why authorizing a user with a code failed ([`Tokens::authorize_with_code`]).
@@ -140,6 +148,10 @@ pub struct Tokens {
     pub(super) sweep: tokio::sync::Mutex<super::upkeep::Sweep>,
     /// What the last complete pass of the sweep counted.
     pub(super) swept: std::sync::Mutex<Option<Arc<super::upkeep::Tally>>>,
+    /// Where events go (`[[notify]]`), once the server set it.
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    /// Users announced as `user.reauthorization_due`, with the deadline announced.
+    pub(super) due_announced: DashMap<TokenKey, u64>,
 }
 
 impl Tokens {
@@ -159,7 +171,19 @@ impl Tokens {
             budgets: DashMap::new(),
             sweep: Default::default(),
             swept: Default::default(),
+            notifier: Default::default(),
+            due_announced: DashMap::new(),
         })
+    }
+
+    /// Sends events to these receivers from now on (once; later calls change nothing).
+    pub fn set_notifier(&self, n: Arc<crate::notify::Notifier>) {
+        let _ = self.notifier.set(n);
+    }
+
+    /// The receivers of events, if any are configured.
+    pub fn notifier(&self) -> Option<&crate::notify::Notifier> {
+        self.notifier.get().map(|n| &**n)
     }
 
     /// Tokens for a program of its own, with no gateway around them (the proxy's
@@ -232,6 +256,13 @@ impl Tokens {
             .evicted_early
             .with_label_values(&[&key.app, key.class.as_str()])
             .inc();
+        if let Some(n) = self.notifier() {
+            n.emit(
+                "token.evicted_early",
+                serde_json::json!({"app": &*key.app, "class": key.class.as_str(), "open_id": key.open_id(),
+                    "age_s": age.as_secs()}),
+            );
+        }
         match key.class {
             c if c.is_app_level() => tracing::warn!(app = %key.app, class = c.as_str(), age_s = age.as_secs(),
                 "the platform rejected an app token long before its expiry: something else is fetching \
@@ -352,6 +383,12 @@ impl Tokens {
                     .publish(slot, key, token, expected, Mode::Adopt, lease.as_ref())
                     .await;
                 self.persist.release(lease).await;
+                if let (Some(f), Some(n)) = (flight.0.as_deref().filter(|f| f.announced), self.notifier()) {
+                    n.emit(
+                        "token.fetch_recovered",
+                        serde_json::json!({"app": &*key.app, "class": key.class.as_str(), "since": f.since_unix}),
+                    );
+                }
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
                 Ok(token)
@@ -368,15 +405,35 @@ impl Tokens {
                         self.publish(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
                             .await;
                         tracing::warn!(app = %key.app, class = key.class.as_str(), "user must authorize again: {why}");
+                        if let (Some(n), Some(open_id)) = (self.notifier(), key.open_id()) {
+                            n.reauthorization_required(&key.app, open_id, why);
+                        }
                     }
                 }
                 let failures = flight.0.as_ref().map_or(0, |f| f.failures) + 1;
                 let doubling = tuning.backoff_initial.saturating_mul(1u32 << (failures - 1).min(16));
                 let delay = doubling.min(tuning.backoff_max);
+                let (since, since_unix, mut announced) =
+                    flight.0.as_deref().map_or((Instant::now(), unix_now(), false), |f| {
+                        (f.since, f.since_unix, f.announced)
+                    });
+                if key.class.is_app_level() && !announced && since.elapsed() >= tuning.fetch_failing_after {
+                    if let Some(n) = self.notifier() {
+                        n.emit(
+                            "token.fetch_failing",
+                            serde_json::json!({"app": &*key.app, "class": key.class.as_str(),
+                                "outcome": err.outcome(), "since": since_unix}),
+                        );
+                    }
+                    announced = true;
+                }
                 flight.0 = Some(Box::new(Failing {
                     failures,
                     retry_after: Instant::now() + delay,
                     last_error: err.clone(),
+                    since,
+                    since_unix,
+                    announced,
                 }));
                 if err.needs_authorization() {
                     tracing::info!(app = %key.app, class = key.class.as_str(), "{err}");

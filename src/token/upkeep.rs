@@ -50,6 +50,17 @@ impl Tokens {
             .collect();
         for (key, slot) in due {
             self.maintain_one(&key, &slot).await;
+            if self.notifier().is_some() {
+                let t = slot.current.load_full();
+                let info = Self::info(
+                    &key,
+                    t.as_ref(),
+                    Instant::now(),
+                    unix_now(),
+                    self.settings.load().tuning,
+                );
+                self.announce_due(&info);
+            }
         }
         if self.persist.store().is_shared() {
             self.sweep_store().await;
@@ -86,7 +97,11 @@ impl Tokens {
                         Err(_) => continue,
                     },
                 };
-                sweep.tally.add(&Self::info(&key, Some(&token), now, now_unix, tuning));
+                let info = Self::info(&key, Some(&token), now, now_unix, tuning);
+                if slot.is_none() {
+                    self.announce_due(&info);
+                }
+                sweep.tally.add(&info);
                 if key.class == TokenClass::User && slot.is_none() && due(&token, tuning) {
                     let slot = Arc::clone(&self.slots.entry(key.clone()).or_default());
                     if slot.current.load().is_none() {
@@ -179,6 +194,9 @@ impl Tokens {
                     _ => GrantState::Dead(Arc::new(e.to_string())),
                 };
                 let why = e;
+                if let (Some(n), TokenError::AuthorizationRequired(reason)) = (self.notifier(), &why) {
+                    n.reauthorization_required(&key.app, key.open_id().unwrap_or(""), reason);
+                }
                 self.publish(
                     slot,
                     key,
@@ -295,6 +313,34 @@ impl Tokens {
                 r.listen(tx, stop).await;
             }
         }))
+    }
+
+    /// Sends `user.reauthorization_due` once per user and deadline when the deadline comes
+    /// within 7 days (the `within_7d` of the forecast); a user who re-consents gets a later
+    /// deadline, and a new announcement when that one comes near.
+    pub(super) fn announce_due(&self, info: &TokenInfo) {
+        let (Some(n), Some(by), Some(open_id)) = (self.notifier(), info.reauthorize_by, info.key.open_id()) else {
+            return;
+        };
+        // A dead refresh_token was announced as `user.reauthorization_required`; one that cannot
+        // be renewed again still works until its deadline, which is what this announces.
+        let dead = info
+            .grant
+            .as_deref()
+            .is_some_and(|g| matches!(g.state, GrantState::Dead(_)));
+        if info.key.class != TokenClass::User || dead {
+            return;
+        }
+        if by > unix_now() + REAUTHORIZE_HORIZON.as_secs() {
+            self.due_announced.remove(&info.key);
+            return;
+        }
+        if self.due_announced.insert(info.key.clone(), by) != Some(by) {
+            n.emit(
+                "user.reauthorization_due",
+                serde_json::json!({"app": &*info.key.app, "open_id": open_id, "reauthorize_by": by}),
+            );
+        }
     }
 
     /// Every cached token's state, without values. With a shared store: the tokens this
