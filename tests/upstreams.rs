@@ -279,3 +279,46 @@ async fn the_apps_secret_goes_in_the_body_of_a_login_call() {
         .to_string();
     assert!(err.contains("needs inject = \"json_body\""), "{err}");
 }
+
+/// An SDK that got the gateway's placeholder attaches it wherever its API takes the token: in a
+/// named header (webcast's `X-Token`) or in the JSON body. The host receives the real token only.
+#[tokio::test]
+async fn an_sdks_placeholder_is_replaced_in_a_named_header_and_in_the_body() {
+    const PLACEHOLDER: &str = douyin_gateway::proxy::routing::PLACEHOLDER_TOKEN;
+    let sb = sandbox().await;
+    let (host, seen) = other_host().await;
+    let routes = "[[routes]]\nname = \"webcast\"\npath = \"/webcast/*\"\ntoken = \"client\"\n\
+                  inject = \"header:x-token\"\nupstream = \"other\"\n\n\
+                  [[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
+                  token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
+    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let http = Http::default();
+    let r = http
+        .send(
+            http::Method::GET,
+            &gw.url("/webcast/room/info"),
+            &[("x-gateway-key", CALLER_KEY), ("X-Token", PLACEHOLDER)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = format!(r#"{{"appid":"tt1","access_token":"{PLACEHOLDER}"}}"#);
+    let r = http.post(&gw.url("/api/apps/v2/qrcode/create"), body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    let header: Vec<&str> = got[0]
+        .headers
+        .get_all("x-token")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(header.len(), 1);
+    assert!(header[0].starts_with("clt."), "{header:?}");
+    let body: serde_json::Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert!(body["access_token"].as_str().unwrap().starts_with("clt."), "{body}");
+    for g in &got {
+        let everything = format!("{:?}{}", g.headers, String::from_utf8_lossy(&g.body));
+        assert!(!everything.contains(PLACEHOLDER), "{everything}");
+    }
+}
