@@ -85,7 +85,10 @@ impl Runtime {
         let mut apps = Vec::new();
         let admin_url = match &config.server.public_admin_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}", config.server.admin_listen),
+            None => format!(
+                "http://{}",
+                config.server.public_listen.as_deref().unwrap_or(&config.server.admin_listen)
+            ),
         };
         for a in &config.apps {
             let name: Arc<str> = a.name.as_str().into();

@@ -27,6 +27,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
+    /// Where the public listener (`server.public_listen`) listens, if there is one.
+    pub public_addr: Option<SocketAddr>,
     /// Shared state (tests look at the token cache and metrics).
     pub shared: Arc<Shared>,
     config_path: Option<PathBuf>,
@@ -92,17 +94,46 @@ fn inherited_listener(fds: &mut listenfd::ListenFd, index: usize, what: &str) ->
     Ok(Some(l))
 }
 
-/// Starts a gateway on listeners already bound (tests, `demo`).
+/// Starts a gateway on listeners already bound (tests, `demo`); `public_listen`, if set, is bound
+/// here.
 pub async fn start_on(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listen: TcpListener,
+    admin: TcpListener,
+) -> Result<Running, String> {
+    let public = match &config.server.public_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("public_listen {at}: {e}"))?,
+        ),
+        None => None,
+    };
+    start_on_all(config, config_path, listen, admin, public).await
+}
+
+/// Starts a gateway on listeners already bound, the public one included (it is served only when
+/// `server.public_listen` is set).
+pub async fn start_on_all(
     mut config: Config,
     config_path: Option<PathBuf>,
     listen: TcpListener,
     admin: TcpListener,
+    public: Option<TcpListener>,
 ) -> Result<Running, String> {
     let addr = listen.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     // Authorize URLs name the admin listener as bound (port 0 becomes the real port).
     config.server.admin_listen = admin_addr.to_string();
+    let public = public.filter(|_| config.server.public_listen.is_some());
+    let public_addr = match &public {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if let Some(a) = public_addr {
+        config.server.public_listen = Some(a.to_string());
+    }
     let metrics = Arc::new(Metrics::new());
     let client = crate::upstream::client(&config.upstream)?;
     let tls = tls_acceptor(&config)?;
@@ -151,13 +182,14 @@ pub async fn start_on(
         webhooks: Default::default(),
     });
     let (shutdown, rx) = watch::channel(false);
-    let admin_svc = {
+    let admin_service = |side: crate::admin::Side| {
         let shared = Arc::clone(&shared);
         tower::service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
-            async move { Ok::<_, Infallible>(crate::admin::handle(shared, req).await) }
+            async move { Ok::<_, Infallible>(crate::admin::handle(shared, side, req).await) }
         })
     };
+    let admin_svc = admin_service(crate::admin::Side::Admin);
     let maintenance = {
         let (tokens, mut stop) = (Arc::clone(&shared.tokens), rx.clone());
         tokio::spawn(async move {
@@ -186,12 +218,27 @@ pub async fn start_on(
         admin_limits,
         Arc::new(Open::default()),
     )));
+    if let Some(public) = public {
+        tasks.push(tokio::spawn(serve(
+            Connections::Listener(public),
+            None,
+            admin_service(crate::admin::Side::Public),
+            rx.clone(),
+            grace,
+            admin_limits,
+            Arc::new(Open::default()),
+        )));
+    }
     tasks.push(maintenance);
     tasks.extend(shared.tokens.listen(rx));
-    tracing::info!(%addr, %admin_addr, "gateway listening");
+    match public_addr {
+        Some(public_addr) => tracing::info!(%addr, %admin_addr, %public_addr, "gateway listening"),
+        None => tracing::info!(%addr, %admin_addr, "gateway listening"),
+    }
     Ok(Running {
         addr,
         admin_addr,
+        public_addr,
         shared,
         config_path,
         shutdown,
@@ -210,6 +257,9 @@ impl Running {
             tracing::warn!("{p}");
         }
         config.server.admin_listen = self.admin_addr.to_string();
+        if let Some(a) = self.public_addr {
+            config.server.public_listen = Some(a.to_string());
+        }
         let (runtime, settings) = Runtime::build(config, &self.shared.metrics)?;
         self.shared.tokens.reconfigure(settings);
         self.shared.runtime.store(Arc::new(runtime));

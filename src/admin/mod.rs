@@ -65,15 +65,44 @@ tokio::task_local! {
     static REQUEST_ID: HeaderValue;
 }
 
-/// Handles one admin-listener request: every answer carries `x-request-id`, and errors carry it
-/// in their JSON too.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `admin_listen`: health, metrics, the admin API; and the OAuth flow and webhook unless
+    /// `public_listen` is set.
+    Admin,
+    /// `public_listen`: the OAuth flow and the webhook only.
+    Public,
+}
+
+/// Whether a path is what the internet must reach (the OAuth flow, the platform's webhook).
+fn is_public_path(path: &str) -> bool {
+    path.starts_with("/oauth/") || path == "/webhooks/douyin"
+}
+
+/// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
+/// errors carry it in their JSON too. Each listener serves only its own paths.
+pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
     let rid = crate::proxy::request_id(req.headers());
     let max = shared.runtime.load().config.server.max_header_bytes;
     let mut resp = if crate::proxy::head_size(&req) > max {
         crate::error::GatewayError::HeadersTooLarge(max).into_response(rid.to_str().unwrap_or("-"))
     } else {
-        REQUEST_ID.scope(rid.clone(), route(shared, req)).await
+        let path = req.uri().path();
+        let public_set = shared.runtime.load().config.server.public_listen.is_some();
+        match side {
+            Side::Public if !is_public_path(path) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this listener serves /oauth/* and /webhooks/douyin only",
+            ),
+            Side::Admin if public_set && is_public_path(path) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{path} is served on server.public_listen"),
+            ),
+            _ => REQUEST_ID.scope(rid.clone(), route(shared, req)).await,
+        }
     };
     resp.headers_mut().insert(&crate::proxy::X_REQUEST_ID, rid);
     resp

@@ -163,9 +163,13 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// No caller key needed; refused unless `listen` is loopback.
     pub allow_anonymous: bool,
-    /// How users' browsers reach the admin listener, for `authorize_url`
-    /// (default `http://{admin_listen}`).
+    /// How users' browsers reach the admin listener (or `public_listen`, when set), for
+    /// `authorize_url` (default `http://{public_listen or admin_listen}`).
     pub public_admin_url: Option<String>,
+    /// A listener for what must be reachable from the internet: `/oauth/*` (the authorization
+    /// flow) and `/webhooks/douyin`, and nothing else. When set, the admin listener no longer
+    /// serves those, and can stay private.
+    pub public_listen: Option<String>,
     /// Serve the proxy over HTTPS.
     pub tls: Option<TlsConfig>,
     /// Threads serving proxy requests, each with a current-thread runtime, accept loop and
@@ -197,6 +201,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             allow_anonymous: false,
             public_admin_url: None,
+            public_listen: None,
             tls: None,
             worker_threads: None,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,

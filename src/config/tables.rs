@@ -67,7 +67,7 @@ impl Config {
                                 "apps",
                                 i,
                                 "redirect_uri",
-                                "the gateway answers the authorization callback at /oauth/callback on admin_listen",
+                                "the gateway answers the authorization callback at /oauth/callback on public_listen (or admin_listen)",
                             );
                         }
                     }

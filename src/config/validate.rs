@@ -146,6 +146,20 @@ impl Config {
                 format!("{:?} is not an address like 127.0.0.1:9090", s.admin_listen),
             );
         }
+        if let Some(p) = &s.public_listen {
+            match p.parse::<SocketAddr>() {
+                Err(_) => c.err(
+                    "server",
+                    None,
+                    "public_listen",
+                    format!("{p:?} is not an address like 0.0.0.0:8443"),
+                ),
+                Ok(a) if a.port() != 0 && (a.to_string() == s.admin_listen || s.listen == *p) => {
+                    c.err("server", None, "public_listen", "must differ from listen and admin_listen")
+                }
+                Ok(_) => {}
+            }
+        }
         if s.max_body_bytes == 0 {
             c.err("server", None, "max_body_bytes", "must be greater than 0");
         }
