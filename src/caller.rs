@@ -37,7 +37,15 @@ pub enum Identity<'a> {
     Anonymous,
 }
 
-impl Identity<'_> {
+impl<'a> Identity<'a> {
+    /// Name for logs, for as long as the callers it came from.
+    pub fn into_name(self) -> &'a str {
+        match self {
+            Identity::Caller(c) => &c.name,
+            Identity::Anonymous => "anonymous",
+        }
+    }
+
     /// Whether the route at `index` is allowed.
     pub fn may_use(&self, index: usize) -> bool {
         match self {

@@ -62,14 +62,38 @@ enum Cmd {
 }
 
 fn init_logging() {
+    init_logging_as(douyin_gateway::config::LogFormat::Text);
+}
+
+/// Logs to stderr, one event per line: readable text, or JSON objects (`[log] format = "json"`).
+fn init_logging_as(format: douyin_gateway::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        douyin_gateway::config::LogFormat::Text => fmt.with_target(false).with_ansi(ansi).init(),
+        douyin_gateway::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// `[log] format` from a config file, read before the config is checked so that even the
+/// problems with it are logged in the format asked for.
+fn log_format_of(path: &std::path::Path) -> douyin_gateway::config::LogFormat {
+    let format = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("log")?.get("format")?.as_str().map(str::to_owned));
+    match format.as_deref() {
+        Some("json") => douyin_gateway::config::LogFormat::Json,
+        _ => douyin_gateway::config::LogFormat::Text,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -92,7 +116,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Serve { config } => {
-            init_logging();
+            init_logging_as(log_format_of(&config));
             // Proxy calls run on threads of their own (`server.worker_threads`, one current-thread
             // runtime each); this runtime carries the admin listener, maintenance and store events.
             runtime_with(Some(1)).block_on(serve(config))
@@ -208,13 +232,16 @@ async fn serve(path: PathBuf) -> ExitCode {
     let config = match Config::load(&path) {
         Ok((config, warnings)) => {
             for w in &warnings {
-                tracing::warn!("{w}");
+                tracing::warn!("{}", w.located());
             }
             config
         }
         Err(e) => {
             for p in &e.problems {
-                tracing::error!("{p}");
+                match p.severity {
+                    Severity::Error => tracing::error!("{}", p.located()),
+                    Severity::Warning => tracing::warn!("{}", p.located()),
+                }
             }
             return ExitCode::FAILURE;
         }
@@ -241,7 +268,12 @@ async fn serve(path: PathBuf) -> ExitCode {
             _ = int.recv() => break,
             _ = hup.recv() => match running.reload() {
                 Ok(()) => tracing::info!("config reloaded"),
-                Err(e) => tracing::error!("config reload refused; the old config keeps serving:\n{e}"),
+                Err(e) => {
+                    for line in e.lines().filter(|l| !l.is_empty()) {
+                        let line = line.strip_prefix("error: ").unwrap_or(line);
+                        tracing::error!("config reload refused, the old config keeps serving: {line}");
+                    }
+                }
             },
         }
     }

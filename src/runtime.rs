@@ -87,7 +87,11 @@ impl Runtime {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!(
                 "http://{}",
-                config.server.public_listen.as_deref().unwrap_or(&config.server.admin_listen)
+                config
+                    .server
+                    .public_listen
+                    .as_deref()
+                    .unwrap_or(&config.server.admin_listen)
             ),
         };
         for a in &config.apps {

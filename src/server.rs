@@ -164,11 +164,10 @@ pub async fn start_on_all(
     for c in store.collectors() {
         metrics.register(c);
     }
-    let notify =
-        crate::notify::Notifier::start(&runtime.config.notify, &metrics).map_err(|e| format!("cannot start: {e}"))?;
+    let notify = crate::notify::Notifier::start(&runtime.config.notify, &metrics)?;
     let tokens = Tokens::new(client, settings, Arc::clone(&metrics), store);
     tokens.set_notifier(notify);
-    let loaded = tokens.load().await.map_err(|e| format!("cannot start: {e}"))?;
+    let loaded = tokens.load().await.map_err(|e| e.to_string())?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");
     }
@@ -254,7 +253,7 @@ impl Running {
         let path = self.config_path.as_ref().ok_or("no config file to reload")?;
         let (mut config, problems) = Config::load(path).map_err(|e| e.to_string())?;
         for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
-            tracing::warn!("{p}");
+            tracing::warn!("{}", p.located());
         }
         config.server.admin_listen = self.admin_addr.to_string();
         if let Some(a) = self.public_addr {

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use http::Method;
+use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -408,4 +410,113 @@ async fn readme_mini_app_walkthrough_runs_against_demo() {
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);
+}
+
+/// `[log] format = "json"`: one JSON object per line, the access log at info with what an
+/// operator ships (request id, caller, route, method, path without the query, status, ms to the
+/// microsecond, upstream status, the platform's log id), an audit line per admin action, and no
+/// token anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_access_log_and_audit_lines_one_event_per_line() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .extra("[log]\nformat = \"json\"\n")
+        .render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, port, admin_port) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let http = Http::default();
+    let r = http
+        .send(
+            Method::GET,
+            &format!("http://127.0.0.1:{port}/js/getticket/?secret_in_query=xyz"),
+            &[("x-gateway-key", CALLER_KEY), ("x-request-id", "req-123")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let import = json!({"access_token": "act.imported", "refresh_token": "rft.imported",
+        "expires_in": 1296000, "refresh_expires_in": 2592000})
+    .to_string();
+    let r = http
+        .send(
+            Method::PUT,
+            &format!("http://127.0.0.1:{admin_port}/admin/users/main/ou_audit"),
+            &[("x-admin-key", ADMIN_KEY)],
+            import,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.wait_for("admin imported");
+    p.signal("-TERM");
+    let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON event per line: {l:?}: {e}")))
+        .collect();
+    let access = events
+        .iter()
+        .find(|e| e["target"] == "access")
+        .unwrap_or_else(|| panic!("no access line: {log}"));
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["request_id"], "req-123");
+    assert_eq!(access["caller"], "backend");
+    assert_eq!(access["route"], "ticket");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/js/getticket/", "never the query");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["upstream_status"], 200);
+    let ms = access["ms"].as_f64().unwrap();
+    assert!(
+        ms > 0.0 && (ms * 1000.0 - (ms * 1000.0).round()).abs() < 1e-6,
+        "ms to the µs: {ms}"
+    );
+    let audit = events
+        .iter()
+        .find(|e| e["target"] == "audit")
+        .unwrap_or_else(|| panic!("no audit line: {log}"));
+    assert_eq!(
+        (
+            audit["action"].as_str(),
+            audit["app"].as_str(),
+            audit["open_id"].as_str()
+        ),
+        (Some("import"), Some("main"), Some("ou_audit"))
+    );
+    assert!(!log.contains("xyz"), "the query is never logged");
+    assert!(
+        !log.contains("act.") && !log.contains("clt.") && !log.contains("rft."),
+        "{log}"
+    );
+}
+
+/// Text logs: a config warning is logged once under WARN without a second "warning:", and a
+/// failed start says "cannot start" once.
+#[test]
+fn text_logs_have_no_doubled_prefixes() {
+    let secret = secret_file();
+    // The proxy address is taken: the start fails after the config was read.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = TestConfig::new("http://127.0.0.1:9", secret.path())
+        .listen_at(&taken.local_addr().unwrap().to_string(), "127.0.0.1:0")
+        .extra("[[routes]]\nname = \"shadowed\"\npath = \"/js/getticket/\"\ntoken = \"client\"\n")
+        .render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", cfg.path().to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("can never match"), "the warning is there: {log}");
+    assert!(!log.contains("WARN warning:") && !log.contains("ERROR error:"), "{log}");
+    assert_eq!(log.matches("cannot start").count(), 1, "{log}");
 }

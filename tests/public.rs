@@ -45,7 +45,12 @@ async fn the_public_listener_serves_the_oauth_flow_and_webhook_and_nothing_else(
         assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
     let r = http
-        .send(Method::GET, &format!("{public}/admin/tokens"), &[("x-admin-key", ADMIN_KEY)], "")
+        .send(
+            Method::GET,
+            &format!("{public}/admin/tokens"),
+            &[("x-admin-key", ADMIN_KEY)],
+            "",
+        )
         .await;
     assert_eq!(r.status, 404, "the admin key does not open it either");
     // ...and the admin listener keeps them, but no longer serves the public paths.
@@ -54,9 +59,7 @@ async fn the_public_listener_serves_the_oauth_flow_and_webhook_and_nothing_else(
     assert_eq!(http.post(&gw.admin("/webhooks/douyin"), "{}").await.status, 404);
 
     // A user call before authorization points the user at the public listener.
-    let r = http
-        .get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_1"))
-        .await;
+    let r = http.get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_1")).await;
     assert_eq!(r.status, 401);
     assert_eq!(
         r.json()["gateway_error"]["authorize_url"],

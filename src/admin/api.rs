@@ -79,7 +79,10 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
                     "not_found",
                     "no tokens stored for that app and open_id",
                 ),
-                Ok(n) => json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id})),
+                Ok(n) => {
+                    tracing::info!(target: "audit", action = "delete", app = %app, open_id = %open_id, deleted = n, "admin deleted a user's tokens");
+                    json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id}))
+                }
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
             }
         }
@@ -189,10 +192,13 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Respo
         .install(&TokenKey::user(Arc::clone(&a.name), open_id), fetched)
         .await
     {
-        Ok(t) => json(
-            StatusCode::OK,
-            json!({"stored": true, "app": app, "open_id": open_id, "expires_at": t.expires_unix}),
-        ),
+        Ok(t) => {
+            tracing::info!(target: "audit", action = "import", app, open_id, "admin imported a user's tokens");
+            json(
+                StatusCode::OK,
+                json!({"stored": true, "app": app, "open_id": open_id, "expires_at": t.expires_unix}),
+            )
+        }
         Err(e) => bad(e.to_string()),
     }
 }
@@ -230,6 +236,8 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
         (Some(_), None) => return bad("class user/biz needs open_id"),
         (None, _) => return bad("class must be client, mini_app, user or biz"),
     };
+    tracing::info!(target: "audit", action = "refresh", app = %app.name, class = key.class.as_str(),
+        open_id = key.open_id().unwrap_or("-"), "admin asked for a token refresh");
     let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
     match shared.tokens.obtain(&key, Need::Newer(generation)).await {
         Ok(t) => json(StatusCode::OK, json!({"refreshed": true, "expires_at": t.expires_unix})),

@@ -222,7 +222,7 @@ pub(super) async fn callback(shared: &Shared, q: Option<&str>) -> Response<Proxy
     };
     match shared.tokens.authorize_with_code(&app, code).await {
         Ok((open_id, _)) => {
-            tracing::info!(app = %app, "user authorized the app");
+            tracing::info!(target: "audit", action = "authorize", app = %app, open_id = %open_id, "user authorized the app");
             page(
                 StatusCode::OK,
                 "Authorized",

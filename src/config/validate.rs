@@ -47,14 +47,23 @@ impl fmt::Display for Problem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{sev}: {}", self.file)?;
+        write!(f, "{sev}: {}", self.located())
+    }
+}
+
+impl Problem {
+    /// The problem without its severity word (for a log line whose level says it):
+    /// `file:line: key: message`.
+    pub fn located(&self) -> String {
+        let mut s = self.file.clone();
         if let Some(line) = self.line {
-            write!(f, ":{line}")?;
+            s.push_str(&format!(":{line}"));
         }
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            s.push_str(&format!(": {}", self.key));
         }
-        write!(f, ": {}", self.message)
+        s.push_str(&format!(": {}", self.message));
+        s
     }
 }
 
@@ -154,9 +163,12 @@ impl Config {
                     "public_listen",
                     format!("{p:?} is not an address like 0.0.0.0:8443"),
                 ),
-                Ok(a) if a.port() != 0 && (a.to_string() == s.admin_listen || s.listen == *p) => {
-                    c.err("server", None, "public_listen", "must differ from listen and admin_listen")
-                }
+                Ok(a) if a.port() != 0 && (a.to_string() == s.admin_listen || s.listen == *p) => c.err(
+                    "server",
+                    None,
+                    "public_listen",
+                    "must differ from listen and admin_listen",
+                ),
                 Ok(_) => {}
             }
         }

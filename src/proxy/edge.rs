@@ -67,6 +67,9 @@ impl Drop for InFlight {
     }
 }
 
+/// The header the platform names its log id in (what its support asks for).
+static PLATFORM_LOG_ID: http::HeaderName = http::HeaderName::from_static("x-tt-logid");
+
 /// Refuses what no route may see: CONNECT, absolute-form targets, non-canonical paths.
 fn check_target<B>(req: &Request<B>) -> Result<(), GatewayError> {
     if req.method() == Method::CONNECT {
@@ -252,15 +255,28 @@ impl Done {
         m.count(resp.status().as_u16());
         m.duration.observe(elapsed.as_secs_f64());
         // The access log: the path only, never the query (a caller's query may carry a credential).
-        tracing::debug!(
-            target: "douyin_gateway::access",
-            request_id = %rid.to_str().unwrap_or("-"),
-            %method,
-            path = %uri.path(),
-            route,
-            status = resp.status().as_u16(),
-            ms = elapsed.as_secs_f64() * 1000.0,
-        );
+        if rt.config.log.access {
+            let caller = match scope.as_ref().and_then(Scope::caller) {
+                Some(who) => rt.callers.identity(who).into_name(),
+                None => "-",
+            };
+            let upstream_status = scope.as_ref().and_then(Scope::upstream_status);
+            tracing::info!(
+                target: "access",
+                request_id = %rid.to_str().unwrap_or("-"),
+                caller,
+                route,
+                %method,
+                path = %uri.path(),
+                status = resp.status().as_u16(),
+                // Milliseconds to the microsecond.
+                ms = elapsed.as_micros() as f64 / 1000.0,
+                upstream_status = upstream_status.map_or(0, u64::from),
+                // What the platform's support asks for.
+                logid = resp.headers().get(&PLATFORM_LOG_ID).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                "access"
+            );
+        }
         resp.headers_mut().insert(&X_REQUEST_ID, rid);
         resp
     }

@@ -142,7 +142,8 @@ where
         }
         Err(CodeFailure::Store(e)) => return Err(GatewayError::TokenUnavailable(e.to_string())),
     };
-    tracing::info!(app = %app.name, caller = identity.name(), "user authorized the app (code exchanged by the gateway)");
+    tracing::info!(target: "audit", action = "exchange_code", app = %app.name, open_id = %open_id,
+        caller = identity.name(), "user authorized the app (code exchanged by the gateway)");
     let grant = token.grant.as_deref();
     let answer = serde_json::json!({
         "open_id": open_id,

@@ -98,8 +98,11 @@ impl Future for ForwardFuture {
             return Poll::Ready(Err(self.error.take().expect("polled after completion")));
         };
         let mut resp = std::task::ready!(Pin::new(inner).poll(cx)).map_err(GatewayError::from)?;
-        if let Some(m) = self.scope.as_ref().and_then(Scope::route_metrics) {
-            m.upstream.observe(self.start.elapsed().as_secs_f64());
+        if let Some(scope) = self.scope.as_ref() {
+            scope.set_upstream_status(resp.status().as_u16());
+            if let Some(m) = scope.route_metrics() {
+                m.upstream.observe(self.start.elapsed().as_secs_f64());
+            }
         }
         headers::strip_response(resp.headers_mut());
         Poll::Ready(Ok(resp))

@@ -104,6 +104,8 @@ struct ScopeInner {
     runtime: Arc<Runtime>,
     caller: AtomicUsize,
     route: AtomicUsize,
+    /// The last upstream answer's status (0: none), for the access log.
+    upstream_status: std::sync::atomic::AtomicU16,
 }
 
 const UNSET: usize = usize::MAX;
@@ -115,6 +117,7 @@ impl Scope {
             runtime,
             caller: AtomicUsize::new(UNSET),
             route: AtomicUsize::new(UNSET),
+            upstream_status: Default::default(),
         }))
     }
 
@@ -142,6 +145,15 @@ impl Scope {
 
     pub(crate) fn set_caller(&self, caller: Option<usize>) {
         self.0.caller.store(caller.unwrap_or(UNSET - 1), Ordering::Relaxed);
+    }
+
+    /// The status of the last answer the upstream gave this request, if it gave one.
+    pub fn upstream_status(&self) -> Option<u16> {
+        Some(self.0.upstream_status.load(Ordering::Relaxed)).filter(|&s| s != 0)
+    }
+
+    pub(crate) fn set_upstream_status(&self, status: u16) {
+        self.0.upstream_status.store(status, Ordering::Relaxed);
     }
 
     /// The route matched, by index.

@@ -395,6 +395,7 @@ impl Tokens {
             }
             Err(err) => {
                 self.persist.release(lease).await;
+                let mut told = false;
                 if let (TokenError::AuthorizationRequired(why), Some(t)) = (&err, &current) {
                     // The refresh_token is dead: remember it, so no call tries it again.
                     if let Some(g) = t.grant.as_deref().filter(|g| !matches!(g.state, GrantState::Dead(_))) {
@@ -404,7 +405,9 @@ impl Tokens {
                         };
                         self.publish(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
                             .await;
-                        tracing::warn!(app = %key.app, class = key.class.as_str(), "user must authorize again: {why}");
+                        tracing::warn!(app = %key.app, class = key.class.as_str(), open_id = key.open_id().unwrap_or("-"),
+                            "user must authorize again: {why}");
+                        told = true;
                         if let (Some(n), Some(open_id)) = (self.notifier(), key.open_id()) {
                             n.reauthorization_required(&key.app, open_id, why);
                         }
@@ -436,7 +439,9 @@ impl Tokens {
                     announced,
                 }));
                 if err.needs_authorization() {
-                    tracing::info!(app = %key.app, class = key.class.as_str(), "{err}");
+                    if !told {
+                        tracing::info!(app = %key.app, class = key.class.as_str(), open_id = key.open_id().unwrap_or("-"), "{err}");
+                    }
                 } else {
                     tracing::warn!(app = %key.app, class = key.class.as_str(), failures,
                         backoff_ms = delay.as_millis() as u64, "token fetch failed: {err}");
