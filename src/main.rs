@@ -17,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(
     name = "douyin-gateway",
-    version,
+    version = douyin_gateway::metrics::VERSION,
     about = "Credential-attaching reverse proxy for the Douyin Open Platform"
 )]
 struct Cli {

@@ -9,6 +9,12 @@ use std::sync::OnceLock;
 
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "_no_route";
+/// Route label for requests refused before routing (no or wrong caller key, a path that is not
+/// canonical, CONNECT, headers too large, the in-flight cap).
+pub const REFUSED: &str = "_refused";
+
+/// The version and git commit of this build, as `--version` and `douyin_gateway_build_info` say.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("DOUYIN_GATEWAY_GIT"), ")");
 
 /// Latency buckets from 0.5 ms (a cache-hit hop) to 30 s (the default timeout).
 const BUCKETS: &[f64] = &[
@@ -40,6 +46,8 @@ pub struct Metrics {
     pub rejects_fresh: IntCounterVec,
     /// `douyin_gateway_requests_in_flight`: proxy requests in progress, set at scrape time.
     pub in_flight: prometheus::IntGauge,
+    /// `douyin_gateway_store_ready`: 1 when the token store answered the last scrape's check.
+    pub store_ready: prometheus::IntGauge,
     platform_errors: IntCounterVec,
 }
 
@@ -262,9 +270,30 @@ impl Metrics {
             "Proxy requests in progress (bounded by server.max_in_flight).",
         )
         .unwrap();
+        let store_ready = prometheus::IntGauge::new(
+            "douyin_gateway_store_ready",
+            "1 when the token store answered within 1 s at this scrape (as /readyz), else 0.",
+        )
+        .unwrap();
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "douyin_gateway_build_info",
+                "The running build: version and git commit (always 1).",
+            ),
+            &["version", "git"],
+        )
+        .unwrap();
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("DOUYIN_GATEWAY_GIT")])
+            .set(1);
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .unwrap();
         for c in [
             Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(in_flight.clone()),
+            Box::new(store_ready.clone()),
+            Box::new(build_info),
             Box::new(rejects_fresh.clone()),
             Box::new(platform_errors.clone()),
             Box::new(evicted_early.clone()),
@@ -293,14 +322,28 @@ impl Metrics {
             evicted_early,
             rejects_fresh,
             in_flight,
+            store_ready,
             platform_errors,
         }
     }
 
-    /// Handles for a route name.
+    /// Puts every per-app family at zero for `app` (a family with no series is missing from a
+    /// scrape, and a graph of it shows "no data" rather than 0).
+    pub fn app_at_zero(&self, app: &str, mini_app: bool) {
+        for class in crate::token::TokenClass::ALL {
+            if class == crate::token::TokenClass::MiniApp && !mini_app {
+                continue;
+            }
+            self.token_fetches.with_label_values(&[app, class.as_str(), "ok"]);
+            self.evicted_early.with_label_values(&[app, class.as_str()]);
+        }
+        self.renewals.with_label_values(&[app, "ok"]);
+    }
+
+    /// Handles for a route name; its 200 count is there from the start.
     pub fn route(&self, name: &str) -> RouteMetrics {
         let retry = |o: &str| self.token_retries.with_label_values(&[name, o]);
-        RouteMetrics {
+        let m = RouteMetrics {
             name: name.to_string(),
             requests: self.requests.clone(),
             duration: self.request_duration.with_label_values(&[name]),
@@ -319,7 +362,9 @@ impl Metrics {
                 .chain(std::iter::once("other".to_string()))
                 .map(|c| self.platform_errors.with_label_values(&[name, &c]))
                 .collect(),
-        }
+        };
+        m.statuses[200].get_or_init(|| self.requests.with_label_values(&[name, "200"]));
+        m
     }
 
     /// Adds a collector of another part (the store's).

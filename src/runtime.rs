@@ -4,7 +4,7 @@
 use crate::caller::Callers;
 use crate::config::{Config, TokenKind};
 use crate::inspect::CodeTable;
-use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE, REFUSED};
 use crate::route::RouteTable;
 use crate::secret::Secret;
 use crate::token::cache::{Settings, Tuning};
@@ -59,6 +59,8 @@ pub struct Runtime {
     pub route_metrics: Vec<RouteMetrics>,
     /// Metric handles of requests that matched no route.
     pub no_route_metrics: RouteMetrics,
+    /// Metrics for requests refused before routing.
+    pub refused_metrics: RouteMetrics,
 }
 
 /// Reads an app's client secret from where the config says.
@@ -128,6 +130,7 @@ impl Runtime {
                     .finish();
                 format!("{admin_url}/oauth/authorize?{q}")
             });
+            metrics.app_at_zero(&a.name, a.mini_app_upstream.is_some());
             apps.push(App {
                 client_key: TokenKey::client(Arc::clone(&name)),
                 mini_app_key: TokenKey::mini_app(Arc::clone(&name)),
@@ -183,6 +186,7 @@ impl Runtime {
             codes,
             route_metrics,
             no_route_metrics: metrics.route(NO_ROUTE),
+            refused_metrics: metrics.route(REFUSED),
             config,
         };
         Ok((runtime, settings))

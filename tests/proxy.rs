@@ -345,7 +345,7 @@ async fn competing_fetchers_are_detected() {
             &m,
             r#"douyin_gateway_token_evicted_early_total{app="main",class="client"}"#
         ),
-        None
+        Some(0.0)
     );
 }
 

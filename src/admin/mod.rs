@@ -123,6 +123,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
         },
         (&Method::GET, "/metrics") => {
             shared.tokens.update_gauges();
+            let ready = tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await;
+            shared.metrics.store_ready.set(i64::from(matches!(ready, Ok(Ok(())))));
             let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
             shared.metrics.in_flight.set(in_flight as i64);
             let mut r = Response::new(ProxyBody::full(shared.metrics.render()));

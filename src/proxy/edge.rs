@@ -238,9 +238,11 @@ impl Done {
         drop(_in_flight);
         let route_index = scope.as_ref().and_then(Scope::route);
         let route = route_index.map_or("-", |i| &*rt.config.routes[i].name);
+        let mut refused = false;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
+                refused = route_index.is_none() && !matches!(e, GatewayError::NoRoute { .. });
                 let (rid, path) = (rid.to_str().unwrap_or("-"), uri.path());
                 if e.status().is_server_error() {
                     tracing::warn!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
@@ -250,7 +252,11 @@ impl Done {
                 e.into_response(rid)
             }
         };
-        let m = route_index.map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+        let m = match route_index {
+            Some(i) => &rt.route_metrics[i],
+            None if refused => &rt.refused_metrics,
+            None => &rt.no_route_metrics,
+        };
         let elapsed = start.elapsed();
         m.count(resp.status().as_u16());
         m.duration.observe(elapsed.as_secs_f64());

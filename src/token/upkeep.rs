@@ -408,6 +408,28 @@ impl Tokens {
         }
         self.metrics.tokens.reset();
         self.metrics.reauthorization.reset();
+        // Every app's series at zero first: a graph shows 0, not "no data", and an alert on
+        // `douyin_gateway_tokens{state="failed"} > 0` has a series to watch.
+        let settings = self.settings.load();
+        for (app, creds) in &settings.issuer.apps {
+            for class in TokenClass::ALL {
+                if class == TokenClass::MiniApp && creds.mini_app.is_none() {
+                    continue;
+                }
+                for state in ["valid", "expired", "failed", "reauthorization_required"] {
+                    if state == "reauthorization_required" && class != TokenClass::User {
+                        continue;
+                    }
+                    self.metrics
+                        .tokens
+                        .with_label_values(&[&**app, class.as_str(), state])
+                        .set(0);
+                }
+            }
+            for when in ["required", "within_7d"] {
+                self.metrics.reauthorization.with_label_values(&[&**app, when]).set(0);
+            }
+        }
         for ((app, class, state), n) in &tally.tokens {
             self.metrics
                 .tokens
