@@ -7,25 +7,6 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 
-/// Metric names in the README's metrics table, but for the Redis-only ones.
-fn readme_metrics() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let mut names = BTreeSet::new();
-    for line in readme
-        .lines()
-        .filter(|l| l.starts_with("| `douyin_gateway_") || l.starts_with("| `process_"))
-    {
-        let first_cell = line.split('|').nth(1).unwrap();
-        if first_cell.contains("Redis only") {
-            continue;
-        }
-        for name in first_cell.split('`').skip(1).step_by(2) {
-            names.insert(name.to_string());
-        }
-    }
-    names
-}
-
 fn scraped_families(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -48,7 +29,7 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
     // Not one call yet.
     let m = http.metrics(&gw).await;
     let scraped = scraped_families(&m);
-    let documented = readme_metrics();
+    let documented = readme_metric_names();
     assert_eq!(
         scraped,
         documented,

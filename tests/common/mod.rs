@@ -693,3 +693,22 @@ pub async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Metric names in the README's metrics table, but for the Redis-only ones.
+pub fn readme_metric_names() -> std::collections::BTreeSet<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for line in readme
+        .lines()
+        .filter(|l| l.starts_with("| `douyin_gateway_") || l.starts_with("| `process_"))
+    {
+        let first_cell = line.split('|').nth(1).unwrap();
+        if first_cell.contains("Redis only") {
+            continue;
+        }
+        for name in first_cell.split('`').skip(1).step_by(2) {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
