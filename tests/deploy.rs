@@ -63,7 +63,11 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_gateway_serves() {
     let provisioning =
         std::fs::read_to_string(format!("{DEPLOY}/grafana/provisioning/datasources/prometheus.yml")).unwrap();
     assert!(provisioning.contains("uid: prometheus"));
-    for (what, text) in exprs.iter().map(|e| ("dashboard", e.as_str())).chain([("alerts.yml", &*alerts)]) {
+    for (what, text) in exprs
+        .iter()
+        .map(|e| ("dashboard", e.as_str()))
+        .chain([("alerts.yml", &*alerts)])
+    {
         let names = metrics_in(text);
         assert!(!names.is_empty() || what == "dashboard", "{what}");
         for n in names {
@@ -75,7 +79,10 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_gateway_serves() {
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     let Ok(v) = Command::new("promtool").arg("--version").output() else {
-        assert!(std::env::var("CI").is_err(), "promtool (Debian's prometheus package) is required under CI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "promtool (Debian's prometheus package) is required under CI"
+        );
         eprintln!("SKIPPED: promtool not installed (apt-get install prometheus); the alert rules were not checked");
         return;
     };

@@ -16,16 +16,32 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// `None`: no admin key configured (the API is off).
-fn authorized(shared: &Shared, headers: &http::HeaderMap) -> Option<bool> {
+/// Whether the request carries the admin key: `X-Admin-Key`, `Authorization: Bearer KEY`, or HTTP
+/// Basic with any user name and the key as password (so a browser can open `/status`). `None`
+/// when no admin key is configured.
+pub(super) fn authorized(shared: &Shared, headers: &http::HeaderMap) -> Option<bool> {
     let rt = shared.runtime.load();
     let mut want = [0u8; 32];
     hex::decode_to_slice(rt.config.admin.api_key_sha256.as_ref()?, &mut want).ok()?;
-    let bearer = || {
+    let from_authorization = || -> Option<String> {
         let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (s, k) = v.split_once(' ')?;
-        s.eq_ignore_ascii_case("bearer").then(|| k.trim())
+        if s.eq_ignore_ascii_case("bearer") {
+            return Some(k.trim().to_string());
+        }
+        if s.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let pair = base64::engine::general_purpose::STANDARD.decode(k.trim()).ok()?;
+            let pair = String::from_utf8(pair).ok()?;
+            return Some(pair.split_once(':')?.1.to_string());
+        }
+        None
     };
-    let key = headers.get("x-admin-key").and_then(|v| v.to_str().ok()).or_else(bearer);
+    let key = headers
+        .get("x-admin-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(from_authorization);
     let Some(key) = key else { return Some(false) };
     let got: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     Some(bool::from(got.ct_eq(&want)))

@@ -4,6 +4,7 @@
 
 mod api;
 mod oauth;
+mod status;
 
 pub use oauth::OAuthStates;
 mod webhook;
@@ -137,6 +138,26 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
         (&Method::GET, "/oauth/authorize") => oauth::authorize(&shared, req.uri().query()),
         (&Method::GET, "/oauth/callback") => oauth::callback(&shared, req.uri().query()).await,
         (&Method::POST, "/webhooks/douyin") => webhook::handle(&shared, req).await,
+        (&Method::GET, "/status") => match api::authorized(&shared, req.headers()) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the status page is off with the admin API: set [admin] api_key_sha256",
+            ),
+            Some(false) => {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "admin_unauthenticated",
+                    "send the admin key as X-Admin-Key, or as the password of HTTP Basic (any user name)",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"douyin-gateway\", charset=\"UTF-8\""),
+                );
+                r
+            }
+            Some(true) => status::page(&shared, req.uri().query()).await,
+        },
         (_, p) if p.starts_with("/admin/") => api::handle(&shared, req).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
     }

@@ -119,7 +119,7 @@ impl OAuthStates {
     }
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '<' => "&lt;".into(),

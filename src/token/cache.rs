@@ -152,6 +152,42 @@ pub struct Tokens {
     notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
     /// Users announced as `user.reauthorization_due`, with the deadline announced.
     pub(super) due_announced: DashMap<TokenKey, u64>,
+    /// The last [`RECENT_ERRORS`] token fetch and renewal failures, newest last (the status page).
+    recent_errors: std::sync::Mutex<std::collections::VecDeque<RecentError>>,
+}
+
+/// Failures the status page lists.
+pub const RECENT_ERRORS: usize = 20;
+
+/// A token fetch or renewal that failed: what and why, never a token.
+#[derive(Debug, Clone)]
+pub struct RecentError {
+    /// When, Unix seconds.
+    pub at_unix: u64,
+    /// Which token.
+    pub key: TokenKey,
+    /// The metric outcome (`network`, `refused`, …).
+    pub outcome: &'static str,
+    /// The error, as logged.
+    pub message: String,
+}
+
+/// How fetching a token stands: failing since when, or not.
+#[derive(Debug, Clone)]
+pub enum FetchState {
+    /// Its last fetch worked (or none was needed yet).
+    Ok,
+    /// A fetch is under way.
+    Fetching,
+    /// Fetches have failed `failures` times in a row since `since_unix`.
+    Failing {
+        /// In a row.
+        failures: u32,
+        /// First of them, Unix seconds.
+        since_unix: u64,
+        /// The last one's outcome.
+        outcome: &'static str,
+    },
 }
 
 impl Tokens {
@@ -173,7 +209,46 @@ impl Tokens {
             swept: Default::default(),
             notifier: Default::default(),
             due_announced: DashMap::new(),
+            recent_errors: Default::default(),
         })
+    }
+
+    /// Remembers a failure for the status page.
+    pub(super) fn note_error(&self, key: &TokenKey, err: &TokenError) {
+        let mut recent = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentError {
+            at_unix: unix_now(),
+            key: key.clone(),
+            outcome: err.outcome(),
+            message: err.to_string(),
+        });
+    }
+
+    /// The latest failures, newest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        let recent = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    /// How fetching `key` stands now.
+    pub fn fetch_state(&self, key: &TokenKey) -> FetchState {
+        let Some(slot) = self.slots.get(key).map(|s| Arc::clone(&s)) else {
+            return FetchState::Ok;
+        };
+        let Ok(flight) = slot.flight.try_lock() else {
+            return FetchState::Fetching;
+        };
+        match flight.0.as_deref() {
+            Some(f) => FetchState::Failing {
+                failures: f.failures,
+                since_unix: f.since_unix,
+                outcome: f.last_error.outcome(),
+            },
+            None => FetchState::Ok,
+        }
     }
 
     /// Sends events to these receivers from now on (once; later calls change nothing).
@@ -413,6 +488,7 @@ impl Tokens {
                         }
                     }
                 }
+                self.note_error(key, &err);
                 let failures = flight.0.as_ref().map_or(0, |f| f.failures) + 1;
                 let doubling = tuning.backoff_initial.saturating_mul(1u32 << (failures - 1).min(16));
                 let delay = doubling.min(tuning.backoff_max);

@@ -209,7 +209,10 @@ impl Tokens {
                 tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
             }
             // Network trouble: the next round tries again (the window is days wide).
-            Err(e) => tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}"),
+            Err(e) => {
+                self.note_error(key, &e);
+                tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}")
+            }
         }
         self.persist.release(lease).await;
     }
@@ -341,6 +344,28 @@ impl Tokens {
                 serde_json::json!({"app": &*info.key.app, "open_id": open_id, "reauthorize_by": by}),
             );
         }
+    }
+
+    /// Users who must re-authorize now or within 7 days, soonest first, whose open_id contains
+    /// `search`: the total, and `limit` of them from `offset`. Walks the cached users once
+    /// without copying the others (with a shared store: the users this instance has read).
+    pub fn forecast(&self, search: &str, offset: usize, limit: usize) -> (usize, Vec<TokenInfo>) {
+        let (now, now_unix, tuning) = (Instant::now(), unix_now(), self.settings.load().tuning);
+        let horizon = now_unix + REAUTHORIZE_HORIZON.as_secs();
+        let mut due: Vec<TokenInfo> = self
+            .slots
+            .iter()
+            .filter(|e| e.key().class == TokenClass::User && e.key().open_id().is_some_and(|o| o.contains(search)))
+            .filter_map(|e| {
+                let info = Self::info(e.key(), e.value().current.load_full().as_ref(), now, now_unix, tuning);
+                let soon =
+                    info.state == "reauthorization_required" || info.reauthorize_by.is_some_and(|b| b <= horizon);
+                soon.then_some(info)
+            })
+            .collect();
+        due.sort_by(|a, b| (a.reauthorize_by, &a.key).cmp(&(b.reauthorize_by, &b.key)));
+        let total = due.len();
+        (total, due.into_iter().skip(offset).take(limit).collect())
     }
 
     /// Every cached token's state, without values. With a shared store: the tokens this

@@ -1,0 +1,272 @@
+//! `GET /status` on the admin listener: the page an operator opens in a browser. Behind the admin
+//! key (header, or HTTP Basic so a browser can log in); its numbers are those of `/admin/tokens`;
+//! the forecast is searchable and paged; no token value anywhere. Rendered in headless Chromium
+//! with a screenshot (`target/test-output/status-page.png`) when Chromium is there (required
+//! under CI).
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use http::Method;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+fn basic(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ops:{key}"))
+    )
+}
+
+/// The text of the table cells of the row of `table_id` whose first cell is `first`.
+fn row(page: &str, table_id: &str, first: &str) -> Vec<String> {
+    let table = &page[page.find(&format!("<table id=\"{table_id}\">")).unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let start = table
+        .find(&format!("<tr><td>{first}</td>"))
+        .unwrap_or_else(|| panic!("no row {first} in {table}"));
+    let r = &table[start..];
+    let r = &r[..r.find("</tr>").unwrap()];
+    r.split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').unwrap() + 1..];
+            let c = &c[..c.find("</td>").unwrap()];
+            // Strip inner tags.
+            let mut out = String::new();
+            let mut tag = false;
+            for ch in c.chars() {
+                match ch {
+                    '<' => tag = true,
+                    '>' => tag = false,
+                    ch if !tag => out.push(ch),
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_shows_what_admin_tokens_says_and_no_token() {
+    // Refresh tokens live 3 days and are not renewed: every authorized user is in the forecast.
+    let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
+        refresh_token_ttl: 3 * 24 * 3600,
+        ..Default::default()
+    })
+    .await;
+    let upstream = sb.url();
+    let gw = gateway_knowing_admin(|admin, secret| {
+        TestConfig::new(&upstream, secret)
+            .redirect_to(admin)
+            .tokens("max_renewals = 0\nrenew_before_secs = 3600\nbackoff_initial_ms = 50")
+            .render()
+    })
+    .await;
+    let http = Http::default();
+    assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        users.push(open_id_of(&http.authorize(&gw, "main").await.text()));
+    }
+    // A user the platform refuses: must re-authorize now, and a token error to list.
+    let dead = json!({"access_token": "act.bogus", "refresh_token": "rft.bogus",
+        "expires_in": 1296000, "refresh_expires_in": 2592000})
+    .to_string();
+    assert_eq!(
+        http.admin(&gw, Method::PUT, "/admin/users/main/ou_dead", &dead)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http.get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_dead"))
+            .await
+            .status,
+        401
+    );
+    // 120 more users whose consent ends in 2 days, for the paging.
+    for i in 0..120 {
+        let body = json!({"access_token": format!("act.p{i}"), "refresh_token": format!("rft.p{i}"),
+            "expires_in": 86400, "refresh_expires_in": 2 * 86400})
+        .to_string();
+        let r = http
+            .admin(&gw, Method::PUT, &format!("/admin/users/main/ou_page{i:03}"), &body)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    // The key: none → 401 with a Basic challenge; the header or Basic → the page.
+    let r = http.get(&gw.admin("/status")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Basic "));
+    let r = http
+        .send(
+            Method::GET,
+            &gw.admin("/status"),
+            &[("authorization", &basic("wrong"))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = http
+        .send(Method::GET, &gw.admin("/status"), &[("x-admin-key", ADMIN_KEY)], "")
+        .await;
+    assert_eq!(r.status, 200);
+    let r = http
+        .send(
+            Method::GET,
+            &gw.admin("/status"),
+            &[("authorization", &basic(ADMIN_KEY))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = r.text();
+    assert!(
+        !page.contains("<script") && !page.contains("src=") && !page.contains("href=\"http"),
+        "no external asset"
+    );
+
+    // Its numbers are /admin/tokens'.
+    let tokens: Vec<Value> = http.admin(&gw, Method::GET, "/admin/tokens", "").await.json()["tokens"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let count = |class: &str, state: &str| {
+        tokens
+            .iter()
+            .filter(|t| t["class"] == class && t["state"] == state)
+            .count()
+            .to_string()
+    };
+    let users_row = row(&page, "users", "main");
+    assert_eq!(users_row[1], count("user", "valid"), "{users_row:?}");
+    assert_eq!(users_row[4], count("user", "reauthorization_required"), "{users_row:?}");
+    assert_eq!(users_row[4], "1");
+    let horizon = douyin_gateway::token::unix_now() + 7 * 86400;
+    let within = tokens
+        .iter()
+        .filter(|t| t["class"] == "user" && t["state"] == "valid")
+        .filter(|t| t["reauthorize_by"].as_u64().is_some_and(|b| b <= horizon))
+        .count();
+    assert_eq!(within, 122);
+    assert_eq!(users_row[5], within.to_string());
+    let apps_row = row(&page, "apps", "main");
+    let client = tokens.iter().find(|t| t["class"] == "client").unwrap();
+    assert_eq!(apps_row[2], client["state"].as_str().unwrap(), "{apps_row:?}");
+    assert!(
+        apps_row[3].starts_with("in 1h") || apps_row[3] == "in 2h 0m",
+        "{apps_row:?}"
+    );
+    assert_eq!((apps_row[4].as_str(), apps_row[5].as_str()), ("ok", "1"));
+    assert!(page.contains("<p id=\"forecast-total\">123 user(s)</p>"), "{page}");
+    assert!(page.contains("Page 1 of 3"));
+    let errors = &page[page.find("<table id=\"errors\">").unwrap()..];
+    let errors = &errors[..errors.find("</table>").unwrap()];
+    assert!(
+        errors.contains("<code>ou_dead</code>") && errors.contains(">reauthorize<"),
+        "{errors}"
+    );
+    // The one that must re-authorize now comes first.
+    let forecast = &page[page.find("<table id=\"forecast\">").unwrap()..];
+    assert!(forecast.find("ou_dead").unwrap() < forecast.find("ou_page").unwrap());
+    // No token value: none the platform issued, none imported.
+    for t in ["act.", "rft.", "clt."] {
+        assert!(!page.contains(t), "{t} on the page");
+    }
+
+    // Search and paging.
+    let get = |q: &str| {
+        let http = http.clone();
+        let url = gw.admin(&format!("/status?{q}"));
+        async move {
+            http.send(Method::GET, &url, &[("x-admin-key", ADMIN_KEY)], "")
+                .await
+                .text()
+        }
+    };
+    let found = get(&format!("q={}", &users[0][..12])).await;
+    assert!(found.contains("<p id=\"forecast-total\">1 user(s)"), "{found}");
+    assert!(found.contains(&users[0]) && !found.contains(&users[1]));
+    let last = get("page=3").await;
+    // 123 in the forecast: ou_dead (now), 120 in 2 days, the 2 authorized in 3 days: the last
+    // page (100..123) has 21 of the 120 and the 2 authorized.
+    assert_eq!(last.matches("<td><code>ou_page").count(), 21);
+    assert!(last.contains(&users[0]) && last.contains(&users[1]));
+    assert!(last.contains("Page 3 of 3") && last.contains("previous"));
+
+    // In a real browser, logged in with HTTP Basic: it renders, with the same numbers.
+    let Some(bin) = chromium() else { return };
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("http://ops:{ADMIN_KEY}@{}/status", gw.running.admin_addr);
+    headless(
+        &bin,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,1600"],
+        &url,
+    )
+    .await;
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert_eq!(&png[1..4], b"PNG");
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((w, h), (1280, 1600));
+    assert!(
+        png.len() > 30_000,
+        "a page with content, not a blank one: {} bytes",
+        png.len()
+    );
+    eprintln!("status page screenshot: {}", shot.display());
+    let dom = headless(&bin, &["--dump-dom"], &url).await;
+    assert!(dom.contains("douyin-gateway status"), "{dom}");
+    assert_eq!(row(&dom, "users", "main")[5], within.to_string());
+}
+
+fn chromium() -> Option<String> {
+    for bin in ["chromium", "chromium-browser"] {
+        if Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(bin.to_string());
+        }
+    }
+    assert!(std::env::var("CI").is_err(), "CI=true but Chromium is not installed");
+    eprintln!("SKIPPED: Chromium not installed; the status page was not rendered in a browser");
+    None
+}
+
+async fn headless(bin: &str, extra: &[&str], url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .args(extra)
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(url)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("chromium hung")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
