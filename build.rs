@@ -12,10 +12,34 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=DOUYIN_GATEWAY_GIT={commit}");
+    tools_for_tests();
     // A new commit changes HEAD (or the branch it points at).
     for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
         if std::path::Path::new(path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
+}
+
+/// Tests that need a program (Chromium, curl, promtool, redis-server) are compiled as ignored,
+/// with the reason, where it is missing, so `cargo test` reports them as ignored rather than
+/// passing them silently. Under CI they always run (and fail if the program is missing).
+/// Installed one since the last build? `touch build.rs`.
+fn tools_for_tests() {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let on_path =
+        |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+    for (cfg, bins) in [
+        ("has_chromium", &["chromium", "chromium-browser"][..]),
+        ("has_curl", &["curl"]),
+        ("has_promtool", &["promtool"]),
+        ("has_redis_server", &["redis-server"]),
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if ci || bins.iter().any(|b| on_path(b)) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-env-changed=PATH");
 }

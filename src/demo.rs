@@ -115,7 +115,35 @@ token = "placeholder"
     )
 }
 
-/// Runs the demo until Ctrl-C.
+/// The demo's secret file: created readable by its owner only (0600), removed when the demo
+/// ends, however it ends.
+struct SecretFile(std::path::PathBuf);
+
+impl SecretFile {
+    fn create() -> Result<Self, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        f.write_all(CLIENT_SECRET.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(SecretFile(path))
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
     match start().await {
         Ok((sb, gw, secret)) => {
@@ -163,10 +191,21 @@ Paste these into another terminal:
 Ctrl-C stops it.
 "#
             );
-            let _ = tokio::signal::ctrl_c().await;
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
             gw.stop().await;
             drop(sb);
-            let _ = std::fs::remove_file(secret);
+            drop(secret);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -176,7 +215,7 @@ Ctrl-C stops it.
     }
 }
 
-async fn start() -> Result<(sandbox::Sandbox, server::Running, std::path::PathBuf), String> {
+async fn start() -> Result<(sandbox::Sandbox, server::Running, SecretFile), String> {
     let bind = || async {
         TcpListener::bind("127.0.0.1:0")
             .await
@@ -187,11 +226,10 @@ async fn start() -> Result<(sandbox::Sandbox, server::Running, std::path::PathBu
         ..SandboxOptions::default()
     };
     let sb = sandbox::start(opts, bind().await?)?;
-    let secret = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
-    std::fs::write(&secret, CLIENT_SECRET).map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
+    let secret = SecretFile::create()?;
     let (listen, admin) = (bind().await?, bind().await?);
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
-    let text = config_text(&sb.url(), &secret, admin_addr);
+    let text = config_text(&sb.url(), &secret.0, admin_addr);
     let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
     let gw = server::start_on(config, None, listen, admin).await?;
     Ok((sb, gw, secret))

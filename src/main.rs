@@ -59,6 +59,13 @@ enum Cmd {
     },
     /// Read an API key on stdin; print its hex SHA-256 for `api_key_sha256`.
     HashKey,
+    /// Print a shell completion script (e.g. `douyin-gateway completions bash > /etc/bash_completion.d/douyin-gateway`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1`.
+    Man,
 }
 
 fn init_logging() {
@@ -154,6 +161,21 @@ fn main() -> ExitCode {
             let key: [u8; 32] = rand::random();
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "douyin-gateway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::HashKey => {
             let mut key = String::new();

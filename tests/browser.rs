@@ -49,6 +49,10 @@ async fn dump_dom(bin: &str, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs Chromium: apt-get install chromium (CI installs it), then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_completes_the_authorization_flow() {
     let Some(bin) = chromium() else { return };

@@ -219,6 +219,10 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
     }
 }
 
+#[cfg_attr(
+    not(has_curl),
+    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_prints_curl_lines_that_work() {
     if Command::new("curl").arg("--version").output().is_err() {
@@ -228,6 +232,16 @@ async fn demo_prints_curl_lines_that_work() {
     }
     let mut p = Proc::spawn(&["demo"], &[]);
     p.wait_for("Ctrl-C stops it.");
+    // The demo's secret file: its owner's only, and gone when the demo ends.
+    let secret = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", p.child.id()));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret)
+            .expect("the demo's secret file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     let curls: Vec<String> = p
         .seen
         .iter()
@@ -299,6 +313,7 @@ async fn demo_prints_curl_lines_that_work() {
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);
+    assert!(!secret.exists(), "the demo removes its secret file on exit");
 }
 
 /// systemd socket activation: `serve` takes the sockets it inherits (`LISTEN_FDS`: the proxy's,
@@ -341,6 +356,10 @@ async fn serve_listens_on_inherited_sockets() {
 /// The README's mini-app walkthrough, exactly as written, against `demo`: a `tt.login` code through
 /// `jscode2session`, a `tt.showDouyinOpenAuth` code exchanged by the gateway, the mini-app token in
 /// a JSON body, and an SDK's own token request answered with the placeholder.
+#[cfg_attr(
+    not(has_curl),
+    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_mini_app_walkthrough_runs_against_demo() {
     if Command::new("curl").arg("--version").output().is_err() {
@@ -519,4 +538,45 @@ fn text_logs_have_no_doubled_prefixes() {
     assert!(log.contains("can never match"), "the warning is there: {log}");
     assert!(!log.contains("WARN warning:") && !log.contains("ERROR error:"), "{log}");
     assert_eq!(log.matches("cannot start").count(), 1, "{log}");
+}
+
+/// Shell completions that the shell accepts, and a manual page naming every subcommand.
+#[test]
+fn completions_and_the_man_page() {
+    let out = Command::new(BIN).args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for sub in ["serve", "check", "demo", "keygen", "hash-key", "rekey", "sandbox"] {
+        assert!(script.contains(sub), "{sub} not completed");
+    }
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(script.as_bytes()).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(file.path()).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.contains(".TH douyin-gateway 1") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    assert!(page.contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    assert!(version.contains("(git "), "--version names the commit: {version}");
+}
+
+/// `serve` with no config file says how to give one.
+#[test]
+fn serve_without_a_config_file_says_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("--config PATH") && log.contains("demo"), "{log}");
 }

@@ -612,8 +612,17 @@ impl Config {
     /// Reads, parses and validates a file; warnings are returned beside the config.
     pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), LoadError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
-            problems: vec![Problem::error(&file, "", None, format!("cannot read: {e}"))],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let message = match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "no config file here: give one with --config PATH (the repository's config.toml is a commented \
+                     example to start from; `douyin-gateway demo` runs without one) ({e})"
+                ),
+                _ => format!("cannot read: {e}"),
+            };
+            LoadError {
+                problems: vec![Problem::error(&file, "", None, message)],
+            }
         })?;
         Self::load_str(&text, &file)
     }

@@ -106,7 +106,9 @@ pub(super) fn secret_present(env: &Option<String>, file: &Option<std::path::Path
         return match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Ok(()),
             Ok(_) => Err(format!("environment variable {var} is empty")),
-            Err(_) => Err(format!("environment variable {var} is not set")),
+            Err(_) => Err(format!(
+                "environment variable {var} is not set: export {var}=… (the secret from the Douyin Open Platform console)"
+            )),
         };
     }
     if let Some(path) = file {
@@ -310,7 +312,12 @@ impl Config {
             (None, _) => c.err("store", None, "encryption_key_env",
                 "tokens are encrypted at rest: name the environment variable holding the key (douyin-gateway keygen prints one)"),
             (Some(var), _) => match std::env::var(var) {
-                Err(_) => c.err("store", None, "encryption_key_env", format!("environment variable {var} is not set")),
+                Err(_) => c.err(
+                    "store",
+                    None,
+                    "encryption_key_env",
+                    format!("environment variable {var} is not set: export {var}=\"$(douyin-gateway keygen)\" once, and keep that key"),
+                ),
                 Ok(v) => {
                     use base64::Engine;
                     let ok = base64::engine::general_purpose::STANDARD
