@@ -34,6 +34,7 @@ fn tools_for_tests() {
         ("has_curl", &["curl"]),
         ("has_promtool", &["promtool"]),
         ("has_redis_server", &["redis-server"]),
+        ("has_kubernetes_validate", &["kubernetes-validate"]),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if ci || bins.iter().any(|b| on_path(b)) {

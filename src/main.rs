@@ -7,6 +7,7 @@ use douyin_gateway::{demo, sandbox, server};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// jemalloc, with its background thread purging freed pages (after 10 s unused): after a burst of
 /// connections closes, the gateway shrinks back. glibc's malloc kept ~110 MB of 5,000 closed
@@ -66,6 +67,15 @@ enum Cmd {
     },
     /// Print the manual page (roff), e.g. `douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1`.
     Man,
+    /// Exit 0 if the gateway's `/healthz` answers 200 (a container health check without curl).
+    Healthcheck {
+        /// The admin listener's health URL (plain http).
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 fn init_logging() {
@@ -177,6 +187,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Healthcheck { url, timeout_ms } => match healthcheck(&url, Duration::from_millis(timeout_ms)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("healthcheck: {url}: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::HashKey => {
             let mut key = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut key) {
@@ -303,4 +320,30 @@ async fn serve(path: PathBuf) -> ExitCode {
     running.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// GETs a plain-http health URL: Ok when it answers 200 within `timeout`.
+fn healthcheck(url: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::Write;
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs (the admin listener is plain HTTP)".into());
+    }
+    let host = uri.host().ok_or("no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("the host resolves to no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| format!("no answer: {e}"))?;
+    match &head[..] {
+        [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', b'2', b'0', b'0'] => Ok(()),
+        other => Err(format!("answered {:?}", String::from_utf8_lossy(other))),
+    }
 }

@@ -106,3 +106,196 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         );
     }
 }
+
+/// The environment the shipped configs name: a client secret and a fresh store key.
+fn secrets_env() -> Vec<(String, String)> {
+    let key = Command::new(BIN).arg("keygen").output().unwrap();
+    vec![
+        ("DOUYIN_CLIENT_SECRET".into(), "a-client-secret".into()),
+        (
+            "DOUYIN_GATEWAY_KEY".into(),
+            String::from_utf8(key.stdout).unwrap().trim().to_string(),
+        ),
+    ]
+}
+
+fn check(config: &Path, env: &[(String, String)], cwd: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The config.toml inside the Kubernetes ConfigMap and the one compose.yaml mounts pass `check`
+/// with the secrets the manifests reference.
+#[test]
+fn the_shipped_configs_pass_check() {
+    let manifest = std::fs::read_to_string(format!("{DEPLOY}/k8s/douyin-gateway.yaml")).unwrap();
+    let block = manifest
+        .split_once("  config.toml: |\n")
+        .unwrap()
+        .1
+        .split("\n---")
+        .next()
+        .unwrap();
+    let text: String = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l.trim()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let k8s = dir.path().join("config.toml");
+    std::fs::write(&k8s, &text).unwrap();
+    let env = secrets_env();
+    for path in [k8s, Path::new(DEPLOY).join("compose/gateway.toml")] {
+        let (ok, out) = check(&path, &env, dir.path());
+        assert!(ok, "{}: {out}", path.display());
+    }
+    // The Deployment gives the container exactly the variables the config names.
+    for var in ["DOUYIN_CLIENT_SECRET", "DOUYIN_GATEWAY_KEY"] {
+        assert!(manifest.contains(&format!("- name: {var}")), "{var}");
+        assert!(text.contains(&format!("\"{var}\"")), "{var}");
+    }
+}
+
+#[cfg_attr(
+    not(has_kubernetes_validate),
+    ignore = "needs kubernetes-validate: pip install kubernetes-validate (CI installs it), then touch build.rs"
+)]
+#[test]
+fn the_kubernetes_manifests_pass_a_strict_schema_check() {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.30.0", "douyin-gateway.yaml"])
+        .current_dir(format!("{DEPLOY}/k8s"))
+        .output()
+        .expect("kubernetes-validate");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    for kind in ["configmap", "deployment", "service", "poddisruptionbudget"] {
+        assert!(
+            said.contains(&format!("passed for resource {kind}/douyin-gateway")),
+            "{said}"
+        );
+    }
+    let manifest = std::fs::read_to_string(format!("{DEPLOY}/k8s/douyin-gateway.yaml")).unwrap();
+    for must in [
+        "replicas: 2",
+        "path: /healthz",
+        "path: /readyz",
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "kind: PodDisruptionBudget",
+        "secretKeyRef",
+    ] {
+        assert!(manifest.contains(must), "{must}");
+    }
+}
+
+/// The systemd install steps: the env template plus the store key line they append give a
+/// config that passes the unit's own `ExecStartPre` check; the steps create the user.
+#[test]
+fn the_systemd_steps_pass_their_own_check() {
+    let unit = std::fs::read_to_string(format!("{DEPLOY}/douyin-gateway.service")).unwrap();
+    assert!(unit.contains("useradd --system"), "the steps create the user");
+    assert!(unit.contains("User=douyin-gateway"));
+    assert!(unit.contains("echo \"DOUYIN_GATEWAY_KEY=$(douyin-gateway keygen)\" >> /etc/douyin-gateway/env"));
+    let pre = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPre="))
+        .expect("ExecStartPre");
+    assert_eq!(
+        pre,
+        "/usr/local/bin/douyin-gateway check --config /etc/douyin-gateway/config.toml"
+    );
+    let template = std::fs::read_to_string(format!("{DEPLOY}/douyin-gateway.env")).unwrap();
+    let mut env: Vec<(String, String)> = template
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    env.extend(secrets_env().into_iter().filter(|(k, _)| k == "DOUYIN_GATEWAY_KEY"));
+    let workdir = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let (ok, out) = check(&config, &env, workdir.path());
+    assert!(ok, "{out}");
+}
+
+/// What the image runs, run here (no container engine works on this machine): the Dockerfile's
+/// command with a config at the mounted path's stand-in, its health check against it, a
+/// non-root user, a distroless runtime stage.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_runs_what_the_dockerfile_says() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let json_of = |directive: &str| -> Vec<String> {
+        let line = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix(directive))
+            .unwrap_or_else(|| panic!("no {directive}"));
+        serde_json::from_str(line.trim()).unwrap()
+    };
+    let entry = json_of("ENTRYPOINT ");
+    let cmd = json_of("CMD ");
+    assert_eq!(entry, ["/usr/local/bin/douyin-gateway"]);
+    assert_eq!(cmd, ["serve", "--config", "/etc/douyin-gateway/config.toml"]);
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(runtime.starts_with("gcr.io/distroless/"), "{runtime}");
+    assert!(runtime.contains("\nUSER 65532:65532\n"), "non-root");
+    let health = dockerfile
+        .split_once("CMD [\"/usr/local/bin/douyin-gateway\", \"healthcheck\"")
+        .expect("HEALTHCHECK CMD");
+    assert!(
+        health.1.starts_with(", \"--url\", \"http://127.0.0.1:9090/healthz\"]"),
+        "{}",
+        health.1
+    );
+
+    // The same command, the config where the mount would put it.
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = dir.path().join("config.toml");
+    std::fs::write(&mounted, TestConfig::standard(&sb.url(), secret.path()).render()).unwrap();
+    let args: Vec<String> = cmd
+        .iter()
+        .map(|a| {
+            if a == "/etc/douyin-gateway/config.toml" {
+                mounted.display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (listeners, _, admin_port) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&args, &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let url = format!("http://127.0.0.1:{admin_port}/healthz");
+    let healthy = Command::new(BIN).args(["healthcheck", "--url", &url]).output().unwrap();
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    p.signal("-TERM");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+    let down = Command::new(BIN).args(["healthcheck", "--url", &url]).output().unwrap();
+    assert!(!down.status.success(), "a stopped gateway is unhealthy");
+    assert!(String::from_utf8_lossy(&down.stderr).contains("healthcheck:"));
+}
