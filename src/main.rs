@@ -285,13 +285,8 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match server::start(config, Some(path)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Handlers first: a SIGHUP arriving as soon as "gateway listening" is logged must reload,
+    // not kill the process (its default action).
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -300,6 +295,13 @@ async fn serve(path: PathBuf) -> ExitCode {
     ) else {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
+    };
+    let running = match server::start(config, Some(path)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     loop {
         tokio::select! {

@@ -259,6 +259,12 @@ impl Running {
         if let Some(a) = self.public_addr {
             config.server.public_listen = Some(a.to_string());
         }
+        for key in needs_restart(&self.shared.runtime.load().config, &config) {
+            tracing::warn!(
+                key,
+                "{key} changed in the config file: it takes effect only after a restart; the running value stays"
+            );
+        }
         let (runtime, settings) = Runtime::build(config, &self.shared.metrics)?;
         self.shared.tokens.reconfigure(settings);
         self.shared.runtime.store(Arc::new(runtime));
@@ -272,6 +278,36 @@ impl Running {
             let _ = t.await;
         }
     }
+}
+
+/// The settings read only at start that differ between `old` and `new`, by key.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let (o, n) = (&old.server, &new.server);
+    let mut keys = Vec::new();
+    for (key, changed) in [
+        ("server.listen", o.listen != n.listen),
+        (
+            "server.public_listen",
+            o.public_listen.is_some() != n.public_listen.is_some(),
+        ),
+        ("server.tls", differs(&o.tls, &n.tls)),
+        ("server.worker_threads", o.worker_threads != n.worker_threads),
+        ("store", differs(&old.store, &new.store)),
+        ("upstream.ca_file", old.upstream.ca_file != new.upstream.ca_file),
+        (
+            "upstream.connect_timeout_ms",
+            old.upstream.connect_timeout_ms != new.upstream.connect_timeout_ms,
+        ),
+        ("upstreams", differs(&old.upstreams, &new.upstreams)),
+        ("notify", differs(&old.notify, &new.notify)),
+        ("log.format", old.log.format != new.log.format),
+    ] {
+        if changed {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 /// The proxy listener served by `threads` threads, each with a current-thread runtime, the stack

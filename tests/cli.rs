@@ -30,6 +30,14 @@ fn the_example_config_is_valid() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid: 1 app(s), 5 route(s)"), "{out}");
+    // ...but what must be replaced before anyone uses it is said.
+    for want in [
+        "admin.api_key_sha256: is the example's key",
+        "callers[0].api_key_sha256: is the example's key",
+        "apps[0].client_key: is the example's placeholder",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
     // Without the secret it names, it is not.
     let out = Command::new(BIN)
         .args(["check", "--config", path])
@@ -579,4 +587,99 @@ fn serve_without_a_config_file_says_how_to_give_one() {
     assert!(!out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("--config PATH") && log.contains("demo"), "{log}");
+}
+
+/// TOML-level problems (unknown keys, wrong types, bad values, a missing required key) are all
+/// listed in one run, in file order, each with its line and key path, beside the others; a near
+/// miss gets a "did you mean".
+#[test]
+fn check_lists_toml_level_problems_all_at_once() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(
+        br#"[server]
+listen = "127.0.0.1:8080"
+admin_listne = "127.0.0.1:9090"
+max_body_bytes = "big"
+
+[store]
+kind = "memory"
+
+[[apps]]
+name = "main"
+client_key = "aw1"
+client_secret_env = "DG_TEST_SURELY_UNSET_VAR"
+
+[[routes]]
+name = "r1"
+path = "/a"
+token = "clinet"
+
+[[routes]]
+name = "r2"
+path = "/b"
+
+[[routes]]
+name = "r3"
+path = "/c"
+tokn = "client"
+inject = "json_body"
+"#,
+    )
+    .unwrap();
+    let (code, out) = run(&["check", "--config", f.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    let wanted = [
+        ":3: server.admin_listne: unknown field `admin_listne`",
+        ":4: server.max_body_bytes: invalid type: string \"big\", expected u64",
+        ":12: apps[0].client_secret_env: environment variable DG_TEST_SURELY_UNSET_VAR is not set",
+        ":17: routes[0].token: unknown variant `clinet`",
+        ":19: routes[1]: missing field `token`",
+        ":26: routes[2].tokn: unknown field `tokn`",
+    ];
+    let mut last = 0;
+    for want in wanted {
+        let at = out.find(want).unwrap_or_else(|| panic!("missing {want:?} in:\n{out}"));
+        assert!(at >= last, "not in file order: {want:?} in:\n{out}");
+        last = at;
+    }
+    assert!(out.contains("did you mean `admin_listen`?"), "{out}");
+    assert!(out.contains("did you mean `client`?"), "{out}");
+    assert!(out.contains("did you mean `token`?"), "{out}");
+    assert!(
+        !out.contains("no [[routes]]"),
+        "no warning caused by the entries taken out: {out}"
+    );
+}
+
+/// SIGHUP with a change that needs a restart: the reload goes ahead and each such key is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_names_the_settings_that_need_a_restart() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path()).render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, _, _) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let changed = text
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
+        .replace("connect_timeout_ms = 1000", "connect_timeout_ms = 1500")
+        + "\n[log]\nformat = \"json\"\n";
+    std::fs::write(cfg.path(), changed).unwrap();
+    p.signal("-HUP");
+    let seen = p.wait_for("config reloaded");
+    let _ = seen;
+    p.signal("-TERM");
+    let (_, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    for key in ["server.listen", "upstream.connect_timeout_ms", "log.format"] {
+        assert!(
+            log.contains(&format!(
+                "{key} changed in the config file: it takes effect only after a restart"
+            )),
+            "{key}: {log}"
+        );
+    }
+    assert!(!log.contains("store changed"), "{log}");
 }

@@ -122,6 +122,43 @@ pub(super) fn secret_present(env: &Option<String>, file: &Option<std::path::Path
 }
 
 impl Config {
+    /// Warns about values copied from the repository's example `config.toml` that must be
+    /// replaced before the gateway faces anyone: the example admin and caller keys (whose
+    /// plaintext is in the example's comments) and the placeholder client_key.
+    fn warn_example_values(&self, c: &mut Collector<'_>) {
+        let example_admin = crate::caller::hash_key("example-admin-key");
+        let example_caller = crate::caller::hash_key("example-caller-key");
+        if self.admin.api_key_sha256.as_deref() == Some(example_admin.as_str()) {
+            c.warn(
+                "admin",
+                None,
+                "api_key_sha256",
+                "is the example's key (\"example-admin-key\", printed in config.toml): anyone can use the admin API; \
+                 set your own (echo -n KEY | douyin-gateway hash-key)",
+            );
+        }
+        for (i, caller) in self.callers.iter().enumerate() {
+            if caller.api_key_sha256 == example_caller || caller.api_key_sha256 == example_admin {
+                c.warn(
+                    "callers",
+                    Some(i),
+                    "api_key_sha256",
+                    "is the example's key (printed in config.toml): anyone can call as this caller; set your own",
+                );
+            }
+        }
+        for (i, app) in self.apps.iter().enumerate() {
+            if app.client_key == "awxxxxxxxxxxxxxx" {
+                c.warn(
+                    "apps",
+                    Some(i),
+                    "client_key",
+                    "is the example's placeholder: put the app's client_key from the Douyin Open Platform console",
+                );
+            }
+        }
+    }
+
     /// Every problem of the config; also checks that named secrets exist.
     pub fn validate(&self, text: &str, file: &str) -> Vec<Problem> {
         let mut c = Collector {
@@ -135,6 +172,7 @@ impl Config {
         self.validate_routes(&mut c);
         self.validate_callers(&mut c);
         self.validate_notify(&mut c);
+        self.warn_example_values(&mut c);
         c.out
     }
 
