@@ -180,7 +180,7 @@ Paste these into another terminal:
   # an enterprise API: a biz_token is generated for this open_id and scope on first use
   curl -s 'http://{g}/api/douyin/v1/enterprise/item/list/?open_id=demo-enterprise'
 
-  # the mini-app walkthrough in the README (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
+  # the mini-app walkthrough in docs/tokens.md (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
   # against this demo after:
   export GW=http://{g} ADMIN=http://{a} SANDBOX={s}
 

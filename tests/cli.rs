@@ -361,7 +361,7 @@ async fn serve_listens_on_inherited_sockets() {
     assert_eq!(status, 0, "{log}");
 }
 
-/// The README's mini-app walkthrough, exactly as written, against `demo`: a `tt.login` code through
+/// The mini-app walkthrough of docs/tokens.md, exactly as written, against `demo`: a `tt.login` code through
 /// `jscode2session`, a `tt.showDouyinOpenAuth` code exchanged by the gateway, the mini-app token in
 /// a JSON body, and an SDK's own token request answered with the placeholder.
 #[cfg_attr(
@@ -372,14 +372,14 @@ async fn serve_listens_on_inherited_sockets() {
 async fn readme_mini_app_walkthrough_runs_against_demo() {
     if Command::new("curl").arg("--version").output().is_err() {
         assert!(std::env::var("CI").is_err(), "curl is required under CI");
-        eprintln!("NOTICE: curl not installed; the README walkthrough was not run");
+        eprintln!("NOTICE: curl not installed; the docs/tokens.md walkthrough was not run");
         return;
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
     let block = readme
         .split_once("<!-- walkthrough:mini-app -->\n```sh\n")
         .and_then(|(_, rest)| rest.split_once("```"))
-        .expect("the walkthrough block in README.md")
+        .expect("the walkthrough block in docs/tokens.md")
         .0
         .to_string();
     let mut p = Proc::spawn(&["demo"], &[]);

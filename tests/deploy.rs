@@ -1,5 +1,5 @@
 //! `deploy/`: the alert rules and the dashboard refer only to metrics the gateway serves (the
-//! README's table, itself checked against a scrape), and the rules pass `promtool check rules`
+//! table in docs/operations.md, itself checked against a scrape), and the rules pass `promtool check rules`
 //! and their unit tests (`promtool test rules`).
 
 mod common;
@@ -34,7 +34,7 @@ fn metrics_in(text: &str) -> Vec<String> {
 
 #[test]
 fn the_dashboard_and_the_alerts_name_only_metrics_the_gateway_serves() {
-    let known = readme_metric_names();
+    let known = documented_metric_names();
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{DEPLOY}/grafana/douyin-gateway.json")).unwrap())
             .unwrap();

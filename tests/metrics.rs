@@ -1,5 +1,5 @@
 //! The metrics an operator graphs: every family there from the first scrape (at zero, not
-//! missing), the README's table naming exactly what `/metrics` serves, requests refused before
+//! missing), docs/operations.md's table naming exactly what `/metrics` serves, requests refused before
 //! routing counted apart from those no route matched.
 
 mod common;
@@ -29,11 +29,11 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
     // Not one call yet.
     let m = http.metrics(&gw).await;
     let scraped = scraped_families(&m);
-    let documented = readme_metric_names();
+    let documented = documented_metric_names();
     assert_eq!(
         scraped,
         documented,
-        "scraped but not in the README: {:?}; in the README but not scraped: {:?}",
+        "scraped but not in docs/operations.md: {:?}; in docs/operations.md but not scraped: {:?}",
         scraped.difference(&documented).collect::<Vec<_>>(),
         documented.difference(&scraped).collect::<Vec<_>>()
     );
