@@ -10,8 +10,6 @@ use base64::Engine;
 use common::*;
 use http::Method;
 use serde_json::{json, Value};
-use std::process::Command;
-use std::time::Duration;
 
 fn basic(key: &str) -> String {
     format!(
@@ -277,42 +275,4 @@ async fn the_status_page_renders_in_a_browser() {
     for t in ["act.", "rft.", "clt."] {
         assert!(!dom.contains(t), "{t} on the page");
     }
-}
-
-fn chromium() -> Option<String> {
-    for bin in ["chromium", "chromium-browser"] {
-        if Command::new(bin)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(bin.to_string());
-        }
-    }
-    None
-}
-
-async fn headless(bin: &str, extra: &[&str], url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-    ])
-    .args(extra)
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .arg(url)
-    .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("chromium hung")
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

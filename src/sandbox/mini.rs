@@ -4,7 +4,7 @@
 //! (`/auth/entity/get_appid_auth`, envelope G). One sandbox serves both hosts: point an
 //! `[[upstreams]]` entry at it.
 
-use super::state::{ClientToken, Counters, Logged, LoginCode, State, CODE_TTL, OVERLAP};
+use super::state::{Counters, Logged, LoginCode, State, CODE_TTL};
 use super::Reply;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -49,17 +49,7 @@ pub(super) fn token(state: &State, body: &[u8]) -> Reply {
     let now = inner.now();
     let ttl = Duration::from_secs(state.opts.client_token_ttl);
     let tokens = inner.mini_app_tokens.entry(appid.to_string()).or_default();
-    for t in tokens.iter_mut() {
-        t.expires_at = t.expires_at.min(now + OVERLAP);
-    }
-    let value = super::state::mint("0801121846");
-    tokens.push(ClientToken {
-        value: value.clone(),
-        expires_at: now + ttl,
-    });
-    if tokens.len() > 2 {
-        tokens.remove(0);
-    }
+    let value = super::state::issue_app_token(tokens, "0801121846", now, ttl);
     Counters::bump(&state.counters.mini_app_tokens_issued);
     d_reply(
         0,

@@ -1,9 +1,7 @@
 //! The emulated token endpoints and authorization page, as
 //! `shared/docs/douyin-platform.md` describes them.
 
-use super::state::{
-    BizToken, ClientToken, Code, Counters, RefreshToken, State, UserToken, BUDGET_WINDOW, CODE_TTL, OVERLAP,
-};
+use super::state::{BizToken, Code, Counters, RefreshToken, State, UserToken, BUDGET_WINDOW, CODE_TTL, OVERLAP};
 use super::{form, Reply};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -80,17 +78,7 @@ pub(super) fn client_token(state: &State, body: &[u8], stable: bool) -> Reply {
             return a_ok(json!({"access_token": t.value, "expires_in": left}));
         }
     }
-    for t in tokens.iter_mut() {
-        t.expires_at = t.expires_at.min(now + OVERLAP);
-    }
-    let value = super::state::mint("clt.");
-    tokens.push(ClientToken {
-        value: value.clone(),
-        expires_at: now + ttl,
-    });
-    if tokens.len() > 2 {
-        tokens.remove(0);
-    }
+    let value = super::state::issue_app_token(tokens, "clt.", now, ttl);
     Counters::bump(&state.counters.client_tokens_issued);
     a_ok(json!({"access_token": value, "expires_in": ttl.as_secs()}))
 }

@@ -270,6 +270,23 @@ pub struct State {
     pub counters: Counters,
 }
 
+/// Issues an app-level token (client_token, mini-app token) as the platform does: the previous
+/// ones now expire within [`OVERLAP`], and only the latest two stay valid. Returns its value.
+pub fn issue_app_token(tokens: &mut Vec<ClientToken>, prefix: &str, now: Instant, ttl: Duration) -> String {
+    for t in tokens.iter_mut() {
+        t.expires_at = t.expires_at.min(now + OVERLAP);
+    }
+    let value = mint(prefix);
+    tokens.push(ClientToken {
+        value: value.clone(),
+        expires_at: now + ttl,
+    });
+    if tokens.len() > 2 {
+        tokens.remove(0);
+    }
+    value
+}
+
 /// A fresh random token with a prefix like the platform's.
 pub fn mint(prefix: &str) -> String {
     let bytes: [u8; 16] = rand::random();

@@ -712,3 +712,44 @@ pub fn documented_metric_names() -> std::collections::BTreeSet<String> {
     }
     names
 }
+
+/// Debian's Chromium, if installed (required under CI).
+pub fn chromium() -> Option<String> {
+    for bin in ["chromium", "chromium-browser"] {
+        if Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(bin.to_string());
+        }
+    }
+    assert!(std::env::var("CI").is_err(), "CI=true but Chromium is not installed");
+    None
+}
+
+/// Loads `url` in headless Chromium with `extra` flags (`--dump-dom`, `--screenshot=…`); its stdout.
+pub async fn headless(bin: &str, extra: &[&str], url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .args(extra)
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(url)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("chromium hung")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
