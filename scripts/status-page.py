@@ -15,7 +15,10 @@ ADMIN_KEY = "status-page-admin-key"
 
 
 def config(sb_port, gw_port, admin_port, secret):
-    return config_head(sb_port, gw_port, admin_port, secret, admin_key=ADMIN_KEY)
+    # No renewals left: a user's consent ends with their refresh_token, so the third imported
+    # with 3 days left are in the 7-day forecast.
+    return config_head(sb_port, gw_port, admin_port, secret, admin_key=ADMIN_KEY) + (
+        "[tokens]\nmax_renewals = 0\nrenew_before_secs = 3600\n")
 
 
 def main():
@@ -50,8 +53,9 @@ def main():
                 times.append((time.perf_counter() - t) * 1000)
                 if r.status != 200:
                     sys.exit(f"{path}: HTTP {r.status}")
+            total = page.split(b'id="forecast-total">')[1].split(b"<")[0].decode()
             print(f"{label:10} median_ms={statistics.median(times):.1f} max_ms={max(times):.1f} "
-                  f"bytes={len(page)}", flush=True)
+                  f"bytes={len(page)} rows={page.count(b'<td><code>')} ({total})", flush=True)
 
 
 if __name__ == "__main__":

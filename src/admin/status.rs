@@ -65,7 +65,6 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         "<h2>App tokens</h2><table id=\"apps\"><tr><th>app</th><th>class</th><th>state</th><th>expires</th>\
          <th>last fetch</th><th>fetches ok</th><th>fetches failed</th></tr>",
     );
-    let infos = shared.tokens.snapshot();
     for app in &rt.apps {
         let mut keys = vec![app.client_key.clone()];
         if rt
@@ -77,14 +76,15 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
             keys.push(app.mini_app_key.clone());
         }
         for key in keys {
-            let info = infos.iter().find(|i| i.key == key);
-            let state = info.map_or("not fetched yet", |i| i.state);
+            let info = shared.tokens.info_of(&key);
+            let state = info.as_ref().map_or("not fetched yet", |i| i.state);
             let class_css = match state {
                 "valid" => "ok",
                 "not fetched yet" => "",
                 _ => "bad",
             };
             let expires = info
+                .as_ref()
                 .and_then(|i| i.expires_unix)
                 .map_or("—".to_string(), |e| until(now, e));
             let last = match shared.tokens.fetch_state(&key) {

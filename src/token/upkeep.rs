@@ -368,6 +368,19 @@ impl Tokens {
         (total, due.into_iter().skip(offset).take(limit).collect())
     }
 
+    /// One cached token's state, without its value; `None` when it is not cached.
+    pub fn info_of(&self, key: &TokenKey) -> Option<TokenInfo> {
+        let slot = self.slots.get(key).map(|s| Arc::clone(&s))?;
+        let t = slot.current.load_full();
+        Some(Self::info(
+            key,
+            t.as_ref(),
+            Instant::now(),
+            unix_now(),
+            self.settings.load().tuning,
+        ))
+    }
+
     /// Every cached token's state, without values. With a shared store: the tokens this
     /// instance has read (its apps' client tokens, and the users its calls or its renewals needed).
     pub fn snapshot(&self) -> Vec<TokenInfo> {
@@ -423,7 +436,9 @@ impl Tokens {
     pub fn update_gauges(&self) {
         let swept = self.swept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut tally = Tally::default();
-        for info in self.snapshot() {
+        let (now, now_unix, tuning) = (Instant::now(), unix_now(), self.settings.load().tuning);
+        for e in self.slots.iter() {
+            let info = Self::info(e.key(), e.value().current.load_full().as_ref(), now, now_unix, tuning);
             if swept.is_none() || info.key.class.is_app_level() {
                 tally.add(&info);
             }
