@@ -717,9 +717,9 @@ fn parse_collecting(text: &str, file: &str) -> Parsed {
                 _ => None,
             });
             if let Some((name, i)) = entry {
-                let path = original_path(&format!("{name}[{i}]"), &out.removed);
-                let orig: usize = path[name.len() + 1..path.len() - 1].parse().unwrap_or(i);
-                out.problems.push(Problem::error(file, &path, line, message));
+                let orig = original_index(&name, i, &out.removed);
+                out.problems
+                    .push(Problem::error(file, &format!("{name}[{orig}]"), line, message));
                 let end = out.text[at..].find("\n[").map_or(out.text.len(), |p| at + p + 1);
                 blank(&mut out.text, at..end);
                 out.removed.push((name, orig));
@@ -751,9 +751,14 @@ fn original_path(path: &str, removed: &[(String, usize)]) -> String {
     let Some((index, tail)) = rest.split_once(']') else {
         return path.to_string();
     };
-    let Ok(mut i) = index.parse::<usize>() else {
+    let Ok(i) = index.parse::<usize>() else {
         return path.to_string();
     };
+    format!("{name}[{}]{tail}", original_index(name, i, removed))
+}
+
+/// The file's index of what is now entry `i` of the array `name`, given the entries taken out.
+fn original_index(name: &str, mut i: usize, removed: &[(String, usize)]) -> usize {
     let mut gone: Vec<usize> = removed.iter().filter(|(n, _)| n == name).map(|(_, i)| *i).collect();
     gone.sort_unstable();
     for g in gone {
@@ -761,7 +766,7 @@ fn original_path(path: &str, removed: &[(String, usize)]) -> String {
             i += 1;
         }
     }
-    format!("{name}[{i}]{tail}")
+    i
 }
 
 /// The key path (`routes[2].tokn`) and byte range (key through value) of the innermost key
