@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use hmac::{Hmac, Mac};
-use http::Method;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -68,17 +67,6 @@ fn names(got: &Got) -> Vec<String> {
         .iter()
         .map(|(v, _)| v["event"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn import_dead_user(http: &Http, gw: &Gateway, open_id: &str) {
-    // Tokens the platform never issued: the call is rejected, the refresh answers 10010.
-    let body = json!({"access_token": format!("act.bogus-{open_id}"), "refresh_token": format!("rft.bogus-{open_id}"),
-        "expires_in": 1296000, "refresh_expires_in": 2592000})
-    .to_string();
-    let r = http
-        .admin(gw, Method::PUT, &format!("/admin/users/main/{open_id}"), &body)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 async fn user_call(http: &Http, gw: &Gateway, open_id: &str) -> Resp {

@@ -71,15 +71,7 @@ async fn the_status_page_shows_what_admin_tokens_says_and_no_token() {
         users.push(open_id_of(&http.authorize(&gw, "main").await.text()));
     }
     // A user the platform refuses: must re-authorize now, and a token error to list.
-    let dead = json!({"access_token": "act.bogus", "refresh_token": "rft.bogus",
-        "expires_in": 1296000, "refresh_expires_in": 2592000})
-    .to_string();
-    assert_eq!(
-        http.admin(&gw, Method::PUT, "/admin/users/main/ou_dead", &dead)
-            .await
-            .status,
-        200
-    );
+    import_dead_user(&http, &gw, "ou_dead").await;
     assert_eq!(
         http.get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_dead"))
             .await
@@ -217,10 +209,7 @@ async fn the_status_page_renders_in_a_browser() {
     for _ in 0..3 {
         http.authorize(&gw, "main").await;
     }
-    let dead = json!({"access_token": "act.bogus", "refresh_token": "rft.bogus",
-        "expires_in": 1296000, "refresh_expires_in": 2592000})
-    .to_string();
-    http.admin(&gw, Method::PUT, "/admin/users/main/ou_dead", &dead).await;
+    import_dead_user(&http, &gw, "ou_dead").await;
     assert_eq!(
         http.get(&gw.url("/api/douyin/v1/video/video_list/?open_id=ou_dead"))
             .await

@@ -753,3 +753,15 @@ pub async fn headless(bin: &str, extra: &[&str], url: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Imports a user of app `main` with tokens the platform never issued: their call is rejected
+/// and the refresh answers 10010, so they must authorize again.
+pub async fn import_dead_user(http: &Http, gw: &Gateway, open_id: &str) {
+    let body = serde_json::json!({"access_token": format!("act.bogus-{open_id}"), "refresh_token": format!("rft.bogus-{open_id}"),
+        "expires_in": 1296000, "refresh_expires_in": 2592000})
+    .to_string();
+    let r = http
+        .admin(gw, Method::PUT, &format!("/admin/users/main/{open_id}"), &body)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
