@@ -100,24 +100,34 @@ impl Drop for InProgress {
     }
 }
 
+/// The address a request's connection came from, in the request's extensions (put there by
+/// [`Tracked`], on every listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// A service whose requests count as in progress on their connection until the response body
-/// is done.
+/// is done. It puts the connection's [`Peer`] in each request's extensions.
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: Peer,
 }
 
 impl<S> Tracked<S> {
-    /// Wraps the connection's service.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+    /// Wraps the service of the connection from `peer`.
+    pub fn new(inner: S, activity: Arc<Activity>, peer: std::net::SocketAddr) -> Self {
+        Tracked {
+            inner,
+            activity,
+            peer: Peer(peer),
+        }
     }
 }
 
-impl<S, Req, B> tower::Service<Req> for Tracked<S>
+impl<S, ReqBody, B> tower::Service<http::Request<ReqBody>> for Tracked<S>
 where
-    S: tower::Service<Req, Response = Response<B>>,
+    S: tower::Service<http::Request<ReqBody>, Response = Response<B>>,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -127,7 +137,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         TrackedFuture {
             progress: Some(InProgress::start(&self.activity)),
             inner: self.inner.call(req),

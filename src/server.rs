@@ -361,7 +361,7 @@ fn proxy_threads(
 }
 
 /// A new connection, counted against the cap, on its way to a proxy thread.
-type Given = (std::net::TcpStream, crate::conn::OpenGuard);
+type Given = (std::net::TcpStream, SocketAddr, crate::conn::OpenGuard);
 
 /// Where a serving loop's connections come from.
 enum Connections {
@@ -382,14 +382,14 @@ async fn hand_out(
     let mut refused = Refusals::default();
     let mut next = 0;
     loop {
-        let Some((stream, guard)) = accept(&listener, &open, limits, &mut refused, &mut shutdown).await else {
+        let Some((stream, peer, guard)) = accept(&listener, &open, limits, &mut refused, &mut shutdown).await else {
             break;
         };
         let Ok(stream) = stream.into_std().and_then(|s| s.set_nonblocking(true).map(|()| s)) else {
             continue;
         };
         // In turn; a thread that has stopped is skipped.
-        let mut given = Some((stream, guard));
+        let mut given = Some((stream, peer, guard));
         for _ in 0..hands.len() {
             let hand = &hands[next % hands.len()];
             next = next.wrapping_add(1);
@@ -408,9 +408,9 @@ async fn accept(
     limits: Limits,
     refused: &mut Refusals,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(tokio::net::TcpStream, crate::conn::OpenGuard)> {
+) -> Option<(tokio::net::TcpStream, SocketAddr, crate::conn::OpenGuard)> {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -424,7 +424,7 @@ async fn accept(
             _ = shutdown.changed() => return None,
         };
         match open.admit(limits.max_connections) {
-            Some(guard) => return Some((stream, guard)),
+            Some(guard) => return Some((stream, peer, guard)),
             None => {
                 drop(stream);
                 refused.note(|| {
@@ -459,7 +459,7 @@ async fn serve<S, B>(
     let mut refused = Refusals::default();
     let mut incoming = incoming;
     loop {
-        let (stream, guard) = match &mut incoming {
+        let (stream, peer, guard) = match &mut incoming {
             Connections::Listener(l) => match accept(l, &open, limits, &mut refused, &mut shutdown).await {
                 Some(c) => c,
                 None => break,
@@ -469,9 +469,9 @@ async fn serve<S, B>(
                     g = given.recv() => g,
                     _ = shutdown.changed() => None,
                 };
-                let Some((stream, guard)) = next else { break };
+                let Some((stream, peer, guard)) = next else { break };
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(s) => (s, guard),
+                    Ok(s) => (s, peer, guard),
                     Err(e) => {
                         tracing::debug!("a handed connection could not be registered: {e}");
                         continue;
@@ -481,7 +481,7 @@ async fn serve<S, B>(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let svc = TowerToHyperService::new(Tracked::new(service.clone(), Arc::clone(&activity)));
+        let svc = TowerToHyperService::new(Tracked::new(service.clone(), Arc::clone(&activity), peer));
         let builder = builder.clone();
         let stop = shutdown.clone();
         match tls.clone() {
