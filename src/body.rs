@@ -8,6 +8,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Errors of a body: the stream's own, or the size limit.
@@ -24,27 +26,87 @@ pub struct TooLarge(pub u64);
 #[error("the request body could not be read: {0}")]
 pub struct CallerBody(#[source] pub BoxError);
 
-/// The caller's request body paused longer than allowed.
+/// The caller's request body kept the gateway waiting longer than allowed, in all.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body stalled for {0} ms")]
+#[error("the request body was not received within {0} ms")]
 pub struct Stalled(pub u64);
 
-/// A caller's body: how long it may keep us waiting for its next piece. The clock runs only
-/// while the gateway waits on the caller, not while the upstream is slow to take what it has.
-#[derive(Debug)]
+/// How far a caller's request body has come, shared by whatever reads it and the layer that
+/// times the request: when a timer fires while the gateway is waiting on the caller's body, the
+/// timeout is the caller's (408), not the upstream's.
+#[derive(Debug, Default)]
+pub struct BodyProgress(AtomicU8);
+
+const UNREAD: u8 = 0;
+const WAITING: u8 = 1;
+const FLOWING: u8 = 2;
+const COMPLETE: u8 = 3;
+
+impl BodyProgress {
+    /// Whether the body is incomplete and the gateway, when it last looked, was waiting for
+    /// more of it from the caller.
+    pub fn waiting_on_caller(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == WAITING
+    }
+
+    /// The whole body is in (or there is none).
+    pub fn complete(&self) {
+        self.0.store(COMPLETE, Ordering::Relaxed);
+    }
+
+    /// The gateway waits for the caller's next bytes.
+    pub fn waiting(&self) {
+        self.0.store(WAITING, Ordering::Relaxed);
+    }
+
+    fn flowing(&self) {
+        self.0.store(FLOWING, Ordering::Relaxed);
+    }
+
+    /// Whether nothing has been read of it yet.
+    pub fn unread(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == UNREAD
+    }
+}
+
+/// A handle on a request's [`BodyProgress`] (the proxy keeps it in the request's scope).
+pub type Progress = Arc<dyn AsRef<BodyProgress> + Send + Sync>;
+
+/// A caller's body: how long, in all, it may keep the gateway waiting for its bytes. The clock
+/// runs only while the gateway waits on the caller, not while the upstream is slow to take what
+/// it has, and it is not reset by each piece: a trickle is cut too.
 pub struct Patience {
-    after: std::time::Duration,
+    total: std::time::Duration,
+    left: std::time::Duration,
+    waiting_since: Option<tokio::time::Instant>,
     timer: Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for Patience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Patience")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Patience {
-    /// Waits longer than `after` fail the body with [`Stalled`].
-    pub fn new(after: std::time::Duration) -> Self {
+    /// Waiting longer than `left` in all fails the body with [`Stalled`] (naming `total`, the
+    /// configured allowance); `progress` is kept up to date.
+    pub fn new(total: std::time::Duration, left: std::time::Duration, progress: Option<Progress>) -> Self {
         Patience {
-            after,
-            timer: Box::pin(tokio::time::sleep(after)),
-            waiting: false,
+            total,
+            left,
+            waiting_since: None,
+            timer: Box::pin(tokio::time::sleep(left)),
+            progress,
+        }
+    }
+
+    fn set(&self, f: impl Fn(&BodyProgress)) {
+        if let Some(p) = &self.progress {
+            f((**p).as_ref());
         }
     }
 }
@@ -95,12 +157,13 @@ impl<B> ProxyBody<B> {
         }
     }
 
-    /// A caller's request body, streamed after `prefix`: at most `limit` bytes, no pause longer
-    /// than `stall`, and its errors reported as the caller's ([`CallerBody`], [`Stalled`]).
-    pub fn from_caller(prefix: Option<Bytes>, rest: B, limit: u64, stall: std::time::Duration) -> Self {
+    /// A caller's request body, streamed after `prefix`: at most `limit` bytes, keeping the
+    /// gateway waiting no longer than `patience` allows, and its errors reported as the caller's
+    /// ([`CallerBody`], [`Stalled`]).
+    pub fn from_caller(prefix: Option<Bytes>, rest: B, limit: u64, patience: Patience) -> Self {
         let mut b = Self::stream(prefix, rest, limit);
         if let ProxyBody::Stream { caller, .. } = &mut b {
-            *caller = Some(Patience::new(stall));
+            *caller = Some(patience);
         }
         b
     }
@@ -135,15 +198,16 @@ where
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                let polled = match (caller.as_mut(), Pin::new(rest).poll_frame(cx)) {
+                let polled = match (caller.as_mut(), Pin::new(&mut *rest).poll_frame(cx)) {
                     (Some(c), Poll::Pending) => {
-                        if !c.waiting {
-                            c.waiting = true;
-                            let deadline = tokio::time::Instant::now() + c.after;
-                            c.timer.as_mut().reset(deadline);
+                        if c.waiting_since.is_none() {
+                            let now = tokio::time::Instant::now();
+                            c.waiting_since = Some(now);
+                            c.timer.as_mut().reset(now + c.left);
+                            c.set(BodyProgress::waiting);
                         }
                         if c.timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Some(Err(Box::new(Stalled(c.after.as_millis() as u64)))));
+                            return Poll::Ready(Some(Err(Box::new(Stalled(c.total.as_millis() as u64)))));
                         }
                         Poll::Pending
                     }
@@ -151,7 +215,14 @@ where
                         return Poll::Ready(Some(Err(Box::new(CallerBody(e.into())))))
                     }
                     (Some(c), p) => {
-                        c.waiting = false;
+                        if let Some(since) = c.waiting_since.take() {
+                            c.left = c.left.saturating_sub(since.elapsed());
+                        }
+                        match &p {
+                            Poll::Ready(None) => c.set(BodyProgress::complete),
+                            _ if rest.is_end_stream() => c.set(BodyProgress::complete),
+                            _ => c.set(BodyProgress::flowing),
+                        }
                         p
                     }
                     (None, p) => p,
@@ -212,14 +283,14 @@ pub enum Read<B = Incoming> {
 pub enum ReadError {
     /// The stream's own error.
     Body(BoxError),
-    /// Nothing arrived for the allowed pause.
+    /// The body was not in within the allowed time.
     Stalled(u64),
 }
 
 pin_project_lite::pin_project! {
     /// Reads a body up to `cap` bytes: all of it if it fits, else the start plus the rest, so a
-    /// large body is never held whole. With a stall limit, a pause longer than that between two
-    /// pieces fails the read. A named future: no allocation to read a small answer.
+    /// large body is never held whole. With a stall limit, a read that takes longer than that in all
+    /// fails. A named future: no allocation to read a small answer.
     pub struct ReadUpTo<B> {
         body: Option<B>,
         cap: u64,
@@ -229,6 +300,7 @@ pin_project_lite::pin_project! {
         stall: Option<std::time::Duration>,
         #[pin]
         timer: Option<tokio::time::Sleep>,
+        progress: Option<Progress>,
     }
 }
 
@@ -241,6 +313,22 @@ pub fn read_up_to<B>(body: B, cap: u64, stall: Option<std::time::Duration>) -> R
         buf: bytes::BytesMut::new(),
         stall,
         timer: stall.map(tokio::time::sleep),
+        progress: None,
+    }
+}
+
+impl<B> ReadUpTo<B> {
+    /// Keeps `progress` up to date while reading (a caller's body).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Of the stall limit, what is left (a caller's body read in part, streamed on after).
+    pub fn time_left(self: Pin<&mut Self>) -> Option<std::time::Duration> {
+        let this = self.project();
+        let t = this.timer.as_pin_mut()?;
+        Some(t.deadline().saturating_duration_since(tokio::time::Instant::now()))
     }
 }
 
@@ -257,6 +345,9 @@ where
             let body = this.body.as_mut().expect("polled after completion");
             let frame = match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
+                    if let Some(p) = this.progress.as_ref() {
+                        (**p).as_ref().waiting();
+                    }
                     if let Some(t) = this.timer.as_mut().as_pin_mut() {
                         if t.poll(cx).is_ready() {
                             let ms = this.stall.map_or(0, |d| d.as_millis() as u64);
@@ -267,8 +358,9 @@ where
                 }
                 Poll::Ready(f) => f,
             };
-            if let (Some(t), Some(d)) = (this.timer.as_mut().as_pin_mut(), *this.stall) {
-                t.reset(tokio::time::Instant::now() + d);
+            // The stall limit bounds the whole read: it is not reset by each piece.
+            if let Some(p) = this.progress.as_ref() {
+                (**p).as_ref().flowing();
             }
             let Some(frame) = frame else { break };
             let Ok(data) = frame.map_err(|e| ReadError::Body(e.into()))?.into_data() else {
@@ -291,6 +383,9 @@ where
         }
         let all = this.first.take().unwrap_or_else(|| this.buf.split().freeze());
         this.body.take();
+        if let Some(p) = this.progress.as_ref() {
+            (**p).as_ref().complete();
+        }
         Poll::Ready(Ok(Read::Complete(all)))
     }
 }

@@ -141,6 +141,16 @@ impl Callers {
         found.map(Some)
     }
 
+    /// How many `[[callers]]` entries there are.
+    pub fn len(&self) -> usize {
+        self.callers.len()
+    }
+
+    /// Whether there are none (every call is anonymous).
+    pub fn is_empty(&self) -> bool {
+        self.callers.is_empty()
+    }
+
     /// The identity [`Callers::identify`] found.
     pub fn identity(&self, who: Option<usize>) -> Identity<'_> {
         match who.and_then(|i| self.callers.get(i)) {

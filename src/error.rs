@@ -55,8 +55,9 @@ pub enum GatewayError {
     /// `request_timeout_ms` passed.
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
-    /// The caller's body paused longer than `body_read_timeout_ms`.
-    #[error("the request body stalled: nothing arrived for {0} ms")]
+    /// The caller's body was not in when a timer fired: `body_read_timeout_ms` (the whole
+    /// body), or `request_timeout_ms` while the gateway was waiting on the body.
+    #[error("the request body was not received within {0} ms: the caller sent it too slowly or stopped")]
     ClientTimeout(u64),
     /// The request head is larger than `max_header_bytes`.
     #[error("the request head is larger than {0} bytes")]

@@ -49,7 +49,23 @@ pub struct Metrics {
     /// `douyin_gateway_store_ready`: 1 when the token store answered the last scrape's check.
     pub store_ready: prometheus::IntGauge,
     platform_errors: IntCounterVec,
+    /// `douyin_gateway_connections_closed_total{listener,reason}`: connections the gateway
+    /// refused or closed itself.
+    pub connections_closed: IntCounterVec,
+    /// `douyin_gateway_pending_head_bytes`: bytes of unfinished request heads held by all
+    /// connections, set at scrape time.
+    pub pending_head_bytes: prometheus::IntGauge,
 }
+
+/// The `reason`s of `douyin_gateway_connections_closed_total`.
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
+    "max_connections",
+    "per_ip",
+    "evicted",
+    "head_timeout",
+    "head_budget",
+    "bad_head",
+];
 
 /// Platform codes counted by value in `douyin_gateway_platform_errors_total{route, code}`: rate
 /// limits and quotas (28003017 quota exhausted, 28003018 and 40007 too many calls), the app or
@@ -82,21 +98,48 @@ pub struct RouteMetrics {
     /// `douyin_gateway_route_rejects_fresh_tokens_total{route}`: times the route rejected a token
     /// fetched moments ago to replace one it rejected (its API does not take this class).
     pub rejects_fresh: IntCounter,
-    /// Whether this route's rejections may fetch a new token now.
+    /// Whether this route's rejections may fetch a new token now, per caller.
     pub health: RouteHealth,
     /// `douyin_gateway_platform_errors_total{route, code}`, one per [`PLATFORM_CODES`] entry then `other`.
     platform_errors: Box<[IntCounter]>,
     statuses: Box<[OnceLock<IntCounter>]>,
 }
 
-/// How a route's token rejections are trusted. A route whose API rejected a brand-new token on
-/// the replay (after its rejection of the previous one) gets a strike; from the second strike in
-/// a row the route is *suspect* for 30 s, doubling with each further strike up to 5 minutes, and
-/// its rejections fetch no new token meanwhile: they cannot burn the app's fetch budget, and the
-/// token other routes use stays. Any call the route gets accepted clears it. A token merely
-/// revoked (another fetcher, a revocation) is replaced as often as that happens.
-#[derive(Debug, Default)]
+/// How a route's token rejections are trusted, per caller (a caller's malformed calls must not
+/// make the route distrusted for the others).
+#[derive(Debug)]
 pub struct RouteHealth {
+    /// One per `[[callers]]` entry, then one for anonymous calls (and a layer used without the
+    /// gateway).
+    by_caller: Box<[CallerHealth]>,
+}
+
+impl RouteHealth {
+    /// The health of a route used by `callers` configured callers.
+    pub fn new(callers: usize) -> Self {
+        RouteHealth {
+            by_caller: (0..=callers).map(|_| CallerHealth::default()).collect(),
+        }
+    }
+
+    /// The health of this route for caller `who` (`None`: anonymous).
+    pub fn of(&self, who: Option<usize>) -> &CallerHealth {
+        let last = self.by_caller.len() - 1;
+        &self.by_caller[who.map_or(last, |i| i.min(last))]
+    }
+}
+
+/// How one caller's token rejections on a route are trusted. A route whose API rejected, for
+/// this caller, a brand-new token on the replay (after its rejection of the previous one) gets a
+/// strike; from the second strike in a row the route is *suspect* for that caller for 30 s,
+/// doubling with each further strike up to 5 minutes, and that caller's rejections fetch no new
+/// token meanwhile: they cannot burn the app's fetch budget, and the token other routes use stays.
+/// Any call of that caller the route gets accepted clears it. Other callers are not affected:
+/// one caller sending what the platform cannot read (its answer is a token error all the same)
+/// cannot stop the gateway refreshing for everyone. A token merely revoked (another fetcher, a
+/// revocation) is replaced as often as that happens.
+#[derive(Debug, Default)]
+pub struct CallerHealth {
     strikes: std::sync::atomic::AtomicU32,
     struck_generation: std::sync::atomic::AtomicU64,
     suspect_until_ms: std::sync::atomic::AtomicU64,
@@ -107,7 +150,7 @@ fn monotonic_ms() -> u64 {
     START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-impl RouteHealth {
+impl CallerHealth {
     /// First strike that makes the route suspect.
     const SUSPECT_AT: u32 = 2;
 
@@ -286,11 +329,33 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("DOUYIN_GATEWAY_GIT")])
             .set(1);
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "douyin_gateway_connections_closed_total",
+                "Connections the gateway refused or closed itself, by listener and reason: \
+                 max_connections and per_ip (refused at accept), evicted (closed to make room at the \
+                 cap), head_timeout, head_budget, bad_head (a head hyper could not parse).",
+            ),
+            &["listener", "reason"],
+        )
+        .unwrap();
+        for listener in ["proxy", "admin", "public"] {
+            for reason in CONNECTION_CLOSE_REASONS {
+                connections_closed.with_label_values(&[listener, reason]);
+            }
+        }
+        let pending_head_bytes = prometheus::IntGauge::new(
+            "douyin_gateway_pending_head_bytes",
+            "Bytes of request heads not yet complete, held by all connections together.",
+        )
+        .unwrap();
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .unwrap();
         for c in [
-            Box::new(reauthorization.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pending_head_bytes.clone()),
+            Box::new(reauthorization.clone()),
             Box::new(in_flight.clone()),
             Box::new(store_ready.clone()),
             Box::new(build_info),
@@ -324,6 +389,8 @@ impl Metrics {
             in_flight,
             store_ready,
             platform_errors,
+            connections_closed,
+            pending_head_bytes,
         }
     }
 
@@ -340,8 +407,9 @@ impl Metrics {
         self.renewals.with_label_values(&[app, "ok"]);
     }
 
-    /// Handles for a route name; its 200 count is there from the start.
-    pub fn route(&self, name: &str) -> RouteMetrics {
+    /// Handles for a route name, used by `callers` configured callers; its 200 count is there
+    /// from the start.
+    pub fn route(&self, name: &str, callers: usize) -> RouteMetrics {
         let retry = |o: &str| self.token_retries.with_label_values(&[name, o]);
         let m = RouteMetrics {
             name: name.to_string(),
@@ -354,7 +422,7 @@ impl Metrics {
             retry_suppressed: retry("suppressed"),
             retry_token_unavailable: retry("token_unavailable"),
             rejects_fresh: self.rejects_fresh.with_label_values(&[name]),
-            health: RouteHealth::default(),
+            health: RouteHealth::new(callers),
             statuses: (0..600).map(|_| OnceLock::new()).collect(),
             platform_errors: PLATFORM_CODES
                 .iter()

@@ -173,20 +173,21 @@ impl Runtime {
             .map(|u| Base::parse(&u.base_url))
             .collect::<Result<Vec<_>, _>>()?;
         let routes = RouteTable::build(&config);
-        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        let callers = Callers::build(&config);
+        let route_metrics = routes.iter().map(|r| metrics.route(&r.name, callers.len())).collect();
         if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
             return Err("routes attach tokens but no [[apps]] is configured".into());
         }
         let runtime = Runtime {
-            callers: Callers::build(&config),
+            callers,
             routes,
             apps,
             base,
             bases,
             codes,
             route_metrics,
-            no_route_metrics: metrics.route(NO_ROUTE),
-            refused_metrics: metrics.route(REFUSED),
+            no_route_metrics: metrics.route(NO_ROUTE, 0),
+            refused_metrics: metrics.route(REFUSED, 0),
             config,
         };
         Ok((runtime, settings))

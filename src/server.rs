@@ -2,7 +2,7 @@
 //! and config reload.
 
 use crate::config::{Config, Severity};
-use crate::conn::{Activity, Counted, Limits, Open, Tracked};
+use crate::conn::{Activity, Admitted, Counted, HeadBudget, Limits, Origin, Refused, Table, Tracked};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::Shared;
@@ -63,17 +63,40 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let mut inherited = listenfd::ListenFd::from_env();
     let listen = match inherited_listener(&mut inherited, 0, "listen")? {
         Some(l) => l,
-        None => TcpListener::bind(&config.server.listen)
+        None => bind(&config.server.listen)
             .await
             .map_err(|e| format!("listen {}: {e}", config.server.listen))?,
     };
     let admin = match inherited_listener(&mut inherited, 1, "admin_listen")? {
         Some(l) => l,
-        None => TcpListener::bind(&config.server.admin_listen)
+        None => bind(&config.server.admin_listen)
             .await
             .map_err(|e| format!("admin_listen {}: {e}", config.server.admin_listen))?,
     };
     start_on(config, config_path, listen, admin).await
+}
+
+/// Connections waiting to be accepted, at most (the kernel caps it at `net.core.somaxconn`,
+/// 4096 on current kernels). A stranger reconnecting as fast as it can keeps the queue busy; a
+/// deep one keeps a caller's connection from being dropped there and retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener to `addr` (a `host:port`, resolved) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")))
 }
 
 /// The `index`-th inherited socket, if there is one, as the listener `what`.
@@ -103,11 +126,7 @@ pub async fn start_on(
     admin: TcpListener,
 ) -> Result<Running, String> {
     let public = match &config.server.public_listen {
-        Some(at) => Some(
-            TcpListener::bind(at)
-                .await
-                .map_err(|e| format!("public_listen {at}: {e}"))?,
-        ),
+        Some(at) => Some(bind(at).await.map_err(|e| format!("public_listen {at}: {e}"))?),
         None => None,
     };
     start_on_all(config, config_path, listen, admin, public).await
@@ -139,23 +158,36 @@ pub async fn start_on_all(
     let tls = tls_acceptor(&config)?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let fd_limit = crate::conn::raise_fd_limit();
+    let server = &config.server;
+    let max_connections = server
+        .max_connections
+        .unwrap_or_else(|| crate::conn::default_max_connections(fd_limit));
     let proxy_limits = Limits {
-        max_connections: config
-            .server
-            .max_connections
-            .unwrap_or_else(|| crate::conn::default_max_connections(fd_limit)),
-        header_read: Duration::from_millis(config.server.header_read_timeout_ms),
-        idle: Duration::from_millis(config.server.idle_timeout_ms),
+        max_connections,
+        max_connections_per_address: server
+            .max_connections_per_ip
+            .unwrap_or_else(|| crate::conn::default_max_connections_per_address(max_connections)),
+        header_read: Duration::from_millis(server.header_read_timeout_ms),
+        idle: Duration::from_millis(server.idle_timeout_ms),
     };
-    // The admin listener has its own small cap, kept aside from the proxy's, so health checks and
-    // metrics stay reachable while the proxy is saturated.
+    // The admin and public listeners have small caps of their own, kept aside from the proxy's,
+    // so health checks and metrics stay reachable while the proxy is saturated.
     let admin_limits = Limits {
         max_connections: crate::conn::ADMIN_MAX_CONNECTIONS,
+        max_connections_per_address: server
+            .max_connections_per_ip
+            .map_or(crate::conn::ADMIN_MAX_CONNECTIONS_PER_ADDRESS, |n| {
+                n.min(crate::conn::ADMIN_MAX_CONNECTIONS)
+            }),
         ..proxy_limits
     };
+    let budget = HeadBudget::new(server.max_pending_head_bytes);
+    let max_header_bytes = server.max_header_bytes;
     tracing::info!(
         fd_limit,
         max_connections = proxy_limits.max_connections,
+        max_connections_per_ip = proxy_limits.max_connections_per_address,
+        max_pending_head_bytes = server.max_pending_head_bytes,
         "connection limits"
     );
     let config_store = config.store.clone();
@@ -177,8 +209,10 @@ pub async fn start_on_all(
         tokens,
         metrics,
         in_flight: Default::default(),
+        head_budget: Arc::clone(&budget),
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
         webhooks: Default::default(),
+        body_slots: Default::default(),
     });
     let (shutdown, rx) = watch::channel(false);
     let admin_service = |side: crate::admin::Side| {
@@ -207,15 +241,30 @@ pub async fn start_on_all(
         .server
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut tasks = proxy_threads(threads, listen, tls, &shared, &rx, grace, proxy_limits)?;
+    let serving = |name: &'static str, limits: Limits| Serving {
+        name,
+        table: Table::new(limits.max_connections, limits.max_connections_per_address),
+        limits,
+        budget: Arc::clone(&budget),
+        metrics: Arc::clone(&shared.metrics),
+        max_header_bytes,
+    };
+    let mut tasks = proxy_threads(
+        threads,
+        listen,
+        tls,
+        &shared,
+        &rx,
+        grace,
+        serving("proxy", proxy_limits),
+    )?;
     tasks.push(tokio::spawn(serve(
         Connections::Listener(admin),
         None,
         admin_svc,
         rx.clone(),
         grace,
-        admin_limits,
-        Arc::new(Open::default()),
+        serving("admin", admin_limits),
     )));
     if let Some(public) = public {
         tasks.push(tokio::spawn(serve(
@@ -224,8 +273,7 @@ pub async fn start_on_all(
             admin_service(crate::admin::Side::Public),
             rx.clone(),
             grace,
-            admin_limits,
-            Arc::new(Open::default()),
+            serving("public", admin_limits),
         )));
     }
     tasks.push(maintenance);
@@ -293,6 +341,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("server.tls", differs(&o.tls, &n.tls)),
         ("server.worker_threads", o.worker_threads != n.worker_threads),
+        ("server.max_connections", o.max_connections != n.max_connections),
+        (
+            "server.max_connections_per_ip",
+            o.max_connections_per_ip != n.max_connections_per_ip,
+        ),
+        (
+            "server.max_pending_head_bytes",
+            o.max_pending_head_bytes != n.max_pending_head_bytes,
+        ),
         ("store", differs(&old.store, &new.store)),
         ("upstream.ca_file", old.upstream.ca_file != new.upstream.ca_file),
         (
@@ -324,14 +381,13 @@ fn proxy_threads(
     shared: &Arc<Shared>,
     rx: &watch::Receiver<bool>,
     grace: Duration,
-    limits: Limits,
+    serving: Serving,
 ) -> Result<Vec<JoinHandle<()>>, String> {
-    let open = Arc::new(Open::default());
     let mut tasks = Vec::with_capacity(threads + 1);
     let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let proxy = crate::proxy::stack(Arc::clone(shared))?;
-        let (rx, tls, open) = (rx.clone(), tls.clone(), Arc::clone(&open));
+        let (rx, tls, serving) = (rx.clone(), tls.clone(), serving.clone());
         let (hand, given) = tokio::sync::mpsc::unbounded_channel();
         hands.push(hand);
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
@@ -346,7 +402,7 @@ fn proxy_threads(
                     }
                 };
                 rt.block_on(async move {
-                    serve(Connections::Given(given), tls, proxy, rx, grace, limits, open).await;
+                    serve(Connections::Given(given), tls, proxy, rx, grace, serving).await;
                 });
                 drop(rt);
                 let _ = done.send(());
@@ -356,12 +412,32 @@ fn proxy_threads(
             let _ = finished.await;
         }));
     }
-    tasks.push(tokio::spawn(hand_out(listener, hands, rx.clone(), limits, open)));
+    tasks.push(tokio::spawn(hand_out(listener, hands, rx.clone(), serving)));
     Ok(tasks)
 }
 
-/// A new connection, counted against the cap, on its way to a proxy thread.
-type Given = (std::net::TcpStream, SocketAddr, crate::conn::OpenGuard);
+/// A new connection, admitted to its listener's table, on its way to a proxy thread.
+type Given = (std::net::TcpStream, SocketAddr, Arc<Activity>, Admitted);
+
+/// What a listener serves its connections with.
+#[derive(Clone)]
+struct Serving {
+    name: &'static str,
+    table: Arc<Table>,
+    limits: Limits,
+    budget: Arc<HeadBudget>,
+    metrics: Arc<Metrics>,
+    max_header_bytes: usize,
+}
+
+impl Serving {
+    fn closed(&self, reason: &str) {
+        self.metrics
+            .connections_closed
+            .with_label_values(&[self.name, reason])
+            .inc();
+    }
+}
 
 /// Where a serving loop's connections come from.
 enum Connections {
@@ -376,20 +452,20 @@ async fn hand_out(
     listener: TcpListener,
     hands: Vec<tokio::sync::mpsc::UnboundedSender<Given>>,
     mut shutdown: watch::Receiver<bool>,
-    limits: Limits,
-    open: Arc<Open>,
+    serving: Serving,
 ) {
     let mut refused = Refusals::default();
     let mut next = 0;
     loop {
-        let Some((stream, peer, guard)) = accept(&listener, &open, limits, &mut refused, &mut shutdown).await else {
+        let Some((stream, peer, activity, admitted)) = accept(&listener, &serving, &mut refused, &mut shutdown).await
+        else {
             break;
         };
         let Ok(stream) = stream.into_std().and_then(|s| s.set_nonblocking(true).map(|()| s)) else {
             continue;
         };
         // In turn; a thread that has stopped is skipped.
-        let mut given = Some((stream, peer, guard));
+        let mut given = Some((stream, peer, activity, admitted));
         for _ in 0..hands.len() {
             let hand = &hands[next % hands.len()];
             next = next.wrapping_add(1);
@@ -401,14 +477,13 @@ async fn hand_out(
     }
 }
 
-/// The next connection admitted under the cap, or `None` at shutdown.
+/// The next connection admitted to the listener's table, or `None` at shutdown.
 async fn accept(
     listener: &TcpListener,
-    open: &Arc<Open>,
-    limits: Limits,
+    serving: &Serving,
     refused: &mut Refusals,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(tokio::net::TcpStream, SocketAddr, crate::conn::OpenGuard)> {
+) -> Option<(tokio::net::TcpStream, SocketAddr, Arc<Activity>, Admitted)> {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -423,44 +498,79 @@ async fn accept(
             },
             _ = shutdown.changed() => return None,
         };
-        match open.admit(limits.max_connections) {
-            Some(guard) => return Some((stream, peer, guard)),
-            None => {
+        let activity = Arc::new(Activity::new(Arc::clone(&serving.budget)));
+        match serving.table.admit(peer.ip(), &activity) {
+            Ok(admitted) => {
+                if admitted.evicted_another {
+                    serving.closed("evicted");
+                }
+                return Some((stream, peer, activity, admitted));
+            }
+            Err(why) => {
                 drop(stream);
-                refused.note(|| {
-                    format!(
-                        "{} connections are open (max_connections): new connections are closed at once",
-                        limits.max_connections
-                    )
-                });
+                let (reason, what) = match why {
+                    Refused::Full => (
+                        "max_connections",
+                        format!(
+                            "the {} listener holds {} connections, all inside requests (max_connections): \
+                             new connections are closed at once",
+                            serving.name,
+                            serving.table.max()
+                        ),
+                    ),
+                    Refused::PerAddress => (
+                        "per_ip",
+                        format!(
+                            "{} holds {} connections to the {} listener (max_connections_per_ip): \
+                             its new connections are closed at once",
+                            peer.ip(),
+                            serving.table.per_address(),
+                            serving.name
+                        ),
+                    ),
+                };
+                serving.closed(reason);
+                refused.note(|| what);
             }
         }
     }
 }
 
-/// Accepts connections until shutdown, then drains them. Past `limits.max_connections` (counted
-/// in `open`, which may be shared with other accept loops) a new connection is closed at once;
-/// the established ones carry on.
+/// hyper's read buffer may exceed `max_header_bytes` by this much, so a head somewhat over the
+/// limit still reaches [`crate::proxy::EdgeLayer`] and gets the contract's JSON 431; past it,
+/// hyper answers a bare 431 itself.
+const HEAD_SLACK: usize = 8 * 1024;
+
+/// Accepts connections until shutdown, then drains them. Admission is the listener's [`Table`]
+/// (a cap, a cap per address, and at the cap a slow head closed to make room).
 async fn serve<S, B>(
     incoming: Connections,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-    limits: Limits,
-    open: Arc<Open>,
+    serving: Serving,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // An unfinished head is held in hyper's read buffer: bounded near max_header_bytes (hyper's
+    // default is about 400 KiB a connection), and HTTP/2 header blocks likewise.
+    builder
+        .http1()
+        .max_buf_size((serving.max_header_bytes + HEAD_SLACK).max(8192));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(serving.max_header_bytes).unwrap_or(u32::MAX));
+    let limits = serving.limits;
     let mut refused = Refusals::default();
     let mut incoming = incoming;
     loop {
-        let (stream, peer, guard) = match &mut incoming {
-            Connections::Listener(l) => match accept(l, &open, limits, &mut refused, &mut shutdown).await {
+        let (stream, peer, activity, admitted) = match &mut incoming {
+            Connections::Listener(l) => match accept(l, &serving, &mut refused, &mut shutdown).await {
                 Some(c) => c,
                 None => break,
             },
@@ -469,9 +579,11 @@ async fn serve<S, B>(
                     g = given.recv() => g,
                     _ = shutdown.changed() => None,
                 };
-                let Some((stream, peer, guard)) = next else { break };
+                let Some((stream, peer, activity, admitted)) = next else {
+                    break;
+                };
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(s) => (s, peer, guard),
+                    Ok(s) => (s, peer, activity, admitted),
                     Err(e) => {
                         tracing::debug!("a handed connection could not be registered: {e}");
                         continue;
@@ -480,39 +592,64 @@ async fn serve<S, B>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
         let svc = TowerToHyperService::new(Tracked::new(service.clone(), Arc::clone(&activity), peer));
         let builder = builder.clone();
         let stop = shutdown.clone();
-        match tls.clone() {
-            None => {
-                tokio::spawn(async move {
+        let serving = serving.clone();
+        let origin = Origin {
+            listener: serving.name,
+            peer,
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let end = match tls {
+                None => {
                     let io = TokioIo::new(Counted::new(stream, Arc::clone(&activity)));
                     let conn = builder.serve_connection(io, svc).into_owned();
-                    crate::conn::drive(conn, auto::Connection::graceful_shutdown, activity, limits, stop).await;
-                    drop(guard);
-                });
-            }
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    // The handshake is part of the head: it must finish in the same time.
-                    match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let io = TokioIo::new(Counted::new(tls, Arc::clone(&activity)));
-                            let conn = builder.serve_connection(io, svc).into_owned();
-                            crate::conn::drive(conn, auto::Connection::graceful_shutdown, activity, limits, stop).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake not complete in time"),
+                    crate::conn::drive(
+                        conn,
+                        auto::Connection::graceful_shutdown,
+                        activity,
+                        limits,
+                        stop,
+                        origin,
+                    )
+                    .await
+                }
+                // The handshake is part of the head: it must finish in the same time.
+                Some(acceptor) => match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let io = TokioIo::new(Counted::new(tls, Arc::clone(&activity)));
+                        let conn = builder.serve_connection(io, svc).into_owned();
+                        crate::conn::drive(
+                            conn,
+                            auto::Connection::graceful_shutdown,
+                            activity,
+                            limits,
+                            stop,
+                            origin,
+                        )
+                        .await
                     }
-                    drop(guard);
-                });
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        crate::conn::End::Closed
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake not complete in time");
+                        crate::conn::End::HeadTimeout
+                    }
+                },
+            };
+            if let Some(reason) = end.reason() {
+                serving.closed(reason);
             }
-        }
+            drop(admitted);
+        });
     }
     drop(incoming);
     let drained = async {
-        while open.count() > 0 {
+        while serving.table.count() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

@@ -16,8 +16,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Proxy requests in progress (bounded by `server.max_in_flight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Bytes of unfinished request heads held by every listener's connections.
+    pub head_budget: Arc<crate::conn::HeadBudget>,
     /// The authorization flow's signed, single-use states.
     pub oauth: crate::admin::OAuthStates,
+    /// Request bodies being read on the admin and public listeners.
+    pub body_slots: crate::admin::BodySlots,
     /// Webhook deliveries processed already, by `Msg-Id`.
     pub webhooks: crate::admin::Delivered,
 }

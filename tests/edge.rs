@@ -241,7 +241,17 @@ async fn a_repeated_open_id_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_authorization_flood_does_not_lock_out_real_users() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    // 50 concurrent connections from one address: past the admin listener's per-address cap, so
+    // the cap is lifted here (tests/abuse.rs covers the cap).
+    let upstream = sb.url();
+    let gw = gateway_knowing_admin(|admin, secret| {
+        TestConfig::new(&upstream, secret)
+            .server("max_connections_per_ip = 0")
+            .redirect_to(admin)
+            .app("scopes = [\"user_info\", \"video.list.bytes\"]")
+            .render()
+    })
+    .await;
     let http = Http::default();
     let authorize = gw.admin("/oauth/authorize?app=main");
     // 20,000 unauthenticated requests: authorizations started and never finished, callbacks with

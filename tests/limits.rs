@@ -124,9 +124,14 @@ async fn a_slow_head_is_cut_and_an_idle_connection_closed_but_not_sooner() {
 }
 
 #[tokio::test]
-async fn past_max_connections_new_ones_close_at_once_while_the_rest_keep_working() {
+async fn past_the_per_address_cap_new_ones_close_at_once_while_the_rest_keep_working() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "max_connections = 20\nheader_read_timeout_ms = 60000", "").await;
+    let gw = gateway_with(
+        &sb,
+        "max_connections = 100\nmax_connections_per_ip = 20\nheader_read_timeout_ms = 60000",
+        "",
+    )
+    .await;
     let http = Http::default();
     let addr = gw.running.addr;
     let mut established = Vec::new();
@@ -148,7 +153,7 @@ async fn past_max_connections_new_ones_close_at_once_while_the_rest_keep_working
         let _ = s.write_all(GET_TICKET.as_bytes()).await;
         closed_within(&mut s, Duration::from_secs(5))
             .await
-            .expect("a connection past the cap is closed at once");
+            .expect("a connection past the address's cap is closed at once");
     }
     for s in &mut established {
         assert_eq!(
@@ -197,7 +202,21 @@ async fn under_a_1024_fd_limit_1100_slow_connections_do_not_take_the_gateway_dow
         .send(http::Method::GET, &format!("http://{admin}/healthz"), &[], "")
         .await;
     assert_eq!(r.status, 200, "the admin listener answers while the proxy is flooded");
-    // The slow heads are cut after header_read_timeout_ms, and the proxy serves again.
+    // Another address is served at once, while the slow connections are held: one address may
+    // hold an eighth of max_connections (56 of 448).
+    let other = Http::from_address("127.0.0.2");
+    for i in 0..47 {
+        let r = other
+            .send(
+                http::Method::GET,
+                &format!("http://{addr}/js/getticket/"),
+                &[("x-gateway-key", CALLER_KEY), ("connection", "close")],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "call {i} from another address: {}", r.text());
+    }
+    // The slow heads are cut after header_read_timeout_ms, and their address is served again.
     served_again_within(addr, Duration::from_secs(30), "the proxy never served again").await;
     drop(slow);
     p.signal("-TERM");

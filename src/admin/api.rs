@@ -81,7 +81,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["admin", "tokens"]) => list(shared),
         (&Method::PUT, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
-            let body = match read_body(body).await {
+            let body = match read_body(shared, body).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -103,7 +103,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             }
         }
         (&Method::POST, ["admin", "refresh"]) => {
-            let body = match read_body(body).await {
+            let body = match read_body(shared, body).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };

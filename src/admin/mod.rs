@@ -14,8 +14,8 @@ use crate::body::ProxyBody;
 use crate::state::Shared;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A store slower than this to answer a readiness probe is not ready.
@@ -44,16 +44,66 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
     crate::error::render(status, code, &message.into(), rid.as_deref(), serde_json::Value::Null)
 }
 
-/// Reads a small body, or answers 400/413.
-pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
-    match http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error(
+/// Bodies being read at once on one listener at most: half its connections, so connections
+/// stalling their bodies (until `body_read_timeout_ms` cuts them) leave the rest to probes and
+/// to everyone else.
+pub const MAX_BODY_READS: usize = crate::conn::ADMIN_MAX_CONNECTIONS / 2;
+
+/// Request bodies being read on the admin and the public listener.
+#[derive(Debug, Default)]
+pub struct BodySlots([AtomicUsize; 2]);
+
+/// A body being read, counted until dropped.
+struct BodySlot<'a>(&'a AtomicUsize);
+
+impl BodySlots {
+    fn take(&self, side: Side) -> Option<BodySlot<'_>> {
+        let n = &self.0[side as usize];
+        if n.fetch_add(1, Ordering::AcqRel) >= MAX_BODY_READS {
+            n.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(BodySlot(n))
+    }
+}
+
+impl Drop for BodySlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads a small body within `body_read_timeout_ms` in all, or answers 400, 408, 413, or 503 when
+/// the listener is reading [`MAX_BODY_READS`] bodies already.
+pub(crate) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    let side = SIDE.try_with(|s| *s).unwrap_or(Side::Admin);
+    let Some(_slot) = shared.body_slots.take(side) else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("this listener is reading {MAX_BODY_READS} request bodies already; retry shortly"),
+        ));
+    };
+    let stall = std::time::Duration::from_millis(shared.runtime.load().config.server.body_read_timeout_ms);
+    match crate::body::read_up_to(body, MAX_ADMIN_BODY as u64, Some(stall)).await {
+        Ok(crate::body::Read::Complete(b)) => Ok(b),
+        Ok(crate::body::Read::Partial(..)) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("admin bodies are at most {MAX_ADMIN_BODY} bytes"),
         )),
-        Err(e) => Err(error(
+        Err(crate::body::ReadError::Stalled(ms)) => {
+            tracing::info!(
+                timeout_ms = ms,
+                "an admin-listener request body was not received in time"
+            );
+            Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "client_timeout",
+                crate::error::GatewayError::ClientTimeout(ms).to_string(),
+            ))
+        }
+        Err(crate::body::ReadError::Body(e)) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("could not read the body: {e}"),
@@ -64,6 +114,8 @@ pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBod
 tokio::task_local! {
     /// The request id of the admin request being handled, for its error body.
     static REQUEST_ID: HeaderValue;
+    /// The listener it came in on.
+    static SIDE: Side;
 }
 
 /// Which listener a request came in on.
@@ -86,7 +138,16 @@ fn is_public_path(path: &str) -> bool {
 pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
     let rid = crate::proxy::request_id(req.headers());
     let max = shared.runtime.load().config.server.max_header_bytes;
-    let mut resp = if crate::proxy::head_size(&req) > max {
+    let conflicting = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
+    let mut resp = if conflicting {
+        let mut r = crate::error::GatewayError::BadRequest(
+            "the request has both Content-Length and Transfer-Encoding: send one".into(),
+        )
+        .into_response(rid.to_str().unwrap_or("-"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    } else if crate::proxy::head_size(&req) > max {
         crate::error::GatewayError::HeadersTooLarge(max).into_response(rid.to_str().unwrap_or("-"))
     } else {
         let path = req.uri().path();
@@ -102,7 +163,11 @@ pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> 
                 "not_found",
                 format!("{path} is served on server.public_listen"),
             ),
-            _ => REQUEST_ID.scope(rid.clone(), route(shared, req)).await,
+            _ => {
+                REQUEST_ID
+                    .scope(rid.clone(), SIDE.scope(side, route(shared, req)))
+                    .await
+            }
         }
     };
     resp.headers_mut().insert(&crate::proxy::X_REQUEST_ID, rid);
@@ -128,6 +193,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
             shared.metrics.store_ready.set(i64::from(matches!(ready, Ok(Ok(())))));
             let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
             shared.metrics.in_flight.set(in_flight as i64);
+            shared.metrics.pending_head_bytes.set(shared.head_budget.used() as i64);
             let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -55,7 +55,7 @@ pub(super) fn sign(key: &str, body: &[u8]) -> String {
 
 pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
-    let body = match read_body(body).await {
+    let body = match read_body(shared, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -46,6 +46,10 @@ pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 /// `server.max_header_bytes` (nginx allows 4 × 8 KiB by default).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// `server.max_pending_head_bytes`: what unfinished heads may hold together before any caller is
+/// known. 64 MiB is 2,000 connections each holding a whole 32 KiB head; ordinary heads (under
+/// 8 KiB) are never refused for it.
+pub const DEFAULT_MAX_PENDING_HEAD_BYTES: usize = 64 * 1024 * 1024;
 /// A healthy TCP+TLS connect to the platform takes well under a second.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// Refresh a token in the background once this share of its lifetime has
@@ -213,11 +217,22 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// A connection with no request in progress and no bytes for this long: closed.
     pub idle_timeout_ms: u64,
-    /// Longest pause between two pieces of a request body: 408 `client_timeout`.
+    /// The longest the gateway waits, in all, for a caller's request body (the time the upstream
+    /// takes to accept it does not count): past it, 408 `client_timeout`. A body trickling in is
+    /// cut as surely as one that stops.
     pub body_read_timeout_ms: u64,
-    /// Open proxy connections at most (default: from the file-descriptor limit); past it, new
-    /// connections are closed at once. Read at start only.
+    /// Open proxy connections at most (default: from the file-descriptor limit). At the cap, the
+    /// connection waiting longest for its head (else the one idle longest) is closed to make room;
+    /// when all are inside requests, new connections are closed at once. Read at start only.
     pub max_connections: Option<usize>,
+    /// Connections one address (an IPv6 address by its /64) may hold on each listener; past it,
+    /// its new connections are closed at once. 0: no such limit (behind a load balancer, where
+    /// every connection comes from its address). Default: an eighth of `max_connections` (at
+    /// least 32) on the proxy listener, 16 on the admin and public listeners. Read at start only.
+    pub max_connections_per_ip: Option<usize>,
+    /// Bytes of unfinished request heads all connections may hold together; past it, a
+    /// connection whose unfinished head is over 8 KiB is closed. Read at start only.
+    pub max_pending_head_bytes: usize,
     /// Requests in progress at most; past it, 503 `overloaded` at once.
     pub max_in_flight: usize,
     /// A request head (names, values, 4 bytes a line) larger than this: 431 `headers_too_large`.
@@ -242,6 +257,8 @@ impl Default for ServerConfig {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: None,
+            max_connections_per_ip: None,
+            max_pending_head_bytes: DEFAULT_MAX_PENDING_HEAD_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }

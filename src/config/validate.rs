@@ -251,14 +251,6 @@ impl Config {
                 "must be at least 1 (leave it out to derive it from the file-descriptor limit)",
             );
         }
-        if s.body_read_timeout_ms >= s.request_timeout_ms {
-            c.warn(
-                "server",
-                None,
-                "body_read_timeout_ms",
-                "is not below request_timeout_ms: a stalled caller body is reported as 504 upstream_timeout instead of 408",
-            );
-        }
         if s.allow_anonymous {
             if let Ok(addr) = listen {
                 if !addr.ip().is_loopback() {

@@ -6,7 +6,9 @@
 //!   can retry elsewhere; a queue would only add latency); a head over `max_header_bytes` → 431;
 //! - the target: CONNECT, absolute-form targets (the caller's `Host` never picks the upstream)
 //!   and any path a later hop could read differently ([`super::canonical`]) → 400;
-//! - the deadline `request_timeout_ms` over everything inside → 504;
+//! - a head with both `Content-Length` and `Transfer-Encoding` → 400, and the connection closed;
+//! - the deadline `request_timeout_ms` over everything inside → 504, or 408 when the gateway was
+//!   waiting on the caller's body then;
 //! - a panic anywhere inside → 500 `internal_error`, logged (the connection and the process live on);
 //! - per-route metrics and the access log (the path only, never the query).
 //!
@@ -67,6 +69,18 @@ impl Drop for InFlight {
     }
 }
 
+/// A peer address as the access log shows it (`-` when unknown), formatted only if the line is.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// The header the platform names its log id in (what its support asks for).
 static PLATFORM_LOG_ID: http::HeaderName = http::HeaderName::from_static("x-tt-logid");
 
@@ -114,8 +128,16 @@ where
         let in_flight = InFlight(Arc::clone(&self.shared));
         // Kept for the log line of an error; both are reference-counted, not copied.
         let (method, uri) = (req.method().clone(), req.uri().clone());
+        let peer = req.extensions().get::<crate::conn::Peer>().map(|p| p.0);
         let timeout_ms = server.request_timeout_ms;
-        let refused = if count > server.max_in_flight {
+        let conflicting = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
+        let refused = if conflicting {
+            // hyper frames such a body as chunked; a hop that reads Content-Length would frame it
+            // otherwise. nginx and Envoy refuse it, and so does a gateway holding credentials.
+            Err(GatewayError::BadRequest(
+                "the request has both Content-Length and Transfer-Encoding: send one".into(),
+            ))
+        } else if count > server.max_in_flight {
             Err(GatewayError::Overloaded(server.max_in_flight))
         } else if head_size(&req) > server.max_header_bytes {
             Err(GatewayError::HeadersTooLarge(server.max_header_bytes))
@@ -149,9 +171,11 @@ where
                 rid,
                 method,
                 uri,
+                peer,
                 runtime,
                 scope,
                 timeout_ms,
+                close: conflicting,
                 _in_flight: in_flight,
             }),
         }
@@ -176,9 +200,13 @@ struct Done {
     rid: HeaderValue,
     method: Method,
     uri: Uri,
+    /// The connection's peer (absent when the stack runs outside the gateway's listeners).
+    peer: Option<std::net::SocketAddr>,
     runtime: Arc<Runtime>,
     scope: Option<Scope>,
     timeout_ms: u64,
+    /// The connection is to close after this answer.
+    close: bool,
     _in_flight: InFlight,
 }
 
@@ -211,9 +239,10 @@ where
             StateProj::Running { future } => match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(Ok(r))) => r,
-                Ok(Poll::Ready(Err(_))) => Err(GatewayError::UpstreamTimeout(
-                    this.done.as_ref().map_or(0, |d| d.timeout_ms),
-                )),
+                Ok(Poll::Ready(Err(_))) => Err(this
+                    .done
+                    .as_ref()
+                    .map_or(GatewayError::UpstreamTimeout(0), Done::timed_out)),
                 Err(panic) => Err(panicked(panic)),
             },
             StateProj::Refused { error } => Err(error.take().expect("polled after completion")),
@@ -224,14 +253,25 @@ where
 }
 
 impl Done {
+    /// The error of a request that ran out of time: the caller's when the gateway was waiting on
+    /// the caller's body, else the upstream's.
+    fn timed_out(&self) -> GatewayError {
+        match &self.scope {
+            Some(scope) if scope.body().waiting_on_caller() => GatewayError::ClientTimeout(self.timeout_ms),
+            _ => GatewayError::UpstreamTimeout(self.timeout_ms),
+        }
+    }
+
     fn finish<RB>(self, result: Result<Response<ProxyBody<RB>>, GatewayError>) -> Response<ProxyBody<RB>> {
         let Done {
             start,
             rid,
             method,
             uri,
+            peer,
             runtime: rt,
             scope,
+            close,
             _in_flight,
             ..
         } = self;
@@ -270,6 +310,7 @@ impl Done {
             tracing::info!(
                 target: "access",
                 request_id = %rid.to_str().unwrap_or("-"),
+                peer = %Peer(peer),
                 caller,
                 route,
                 %method,
@@ -284,6 +325,10 @@ impl Done {
             );
         }
         resp.headers_mut().insert(&X_REQUEST_ID, rid);
+        if close {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

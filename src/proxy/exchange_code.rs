@@ -9,7 +9,7 @@
 //! description; a platform out of reach: 502; nothing is stored either way. Other paths pass on.
 
 use super::{Checked, Scope};
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError};
 use crate::error::GatewayError;
 use crate::state::Shared;
 use crate::token::{CodeFailure, TokenError};
@@ -69,7 +69,7 @@ impl<S, B, RB> tower::Service<Request<B>> for ExchangeCode<S>
 where
     S: tower::Service<Request<B>, Response = Response<ProxyBody<RB>>>,
     S::Error: Into<GatewayError>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
@@ -92,10 +92,9 @@ where
 
 async fn exchange<B, RB>(shared: Arc<Shared>, req: Request<B>) -> Answer<RB>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    use http_body_util::BodyExt;
     if req.method() != Method::POST {
         return Err(GatewayError::BadRequest(format!("{PATH} takes POST")));
     }
@@ -112,11 +111,16 @@ where
             route: "exchange_code (set exchange_codes = true on the caller)".into(),
         });
     }
-    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let stall = std::time::Duration::from_millis(rt.config.server.body_read_timeout_ms);
+    let body = match read_up_to(req.into_body(), MAX_BODY as u64, Some(stall))
+        .with_progress(scope.body_progress())
         .await
-        .map_err(|e| GatewayError::BadRequest(format!("could not read the body: {e}")))?
-        .to_bytes();
+    {
+        Ok(Read::Complete(b)) => b,
+        Ok(Read::Partial(..)) => return Err(GatewayError::BodyTooLarge(MAX_BODY as u64)),
+        Err(ReadError::Stalled(ms)) => return Err(GatewayError::ClientTimeout(ms)),
+        Err(ReadError::Body(e)) => return Err(GatewayError::BadRequest(format!("could not read the body: {e}"))),
+    };
     #[derive(serde::Deserialize)]
     struct Ask {
         app: String,

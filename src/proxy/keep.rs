@@ -1,20 +1,21 @@
 //! The request body, kept for a replay when small.
 //!
-//! A token route's body up to `retry_buffer_bytes` is read whole first (no pause longer than
-//! `body_read_timeout_ms`: 408 `client_timeout`), so [`super::RetryLayer`] can send it again
+//! A token route's body up to `retry_buffer_bytes` is read whole first (waiting no longer than
+//! `body_read_timeout_ms` in all: 408 `client_timeout`), so [`super::RetryLayer`] can send it again
 //! after a token rejection. A larger one, and every body of a route without a token, streams
 //! through as it comes, never held whole; past `max_body_bytes` it fails with 413.
 //!
 //! Turns `Request<B>` into `Request<ProxyBody<B>>`.
 
 use super::{Scope, TokenFor};
-use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
+use crate::body::{read_up_to, BoxError, Patience, Progress, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
 use bytes::Bytes;
 use http::{header, request::Parts, Request};
 use http_body::Body;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,13 +53,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (keep, max, stall) = match Scope::of(&req) {
+        let (keep, max, stall, progress) = match Scope::of(&req) {
             Ok(s) => {
                 let server = &s.runtime().config.server;
                 (
                     server.retry_buffer_bytes,
                     server.max_body_bytes,
                     Duration::from_millis(server.body_read_timeout_ms),
+                    s.body_progress(),
                 )
             }
             Err(e) => return KeepFuture::Failed { error: Some(e) },
@@ -71,13 +73,15 @@ where
         let replayable = parts.extensions.get::<TokenFor>().is_some()
             || parts.extensions.get::<super::attach::AppSecretFor>().is_some();
         if body.is_end_stream() {
+            (*progress).as_ref().complete();
             let req = Request::from_parts(parts, ProxyBody::empty());
             return KeepFuture::Calling {
                 future: self.inner.call(req),
             };
         }
         if !replayable || declared.is_some_and(|n| n > keep) {
-            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, stall));
+            let patience = Patience::new(stall, stall, Some(progress));
+            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, patience));
             return KeepFuture::Calling {
                 future: self.inner.call(req),
             };
@@ -86,7 +90,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         KeepFuture::Reading {
-            read: read_up_to(body, keep.min(max), Some(stall)),
+            read: read_up_to(body, keep.min(max), Some(stall)).with_progress(Arc::clone(&progress)),
+            progress: Some(progress),
             parts: Some(parts),
             inner: Some(inner),
             max,
@@ -108,6 +113,7 @@ pin_project_lite::pin_project! {
             inner: Option<S>,
             max: u64,
             stall: Duration,
+            progress: Option<Progress>,
         },
         /// The inner service.
         Calling { #[pin] future: S::Future },
@@ -131,18 +137,24 @@ where
                 KeepProj::Calling { future } => return future.poll(cx).map_err(Into::into),
                 KeepProj::Failed { error } => return Poll::Ready(Err(error.take().expect("polled after completion"))),
                 KeepProj::Reading {
-                    read,
+                    mut read,
                     parts,
                     inner,
                     max,
                     stall,
+                    progress,
                 } => {
-                    let body = match std::task::ready!(read.poll(cx)) {
+                    let body = match std::task::ready!(read.as_mut().poll(cx)) {
                         Ok(Read::Complete(b)) => ProxyBody::full(b),
                         Ok(Read::Partial(p, _)) if p.len() as u64 > *max => {
                             return Poll::Ready(Err(GatewayError::BodyTooLarge(*max)))
                         }
-                        Ok(Read::Partial(p, rest)) => ProxyBody::from_caller(Some(p), rest, *max, *stall),
+                        Ok(Read::Partial(p, rest)) => {
+                            // The rest streams on, with what is left of the allowance.
+                            let left = read.time_left().unwrap_or(*stall);
+                            let patience = Patience::new(*stall, left, progress.take());
+                            ProxyBody::from_caller(Some(p), rest, *max, patience)
+                        }
                         Err(ReadError::Stalled(ms)) => return Poll::Ready(Err(GatewayError::ClientTimeout(ms))),
                         Err(ReadError::Body(e)) => {
                             return Poll::Ready(Err(GatewayError::BadRequest(format!(

@@ -106,6 +106,14 @@ struct ScopeInner {
     route: AtomicUsize,
     /// The last upstream answer's status (0: none), for the access log.
     upstream_status: std::sync::atomic::AtomicU16,
+    /// How far the caller's body has come, to tell whose fault a timeout is.
+    body: crate::body::BodyProgress,
+}
+
+impl AsRef<crate::body::BodyProgress> for ScopeInner {
+    fn as_ref(&self) -> &crate::body::BodyProgress {
+        &self.body
+    }
 }
 
 const UNSET: usize = usize::MAX;
@@ -118,6 +126,7 @@ impl Scope {
             caller: AtomicUsize::new(UNSET),
             route: AtomicUsize::new(UNSET),
             upstream_status: Default::default(),
+            body: Default::default(),
         }))
     }
 
@@ -145,6 +154,16 @@ impl Scope {
 
     pub(crate) fn set_caller(&self, caller: Option<usize>) {
         self.0.caller.store(caller.unwrap_or(UNSET - 1), Ordering::Relaxed);
+    }
+
+    /// How far the caller's body has come.
+    pub fn body(&self) -> &crate::body::BodyProgress {
+        &self.0.body
+    }
+
+    /// A handle on [`Scope::body`] for the body's readers.
+    pub fn body_progress(&self) -> crate::body::Progress {
+        Arc::clone(&self.0) as crate::body::Progress
     }
 
     /// The status of the last answer the upstream gave this request, if it gave one.

@@ -9,9 +9,10 @@
 //! caller gets the rejection, the next call the new token); never after anything went to the
 //! caller.
 //!
-//! A route whose API rejected two brand-new tokens in a row is not taking this token class: its
-//! rejections then fetch nothing for a while (see `RouteHealth`), so a misrouted API cannot burn
-//! the app's token budget or evict the token other routes use.
+//! A route whose API rejected two brand-new tokens in a row for one caller is not taking this
+//! token class, or that caller's calls are malformed: that caller's rejections then fetch nothing
+//! for a while (see `CallerHealth`), so a misrouted API cannot burn the app's token budget or
+//! evict the token other routes use, and one caller's bad calls do not stop refreshes for others.
 //!
 //! It goes inside [`super::AttachTokenLayer`] (it retries what that layer attached; a request
 //! without a token passes through). The request body must be [`Replay`]able; the answer comes back as a [`ProxyBody`] over the
@@ -207,6 +208,12 @@ impl Policy {
         self.scope.as_ref().and_then(Scope::route_metrics)
     }
 
+    /// The route's health for this request's caller.
+    fn health(&self) -> Option<&crate::metrics::CallerHealth> {
+        let who = self.scope.as_ref().and_then(Scope::caller).flatten();
+        self.metrics().map(|m| m.health.of(who))
+    }
+
     fn route(&self) -> &str {
         self.scope
             .as_ref()
@@ -275,7 +282,7 @@ where
                     let (parts, body) = resp.into_parts();
                     if !inspectable(&parts.headers) {
                         let rest = rest.take().expect("once");
-                        rest.policy.metrics().inspect(|m| m.health.accepted());
+                        rest.policy.health().inspect(|h| h.accepted());
                         return Poll::Ready(Ok(Response::from_parts(parts, ProxyBody::stream(None, body, u64::MAX))));
                     }
                     RetryFuture::Inspecting {
@@ -292,7 +299,7 @@ where
                     let rest = rest.take().expect("once");
                     match rest.policy.rejected(codes) {
                         None => {
-                            rest.policy.metrics().inspect(|m| m.health.accepted());
+                            rest.policy.health().inspect(|h| h.accepted());
                             return Poll::Ready(Ok(resp));
                         }
                         Some(code) => match rejected(rest, code) {
@@ -345,10 +352,10 @@ where
         policy,
     } = rest;
     let key = need.key.clone();
-    if let Some(m) = policy.metrics() {
-        if m.health.suspect() {
-            // This route's API rejected fresh tokens moments ago: its rejections fetch nothing now,
-            // and the token the other routes use stays.
+    if let (Some(m), Some(health)) = (policy.metrics(), policy.health()) {
+        if health.suspect() {
+            // This route's API rejected fresh tokens for this caller moments ago: this caller's
+            // rejections fetch nothing now, and the token the other routes use stays.
             m.retry_suppressed.inc();
             return Err(());
         }
@@ -392,7 +399,8 @@ where
                 m.retry_rejected.inc();
                 m.rejects_fresh.inc();
                 let route = policy.route();
-                match m.health.rejected_fresh(fresh.generation) {
+                let health = policy.health().expect("with metrics");
+                match health.rejected_fresh(fresh.generation) {
                     Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
                         pause_s = pause.as_secs(),
                         "route {route} rejected two brand-new tokens in a row: its API does not take this token class \
@@ -403,7 +411,9 @@ where
                 }
             }
             None => {
-                m.health.accepted();
+                m.health
+                    .of(policy.scope.as_ref().and_then(Scope::caller).flatten())
+                    .accepted();
                 m.retry_ok.inc();
             }
         }

@@ -291,6 +291,11 @@ pub async fn gateway_text(text: &str, secret: tempfile::NamedTempFile) -> Gatewa
     start_text(text, secret, bind().await, bind().await).await
 }
 
+/// [`gateway_text`] owning its text (for a future built in a closure).
+pub async fn gateway_text_owned(text: String, secret: tempfile::NamedTempFile) -> Gateway {
+    gateway_text(&text, secret).await
+}
+
 /// Starts a gateway from config text on bound listeners; the config is also written to a file (for reloads).
 async fn start_text(text: &str, secret: tempfile::NamedTempFile, listen: TcpListener, admin: TcpListener) -> Gateway {
     let mut config_file = tempfile::NamedTempFile::new().unwrap();
@@ -355,6 +360,16 @@ impl Default for Http {
 }
 
 impl Http {
+    /// A client whose connections come from `ip` (another loopback address, `127.0.0.2`, is
+    /// another host to per-address limits).
+    pub fn from_address(ip: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(ip.parse().unwrap()));
+        Http {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
     pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
