@@ -2,7 +2,8 @@
 //!
 //! - config: never panics, and every injected problem is reported under its key;
 //! - paths: a path the gateway accepts routes the same for every normalising hop after it, so the
-//!   route (and permission) the gateway checked is the one the upstream serves;
+//!   route (and permission) the gateway checked is the one the upstream serves; plain paths are
+//!   accepted, and paths with a piece some hop reads as a separator or dot-segment are refused;
 //! - query and headers: no caller credential survives in any spelling, exactly one token attached;
 //! - envelopes: reading never panics, and a fixture's verdict survives reformatting.
 //!
@@ -167,6 +168,19 @@ const SEGMENTS: &[&str] = &[
     "%00",
     "%zz",
     "%",
+    "..%3b",
+    "%3B",
+    "x%3bx",
+    "%c0%ae%c0%ae",
+    "%e0%80%ae",
+    "%ef%bc%8e%ef%bc%8e",
+    "%e2%80%a5",
+    "..%20",
+    "%20..",
+    "...",
+    "x%ef%bc%8f",
+    "%ff",
+    "\u{e9}",
 ];
 const PLAIN: &[&str] = &["a", "b", "api", "v1"];
 
@@ -241,7 +255,80 @@ fn normalisers() -> Vec<(&'static str, Normaliser)> {
         ("decoded twice", |p| {
             remove_dot_segments(&decode(&decode(p, false), false))
         }),
+        (
+            "lenient: overlong UTF-8, NFKC, ;params dropped, segments trimmed, '...' as '..'",
+            lenient_server,
+        ),
     ]
+}
+
+/// Every escape decoded, as bytes.
+fn decode_bytes(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(v) if b[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// UTF-8 read as old decoders did: overlong forms accepted (`C0 AE` is `.`).
+fn lenient_utf8(b: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as u32;
+        let cont = |k: usize| b.get(i + k).map_or(0, |x| (*x & 0x3f) as u32);
+        let (cp, n) = if c < 0x80 {
+            (c, 1)
+        } else if c & 0xe0 == 0xc0 {
+            ((c & 0x1f) << 6 | cont(1), 2)
+        } else if c & 0xf0 == 0xe0 {
+            ((c & 0x0f) << 12 | cont(1) << 6 | cont(2), 3)
+        } else {
+            (0xfffd, 1)
+        };
+        out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+        i += n;
+    }
+    out
+}
+
+/// A server that decodes leniently, applies NFKC, drops path parameters, trims each segment and
+/// reads a run of three or more dots as `..` (as some file-system-backed servers do).
+fn lenient_server(p: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let d: String = lenient_utf8(&decode_bytes(p)).nfkc().collect();
+    let d = d.replace('\\', "/");
+    let segs: Vec<String> = d
+        .split('/')
+        .map(|s| {
+            let s = s.split(';').next().unwrap_or("").trim();
+            if s.len() >= 3 && s.chars().all(|c| c == '.') {
+                "..".to_string()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    let mut merged = String::new();
+    for c in segs.join("/").chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    remove_dot_segments(&merged)
 }
 
 fn first_match(routes: &[PathPattern], path: &str) -> Option<usize> {
@@ -288,6 +375,117 @@ proptest! {
             prop_assert_eq!(remove_dot_segments(&path), path.clone());
         }
     }
+
+    #[test]
+    fn plain_paths_are_accepted(segs in proptest::collection::vec(plain_segment(), 0..6), trailing in any::<bool>()) {
+        let mut path = format!("/{}", segs.join("/"));
+        if trailing && !segs.is_empty() {
+            path.push('/');
+        }
+        prop_assert_eq!(path_problem(&path), None, "{}", path);
+    }
+
+    #[test]
+    fn a_path_with_a_piece_some_hop_reads_as_a_separator_or_dots_is_refused(
+        before in proptest::collection::vec(plain_segment(), 0..3),
+        hostile in hostile_segment(),
+        after in proptest::collection::vec(plain_segment(), 0..3),
+        trailing in any::<bool>(),
+    ) {
+        let mut segs = before;
+        segs.push(hostile);
+        segs.extend(after);
+        let mut path = format!("/{}", segs.join("/"));
+        if trailing {
+            path.push('/');
+        }
+        prop_assert!(path_problem(&path).is_some(), "{:?} was accepted", path);
+    }
+}
+
+/// Segments any server reads as themselves: letters, digits, `-_~`, a dot inside, an encoded
+/// space inside, an encoded CJK character.
+fn plain_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9_~-]{1,6}",
+        "[a-z0-9]{1,4}\\.[a-z0-9]{1,4}",
+        "\\.[a-z]{1,4}",
+        "[a-z]{1,3}\\.\\.[a-z]{1,3}",
+        "[a-z]{1,3}%20[a-z]{1,3}",
+        Just("%E4%BD%A0".to_string()),
+    ]
+}
+
+/// A dot as some hop reads it: plain, encoded, overlong UTF-8, or a character NFKC makes `.`.
+const DOTS: &[&str] = &[
+    ".",
+    "%2e",
+    "%2E",
+    "%c0%ae",
+    "%C0%AE",
+    "%e0%80%ae",
+    "%ef%bc%8e",
+    "%EF%BC%8E",
+    "%e2%80%a4",
+    "\u{ff0e}",
+];
+/// What a lenient hop trims from a segment.
+const PADS: &[&str] = &[
+    "",
+    "",
+    "",
+    "%20",
+    " ",
+    "%09",
+    "%0b",
+    "%c2%a0",
+    "%e3%80%80",
+    "\u{3000}",
+    "\t",
+];
+/// A path parameter, which servers that strip them drop with what follows.
+const PARAMS: &[&str] = &["", "", "", ";", ";x", "%3b", "%3B", "%3bx", "%ef%bc%9b"];
+/// A separator as some hop reads it.
+const SEPARATORS: &[&str] = &[
+    "%2f",
+    "%2F",
+    "%5c",
+    "%5C",
+    "\\",
+    "%ef%bc%8f",
+    "%ef%bc%bc",
+    "%c0%af",
+    "%e0%80%af",
+    "\u{ff0f}",
+    ";",
+    "%3b",
+];
+/// Bytes that are not UTF-8 once decoded, or not ASCII as they are.
+const NOT_UTF8: &[&str] = &[
+    "%ff",
+    "%80",
+    "%c0%af",
+    "%e4%bd",
+    "%ed%a0%80",
+    "%f8%88%80%80%80",
+    "\u{e9}",
+    "\u{4f60}",
+];
+
+/// A segment some hop reads as a dot-segment, a separator, or cannot read at all, built by
+/// mutating each piece of `.`, `..` or `...`, or of `a/b`.
+fn hostile_segment() -> impl Strategy<Value = String> {
+    let pick = |list: &'static [&'static str]| proptest::sample::select(list);
+    let dots = (
+        pick(PADS),
+        proptest::collection::vec(pick(DOTS), 1..4),
+        pick(PADS),
+        pick(PARAMS),
+    )
+        .prop_map(|(a, dots, b, param)| format!("{a}{}{b}{param}", dots.concat()));
+    let split = (pick(SEPARATORS), "[a-z]{1,3}", "[a-z]{1,3}").prop_map(|(sep, a, b)| format!("{a}{sep}{b}"));
+    let bad = (pick(NOT_UTF8), "[a-z]{0,3}").prop_map(|(b, a)| format!("{a}{b}"));
+    prop_oneof![dots, split, bad]
 }
 
 // ---------- query and headers ----------

@@ -1,8 +1,9 @@
 //! What the gateway removes from requests and responses: credentials the
 //! caller sent (so it can neither leak nor override one), the caller's key,
+//! headers that make frameworks behind a proxy take another method or path,
 //! and hop-by-hop headers (RFC 9110 §7.6.1).
 
-use super::canonical::{header_is, param_is, pieces};
+use super::canonical::{header_is, header_skeleton, param_is, pieces};
 use http::header::{self, HeaderMap, HeaderName};
 use std::borrow::Cow;
 
@@ -40,14 +41,30 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
+/// Headers with which frameworks behind a proxy take another method (`X-HTTP-Method-Override:
+/// DELETE`) or serve another path (`X-Original-URL`) than the one the gateway routed, as
+/// skeletons ([`header_skeleton`]: any case, `-` `_` `.`, with or without `x-`).
+const REWRITES: [&[u8]; 5] = [
+    b"httpmethodoverride",
+    b"httpmethod",
+    b"methodoverride",
+    b"originalurl",
+    b"rewriteurl",
+];
+
 /// Cleans a caller's request headers before they go upstream: hop-by-hop headers, `Host`, the
-/// caller's key and any `access-token` the caller sent, in every spelling a server reading `_` as
-/// `-` would take for one (`access_token`, `Access_Token`).
+/// method-override and original-URL headers in any spelling, the caller's key and any
+/// `access-token` the caller sent, in every spelling a server reading `_` as `-` would take for
+/// one (`access_token`, `Access_Token`).
 pub fn strip_request(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
     remove_where(h, |n| {
-        header_is(n, ACCESS_TOKEN.as_str()) || header_is(n, crate::caller::GATEWAY_KEY.as_str()) || n == "authorization"
+        let mut buf = [0; 32];
+        header_is(n, ACCESS_TOKEN.as_str())
+            || header_is(n, crate::caller::GATEWAY_KEY.as_str())
+            || n == "authorization"
+            || header_skeleton(n, &mut buf).is_some_and(|s| REWRITES.contains(&s))
     });
 }
 
@@ -164,5 +181,22 @@ mod tests {
         strip_request(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn method_overrides_and_original_urls_are_removed() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-http-method-override",
+            "X_HTTP_Method",
+            "x-method-override",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-url",
+        ] {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), "v".parse().unwrap());
+        }
+        strip_request(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-url"]);
     }
 }
