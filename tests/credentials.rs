@@ -3,7 +3,9 @@
 //!
 //! - one canonical path, all of it: `%3B`, invalid or overlong UTF-8, raw non-ASCII bytes,
 //!   characters NFKC reads as `.` `/` `\`, and segments of only dots and spaces are 400 before
-//!   routing; method-override and original-URL headers never reach the platform.
+//!   routing; method-override and original-URL headers never reach the platform;
+//! - no caller credential reaches the platform, wherever it is put: headers, cookies, query names
+//!   in PHP's, Rack's and Spring's spellings, JSON members.
 
 mod common;
 
@@ -22,6 +24,8 @@ const JS_ONLY_KEY: &str = "js-only-key";
 struct Received {
     path: String,
     headers: http::HeaderMap,
+    /// `None` when the body did not arrive whole (the gateway cut it).
+    body: Option<Bytes>,
 }
 
 impl Received {
@@ -31,6 +35,10 @@ impl Received {
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect()
+    }
+
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(self.body.as_deref().expect("a whole body")).into_owned()
     }
 }
 
@@ -50,10 +58,11 @@ async fn recorder() -> (String, Seen) {
                     let record = Arc::clone(&record);
                     async move {
                         let (parts, body) = req.into_parts();
-                        let _ = http_body_util::BodyExt::collect(body).await;
+                        let body = http_body_util::BodyExt::collect(body).await.ok().map(|b| b.to_bytes());
                         record.lock().unwrap().push(Received {
                             path: parts.uri.path().to_string(),
                             headers: parts.headers,
+                            body,
                         });
                         let mut r = http::Response::new(Full::new(Bytes::from_static(br#"{"err_no":0,"data":{}}"#)));
                         r.headers_mut()
@@ -277,4 +286,140 @@ async fn method_override_and_original_url_headers_never_reach_the_platform() {
         assert!(v != "DELETE" && !v.contains("role/check"), "{:?}", got.headers);
     }
     assert_eq!(got.values("x-kept"), ["1"], "other headers are kept");
+}
+
+// ---------- item 7: no caller credential reaches the platform ----------
+
+/// The one `access-token` header the host got: the gateway's.
+fn only_the_gateways_header(got: &Received) {
+    let tokens = got.values("access-token");
+    assert_eq!(tokens.len(), 1, "{:?}", got.headers);
+    assert!(tokens[0].starts_with("clt."), "{tokens:?}");
+}
+
+#[tokio::test]
+async fn credential_headers_in_any_spelling_are_stripped() {
+    let sb = sandbox().await;
+    let (rec, seen) = recorder().await;
+    let gw = gateway_for(&sb, &rec, "").await;
+    let http = Http::default();
+    let credentials = [
+        "access.token",
+        "accesstoken",
+        "AccessToken",
+        "x-access-token",
+        "X_Access_Token",
+        "x-access.token",
+        "access--token",
+    ];
+    let mut all = vec![("x-gateway-key", CALLER_KEY), ("x-kept", "1")];
+    all.extend(credentials.iter().map(|n| (*n, "evil")));
+    let r = http.send(Method::GET, &gw.url("/rec/h"), &all, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap().pop().unwrap();
+    only_the_gateways_header(&got);
+    assert!(
+        !got.headers.values().any(|v| v.as_bytes() == b"evil"),
+        "a caller credential reached the platform: {:?}",
+        got.headers
+    );
+    assert_eq!(got.values("x-kept"), ["1"]);
+
+    // inject = "header:x-token": the caller's `token`, `x_token`, `X.Token` are that header too.
+    let all = [
+        ("x-gateway-key", CALLER_KEY),
+        ("x.token", "evil"),
+        ("X_TOKEN", "evil"),
+        ("token", "evil"),
+    ];
+    let r = http.send(Method::GET, &gw.url("/rec-x-token/h"), &all, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap().pop().unwrap();
+    assert!(
+        !got.headers.values().any(|v| v.as_bytes() == b"evil"),
+        "{:?}",
+        got.headers
+    );
+    let tokens = got.values("x-token");
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].starts_with("clt."), "{tokens:?}");
+}
+
+#[tokio::test]
+async fn credential_cookies_are_removed_and_the_rest_kept_byte_for_byte() {
+    let sb = sandbox().await;
+    let (rec, seen) = recorder().await;
+    let gw = gateway_for(&sb, &rec, "").await;
+    let all = [
+        ("x-gateway-key", CALLER_KEY),
+        ("cookie", "a=1; access_token=evil;b=x%20y ;  ACCESS-TOKEN=evil"),
+        ("cookie", "x-access-token=evil; access%5Ftoken=evil"),
+        ("cookie", "c=3"),
+        ("cookie", "accessToken=evil"),
+    ];
+    let r = Http::default().send(Method::GET, &gw.url("/rec/c"), &all, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap().pop().unwrap();
+    let cookies = got.values("cookie");
+    assert_eq!(cookies, ["a=1; b=x%20y", "c=3"], "{:?}", got.headers);
+    only_the_gateways_header(&got);
+}
+
+#[tokio::test]
+async fn credential_query_names_in_php_rack_and_spring_spellings_are_stripped() {
+    let sb = sandbox().await;
+    let (rec, _) = recorder().await;
+    let gw = gateway_for(&sb, &rec, "").await;
+    let http = Http::default();
+    for q in [
+        "access[token=evil",
+        "access%5btoken=evil",
+        "access%5Btoken=evil",
+        "access.token[=evil",
+        "accessToken=evil",
+        "AccessToken=evil",
+        "access_token%0b=evil",
+        "access_token%00x=evil",
+        "%0baccess_token=evil",
+        "access%255Ftoken=evil",
+        "[access_token]=evil",
+        "access_token]=evil",
+        "access__token=evil",
+    ] {
+        let r = http.get(&gw.url(&format!("/js/getticket/?{q}&keep=1"))).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        let seen = http.requests(&sb).await.pop().unwrap();
+        let sent = seen["query"].as_str().unwrap();
+        assert!(!sent.contains("evil"), "{q} reached the platform as {sent}");
+        assert!(sent.starts_with("keep=1&access_token=clt."), "{q}: {sent}");
+    }
+    // Names that are not the credential are kept byte for byte (no server reads these as it).
+    let kept = "access=1&token=2&access_tokens=3&xaccess_token=4&access%5Btoken%5D=5&a[access_token]=6";
+    let r = http.get(&gw.url(&format!("/js/getticket/?{kept}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = http.requests(&sb).await.pop().unwrap();
+    assert!(
+        seen["query"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{kept}&access_token=clt.")),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn json_members_named_like_the_credential_are_dropped_on_json_body_routes() {
+    let sb = sandbox().await;
+    let (rec, seen) = recorder().await;
+    let gw = gateway_for(&sb, &rec, "").await;
+    let sent = r#"{"a":1,"ACCESS_TOKEN":"evil","Access_Token":"evil","access-token":"evil","accessToken":"evil","b":{"access_token":"inner"}}"#;
+    let r = Http::default().post(&gw.url("/rec-json/x"), sent).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = seen.lock().unwrap().pop().unwrap();
+    let body = got.body_text();
+    assert!(
+        body.starts_with(r#"{"a":1,"b":{"access_token":"inner"},"access_token":"clt."#),
+        "{body}"
+    );
+    assert!(!body.contains("evil"), "{body}");
 }
