@@ -6,8 +6,8 @@
 //!   accepted, and paths with a piece some hop reads as a separator or dot-segment are refused;
 //! - query and headers: no caller credential survives in any spelling, exactly one token attached;
 //!   a name any of PHP, Rack, Spring, nginx (or, for headers, CGI and Node) reads as the
-//!   credential is stripped from a query, form body, cookie or JSON body, and plain names are
-//!   kept byte for byte;
+//!   credential is stripped from a query, form body, cookie, multipart body or JSON body, and
+//!   plain names are kept byte for byte;
 //! - envelopes: reading never panics, and a fixture's verdict survives reformatting.
 //!
 //! 2,000 cases each by default; `PROPTEST_CASES=1000000 cargo test --release --test properties`
@@ -781,7 +781,7 @@ fn mutated_credential_header() -> impl Strategy<Value = String> {
 /// a kept field, through the gateway's own functions; for each place, what of `name=value` is
 /// sent on (`None`: nothing).
 fn everywhere(name: &str, value: &str) -> Vec<(&'static str, Option<String>)> {
-    use douyin_gateway::proxy::{attach::json_with_token, headers::without_credentials};
+    use douyin_gateway::proxy::{attach::json_with_token, headers::without_credentials, multipart::Scanner};
     let field = format!("{name}={value}");
     let mut out = Vec::new();
     // The query: `;` and `&` both separate.
@@ -817,6 +817,11 @@ fn everywhere(name: &str, value: &str) -> Vec<(&'static str, Option<String>)> {
             .filter(|s| !s.is_empty())
             .map(str::to_string),
     ));
+    // A multipart part: refused, or passed whole.
+    let body = format!("--b0\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n--b0--\r\n");
+    let mut s = Scanner::new(b"b0");
+    let passed = s.feed(body.as_bytes()).and_then(|()| s.finish()).is_ok();
+    out.push(("multipart part", passed.then(|| field.clone())));
     // A JSON member on a json_body route (a name is a JSON string there, read as it is).
     let json = format!(
         "{{{}:{},\"keep\":1}}",

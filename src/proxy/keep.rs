@@ -3,10 +3,13 @@
 //! A token route's body up to `retry_buffer_bytes` is read whole first (no pause longer than
 //! `body_read_timeout_ms`: 408 `client_timeout`), so [`super::RetryLayer`] can send it again
 //! after a token rejection. A larger one, and every body of a route without a token, streams
-//! through as it comes, never held whole; past `max_body_bytes` it fails with 413.
+//! through as it comes, never held whole; past `max_body_bytes` it fails with 413. Form bodies
+//! are read whole on every route and sent without caller credentials; multipart ones are
+//! scanned for parts named like one ([`super::form`]).
 //!
 //! Turns `Request<B>` into `Request<ProxyBody<B>>`.
 
+use super::form::{self, Fields};
 use super::{Scope, TokenFor};
 use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
@@ -76,8 +79,18 @@ where
                 future: self.inner.call(req),
             };
         }
-        if !replayable || declared.is_some_and(|n| n > keep) {
-            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, stall));
+        // Form bodies are read whole on every route, multipart ones scanned (`super::form`).
+        let fields = match form::fields(&parts.headers, keep) {
+            Ok(f) => f,
+            Err(e) => return KeepFuture::Failed { error: Some(e) },
+        };
+        let whole = replayable || matches!(fields, Fields::Form(_));
+        if !whole || declared.is_some_and(|n| n > keep) {
+            let scan = match form::stream_on(fields, None) {
+                Ok(s) => s,
+                Err(e) => return KeepFuture::Failed { error: Some(e) },
+            };
+            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, stall).scanned(scan));
             return KeepFuture::Calling {
                 future: self.inner.call(req),
             };
@@ -91,6 +104,7 @@ where
             inner: Some(inner),
             max,
             stall,
+            fields: Some(fields),
         }
     }
 }
@@ -108,6 +122,7 @@ pin_project_lite::pin_project! {
             inner: Option<S>,
             max: u64,
             stall: Duration,
+            fields: Option<Fields>,
         },
         /// The inner service.
         Calling { #[pin] future: S::Future },
@@ -136,13 +151,24 @@ where
                     inner,
                     max,
                     stall,
+                    fields,
                 } => {
-                    let body = match std::task::ready!(read.poll(cx)) {
-                        Ok(Read::Complete(b)) => ProxyBody::full(b),
+                    let read = std::task::ready!(read.poll(cx));
+                    let fields = fields.take().expect("once");
+                    let body = match read {
+                        Ok(Read::Complete(b)) => {
+                            match form::clean_whole(fields, &mut parts.as_mut().expect("once").headers, b) {
+                                Ok(b) => ProxyBody::full(b),
+                                Err(e) => return Poll::Ready(Err(e)),
+                            }
+                        }
                         Ok(Read::Partial(p, _)) if p.len() as u64 > *max => {
                             return Poll::Ready(Err(GatewayError::BodyTooLarge(*max)))
                         }
-                        Ok(Read::Partial(p, rest)) => ProxyBody::from_caller(Some(p), rest, *max, *stall),
+                        Ok(Read::Partial(p, rest)) => match form::stream_on(fields, Some(&p)) {
+                            Ok(scan) => ProxyBody::from_caller(Some(p), rest, *max, *stall).scanned(scan),
+                            Err(e) => return Poll::Ready(Err(e)),
+                        },
                         Err(ReadError::Stalled(ms)) => return Poll::Ready(Err(GatewayError::ClientTimeout(ms))),
                         Err(ReadError::Body(e)) => {
                             return Poll::Ready(Err(GatewayError::BadRequest(format!(
