@@ -130,6 +130,9 @@ pub enum ProxyBody<B = Incoming> {
         /// A caller's body (its faults are the caller's, and it may not stall); `None` for an
         /// upstream answer.
         caller: Option<Patience>,
+        /// A caller's multipart body: checked as it passes (a part named like a credential fails
+        /// it before the chunk that names it is sent).
+        scan: Option<Box<crate::proxy::multipart::Scanner>>,
     },
 }
 
@@ -154,6 +157,7 @@ impl<B> ProxyBody<B> {
             remaining: limit.saturating_sub(used),
             limit,
             caller: None,
+            scan: None,
         }
     }
 
@@ -166,6 +170,14 @@ impl<B> ProxyBody<B> {
             *caller = Some(patience);
         }
         b
+    }
+
+    /// A stream checked by `scan` as it passes (nothing changes without one).
+    pub fn scanned(mut self, scanner: Option<Box<crate::proxy::multipart::Scanner>>) -> Self {
+        if let ProxyBody::Stream { scan, .. } = &mut self {
+            *scan = scanner;
+        }
+        self
     }
 
     /// A copy of a buffered body, for a replay; `None` for a stream, which cannot be sent twice.
@@ -194,6 +206,7 @@ where
                 remaining,
                 limit,
                 caller,
+                scan,
             } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
@@ -235,11 +248,17 @@ where
                                 return Poll::Ready(Some(Err(Box::new(TooLarge(*limit)))));
                             }
                             *remaining -= n;
+                            if let Err(e) = scan.as_mut().map_or(Ok(()), |s| s.feed(d)) {
+                                return Poll::Ready(Some(Err(Box::new(e))));
+                            }
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => match scan.take().map_or(Ok(()), |mut s| s.finish()) {
+                        Ok(()) => Poll::Ready(None),
+                        Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+                    },
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -249,7 +268,8 @@ where
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
+            // A scanner still to finish is polled once more.
+            ProxyBody::Stream { prefix, rest, scan, .. } => prefix.is_none() && scan.is_none() && rest.is_end_stream(),
         }
     }
 

@@ -46,6 +46,12 @@ pub enum GatewayError {
     /// Body over `max_body_bytes`.
     #[error("request body is larger than max_body_bytes ({0})")]
     BodyTooLarge(u64),
+    /// A form body over `retry_buffer_bytes`: it is read whole to remove caller credentials.
+    #[error(
+        "an application/x-www-form-urlencoded body is read whole to remove caller credentials, so it may be \
+         at most retry_buffer_bytes ({0}); send a larger one as multipart/form-data"
+    )]
+    FormTooLarge(u64),
     /// Connect/IO failure to the upstream.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -88,7 +94,7 @@ impl GatewayError {
             CallerUnauthenticated | UserAuthorizationRequired { .. } => StatusCode::UNAUTHORIZED,
             CallerForbidden { .. } => StatusCode::FORBIDDEN,
             NoRoute { .. } => StatusCode::NOT_FOUND,
-            BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge(_) | FormTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -109,7 +115,7 @@ impl GatewayError {
             UserAuthorizationRequired { .. } => "user_authorization_required",
             CallerForbidden { .. } => "caller_forbidden",
             NoRoute { .. } => "no_route",
-            BodyTooLarge(_) => "body_too_large",
+            BodyTooLarge(_) | FormTooLarge(_) => "body_too_large",
             UpstreamUnavailable(_) => "upstream_unavailable",
             TokenUnavailable(_) => "token_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
@@ -188,6 +194,9 @@ impl From<hyper_util::client::legacy::Error> for GatewayError {
             }
             if let Some(t) = s.downcast_ref::<Stalled>() {
                 return GatewayError::ClientTimeout(t.0);
+            }
+            if let Some(r) = s.downcast_ref::<crate::proxy::multipart::Refused>() {
+                return GatewayError::BadRequest(r.to_string());
             }
             src = s.source();
         }

@@ -2,8 +2,12 @@
 //!
 //! - config: never panics, and every injected problem is reported under its key;
 //! - paths: a path the gateway accepts routes the same for every normalising hop after it, so the
-//!   route (and permission) the gateway checked is the one the upstream serves;
+//!   route (and permission) the gateway checked is the one the upstream serves; plain paths are
+//!   accepted, and paths with a piece some hop reads as a separator or dot-segment are refused;
 //! - query and headers: no caller credential survives in any spelling, exactly one token attached;
+//!   a name any of PHP, Rack, Spring, nginx (or, for headers, CGI and Node) reads as the
+//!   credential is stripped from a query, form body, cookie, multipart body or JSON body, and
+//!   plain names are kept byte for byte;
 //! - envelopes: reading never panics, and a fixture's verdict survives reformatting.
 //!
 //! 2,000 cases each by default; `PROPTEST_CASES=1000000 cargo test --release --test properties`
@@ -167,6 +171,19 @@ const SEGMENTS: &[&str] = &[
     "%00",
     "%zz",
     "%",
+    "..%3b",
+    "%3B",
+    "x%3bx",
+    "%c0%ae%c0%ae",
+    "%e0%80%ae",
+    "%ef%bc%8e%ef%bc%8e",
+    "%e2%80%a5",
+    "..%20",
+    "%20..",
+    "...",
+    "x%ef%bc%8f",
+    "%ff",
+    "\u{e9}",
 ];
 const PLAIN: &[&str] = &["a", "b", "api", "v1"];
 
@@ -241,7 +258,80 @@ fn normalisers() -> Vec<(&'static str, Normaliser)> {
         ("decoded twice", |p| {
             remove_dot_segments(&decode(&decode(p, false), false))
         }),
+        (
+            "lenient: overlong UTF-8, NFKC, ;params dropped, segments trimmed, '...' as '..'",
+            lenient_server,
+        ),
     ]
+}
+
+/// Every escape decoded, as bytes.
+fn decode_bytes(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(v) if b[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// UTF-8 read as old decoders did: overlong forms accepted (`C0 AE` is `.`).
+fn lenient_utf8(b: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as u32;
+        let cont = |k: usize| b.get(i + k).map_or(0, |x| (*x & 0x3f) as u32);
+        let (cp, n) = if c < 0x80 {
+            (c, 1)
+        } else if c & 0xe0 == 0xc0 {
+            ((c & 0x1f) << 6 | cont(1), 2)
+        } else if c & 0xf0 == 0xe0 {
+            ((c & 0x0f) << 12 | cont(1) << 6 | cont(2), 3)
+        } else {
+            (0xfffd, 1)
+        };
+        out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+        i += n;
+    }
+    out
+}
+
+/// A server that decodes leniently, applies NFKC, drops path parameters, trims each segment and
+/// reads a run of three or more dots as `..` (as some file-system-backed servers do).
+fn lenient_server(p: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let d: String = lenient_utf8(&decode_bytes(p)).nfkc().collect();
+    let d = d.replace('\\', "/");
+    let segs: Vec<String> = d
+        .split('/')
+        .map(|s| {
+            let s = s.split(';').next().unwrap_or("").trim();
+            if s.len() >= 3 && s.chars().all(|c| c == '.') {
+                "..".to_string()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    let mut merged = String::new();
+    for c in segs.join("/").chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    remove_dot_segments(&merged)
 }
 
 fn first_match(routes: &[PathPattern], path: &str) -> Option<usize> {
@@ -288,6 +378,117 @@ proptest! {
             prop_assert_eq!(remove_dot_segments(&path), path.clone());
         }
     }
+
+    #[test]
+    fn plain_paths_are_accepted(segs in proptest::collection::vec(plain_segment(), 0..6), trailing in any::<bool>()) {
+        let mut path = format!("/{}", segs.join("/"));
+        if trailing && !segs.is_empty() {
+            path.push('/');
+        }
+        prop_assert_eq!(path_problem(&path), None, "{}", path);
+    }
+
+    #[test]
+    fn a_path_with_a_piece_some_hop_reads_as_a_separator_or_dots_is_refused(
+        before in proptest::collection::vec(plain_segment(), 0..3),
+        hostile in hostile_segment(),
+        after in proptest::collection::vec(plain_segment(), 0..3),
+        trailing in any::<bool>(),
+    ) {
+        let mut segs = before;
+        segs.push(hostile);
+        segs.extend(after);
+        let mut path = format!("/{}", segs.join("/"));
+        if trailing {
+            path.push('/');
+        }
+        prop_assert!(path_problem(&path).is_some(), "{:?} was accepted", path);
+    }
+}
+
+/// Segments any server reads as themselves: letters, digits, `-_~`, a dot inside, an encoded
+/// space inside, an encoded CJK character.
+fn plain_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9_~-]{1,6}",
+        "[a-z0-9]{1,4}\\.[a-z0-9]{1,4}",
+        "\\.[a-z]{1,4}",
+        "[a-z]{1,3}\\.\\.[a-z]{1,3}",
+        "[a-z]{1,3}%20[a-z]{1,3}",
+        Just("%E4%BD%A0".to_string()),
+    ]
+}
+
+/// A dot as some hop reads it: plain, encoded, overlong UTF-8, or a character NFKC makes `.`.
+const DOTS: &[&str] = &[
+    ".",
+    "%2e",
+    "%2E",
+    "%c0%ae",
+    "%C0%AE",
+    "%e0%80%ae",
+    "%ef%bc%8e",
+    "%EF%BC%8E",
+    "%e2%80%a4",
+    "\u{ff0e}",
+];
+/// What a lenient hop trims from a segment.
+const PADS: &[&str] = &[
+    "",
+    "",
+    "",
+    "%20",
+    " ",
+    "%09",
+    "%0b",
+    "%c2%a0",
+    "%e3%80%80",
+    "\u{3000}",
+    "\t",
+];
+/// A path parameter, which servers that strip them drop with what follows.
+const PARAMS: &[&str] = &["", "", "", ";", ";x", "%3b", "%3B", "%3bx", "%ef%bc%9b"];
+/// A separator as some hop reads it.
+const SEPARATORS: &[&str] = &[
+    "%2f",
+    "%2F",
+    "%5c",
+    "%5C",
+    "\\",
+    "%ef%bc%8f",
+    "%ef%bc%bc",
+    "%c0%af",
+    "%e0%80%af",
+    "\u{ff0f}",
+    ";",
+    "%3b",
+];
+/// Bytes that are not UTF-8 once decoded, or not ASCII as they are.
+const NOT_UTF8: &[&str] = &[
+    "%ff",
+    "%80",
+    "%c0%af",
+    "%e4%bd",
+    "%ed%a0%80",
+    "%f8%88%80%80%80",
+    "\u{e9}",
+    "\u{4f60}",
+];
+
+/// A segment some hop reads as a dot-segment, a separator, or cannot read at all, built by
+/// mutating each piece of `.`, `..` or `...`, or of `a/b`.
+fn hostile_segment() -> impl Strategy<Value = String> {
+    let pick = |list: &'static [&'static str]| proptest::sample::select(list);
+    let dots = (
+        pick(PADS),
+        proptest::collection::vec(pick(DOTS), 1..4),
+        pick(PADS),
+        pick(PARAMS),
+    )
+        .prop_map(|(a, dots, b, param)| format!("{a}{}{b}{param}", dots.concat()));
+    let split = (pick(SEPARATORS), "[a-z]{1,3}", "[a-z]{1,3}").prop_map(|(sep, a, b)| format!("{a}{sep}{b}"));
+    let bad = (pick(NOT_UTF8), "[a-z]{0,3}").prop_map(|(b, a)| format!("{a}{b}"));
+    prop_oneof![dots, split, bad]
 }
 
 // ---------- query and headers ----------
@@ -411,6 +612,270 @@ proptest! {
         for (n, _) in h.iter() {
             prop_assert!(read(n) != "x-gateway-key" && read(n) != "authorization", "{} survived", n);
         }
+    }
+}
+
+// ---------- credential names, against models of the servers that read them ----------
+
+/// `+` as space, every valid escape decoded: how form decoders read a name.
+fn www_decode(s: &str) -> Vec<u8> {
+    decode_bytes(&s.replace('+', " "))
+}
+
+/// PHP's `parse_str` / `$_GET`: the name cut at a NUL, leading spaces dropped, ` ` and `.` as
+/// `_`; `name[...]` is an array called `name`; an unmatched `[` is `_` too (PHP 8: and so are the
+/// ` `, `.` and `[` after it).
+fn php_reads(raw: &str) -> String {
+    let b = www_decode(raw);
+    let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+    let name = String::from_utf8_lossy(b);
+    let name = name.trim_start_matches(' ');
+    let mangle = |s: &str, also: &[char]| -> String {
+        s.chars()
+            .map(|c| {
+                if c == ' ' || c == '.' || also.contains(&c) {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    };
+    match name.find('[') {
+        None => mangle(name, &[]),
+        Some(i) if name[i + 1..].contains(']') => mangle(&name[..i], &[]),
+        Some(i) => format!("{}_{}", mangle(&name[..i], &[]), mangle(&name[i + 1..], &['['])),
+    }
+}
+
+/// Rack: `\A[\[\]]*([^\[\]]+)` of the decoded name (`a[]`, `a[x]`, `[a]` are all `a`).
+fn rack_reads(raw: &str) -> String {
+    let name = String::from_utf8_lossy(&www_decode(raw)).into_owned();
+    name.trim_start_matches(['[', ']'])
+        .split(['[', ']'])
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Spring: the decoded name exactly, or relaxed-bound to a field `accessToken` (an index
+/// `[..]` naming an element of it).
+fn spring_reads_credential(raw: &str) -> bool {
+    let name = String::from_utf8_lossy(&www_decode(raw)).into_owned();
+    let name = name.split('[').next().unwrap_or("");
+    ["access_token", "accessToken", "access-token", "ACCESS_TOKEN"].contains(&name)
+}
+
+/// A framework that trims the decoded name as Java's `String.trim` does (every character up to
+/// U+0020) and compares it exactly.
+fn trimming_reads_credential(raw: &str) -> bool {
+    let name = String::from_utf8_lossy(&www_decode(raw)).into_owned();
+    name.trim_matches(|c: char| c <= ' ') == "access_token"
+}
+
+/// nginx's `$arg_access_token`: the raw name, not decoded, in any case.
+fn nginx_reads_credential(raw: &str) -> bool {
+    raw.eq_ignore_ascii_case("access_token")
+}
+
+fn any_server_reads_credential(raw: &str) -> bool {
+    php_reads(raw) == "access_token"
+        || rack_reads(raw) == "access_token"
+        || spring_reads_credential(raw)
+        || trimming_reads_credential(raw)
+        || nginx_reads_credential(raw)
+}
+
+fn percent(c: char, upper: bool) -> String {
+    let mut buf = [0; 4];
+    c.encode_utf8(&mut buf)
+        .bytes()
+        .map(|b| {
+            if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// `access_token` mutated character by character: case flips, percent-encoding of any character,
+/// `_` swapped for another separator (or dropped: camelCase), whitespace and control characters
+/// around, bracket suffixes. Each character is mostly left alone, so that the servers' models
+/// read many of the names as the credential.
+fn mutated_credential_name() -> impl Strategy<Value = String> {
+    let per_char: Vec<BoxedStrategy<String>> = "access_token"
+        .chars()
+        .map(|c| {
+            let changed: Vec<String> = if c == '_' {
+                ["-", ".", "+", "%20", "%5f", "%5F", "%2e", "%2d", "", "[", "%5b"]
+                    .map(String::from)
+                    .to_vec()
+            } else {
+                vec![
+                    c.to_ascii_uppercase().to_string(),
+                    percent(c, false),
+                    percent(c.to_ascii_uppercase(), true),
+                ]
+            };
+            let inserted = prop_oneof![
+                12 => Just(String::new()),
+                1 => proptest::sample::select(&["%20", "%0b", "%09", "%e2%80%8b", "%00"][..]).prop_map(String::from),
+            ];
+            let char = prop_oneof![6 => Just(c.to_string()), 2 => proptest::sample::select(changed)];
+            (inserted, char).prop_map(|(i, v)| format!("{i}{v}")).boxed()
+        })
+        .collect();
+    let rarely = |list: &'static [&'static str]| prop_oneof![2 => Just(""), 1 => proptest::sample::select(list)];
+    (
+        rarely(&["%20", "+", "%0b", "%09", "[", "%5b", " ", "%20%20"]),
+        per_char,
+        rarely(&["%20", "+", "%0b", "%00", "%00junk", "%09", "%0a", "%0d"]),
+        rarely(&["[]", "[0]", "[", "]", "[x]", "%5b%5d", "%5B0%5D", "[a][b]"]),
+    )
+        .prop_map(|(lead, chars, trail, suffix)| format!("{lead}{}{trail}{suffix}", chars.concat()))
+}
+
+/// Header names a server reads as the credential: nginx (`$http_access_token`, `_` read as `-`),
+/// CGI (`HTTP_ACCESS_TOKEN`, every non-alphanumeric as `_`), Node and Spring (case-insensitive
+/// `access-token`), and the common `x-access-token` convention of each.
+fn any_server_reads_credential_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let nginx = lower.replace('-', "_");
+    let cgi: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    ["access_token", "x_access_token"].contains(&nginx.as_str())
+        || ["ACCESS_TOKEN", "X_ACCESS_TOKEN"].contains(&cgi.as_str())
+        || ["access-token", "x-access-token"].contains(&lower.as_str())
+}
+
+fn mutated_credential_header() -> impl Strategy<Value = String> {
+    let per_char: Vec<BoxedStrategy<String>> = "access-token"
+        .chars()
+        .map(|c| {
+            let variants: Vec<String> = if c == '-' {
+                ["-", "_", ".", "", "--"].map(String::from).to_vec()
+            } else {
+                vec![c.to_string(), c.to_ascii_uppercase().to_string()]
+            };
+            proptest::sample::select(variants).boxed()
+        })
+        .collect();
+    (
+        proptest::sample::select(&["", "", "x-", "X_", "x.", "X-"][..]),
+        per_char,
+    )
+        .prop_map(|(prefix, chars)| format!("{prefix}{}", chars.concat()))
+}
+
+/// `name=value` put in each place a caller can put a field, beside a caller `access_token` and
+/// a kept field, through the gateway's own functions; for each place, what of `name=value` is
+/// sent on (`None`: nothing).
+fn everywhere(name: &str, value: &str) -> Vec<(&'static str, Option<String>)> {
+    use douyin_gateway::proxy::{attach::json_with_token, headers::without_credentials, multipart::Scanner};
+    let field = format!("{name}={value}");
+    let mut out = Vec::new();
+    // The query: `;` and `&` both separate.
+    let q = format!("access_token=x&{field};keep=1");
+    let sent = rewrite_query(Some(&q), None)
+        .map(|q| q.into_owned())
+        .unwrap_or_default();
+    out.push(("query", sent.strip_suffix(";keep=1").map(str::to_string)));
+    // A form body.
+    let body = format!("{field}&access_token=x&keep=1");
+    let sent = without_credentials(body.as_bytes()).unwrap_or_else(|| body.clone().into_bytes());
+    out.push((
+        "form body",
+        String::from_utf8(sent)
+            .unwrap()
+            .strip_suffix("&keep=1")
+            .map(str::to_string),
+    ));
+    // A cookie.
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!("{field}; access_token=x; keep=1")).unwrap(),
+    );
+    strip_request(&mut h);
+    let sent = h
+        .get(http::header::COOKIE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    out.push((
+        "cookie",
+        sent.strip_suffix("; keep=1")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    ));
+    // A multipart part: refused, or passed whole.
+    let body = format!("--b0\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n--b0--\r\n");
+    let mut s = Scanner::new(b"b0");
+    let passed = s.feed(body.as_bytes()).and_then(|()| s.finish()).is_ok();
+    out.push(("multipart part", passed.then(|| field.clone())));
+    // A JSON member on a json_body route (a name is a JSON string there, read as it is).
+    let json = format!(
+        "{{{}:{},\"keep\":1}}",
+        serde_json::to_string(name).unwrap(),
+        serde_json::to_string(value).unwrap()
+    );
+    let sent: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json_with_token(json.as_bytes(), TOKEN).unwrap()).unwrap();
+    let caller = sent.get(name).and_then(|v| v.as_str()).filter(|v| *v != TOKEN);
+    out.push(("JSON member", caller.map(|v| format!("{name}={v}"))));
+    out
+}
+
+const HOP_BY_HOP_OR_HOST: &[&str] = &["host", "te", "trailer", "upgrade", "keepalive"];
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn a_name_any_server_reads_as_the_credential_is_stripped_wherever_it_is_put(name in mutated_credential_name()) {
+        if any_server_reads_credential(&name) {
+            for (place, kept) in everywhere(&name, "evil") {
+                prop_assert!(kept.is_none(), "{:?} kept in {}: {:?}", name, place, kept);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_names_are_kept_byte_for_byte_wherever_they_are_put(name in "[a-z0-9_]{1,10}", value in "[a-zA-Z0-9%._~-]{0,8}") {
+        // Ten characters at most: never `access_token` in any spelling.
+        for (place, kept) in everywhere(&name, &value) {
+            prop_assert_eq!(kept, Some(format!("{name}={value}")), "{}", place);
+        }
+    }
+
+    #[test]
+    fn a_header_any_server_reads_as_the_credential_is_stripped(name in mutated_credential_header()) {
+        let mut h = HeaderMap::new();
+        h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("evil"));
+        h.insert(HeaderName::from_static("x-kept"), HeaderValue::from_static("1"));
+        strip_request(&mut h);
+        if any_server_reads_credential_header(&name) {
+            prop_assert_eq!(h.len(), 1, "{:?} kept: {:?}", name, h);
+        }
+        prop_assert_eq!(h.get("x-kept"), Some(&HeaderValue::from_static("1")));
+    }
+
+    #[test]
+    fn plain_headers_are_kept(name in "(x-)?[a-z]{1,7}") {
+        prop_assume!(!HOP_BY_HOP_OR_HOST.contains(&name.as_str()));
+        let mut h = HeaderMap::new();
+        h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+        strip_request(&mut h);
+        prop_assert_eq!(h.len(), 1, "{:?} was removed", name);
     }
 }
 

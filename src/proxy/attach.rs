@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+use super::canonical;
 use super::headers::{self, ACCESS_TOKEN};
 use super::Scope;
 use crate::body::ProxyBody;
@@ -114,13 +115,15 @@ impl TokenBody for http_body_util::Full<Bytes> {
 pub struct AppSecretFor(pub usize);
 
 /// The JSON object `body` with its top-level `access_token` set to `token`: every other member
-/// kept byte for byte and in order, any `access_token` the caller sent dropped.
+/// kept byte for byte and in order, any member the caller sent named like it dropped
+/// (`ACCESS_TOKEN`, `Access-Token`, `accessToken`: [`canonical::field_is`]).
 pub fn json_with_token(body: &[u8], token: &str) -> Result<Bytes, GatewayError> {
     json_with(body, &[("access_token", token)])
 }
 
 /// The JSON object `body` with each top-level member of `set` set to its value (any the caller
-/// sent dropped), every other member kept byte for byte and in order.
+/// sent under a name a lenient server reads as it dropped), every other member kept byte for byte
+/// and in order.
 pub fn json_with(body: &[u8], set: &[(&str, &str)]) -> Result<Bytes, GatewayError> {
     use serde::de::{Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
@@ -148,9 +151,11 @@ pub fn json_with(body: &[u8], set: &[(&str, &str)]) -> Result<Bytes, GatewayErro
     let members: Members<'_> = serde_json::from_slice(body).map_err(|_| {
         GatewayError::BadRequest("this route puts the token in the JSON body: send a JSON object".into())
     })?;
+    let skeletons: Vec<String> = set.iter().map(|(name, _)| canonical::skeleton(name)).collect();
+    let replaced = |k: &str| skeletons.iter().any(|s| canonical::field_is(k.as_bytes(), s));
     let mut out = Vec::with_capacity(body.len() + 64);
     out.push(b'{');
-    for (k, v) in members.0.iter().filter(|(k, _)| !set.iter().any(|(name, _)| k == name)) {
+    for (k, v) in members.0.iter().filter(|(k, _)| !replaced(k)) {
         if out.len() > 1 {
             out.push(b',');
         }
@@ -408,6 +413,9 @@ mod tests {
             br#"{"n":123456789012345678901234567890,"s":"\u00e9\"q","access_token":"t"}"#
         );
         assert_eq!(&json_with_token(b" {} ", "t").unwrap()[..], br#"{"access_token":"t"}"#);
+        let lookalikes = br#"{"ACCESS_TOKEN":1,"a":2,"Access-Token":3,"accessToken":4,"access_tokens":5}"#;
+        let cleaned = json_with_token(lookalikes, "t").unwrap();
+        assert_eq!(&cleaned[..], br#"{"a":2,"access_tokens":5,"access_token":"t"}"#);
         let nested = json_with_token(br#"{"o":{"access_token":"inner"}}"#, "t").unwrap();
         assert_eq!(&nested[..], br#"{"o":{"access_token":"inner"},"access_token":"t"}"#);
         for bad in [&b"[1]"[..], b"", b"{", b"1", b"{} x"] {

@@ -1,9 +1,10 @@
 //! What the gateway removes from requests and responses: credentials the
 //! caller sent (so it can neither leak nor override one), the caller's key,
+//! headers that make frameworks behind a proxy take another method or path,
 //! and hop-by-hop headers (RFC 9110 §7.6.1).
 
-use super::canonical::{header_is, param_is, pieces};
-use http::header::{self, HeaderMap, HeaderName};
+use super::canonical::{cookie_is, field_is, header_named, header_skeleton, ACCESS_TOKEN as CREDENTIAL};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 
 /// The platform's token header.
@@ -40,20 +41,87 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
+/// Headers stripped from every request, in every spelling a lenient server reads as them
+/// ([`header_named`]): caller credentials (the platform's token header, the caller's key), and
+/// those with which frameworks behind a proxy take another method (`X-HTTP-Method-Override:
+/// DELETE`) or serve another path (`X-Original-URL`) than the one the gateway routed.
+pub const STRIPPED: [&str; 8] = [
+    "access-token",
+    "x-gateway-key",
+    "authorization",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// [`STRIPPED`] as skeletons ([`header_skeleton`]), compared with each header's.
+const STRIPPED_SKELETONS: [&[u8]; 8] = [
+    b"accesstoken",
+    b"gatewaykey",
+    b"authorization",
+    b"httpmethodoverride",
+    b"httpmethod",
+    b"methodoverride",
+    b"originalurl",
+    b"rewriteurl",
+];
+
 /// Cleans a caller's request headers before they go upstream: hop-by-hop headers, `Host`, the
-/// caller's key and any `access-token` the caller sent, in every spelling a server reading `_` as
-/// `-` would take for one (`access_token`, `Access_Token`).
+/// [`STRIPPED`] headers in any spelling (`access_token`, `access.token`, `AccessToken`,
+/// `x-access-token` are all `access-token`), and cookies named like a credential.
 pub fn strip_request(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
     remove_where(h, |n| {
-        header_is(n, ACCESS_TOKEN.as_str()) || header_is(n, crate::caller::GATEWAY_KEY.as_str()) || n == "authorization"
+        let mut buf = [0; 32];
+        header_skeleton(n, &mut buf).is_some_and(|s| STRIPPED_SKELETONS.contains(&s))
     });
+    strip_credential_cookies(h);
 }
 
-/// Removes every header a lenient server would read as `name` (`X_Token` for `x-token`).
+/// Removes every header a lenient server would read as `name` (`X_Token`, `token` for `x-token`).
 pub fn strip_named(h: &mut HeaderMap, name: &HeaderName) {
-    remove_where(h, |n| header_is(n, name.as_str()));
+    remove_where(h, |n| header_named(n, name.as_str()));
+}
+
+/// Rebuilds each `Cookie` line that names a credential ([`cookie_is`]) without those cookies,
+/// joined by `; `; a line left empty goes, and every other line stays byte for byte.
+fn strip_credential_cookies(h: &mut HeaderMap) {
+    let named = |line: &HeaderValue| line.as_bytes().split(|&b| b == b';').any(credential_cookie);
+    if !h.get_all(header::COOKIE).iter().any(named) {
+        return;
+    }
+    let lines: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
+    h.remove(header::COOKIE);
+    for line in lines {
+        if !named(&line) {
+            h.append(header::COOKIE, line);
+            continue;
+        }
+        let kept: Vec<&[u8]> = line
+            .as_bytes()
+            .split(|&b| b == b';')
+            .filter(|c| !credential_cookie(c))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            if !v.is_empty() {
+                h.append(header::COOKIE, v);
+            }
+        }
+    }
+}
+
+/// Whether one `;`-piece of a `Cookie` line names a credential; `a=1, access_token=x` is two
+/// cookies to servers that also split on `,` (RFC 2965).
+fn credential_cookie(piece: &[u8]) -> bool {
+    piece.split(|&b| b == b',').any(|c| {
+        let name = c.split(|&b| b == b'=').next().unwrap_or_default();
+        cookie_is(name.trim_ascii(), CREDENTIAL)
+    })
 }
 
 /// Removes every header whose name `drop` picks (nothing is collected when none is).
@@ -71,16 +139,15 @@ pub fn strip_response(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
 }
 
-/// The query to send upstream: without any `access_token` the caller sent (in any spelling a
-/// lenient server reads as one, with `&` or `;` as separator), with the route's token appended
-/// when it goes in the query. Everything else is kept byte for byte.
+/// The query to send upstream: without any credential the caller sent ([`without_credentials`]),
+/// with the route's token appended when it goes in the query. Everything else is kept byte for
+/// byte.
 pub fn rewrite_query<'a>(query: Option<&'a str>, inject: Option<&str>) -> Option<Cow<'a, str>> {
-    let has_param = query.is_some_and(|q| pieces(q).any(is_token_param));
-    let kept: Option<Cow<'a, str>> = match query {
-        Some(q) if has_param => Some(Cow::Owned(without_token_params(q))),
-        Some(q) => Some(Cow::Borrowed(q)),
-        None => None,
-    };
+    let kept: Option<Cow<'a, str>> = query.map(|q| match without_credentials(q.as_bytes()) {
+        // Whole pieces cut at ASCII separators: still UTF-8.
+        Some(v) => Cow::Owned(String::from_utf8(v).expect("cut at ASCII separators")),
+        None => Cow::Borrowed(q),
+    });
     let kept = kept.filter(|q| !q.is_empty());
     let Some(token) = inject else { return kept };
     let mut out = kept.map(Cow::into_owned).unwrap_or_default();
@@ -102,25 +169,29 @@ pub fn with_query(uri: &http::Uri, query: Option<&str>) -> Result<http::Uri, htt
     http::Uri::builder().path_and_query(pq).build()
 }
 
-/// `q` without its token pieces; each kept piece keeps the separator before it.
-fn without_token_params(q: &str) -> String {
-    let mut out = String::with_capacity(q.len());
-    let mut start = 0;
-    for (i, piece) in pieces(q).enumerate() {
-        let sep = if i == 0 { "" } else { &q[start - 1..start] };
-        if !is_token_param(piece) {
-            if !out.is_empty() {
-                out.push_str(sep);
+/// A query or `application/x-www-form-urlencoded` body without the pieces that name a credential
+/// ([`field_is`]), or `None` when none does. Pieces are split on `&` and on `;` (which some
+/// servers take as a separator too); each kept piece keeps the separator before it (the first one
+/// kept, none), so every other byte is kept.
+pub fn without_credentials(q: &[u8]) -> Option<Vec<u8>> {
+    let is_separator = |b: &u8| *b == b'&' || *b == b';';
+    let credential = |piece: &[u8]| field_is(piece.split(|&b| b == b'=').next().unwrap_or_default(), CREDENTIAL);
+    if !q.split(is_separator).any(credential) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(q.len());
+    let (mut start, mut kept_any) = (0, false);
+    for piece in q.split(is_separator) {
+        if !credential(piece) {
+            if kept_any {
+                out.push(q[start - 1]);
             }
-            out.push_str(piece);
+            out.extend_from_slice(piece);
+            kept_any = true;
         }
         start += piece.len() + 1;
     }
-    out
-}
-
-fn is_token_param(piece: &str) -> bool {
-    param_is(piece, ACCESS_TOKEN_PARAM)
+    Some(out)
 }
 
 #[cfg(test)]
@@ -145,6 +216,55 @@ mod tests {
             rewrite_query(Some("ACCESS_TOKEN=x&Access%5FToken=y&a=1"), None).as_deref(),
             Some("a=1")
         );
+        assert_eq!(
+            rewrite_query(Some("a=1;access[token=x&&b;accessToken=y"), None).as_deref(),
+            Some("a=1&&b")
+        );
+        assert_eq!(without_credentials(b"a=%FF&access_token=1"), Some(b"a=%FF".to_vec()));
+        assert_eq!(without_credentials(b"a=1&b"), None);
+    }
+
+    #[test]
+    fn cookies_named_like_a_credential_are_removed() {
+        let mut h = HeaderMap::new();
+        for line in [
+            "a=1;access_token=x; b=2",
+            "X-Access-Token=y",
+            "c=3",
+            "d=4, accessToken=z; e=5",
+        ] {
+            h.append(header::COOKIE, line.parse().unwrap());
+        }
+        strip_request(&mut h);
+        let lines: Vec<&str> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(lines, ["a=1; b=2", "c=3", "e=5"]);
+    }
+
+    #[test]
+    fn the_stripped_skeletons_are_the_stripped_names() {
+        let mut buf = [0; 32];
+        for (name, skeleton) in STRIPPED.iter().zip(STRIPPED_SKELETONS) {
+            assert_eq!(header_skeleton(name, &mut buf), Some(skeleton));
+        }
+        assert_eq!(STRIPPED[0], ACCESS_TOKEN.as_str());
+        assert_eq!(STRIPPED[1], crate::caller::GATEWAY_KEY.as_str());
+    }
+
+    #[test]
+    fn method_overrides_and_original_urls_are_removed() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-http-method-override",
+            "X_HTTP_Method",
+            "x-method-override",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-url",
+        ] {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), "v".parse().unwrap());
+        }
+        strip_request(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-url"]);
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! A token route's body up to `retry_buffer_bytes` is read whole first (waiting no longer than
 //! `body_read_timeout_ms` in all: 408 `client_timeout`), so [`super::RetryLayer`] can send it again
 //! after a token rejection. A larger one, and every body of a route without a token, streams
-//! through as it comes, never held whole; past `max_body_bytes` it fails with 413.
+//! through as it comes, never held whole; past `max_body_bytes` it fails with 413. Form bodies
+//! are read whole on every route and sent without caller credentials; multipart ones are
+//! scanned for parts named like one ([`super::form`]).
 //!
 //! Turns `Request<B>` into `Request<ProxyBody<B>>`.
 
+use super::form::{self, Fields};
 use super::{Scope, TokenFor};
 use crate::body::{read_up_to, BoxError, Patience, Progress, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
@@ -79,9 +82,19 @@ where
                 future: self.inner.call(req),
             };
         }
-        if !replayable || declared.is_some_and(|n| n > keep) {
+        // Form bodies are read whole on every route, multipart ones scanned (`super::form`).
+        let fields = match form::fields(&parts.headers, keep) {
+            Ok(f) => f,
+            Err(e) => return KeepFuture::Failed { error: Some(e) },
+        };
+        let whole = replayable || matches!(fields, Fields::Form(_));
+        if !whole || declared.is_some_and(|n| n > keep) {
+            let scan = match form::stream_on(fields, None) {
+                Ok(s) => s,
+                Err(e) => return KeepFuture::Failed { error: Some(e) },
+            };
             let patience = Patience::new(stall, stall, Some(progress));
-            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, patience));
+            let req = Request::from_parts(parts, ProxyBody::from_caller(None, body, max, patience).scanned(scan));
             return KeepFuture::Calling {
                 future: self.inner.call(req),
             };
@@ -96,6 +109,7 @@ where
             inner: Some(inner),
             max,
             stall,
+            fields: Some(fields),
         }
     }
 }
@@ -114,6 +128,7 @@ pin_project_lite::pin_project! {
             max: u64,
             stall: Duration,
             progress: Option<Progress>,
+            fields: Option<Fields>,
         },
         /// The inner service.
         Calling { #[pin] future: S::Future },
@@ -143,18 +158,29 @@ where
                     max,
                     stall,
                     progress,
+                    fields,
                 } => {
-                    let body = match std::task::ready!(read.as_mut().poll(cx)) {
-                        Ok(Read::Complete(b)) => ProxyBody::full(b),
+                    let polled = std::task::ready!(read.as_mut().poll(cx));
+                    let fields = fields.take().expect("once");
+                    let body = match polled {
+                        Ok(Read::Complete(b)) => {
+                            match form::clean_whole(fields, &mut parts.as_mut().expect("once").headers, b) {
+                                Ok(b) => ProxyBody::full(b),
+                                Err(e) => return Poll::Ready(Err(e)),
+                            }
+                        }
                         Ok(Read::Partial(p, _)) if p.len() as u64 > *max => {
                             return Poll::Ready(Err(GatewayError::BodyTooLarge(*max)))
                         }
-                        Ok(Read::Partial(p, rest)) => {
-                            // The rest streams on, with what is left of the allowance.
-                            let left = read.time_left().unwrap_or(*stall);
-                            let patience = Patience::new(*stall, left, progress.take());
-                            ProxyBody::from_caller(Some(p), rest, *max, patience)
-                        }
+                        Ok(Read::Partial(p, rest)) => match form::stream_on(fields, Some(&p)) {
+                            Ok(scan) => {
+                                // The rest streams on, with what is left of the allowance.
+                                let left = read.time_left().unwrap_or(*stall);
+                                let patience = Patience::new(*stall, left, progress.take());
+                                ProxyBody::from_caller(Some(p), rest, *max, patience).scanned(scan)
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        },
                         Err(ReadError::Stalled(ms)) => return Poll::Ready(Err(GatewayError::ClientTimeout(ms))),
                         Err(ReadError::Body(e)) => {
                             return Poll::Ready(Err(GatewayError::BadRequest(format!(

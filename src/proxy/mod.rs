@@ -11,7 +11,8 @@
 //!                           itself); every other path passes on
 //!         ──► Routing       which route; may this caller use it; which token it needs;
 //!                           caller credentials stripped
-//!         ──► KeepBody      a small request body read and kept for a replay
+//!         ──► KeepBody      a small request body read and kept for a replay; a form body
+//!                           read whole and cleaned of credentials, a multipart one scanned
 //!         ──► AttachToken   the token the route's class needs (cache hit: synchronous,
 //!                           lock-free); header or query
 //!         ──► Retry         the platform's answer inspected (small JSON only); on a token
@@ -28,9 +29,11 @@ pub mod authenticate;
 pub mod canonical;
 pub mod edge;
 pub mod exchange_code;
+pub mod form;
 pub mod forward;
 pub mod headers;
 pub mod keep;
+pub mod multipart;
 pub mod retry;
 pub mod routing;
 
