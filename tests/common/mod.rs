@@ -355,6 +355,16 @@ impl Default for Http {
 }
 
 impl Http {
+    /// A client whose connections come from `ip` (any 127.x.y.z works on loopback): another
+    /// address, as far as the gateway's per-address limits can tell.
+    pub fn from_address(ip: &str) -> Http {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(ip.parse().unwrap()));
+        Http {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
     pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
