@@ -15,6 +15,7 @@ pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod inspect;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

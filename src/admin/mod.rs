@@ -84,7 +84,7 @@ fn is_public_path(path: &str) -> bool {
 /// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
 /// errors carry it in their JSON too. Each listener serves only its own paths.
 pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
-    let rid = crate::proxy::request_id(req.headers());
+    let rid = crate::proxy::request_id(req.headers()).id;
     let max = shared.runtime.load().config.server.max_header_bytes;
     let mut resp = if crate::proxy::head_size(&req) > max {
         crate::error::GatewayError::HeadersTooLarge(max).into_response(rid.to_str().unwrap_or("-"))
