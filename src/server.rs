@@ -178,6 +178,7 @@ pub async fn start_on_all(
         metrics,
         in_flight: Default::default(),
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
+        oauth_limits: Default::default(),
         webhooks: Default::default(),
     });
     let (shutdown, rx) = watch::channel(false);

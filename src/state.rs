@@ -18,6 +18,8 @@ pub struct Shared {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The authorization flow's signed, single-use states.
     pub oauth: crate::admin::OAuthStates,
+    /// The authorization flow's limits: per client address, and code exchanges.
+    pub oauth_limits: crate::admin::OAuthLimits,
     /// Webhook deliveries processed already, by `Msg-Id`.
     pub webhooks: crate::admin::Delivered,
 }

@@ -6,7 +6,7 @@ mod api;
 mod oauth;
 mod status;
 
-pub use oauth::OAuthStates;
+pub use oauth::{OAuthLimits, OAuthStates, Reservation, Verified};
 mod webhook;
 pub use webhook::Delivered;
 
@@ -42,6 +42,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
     let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
     crate::error::render(status, code, &message.into(), rid.as_deref(), serde_json::Value::Null)
+}
+
+/// A [`crate::error::GatewayError`] on the admin listener, with the request's id.
+pub(crate) fn gateway_error(e: crate::error::GatewayError) -> Response<ProxyBody> {
+    let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
+    e.into_response(rid.as_deref().unwrap_or("-"))
 }
 
 /// Reads a small body, or answers 400/413.
@@ -135,8 +141,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
             );
             r
         }
-        (&Method::GET, "/oauth/authorize") => oauth::authorize(&shared, req.uri().query()),
-        (&Method::GET, "/oauth/callback") => oauth::callback(&shared, req.uri().query()).await,
+        (_, p) if p.starts_with("/oauth/") => oauth::handle(&shared, req).await,
         (&Method::POST, "/webhooks/douyin") => webhook::handle(&shared, req).await,
         (&Method::GET, "/status") => match api::authorized(&shared, req.headers()) {
             None => error(
