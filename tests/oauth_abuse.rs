@@ -201,6 +201,13 @@ async fn one_address_past_its_rate_gets_429_while_another_is_served() {
                     r.headers["content-type"].to_str().unwrap().starts_with("text/html"),
                     "a page for a browser"
                 );
+                let after = r.headers["retry-after"].to_str().unwrap();
+                assert!(
+                    r.text()
+                        .contains(&format!("<meta http-equiv=\"refresh\" content=\"{after}\">")),
+                    "which the browser loads again after Retry-After: {}",
+                    r.text()
+                );
             }
             s => panic!("{s}: {}", r.text()),
         }

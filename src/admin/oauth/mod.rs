@@ -92,8 +92,16 @@ pub(super) fn escape(s: &str) -> String {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response<ProxyBody> {
+    page_reloading(status, title, body, None)
+}
+
+/// A page; with `reload`, one the browser loads again after that many seconds.
+fn page_reloading(status: StatusCode, title: &str, body: &str, reload: Option<u64>) -> Response<ProxyBody> {
+    let refresh = reload.map_or(String::new(), |s| {
+        format!("<meta http-equiv=\"refresh\" content=\"{s}\">")
+    });
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>{t}</title></head>\
          <body><h1>{t}</h1><p>{body}</p></body></html>\n",
         t = escape(title)
     );
@@ -260,12 +268,19 @@ fn wants_json(headers: &http::HeaderMap) -> bool {
 }
 
 /// A limit's refusal: 429 with `Retry-After` and `x-gateway-error: rate_limited`, as the
-/// contract's JSON for a client that asks for JSON, else as a page for the browser.
+/// contract's JSON for a client that asks for JSON, else as a page for the browser, which loads
+/// it again after `Retry-After` (a refused callback's state and code are still good: the user
+/// needs to do nothing).
 fn limited(e: GatewayError, wants_json: bool) -> Response<ProxyBody> {
     if wants_json {
         return super::gateway_error(e);
     }
-    let mut r = page(e.status(), "Too many requests", &escape(&e.to_string()));
+    let reload = match e {
+        GatewayError::RateLimited { retry_after_secs, .. } => Some(retry_after_secs),
+        _ => None,
+    };
+    let body = format!("{}. This page reloads by itself.", escape(&e.to_string()));
+    let mut r = page_reloading(e.status(), "Too many requests", &body, reload);
     e.add_headers(r.headers_mut());
     r.headers_mut()
         .insert(&crate::error::X_GATEWAY_ERROR, HeaderValue::from_static(e.code()));
