@@ -133,7 +133,12 @@ name = "misrouted"
 path = "/video/list/"
 token = "client"
 inject = "query"
-""" if args.misrouted else ""))
+""" if args.misrouted else "") + """
+# All the users authorize at the start, from one address: not a flood.
+[oauth]
+per_address_per_sec = 0
+max_exchanges_per_sec = 1000
+""")
 
     stop = threading.Event()
     with running(config) as g:

@@ -80,6 +80,15 @@ pub enum GatewayError {
         /// Its description.
         description: String,
     },
+    /// Too many requests: from one address, or code exchanges for the whole gateway. Answered
+    /// with `Retry-After`.
+    #[error("{what}: retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Which limit, for a human.
+        what: &'static str,
+        /// Seconds until a retry can pass (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// A bug: the gateway failed while handling the request (extension of the contract).
     #[error("the gateway failed while handling this request; it has been logged")]
     Internal,
@@ -101,6 +110,7 @@ impl GatewayError {
             ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +133,7 @@ impl GatewayError {
             HeadersTooLarge(_) => "headers_too_large",
             Overloaded(_) => "overloaded",
             CodeRefused { .. } => "code_refused",
+            RateLimited { .. } => "rate_limited",
             Internal => "internal_error",
         }
     }
@@ -141,7 +152,17 @@ impl GatewayError {
             }
             _ => serde_json::Value::Null,
         };
-        render(self.status(), self.code(), &self.to_string(), Some(request_id), extra)
+        let mut resp = render(self.status(), self.code(), &self.to_string(), Some(request_id), extra);
+        self.add_headers(resp.headers_mut());
+        resp
+    }
+
+    /// The headers this error's answer carries besides the body, whatever the body's form (the
+    /// OAuth pages are HTML): `Retry-After` on 429.
+    pub fn add_headers(&self, headers: &mut http::HeaderMap) {
+        if let GatewayError::RateLimited { retry_after_secs, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
     }
 }
 
@@ -231,6 +252,25 @@ mod tests {
         assert_eq!(
             v["gateway_error"]["authorize_url"],
             "http://gw/oauth/authorize?app=main"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_says_when_to_retry() {
+        let e = GatewayError::RateLimited {
+            what: "too many requests from this address",
+            retry_after_secs: 3,
+        };
+        let resp = e.into_response::<hyper::body::Incoming>("rid-2");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(resp.headers()[&X_GATEWAY_ERROR], "rate_limited");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["gateway_error"]["code"], "rate_limited");
+        assert_eq!(
+            v["gateway_error"]["message"],
+            "too many requests from this address: retry in 3 s"
         );
     }
 }

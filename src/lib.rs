@@ -15,6 +15,8 @@ pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod inspect;
+pub mod limit;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

@@ -83,15 +83,18 @@ fn init_logging() {
 }
 
 /// Logs to stderr, one event per line: readable text, or JSON objects (`[log] format = "json"`).
+/// Text lines have their control characters escaped and no colours ([`douyin_gateway::logs`]).
 fn init_logging_as(format: douyin_gateway::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        douyin_gateway::config::LogFormat::Text => fmt.with_target(false).with_ansi(ansi).init(),
+        douyin_gateway::config::LogFormat::Text => fmt
+            .with_writer(douyin_gateway::logs::EscapeControls(std::io::stderr))
+            .with_target(false)
+            .with_ansi(false)
+            .init(),
         douyin_gateway::config::LogFormat::Json => fmt
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)

@@ -211,6 +211,7 @@ pub async fn start_on_all(
         in_flight: Default::default(),
         head_budget: Arc::clone(&budget),
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
+        oauth_limits: Default::default(),
         webhooks: Default::default(),
         body_slots: Default::default(),
     });
@@ -603,34 +604,10 @@ async fn serve<S, B>(
         let tls = tls.clone();
         tokio::spawn(async move {
             let end = match tls {
-                None => {
-                    let io = TokioIo::new(Counted::new(stream, Arc::clone(&activity)));
-                    let conn = builder.serve_connection(io, svc).into_owned();
-                    crate::conn::drive(
-                        conn,
-                        auto::Connection::graceful_shutdown,
-                        activity,
-                        limits,
-                        stop,
-                        origin,
-                    )
-                    .await
-                }
+                None => run(stream, builder, svc, activity, limits, stop, origin).await,
                 // The handshake is part of the head: it must finish in the same time.
                 Some(acceptor) => match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let io = TokioIo::new(Counted::new(tls, Arc::clone(&activity)));
-                        let conn = builder.serve_connection(io, svc).into_owned();
-                        crate::conn::drive(
-                            conn,
-                            auto::Connection::graceful_shutdown,
-                            activity,
-                            limits,
-                            stop,
-                            origin,
-                        )
-                        .await
-                    }
+                    Ok(Ok(tls)) => run(tls, builder, svc, activity, limits, stop, origin).await,
                     Ok(Err(e)) => {
                         tracing::debug!("TLS handshake failed: {e}");
                         crate::conn::End::Closed
@@ -656,6 +633,36 @@ async fn serve<S, B>(
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
+}
+
+/// Serves one connection over `io` (plain or TLS) under its watchdog, to its end.
+async fn run<IO, S, B>(
+    io: IO,
+    builder: auto::Builder<TokioExecutor>,
+    svc: TowerToHyperService<Tracked<S>>,
+    activity: Arc<Activity>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    origin: Origin,
+) -> crate::conn::End
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(Counted::new(io, Arc::clone(&activity)));
+    let conn = builder.serve_connection(io, svc).into_owned();
+    crate::conn::drive(
+        conn,
+        auto::Connection::graceful_shutdown,
+        activity,
+        limits,
+        stop,
+        origin,
+    )
+    .await
 }
 
 /// Warnings about refused connections, at most one every 10 s, with how many there were.

@@ -22,6 +22,8 @@ pub struct Shared {
     pub oauth: crate::admin::OAuthStates,
     /// Request bodies being read on the admin and public listeners.
     pub body_slots: crate::admin::BodySlots,
+    /// The authorization flow's limits: per client address, and code exchanges.
+    pub oauth_limits: crate::admin::OAuthLimits,
     /// Webhook deliveries processed already, by `Msg-Id`.
     pub webhooks: crate::admin::Delivered,
 }

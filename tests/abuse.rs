@@ -400,7 +400,7 @@ async fn refusals_before_routing_reach_the_access_log_with_the_peer() {
     let secret = secret_file();
     let mut cfg = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut cfg, config_text(&sb.url(), secret.path(), "", "").as_bytes()).unwrap();
-    let (ls, port, _) = listeners();
+    let (ls, port, admin_port) = listeners();
     let mut p = Proc::spawn_on(
         &["serve", "--config", cfg.path().to_str().unwrap()],
         &[],
@@ -432,6 +432,18 @@ async fn refusals_before_routing_reach_the_access_log_with_the_peer() {
         }
     };
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    // The admin listener's refusals too: an oversized head, with the peer.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: g\r\nx-big: {}\r\n\r\n",
+        "x".repeat(36_000)
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert!(raw(admin, &big).await.starts_with("HTTP/1.1 431"));
+    let line = p.wait_for("listener=\"admin\"");
+    assert!(
+        line.contains("status=431") && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
     p.signal("-TERM");
     p.finish();
 }
@@ -488,15 +500,7 @@ async fn one_callers_malformed_calls_do_not_stop_refreshes_for_another() {
         "the careless caller's rejections fetch nothing now: {m}"
     );
     // A real revocation right after: another fetcher takes the token twice.
-    for _ in 0..2 {
-        let r = http
-            .post(
-                &format!("{}/api/apps/v2/token", sb.url()),
-                format!(r#"{{"appid":"{CLIENT_KEY}","secret":"{CLIENT_SECRET}","grant_type":"client_credential"}}"#),
-            )
-            .await;
-        assert_eq!(r.json()["err_no"], 0);
-    }
+    revoke_mini_app_token(&http, &sb).await;
     // The other caller's next call is refreshed and replayed, not refused for the route's sake.
     let r = call(CALLER_KEY, CLIENT_KEY).await;
     assert_eq!(r.json()["err"]["err_code"], 0, "{}", r.text());

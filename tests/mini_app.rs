@@ -136,15 +136,7 @@ async fn a_competing_fetcher_costs_one_refresh_and_raises_the_alarm() {
     let http = Http::default();
     assert_eq!(call(&http, &gw, json!({"appid": CLIENT_KEY})).await.status, 200);
     // Two fetches elsewhere: only the latest two tokens stay valid.
-    for _ in 0..2 {
-        let r = http
-            .post(
-                &format!("{}/api/apps/v2/token", sb.url()),
-                format!(r#"{{"appid":"{CLIENT_KEY}","secret":"{CLIENT_SECRET}","grant_type":"client_credential"}}"#),
-            )
-            .await;
-        assert_eq!(r.json()["err_no"], 0);
-    }
+    revoke_mini_app_token(&http, &sb).await;
     let r = call(&http, &gw, json!({"appid": CLIENT_KEY, "n": 1})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["err"]["err_code"], 0, "refreshed and replayed: {}", r.text());

@@ -6,7 +6,7 @@ mod api;
 mod oauth;
 mod status;
 
-pub use oauth::OAuthStates;
+pub use oauth::{OAuthLimits, OAuthStates, Reservation, Verified};
 mod webhook;
 pub use webhook::Delivered;
 
@@ -42,6 +42,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
     let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
     crate::error::render(status, code, &message.into(), rid.as_deref(), serde_json::Value::Null)
+}
+
+/// A [`crate::error::GatewayError`] on the admin listener, with the request's id.
+pub(crate) fn gateway_error(e: crate::error::GatewayError) -> Response<ProxyBody> {
+    let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
+    e.into_response(rid.as_deref().unwrap_or("-"))
 }
 
 /// Bodies being read at once on one listener at most: half its connections, so connections
@@ -136,7 +142,10 @@ fn is_public_path(path: &str) -> bool {
 /// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
 /// errors carry it in their JSON too. Each listener serves only its own paths.
 pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
-    let rid = crate::proxy::request_id(req.headers());
+    let rid = crate::proxy::request_id(req.headers()).id;
+    // Kept for the access line of a refusal (reference-counted, not copied).
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let peer = req.extensions().get::<crate::conn::Peer>().map(|p| p.0);
     let max = shared.runtime.load().config.server.max_header_bytes;
     let conflicting = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
     let mut resp = if conflicting {
@@ -170,6 +179,21 @@ pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> 
             }
         }
     };
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        // Refusals on the listeners that face the internet (failed admin keys, unknown paths,
+        // oversized or ambiguous heads, rate limits) in the access log: the path, never the query.
+        tracing::info!(
+            target: "access",
+            request_id = %rid.to_str().unwrap_or("-"),
+            listener = match side { Side::Admin => "admin", Side::Public => "public" },
+            peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            %method,
+            path = %uri.path(),
+            status = resp.status().as_u16(),
+            code = resp.headers().get(&crate::error::X_GATEWAY_ERROR).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            "refused"
+        );
+    }
     resp.headers_mut().insert(&crate::proxy::X_REQUEST_ID, rid);
     resp
 }
@@ -201,8 +225,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
             );
             r
         }
-        (&Method::GET, "/oauth/authorize") => oauth::authorize(&shared, req.uri().query()),
-        (&Method::GET, "/oauth/callback") => oauth::callback(&shared, req.uri().query()).await,
+        (_, p) if p.starts_with("/oauth/") => oauth::handle(&shared, req).await,
         (&Method::POST, "/webhooks/douyin") => webhook::handle(&shared, req).await,
         (&Method::GET, "/status") => match api::authorized(&shared, req.headers()) {
             None => error(

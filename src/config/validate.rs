@@ -320,6 +320,23 @@ impl Config {
         if t.fetch_timeout_ms == 0 {
             c.err("tokens", None, "fetch_timeout_ms", "must be greater than 0");
         }
+        let o = &self.oauth;
+        if o.max_exchanges_per_sec == 0 {
+            c.err(
+                "oauth",
+                None,
+                "max_exchanges_per_sec",
+                "must be at least 1 (to stop authorizations, remove the apps' redirect_uri)",
+            );
+        }
+        if o.per_address_burst == 0 {
+            c.err(
+                "oauth",
+                None,
+                "per_address_burst",
+                "must be at least 1 (per_address_per_sec = 0 turns the per-address limit off)",
+            );
+        }
     }
 
     fn validate_store(&self, c: &mut Collector<'_>) {

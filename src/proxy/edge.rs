@@ -1,7 +1,8 @@
 //! The outermost gateway layer: what every request gets before any route is known, and the one
 //! place a [`GatewayError`] becomes an answer.
 //!
-//! - a request id (the caller's when sane, else a new one), echoed on every answer;
+//! - a request id (the caller's when plain, else a new one, the caller's then logged escaped as
+//!   `caller_request_id`), echoed on every answer;
 //! - admission: over `max_in_flight` requests in progress → 503 `overloaded` at once (a caller
 //!   can retry elsewhere; a queue would only add latency); a head over `max_header_bytes` → 431;
 //! - the target: CONNECT, absolute-form targets (the caller's `Host` never picks the upstream)
@@ -17,6 +18,7 @@
 use super::{canonical, head_size, request_id, Scope, X_REQUEST_ID};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
+use crate::logs::Escaped;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 use http::{HeaderValue, Method, Request, Response, Uri};
@@ -122,7 +124,10 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let runtime = self.shared.runtime.load_full();
-        let rid = request_id(req.headers());
+        let super::RequestId {
+            id: rid,
+            callers: caller_rid,
+        } = request_id(req.headers());
         let server = &runtime.config.server;
         let count = self.shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         let in_flight = InFlight(Arc::clone(&self.shared));
@@ -169,6 +174,7 @@ where
             done: Some(Done {
                 start,
                 rid,
+                caller_rid,
                 method,
                 uri,
                 peer,
@@ -198,6 +204,8 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> GatewayError {
 struct Done {
     start: Instant,
     rid: HeaderValue,
+    /// The caller's request id when it was not plain.
+    caller_rid: Option<HeaderValue>,
     method: Method,
     uri: Uri,
     /// The connection's peer (absent when the stack runs outside the gateway's listeners).
@@ -266,6 +274,7 @@ impl Done {
         let Done {
             start,
             rid,
+            caller_rid,
             method,
             uri,
             peer,
@@ -284,10 +293,13 @@ impl Done {
             Err(e) => {
                 refused = route_index.is_none() && !matches!(e, GatewayError::NoRoute { .. });
                 let (rid, path) = (rid.to_str().unwrap_or("-"), uri.path());
+                let caller_request_id = caller_rid
+                    .as_ref()
+                    .map(|v| tracing::field::display(Escaped(v.as_bytes())));
                 if e.status().is_server_error() {
-                    tracing::warn!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
+                    tracing::warn!(request_id = %rid, caller_request_id, %method, %path, route, code = e.code(), "{e}");
                 } else {
-                    tracing::info!(request_id = %rid, %method, %path, route, code = e.code(), "{e}");
+                    tracing::info!(request_id = %rid, caller_request_id, %method, %path, route, code = e.code(), "{e}");
                 }
                 e.into_response(rid)
             }
@@ -311,6 +323,7 @@ impl Done {
                 target: "access",
                 request_id = %rid.to_str().unwrap_or("-"),
                 peer = %Peer(peer),
+                caller_request_id = caller_rid.as_ref().map(|v| tracing::field::display(Escaped(v.as_bytes()))),
                 caller,
                 route,
                 %method,

@@ -53,7 +53,8 @@ use http::{header, HeaderName, HeaderValue, Request};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Request id header: taken from the caller when sane, else generated; echoed on every answer.
+/// Request id header: taken from the caller when plain ([`request_id`]), else generated; echoed on
+/// every answer.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The gateway's whole stack around pooled clients of its own, one per upstream (the server
@@ -193,14 +194,40 @@ impl Scope {
     }
 }
 
-/// The request id of a request: the caller's when sane, else a new one.
-pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let ok = v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
-        if ok && !v.is_empty() {
-            return v.clone();
-        }
+/// The id a request is known by, and the caller's own when it was not used.
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    /// What the answer's `x-request-id`, its error body and the log lines carry.
+    pub id: HeaderValue,
+    /// The caller's `X-Request-Id` when it was not plain: never echoed, logged escaped as
+    /// `caller_request_id` (a reference-counted copy of the header, not an allocation).
+    pub callers: Option<HeaderValue>,
+}
+
+/// Whether a caller's request id may be used as it is: `^[A-Za-z0-9._:-]{1,64}$`. Nothing a log
+/// reader, a browser or a shell could read as more than an id, and not long.
+fn plain_request_id(v: &[u8]) -> bool {
+    (1..=64).contains(&v.len())
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The request id of a request: the caller's when plain, else a new one.
+pub fn request_id(headers: &http::HeaderMap) -> RequestId {
+    let callers = headers.get(&X_REQUEST_ID);
+    match callers {
+        Some(v) if plain_request_id(v.as_bytes()) => RequestId {
+            id: v.clone(),
+            callers: None,
+        },
+        _ => RequestId {
+            id: new_request_id(),
+            callers: callers.cloned(),
+        },
     }
+}
+
+fn new_request_id() -> HeaderValue {
     // `{8 hex digits of this process}-{counter in hex}`, written without a formatter.
     static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -290,19 +317,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_prefix_dash_hex_counter_and_a_sane_caller_id_is_kept() {
+    fn request_ids_are_prefix_dash_hex_counter_and_only_a_plain_caller_id_is_kept() {
         let a = request_id(&http::HeaderMap::new());
         let b = request_id(&http::HeaderMap::new());
-        let (pa, na) = a.to_str().unwrap().split_once('-').unwrap();
-        let (pb, nb) = b.to_str().unwrap().split_once('-').unwrap();
+        assert!(a.callers.is_none());
+        let (pa, na) = a.id.to_str().unwrap().split_once('-').unwrap();
+        let (pb, nb) = b.id.to_str().unwrap().split_once('-').unwrap();
         assert_eq!(pa.len(), 8);
         assert_eq!(pa, pb);
         assert!(pa.bytes().chain(na.bytes()).all(|c| c.is_ascii_hexdigit()));
         assert!(u64::from_str_radix(nb, 16).unwrap() > u64::from_str_radix(na, 16).unwrap());
+        assert!(plain_request_id(a.id.as_bytes()), "the gateway's own are plain");
         let mut h = http::HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("caller-7"));
-        assert_eq!(request_id(&h), "caller-7");
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&h), "has space");
+        let long = "A.b_c:d-9".repeat(8);
+        for kept in ["caller-7", "a.B_c:9", &long[..64]] {
+            h.insert(&X_REQUEST_ID, HeaderValue::from_str(kept).unwrap());
+            let r = request_id(&h);
+            assert_eq!((r.id.to_str().unwrap(), r.callers), (kept, None));
+        }
+        for refused in ["has space", "\"><script>", "", "a/b", "id;x", &long[..65]] {
+            h.insert(&X_REQUEST_ID, HeaderValue::from_str(refused).unwrap());
+            let r = request_id(&h);
+            assert_ne!(r.id, refused);
+            assert_eq!(r.callers.unwrap(), refused);
+        }
+        h.insert(&X_REQUEST_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(request_id(&h).callers.is_some());
     }
 }

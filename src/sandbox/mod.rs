@@ -281,6 +281,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             }
             TokenFault::RateLimited => return Ok(oauth::a_err(10020, "请求太频繁").into_response()),
         }
+        if let Some(e) = &faults.token_error {
+            return Ok(oauth::a_err(e.code, &e.description).into_response());
+        }
     }
     let reply = match (&parts.method, path) {
         (&Method::POST, "/oauth/client_token/") => oauth::client_token(&state, &body, false),

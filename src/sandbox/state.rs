@@ -47,6 +47,18 @@ pub struct Faults {
     pub api_status500_rate: f64,
     /// Share of API calls answered with malformed JSON.
     pub api_malformed_rate: f64,
+    /// Every token endpoint refuses with this error (envelope A), whatever is asked.
+    pub token_error: Option<PlatformError>,
+}
+
+/// An error the platform answers with: its code and description.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformError {
+    /// `error_code`.
+    pub code: i64,
+    /// `description`, any text (a test puts line breaks in it).
+    pub description: String,
 }
 
 /// Counters, as `GET /sandbox/stats` shows them.

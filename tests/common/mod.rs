@@ -360,9 +360,9 @@ impl Default for Http {
 }
 
 impl Http {
-    /// A client whose connections come from `ip` (another loopback address, `127.0.0.2`, is
-    /// another host to per-address limits).
-    pub fn from_address(ip: &str) -> Self {
+    /// A client whose connections come from `ip` (any 127.x.y.z works on loopback): another
+    /// address, as far as the gateway's per-address limits can tell.
+    pub fn from_address(ip: &str) -> Http {
         let mut connector = HttpConnector::new();
         connector.set_local_address(Some(ip.parse().unwrap()));
         Http {
@@ -538,6 +538,20 @@ impl Http {
         let callback = r.headers["location"].to_str().unwrap().to_string();
         assert!(callback.starts_with(&gw.admin("/oauth/callback?")), "{callback}");
         self.send(Method::GET, &callback, &[], Bytes::new()).await
+    }
+}
+
+/// Another fetcher takes the app's mini-app token from the sandbox twice: the platform keeps only
+/// the latest two, so the gateway's is revoked.
+pub async fn revoke_mini_app_token(http: &Http, sb: &Sandbox) {
+    for _ in 0..2 {
+        let r = http
+            .post(
+                &format!("{}/api/apps/v2/token", sb.url()),
+                format!(r#"{{"appid":"{CLIENT_KEY}","secret":"{CLIENT_SECRET}","grant_type":"client_credential"}}"#),
+            )
+            .await;
+        assert_eq!(r.json()["err_no"], 0);
     }
 }
 
