@@ -31,6 +31,20 @@ pub struct CallerBody(#[source] pub BoxError);
 #[error("the request body was not received within {0} ms")]
 pub struct Stalled(pub u64);
 
+/// A check of a caller's body as it streams (a multipart body's part names): an error refuses
+/// the body as the caller's fault ([`Refused`], 400), and the rest is never sent.
+pub trait BodyCheck: Send + Sync + std::fmt::Debug {
+    /// Checks the next piece.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), BoxError>;
+    /// The body ended: checks what is left.
+    fn finish(&mut self) -> Result<(), BoxError>;
+}
+
+/// A caller's body refused by its [`BodyCheck`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub BoxError);
+
 /// How far a caller's request body has come, shared by whatever reads it and the layer that
 /// times the request: when a timer fires while the gateway is waiting on the caller's body, the
 /// timeout is the caller's (408), not the upstream's.
@@ -132,7 +146,7 @@ pub enum ProxyBody<B = Incoming> {
         caller: Option<Patience>,
         /// A caller's multipart body: checked as it passes (a part named like a credential fails
         /// it before the chunk that names it is sent).
-        scan: Option<Box<crate::proxy::multipart::Scanner>>,
+        scan: Option<Box<dyn BodyCheck>>,
     },
 }
 
@@ -173,7 +187,7 @@ impl<B> ProxyBody<B> {
     }
 
     /// A stream checked by `scan` as it passes (nothing changes without one).
-    pub fn scanned(mut self, scanner: Option<Box<crate::proxy::multipart::Scanner>>) -> Self {
+    pub fn scanned(mut self, scanner: Option<Box<dyn BodyCheck>>) -> Self {
         if let ProxyBody::Stream { scan, .. } = &mut self {
             *scan = scanner;
         }
@@ -249,7 +263,7 @@ where
                             }
                             *remaining -= n;
                             if let Err(e) = scan.as_mut().map_or(Ok(()), |s| s.feed(d)) {
-                                return Poll::Ready(Some(Err(Box::new(e))));
+                                return Poll::Ready(Some(Err(Box::new(Refused(e)))));
                             }
                         }
                         Poll::Ready(Some(Ok(frame)))
@@ -257,7 +271,7 @@ where
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
                     Poll::Ready(None) => match scan.take().map_or(Ok(()), |mut s| s.finish()) {
                         Ok(()) => Poll::Ready(None),
-                        Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+                        Err(e) => Poll::Ready(Some(Err(Box::new(Refused(e))))),
                     },
                     Poll::Pending => Poll::Pending,
                 }

@@ -75,10 +75,7 @@ pub struct Callers {
     allow_anonymous: bool,
 }
 
-/// Hex SHA-256 of a key, as `hash-key` prints it.
-pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
+pub use crate::secret::hash_key;
 
 /// The key a request presents, if any.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {

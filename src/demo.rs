@@ -109,8 +109,8 @@ path = "/api/apps/v2/token"
 methods = ["POST"]
 token = "placeholder"
 "#,
-        admin_hash = crate::caller::hash_key(ADMIN_KEY),
-        caller_hash = crate::caller::hash_key(CALLER_KEY),
+        admin_hash = crate::secret::hash_key(ADMIN_KEY),
+        caller_hash = crate::secret::hash_key(CALLER_KEY),
         secret = secret_file.display(),
     )
 }

@@ -216,7 +216,7 @@ impl From<hyper_util::client::legacy::Error> for GatewayError {
             if let Some(t) = s.downcast_ref::<Stalled>() {
                 return GatewayError::ClientTimeout(t.0);
             }
-            if let Some(r) = s.downcast_ref::<crate::proxy::multipart::Refused>() {
+            if let Some(r) = s.downcast_ref::<crate::body::Refused>() {
                 return GatewayError::BadRequest(r.to_string());
             }
             src = s.source();

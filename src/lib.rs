@@ -10,10 +10,12 @@
 pub mod admin;
 pub mod body;
 pub mod caller;
+pub mod canonical;
 pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod error;
+pub mod head;
 pub mod inspect;
 pub mod limit;
 pub mod logs;

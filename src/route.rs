@@ -64,7 +64,7 @@ impl OpenIdSource {
     pub fn query(name: &str) -> Self {
         OpenIdSource::Query {
             name: name.to_string(),
-            lenient: crate::proxy::canonical::normalize_param_name(name),
+            lenient: crate::canonical::normalize_param_name(name),
         }
     }
 
@@ -95,7 +95,7 @@ impl OpenIdSource {
             OpenIdSource::Header(h) => {
                 let lookalikes = headers
                     .keys()
-                    .filter(|n| crate::proxy::canonical::header_is(n.as_str(), h.as_str()))
+                    .filter(|n| crate::canonical::header_is(n.as_str(), h.as_str()))
                     .map(|n| headers.get_all(n).iter().count())
                     .sum::<usize>();
                 if lookalikes > 1 {
@@ -111,8 +111,8 @@ impl OpenIdSource {
                 let Some(q) = uri.query() else { return Ok(None) };
                 let mut found = None;
                 let mut count = 0;
-                for piece in crate::proxy::canonical::pieces(q) {
-                    if crate::proxy::canonical::param_is(piece, lenient) {
+                for piece in crate::canonical::pieces(q) {
+                    if crate::canonical::param_is(piece, lenient) {
                         count += 1;
                         found = form_urlencoded::parse(piece.as_bytes())
                             .next()

@@ -32,6 +32,12 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Hex SHA-256 of a key, as `hash-key` prints it: keys are kept only as this digest.
+pub fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,22 +142,19 @@ fn is_public_path(path: &str) -> bool {
 /// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
 /// errors carry it in their JSON too. Each listener serves only its own paths.
 pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
-    let rid = crate::proxy::request_id(req.headers()).id;
+    let rid = crate::head::request_id(req.headers()).id;
     // Kept for the access line of a refusal (reference-counted, not copied).
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let peer = req.extensions().get::<crate::conn::Peer>().map(|p| p.0);
     let max = shared.runtime.load().config.server.max_header_bytes;
-    let conflicting = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
-    let mut resp = if conflicting {
-        let mut r = crate::error::GatewayError::BadRequest(
-            "the request has both Content-Length and Transfer-Encoding: send one".into(),
-        )
-        .into_response(rid.to_str().unwrap_or("-"));
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut resp = if let Some(e) = crate::head::refusal(&req, max) {
+        let close = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
+        let mut r = e.into_response(rid.to_str().unwrap_or("-"));
+        if close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
-    } else if crate::proxy::head_size(&req) > max {
-        crate::error::GatewayError::HeadersTooLarge(max).into_response(rid.to_str().unwrap_or("-"))
     } else {
         let path = req.uri().path();
         let public_set = shared.runtime.load().config.server.public_listen.is_some();
@@ -194,7 +191,7 @@ pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> 
             "refused"
         );
     }
-    resp.headers_mut().insert(&crate::proxy::X_REQUEST_ID, rid);
+    resp.headers_mut().insert(&crate::head::X_REQUEST_ID, rid);
     resp
 }
 

@@ -126,8 +126,8 @@ impl Config {
     /// replaced before the gateway faces anyone: the example admin and caller keys (whose
     /// plaintext is in the example's comments) and the placeholder client_key.
     fn warn_example_values(&self, c: &mut Collector<'_>) {
-        let example_admin = crate::caller::hash_key("example-admin-key");
-        let example_caller = crate::caller::hash_key("example-caller-key");
+        let example_admin = crate::secret::hash_key("example-admin-key");
+        let example_caller = crate::secret::hash_key("example-caller-key");
         if self.admin.api_key_sha256.as_deref() == Some(example_admin.as_str()) {
             c.warn(
                 "admin",

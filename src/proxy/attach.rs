@@ -29,10 +29,10 @@
 //! # }
 //! ```
 
-use super::canonical;
 use super::headers::{self, ACCESS_TOKEN};
 use super::Scope;
 use crate::body::ProxyBody;
+use crate::canonical;
 use crate::config::Inject;
 use crate::error::GatewayError;
 use crate::token::{Need, Token, TokenError, TokenKey, Tokens};

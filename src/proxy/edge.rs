@@ -6,7 +6,7 @@
 //! - admission: over `max_in_flight` requests in progress → 503 `overloaded` at once (a caller
 //!   can retry elsewhere; a queue would only add latency); a head over `max_header_bytes` → 431;
 //! - the target: CONNECT, absolute-form targets (the caller's `Host` never picks the upstream)
-//!   and any path a later hop could read differently ([`super::canonical`]) → 400;
+//!   and any path a later hop could read differently ([`crate::canonical`]) → 400;
 //! - a head with both `Content-Length` and `Transfer-Encoding` → 400, and the connection closed;
 //! - the deadline `request_timeout_ms` over everything inside → 504, or 408 when the gateway was
 //!   waiting on the caller's body then;
@@ -15,7 +15,7 @@
 //!
 //! It puts the request's [`Scope`] in its extensions for the layers inside.
 
-use super::{canonical, head_size, request_id, Scope, X_REQUEST_ID};
+use super::{canonical, request_id, Scope, X_REQUEST_ID};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::logs::Escaped;
@@ -136,16 +136,10 @@ where
         let peer = req.extensions().get::<crate::conn::Peer>().map(|p| p.0);
         let timeout_ms = server.request_timeout_ms;
         let conflicting = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
-        let refused = if conflicting {
-            // hyper frames such a body as chunked; a hop that reads Content-Length would frame it
-            // otherwise. nginx and Envoy refuse it, and so does a gateway holding credentials.
-            Err(GatewayError::BadRequest(
-                "the request has both Content-Length and Transfer-Encoding: send one".into(),
-            ))
+        let refused = if let Some(e) = crate::head::refusal(&req, server.max_header_bytes) {
+            Err(e)
         } else if count > server.max_in_flight {
             Err(GatewayError::Overloaded(server.max_in_flight))
-        } else if head_size(&req) > server.max_header_bytes {
-            Err(GatewayError::HeadersTooLarge(server.max_header_bytes))
         } else {
             check_target(&req)
         };

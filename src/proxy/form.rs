@@ -86,7 +86,10 @@ pub fn clean_whole(fields: Fields, headers: &mut HeaderMap, body: Bytes) -> Resu
 
 /// A body that streams on after `prefix` (what was read of it, if anything): a form cannot (413);
 /// a multipart body's prefix is checked, and its scanner goes along for the rest.
-pub fn stream_on(fields: Fields, prefix: Option<&[u8]>) -> Result<Option<Box<Scanner>>, GatewayError> {
+pub fn stream_on(
+    fields: Fields,
+    prefix: Option<&[u8]>,
+) -> Result<Option<Box<dyn crate::body::BodyCheck>>, GatewayError> {
     match fields {
         Fields::Form(limit) => Err(GatewayError::FormTooLarge(limit)),
         Fields::Multipart(mut s) => {

@@ -3,7 +3,7 @@
 //! headers that make frameworks behind a proxy take another method or path,
 //! and hop-by-hop headers (RFC 9110 §7.6.1).
 
-use super::canonical::{cookie_is, field_is, header_named, header_skeleton, ACCESS_TOKEN as CREDENTIAL};
+use crate::canonical::{cookie_is, field_is, header_named, header_skeleton, ACCESS_TOKEN as CREDENTIAL};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 

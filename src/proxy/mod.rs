@@ -26,7 +26,8 @@
 
 pub mod attach;
 pub mod authenticate;
-pub mod canonical;
+/// The one reading of paths and names ([`crate::canonical`]), as the proxy layers use it.
+pub use crate::canonical;
 pub mod edge;
 pub mod exchange_code;
 pub mod form;
@@ -46,16 +47,14 @@ pub use keep::{KeepBody, KeepBodyLayer};
 pub use retry::{Retry, RetryLayer};
 pub use routing::{Routing, RoutingLayer};
 
+pub use crate::head::{head_size, request_id, RequestId, X_REQUEST_ID};
+
 use crate::error::GatewayError;
 use crate::runtime::Runtime;
 use crate::state::Shared;
-use http::{header, HeaderName, HeaderValue, Request};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-
-/// Request id header: taken from the caller when plain ([`request_id`]), else generated; echoed on
-/// every answer.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use http::{header, Request};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The gateway's whole stack around pooled clients of its own, one per upstream (the server
 /// builds one such stack per proxy thread).
@@ -194,70 +193,6 @@ impl Scope {
     }
 }
 
-/// The id a request is known by, and the caller's own when it was not used.
-#[derive(Debug, Clone)]
-pub struct RequestId {
-    /// What the answer's `x-request-id`, its error body and the log lines carry.
-    pub id: HeaderValue,
-    /// The caller's `X-Request-Id` when it was not plain: never echoed, logged escaped as
-    /// `caller_request_id` (a reference-counted copy of the header, not an allocation).
-    pub callers: Option<HeaderValue>,
-}
-
-/// Whether a caller's request id may be used as it is: `^[A-Za-z0-9._:-]{1,64}$`. Nothing a log
-/// reader, a browser or a shell could read as more than an id, and not long.
-fn plain_request_id(v: &[u8]) -> bool {
-    (1..=64).contains(&v.len())
-        && v.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-/// The request id of a request: the caller's when plain, else a new one.
-pub fn request_id(headers: &http::HeaderMap) -> RequestId {
-    let callers = headers.get(&X_REQUEST_ID);
-    match callers {
-        Some(v) if plain_request_id(v.as_bytes()) => RequestId {
-            id: v.clone(),
-            callers: None,
-        },
-        _ => RequestId {
-            id: new_request_id(),
-            callers: callers.cloned(),
-        },
-    }
-}
-
-fn new_request_id() -> HeaderValue {
-    // `{8 hex digits of this process}-{counter in hex}`, written without a formatter.
-    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let prefix = PREFIX.get_or_init(|| {
-        let r = rand::random::<u32>();
-        std::array::from_fn(|i| HEX[(r >> (28 - 4 * i) & 0xf) as usize])
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut out = [0u8; 8 + 1 + 16];
-    out[..8].copy_from_slice(prefix);
-    out[8] = b'-';
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for i in 0..digits {
-        out[9 + i] = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&out[..9 + digits]).expect("ascii")
-}
-
-/// The size of a request head as it came: target, and each header line's name, value and `: `/CRLF.
-pub fn head_size<B>(req: &Request<B>) -> usize {
-    let target = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
-    target
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-}
-
 pin_project_lite::pin_project! {
     /// The future of a layer that either refused the request at once or passes it on: the inner
     /// service's future, or a ready error. Named, so a refusal or a pass costs no allocation.
@@ -309,39 +244,5 @@ where
                 std::task::Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_prefix_dash_hex_counter_and_only_a_plain_caller_id_is_kept() {
-        let a = request_id(&http::HeaderMap::new());
-        let b = request_id(&http::HeaderMap::new());
-        assert!(a.callers.is_none());
-        let (pa, na) = a.id.to_str().unwrap().split_once('-').unwrap();
-        let (pb, nb) = b.id.to_str().unwrap().split_once('-').unwrap();
-        assert_eq!(pa.len(), 8);
-        assert_eq!(pa, pb);
-        assert!(pa.bytes().chain(na.bytes()).all(|c| c.is_ascii_hexdigit()));
-        assert!(u64::from_str_radix(nb, 16).unwrap() > u64::from_str_radix(na, 16).unwrap());
-        assert!(plain_request_id(a.id.as_bytes()), "the gateway's own are plain");
-        let mut h = http::HeaderMap::new();
-        let long = "A.b_c:d-9".repeat(8);
-        for kept in ["caller-7", "a.B_c:9", &long[..64]] {
-            h.insert(&X_REQUEST_ID, HeaderValue::from_str(kept).unwrap());
-            let r = request_id(&h);
-            assert_eq!((r.id.to_str().unwrap(), r.callers), (kept, None));
-        }
-        for refused in ["has space", "\"><script>", "", "a/b", "id;x", &long[..65]] {
-            h.insert(&X_REQUEST_ID, HeaderValue::from_str(refused).unwrap());
-            let r = request_id(&h);
-            assert_ne!(r.id, refused);
-            assert_eq!(r.callers.unwrap(), refused);
-        }
-        h.insert(&X_REQUEST_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
-        assert!(request_id(&h).callers.is_some());
     }
 }

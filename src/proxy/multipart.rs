@@ -20,7 +20,7 @@
 //! assert!(s.feed(b"-Token\"\r\n\r\nevil\r\n--XyZ--\r\n").is_err());
 //! ```
 
-use super::canonical::{self, ACCESS_TOKEN};
+use crate::canonical::{self, ACCESS_TOKEN};
 use memchr::memmem;
 
 /// The longest part head read: browsers and SDKs send a few hundred bytes; busboy (Node) stops
@@ -36,6 +36,15 @@ pub enum Refused {
     /// A part head did not end within [`MAX_HEAD`] bytes.
     #[error("a multipart part head is longer than {MAX_HEAD} bytes")]
     HeadTooLong,
+}
+
+impl crate::body::BodyCheck for Scanner {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), crate::body::BoxError> {
+        Scanner::feed(self, chunk).map_err(Into::into)
+    }
+    fn finish(&mut self) -> Result<(), crate::body::BoxError> {
+        Scanner::finish(self).map_err(Into::into)
+    }
 }
 
 /// Looks for parts named like a credential in a multipart body, fed chunk by chunk.
