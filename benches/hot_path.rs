@@ -8,7 +8,6 @@ use douyin_gateway::config::Config;
 use douyin_gateway::inspect::{self, CodeTable, Context};
 use douyin_gateway::metrics::Metrics;
 use douyin_gateway::route::RouteTable;
-use douyin_gateway::runtime::Runtime;
 use douyin_gateway::token::{Need, TokenKey, Tokens};
 use std::sync::Arc;
 
@@ -105,14 +104,11 @@ fn bench(c: &mut Criterion) {
         std::env::set_var("DG_BENCH_SECRET", "secret");
         cfg.apps[0].client_secret_env = Some("DG_BENCH_SECRET".into());
         let metrics = Arc::new(Metrics::new());
-        let (_, settings) = Runtime::build(cfg.clone(), &metrics).unwrap();
+        let settings = douyin_gateway::token::Settings::from_config(&cfg).unwrap();
         let client = douyin_gateway::upstream::client(&cfg.upstream).unwrap();
-        let tokens = Tokens::new(
-            client,
-            settings,
-            metrics,
-            Arc::new(douyin_gateway::store::Store::Memory),
-        );
+        let tokens = Tokens::new(client, settings, Arc::new(douyin_gateway::store::Store::Memory));
+        // As the gateway runs it: the cache's hits and misses counted.
+        tokens.events().subscribe(metrics.token_observer());
         tokens
             .obtain(&TokenKey::client("main".into()), Need::Any)
             .await

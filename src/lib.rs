@@ -31,3 +31,4 @@ pub mod state;
 pub mod store;
 pub mod token;
 pub mod upstream;
+pub mod vocab;

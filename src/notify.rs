@@ -154,7 +154,7 @@ impl Notifier {
         }
         fields["event"] = name.into();
         fields["id"] = hex::encode(rand::random::<[u8; 12]>()).into();
-        fields["at"] = crate::token::unix_now().into();
+        fields["at"] = crate::vocab::unix_now().into();
         let event = Arc::new(Event {
             name,
             body: serde_json::to_vec(&fields).expect("json").into(),
@@ -177,6 +177,45 @@ impl Notifier {
             "user.reauthorization_required",
             json!({"app": app, "open_id": open_id, "reason": reason}),
         );
+    }
+}
+
+/// The token engine's events that receivers can be told of.
+impl crate::token::events::Observer for Notifier {
+    fn on(&self, event: &crate::token::events::Event<'_>) {
+        use crate::token::events::Event;
+        match *event {
+            Event::EvictedEarly { key, age_s } => self.emit(
+                "token.evicted_early",
+                json!({"app": &*key.app, "class": key.class.as_str(), "open_id": key.open_id(), "age_s": age_s}),
+            ),
+            Event::FetchFailing {
+                key,
+                outcome,
+                since_unix,
+            } => self.emit(
+                "token.fetch_failing",
+                json!({"app": &*key.app, "class": key.class.as_str(), "outcome": outcome, "since": since_unix}),
+            ),
+            Event::FetchRecovered { key, since_unix } => self.emit(
+                "token.fetch_recovered",
+                json!({"app": &*key.app, "class": key.class.as_str(), "since": since_unix}),
+            ),
+            Event::ReauthorizationRequired { app, open_id, reason } => {
+                self.reauthorization_required(app, open_id, reason)
+            }
+            Event::ReauthorizationDue { app, open_id, by_unix } => self.emit(
+                "user.reauthorization_due",
+                json!({"app": app, "open_id": open_id, "reauthorize_by": by_unix}),
+            ),
+            _ => {}
+        }
+    }
+
+    fn wants_due(&self) -> bool {
+        self.receivers
+            .iter()
+            .any(|r| r.events.iter().any(|e| e == "user.reauthorization_due"))
     }
 }
 

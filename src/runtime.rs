@@ -7,12 +7,9 @@ use crate::inspect::CodeTable;
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE, REFUSED};
 use crate::route::RouteTable;
 use crate::secret::Secret;
-use crate::token::cache::{Settings, Tuning};
-use crate::token::issuer::{AppCreds, IssuerConfig, MiniAppIssuer};
-use crate::token::TokenKey;
+use crate::token::{Settings, TokenKey};
 use crate::upstream::Base;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One app as the proxy and the admin listener need it.
 #[derive(Debug)]
@@ -63,27 +60,12 @@ pub struct Runtime {
     pub refused_metrics: RouteMetrics,
 }
 
-/// Reads an app's client secret from where the config says.
-fn read_secret(app: &str, env: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<Option<Secret>, String> {
-    let raw = if let Some(var) = env {
-        std::env::var(var).map_err(|_| format!("app {app:?}: environment variable {var} is not set"))?
-    } else if let Some(path) = file {
-        std::fs::read_to_string(path).map_err(|e| format!("app {app:?}: cannot read {}: {e}", path.display()))?
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Secret::new(raw.trim())))
-}
-
 impl Runtime {
-    /// Compiles a validated config; also returns the token settings it implies.
-    pub fn build(config: Config, metrics: &Metrics) -> Result<(Runtime, Settings), String> {
+    /// Compiles a validated config, with the token engine's settings built from it (the apps'
+    /// secrets as the engine read them).
+    pub fn build(config: Config, settings: &Settings, metrics: &Metrics) -> Result<Runtime, String> {
         let base = Base::parse(&config.upstream.base_url)?;
-        let codes = CodeTable::new(
-            config.token_errors.refresh.as_deref(),
-            config.token_errors.reauthorize.as_deref(),
-        );
-        let mut creds = std::collections::HashMap::new();
+        let codes = settings.issuer.codes.clone();
         let mut apps = Vec::new();
         let admin_url = match &config.server.public_admin_url {
             Some(u) => u.trim_end_matches('/').to_string(),
@@ -98,32 +80,12 @@ impl Runtime {
         };
         for a in &config.apps {
             let name: Arc<str> = a.name.as_str().into();
-            let secret = read_secret(&a.name, &a.client_secret_env, &a.client_secret_file)?
+            let secret = settings
+                .client_secret(&a.name)
+                .cloned()
                 .ok_or_else(|| format!("app {:?}: no client secret configured", a.name))?;
-            let webhook_key =
-                read_secret(&a.name, &a.webhook_secret_env, &a.webhook_secret_file)?.unwrap_or_else(|| secret.clone());
-            creds.insert(
-                Arc::clone(&name),
-                AppCreds {
-                    client_key: a.client_key.clone(),
-                    client_secret: secret.clone(),
-                    client_token_endpoint: a.client_token_endpoint.clone(),
-                    mini_app: match &a.mini_app_upstream {
-                        None => None,
-                        Some(u) => {
-                            let up = config
-                                .upstreams
-                                .iter()
-                                .find(|x| &x.name == u)
-                                .ok_or_else(|| format!("app {:?}: no [[upstreams]] named {u:?}", a.name))?;
-                            Some(MiniAppIssuer {
-                                base: Base::parse(&up.base_url)?,
-                                client: crate::upstream::client(&up.settings())?,
-                            })
-                        }
-                    },
-                },
-            );
+            let webhook_key = crate::secret::read(&a.name, &a.webhook_secret_env, &a.webhook_secret_file)?
+                .unwrap_or_else(|| secret.clone());
             let authorize_url = a.redirect_uri.as_ref().map(|_| {
                 let q: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("app", &a.name)
@@ -149,24 +111,6 @@ impl Runtime {
                 client_secret: secret,
             });
         }
-        let t = &config.tokens;
-        let settings = Settings {
-            issuer: IssuerConfig {
-                base: base.clone(),
-                apps: creds,
-                codes: codes.clone(),
-            },
-            tuning: Tuning {
-                refresh_at_fraction: t.refresh_at_fraction,
-                backoff_initial: Duration::from_millis(t.backoff_initial_ms),
-                backoff_max: Duration::from_millis(t.backoff_max_ms),
-                fetch_timeout: Duration::from_millis(t.fetch_timeout_ms),
-                renew_before: Duration::from_secs(t.renew_before_secs),
-                max_renewals: t.max_renewals,
-                client_fetch_budget: t.client_token_fetch_budget,
-                fetch_failing_after: Duration::from_secs(t.fetch_failing_after_secs),
-            },
-        };
         let bases = config
             .all_upstreams()
             .iter()
@@ -190,6 +134,6 @@ impl Runtime {
             refused_metrics: metrics.route(REFUSED, 0),
             config,
         };
-        Ok((runtime, settings))
+        Ok(runtime)
     }
 }

@@ -32,6 +32,19 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A secret read from where the config says: the environment variable `env`, or the file `file`
+/// (trimmed); `None` when neither is given. `what` names it in errors.
+pub fn read(what: &str, env: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<Option<Secret>, String> {
+    let raw = if let Some(var) = env {
+        std::env::var(var).map_err(|_| format!("app {what:?}: environment variable {var} is not set"))?
+    } else if let Some(path) = file {
+        std::fs::read_to_string(path).map_err(|e| format!("app {what:?}: cannot read {}: {e}", path.display()))?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Secret::new(raw.trim())))
+}
+
 /// Hex SHA-256 of a key, as `hash-key` prints it: keys are kept only as this digest.
 pub fn hash_key(key: &str) -> String {
     use sha2::Digest;

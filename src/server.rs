@@ -191,14 +191,21 @@ pub async fn start_on_all(
         "connection limits"
     );
     let config_store = config.store.clone();
-    let (runtime, settings) = Runtime::build(config, &metrics)?;
+    let settings = crate::token::Settings::from_config(&config)?;
+    let runtime = Runtime::build(config, &settings, &metrics)?;
     let store = Arc::new(crate::store::Store::open(&config_store).await?);
     for c in store.collectors() {
         metrics.register(c);
     }
     let notify = crate::notify::Notifier::start(&runtime.config.notify, &metrics)?;
-    let tokens = Tokens::new(client, settings, Arc::clone(&metrics), store);
-    tokens.set_notifier(notify);
+    let tokens = Tokens::new(client, settings, store);
+    // Who hears what the engine does: the token metrics, `[[notify]]`, the status page's list.
+    let recent_errors = Arc::new(crate::token::events::RecentErrors::default());
+    tokens.events().subscribe(metrics.token_observer());
+    tokens.events().subscribe(notify);
+    tokens
+        .events()
+        .subscribe(Arc::clone(&recent_errors) as Arc<dyn crate::token::events::Observer>);
     let loaded = tokens.load().await.map_err(|e| e.to_string())?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");
@@ -210,6 +217,7 @@ pub async fn start_on_all(
         metrics,
         in_flight: Default::default(),
         head_budget: Arc::clone(&budget),
+        recent_errors,
         oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
         oauth_limits: Default::default(),
         webhooks: Default::default(),
@@ -314,7 +322,8 @@ impl Running {
                 "{key} changed in the config file: it takes effect only after a restart; the running value stays"
             );
         }
-        let (runtime, settings) = Runtime::build(config, &self.shared.metrics)?;
+        let settings = crate::token::Settings::from_config(&config)?;
+        let runtime = Runtime::build(config, &settings, &self.shared.metrics)?;
         self.shared.tokens.reconfigure(settings);
         self.shared.runtime.store(Arc::new(runtime));
         Ok(())

@@ -16,6 +16,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Proxy requests in progress (bounded by `server.max_in_flight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The token engine's last failures, for the status page.
+    pub recent_errors: Arc<crate::token::events::RecentErrors>,
     /// Bytes of unfinished request heads held by every listener's connections.
     pub head_budget: Arc<crate::conn::HeadBudget>,
     /// The authorization flow's signed, single-use states.

@@ -209,7 +209,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
             ),
         },
         (&Method::GET, "/metrics") => {
-            shared.tokens.update_gauges();
+            shared.metrics.set_token_gauges(&shared.tokens.census());
             let ready = tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await;
             shared.metrics.store_ready.set(i64::from(matches!(ready, Ok(Ok(())))));
             let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);

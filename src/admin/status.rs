@@ -26,7 +26,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
     let now = unix_now();
     let rt = shared.runtime.load();
     let store = tokio::time::timeout(super::READY_TIMEOUT, shared.tokens.store_ready()).await;
-    shared.tokens.update_gauges();
+    shared.metrics.set_token_gauges(&shared.tokens.census());
     let gauges = values(&shared.metrics.tokens);
     let forecast_counts = values(&shared.metrics.reauthorization);
     let fetches = values(&shared.metrics.token_fetches);
@@ -77,7 +77,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         }
         for key in keys {
             let info = shared.tokens.info_of(&key);
-            let state = info.as_ref().map_or("not fetched yet", |i| i.state);
+            let state = info.as_ref().map_or("not fetched yet", |i| i.state.as_str());
             let class_css = match state {
                 "valid" => "ok",
                 "not fetched yet" => "",
@@ -187,7 +187,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
                 format!("{} ({})", date(b), until(now, b))
             }
         });
-        let css = if i.state == "reauthorization_required" {
+        let css = if i.state == crate::token::upkeep::TokenState::ReauthorizationRequired {
             "bad"
         } else {
             "warn"
@@ -197,7 +197,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
             "<tr><td>{}</td><td><code>{}</code></td><td class=\"{css}\">{}</td><td>{by}</td></tr>",
             escape(&i.key.app),
             escape(i.key.open_id().unwrap_or("")),
-            escape(i.state)
+            escape(i.state.as_str())
         );
     }
     h.push_str("</table>");
@@ -226,7 +226,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         "<h2>Recent token errors</h2><table id=\"errors\"><tr><th>when</th><th>app</th><th>class</th>\
          <th>open_id</th><th>outcome</th><th>message</th></tr>",
     );
-    let errors = shared.tokens.recent_errors();
+    let errors = shared.recent_errors.list();
     if errors.is_empty() {
         h.push_str("<tr><td colspan=\"6\">none</td></tr>");
     }

@@ -136,9 +136,13 @@ async fn process(shared: &Shared, app: &crate::runtime::App, event: &Value) -> R
             match shared.tokens.remove_user(&app.name, open_id).await {
                 Ok(dropped) => {
                     tracing::info!(app = %app.name, dropped, "user revoked the app: tokens dropped");
-                    if let Some(n) = shared.tokens.notifier() {
-                        n.reauthorization_required(&app.name, open_id, "the user revoked the app (unauthorize event)");
-                    }
+                    shared
+                        .tokens
+                        .announce(&crate::token::events::Event::ReauthorizationRequired {
+                            app: &app.name,
+                            open_id,
+                            reason: "the user revoked the app (unauthorize event)",
+                        });
                     json(StatusCode::OK, json!({"dropped": dropped}))
                 }
                 // Not acknowledged: the platform sends the event again.

@@ -1,7 +1,7 @@
 //! Where tokens are kept: `memory` (nothing survives a restart), `sqlite`
 //! (one file, the default) or `redis` (shared by many instances).
 //!
-//! The in-process cache ([`crate::token::Tokens`]) stays in front of every
+//! The token engine's in-process cache stays in front of every
 //! store: the store is read at start and on a miss, and written whenever a
 //! token changes, before the new token is used. Every write is a
 //! compare-and-swap on the record's version, so a slow writer can never
@@ -14,7 +14,7 @@ pub mod redis;
 pub mod sqlite;
 
 use crate::config::{StoreConfig, StoreKind};
-use crate::token::TokenKey;
+use crate::vocab::TokenKey;
 pub use record::Record;
 pub use redis::Lease;
 use std::time::Duration;

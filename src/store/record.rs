@@ -4,7 +4,7 @@
 use super::crypto::Keys;
 use super::StoreError;
 use crate::secret::Secret;
-use crate::token::{Grant, GrantState, TokenClass, TokenKey};
+use crate::vocab::{Grant, GrantState, TokenClass, TokenKey};
 use serde::{Deserialize, Serialize};
 
 /// One stored token.
@@ -116,9 +116,9 @@ impl Record {
         let grant = b.grant.map(|g| Grant {
             refresh_token: Secret::new(g.refresh_token),
             refresh_expires_unix: g.refresh_expires_unix,
-            refresh_lifetime_secs: crate::token::lifetime(g.refresh_lifetime_secs),
+            refresh_lifetime_secs: crate::vocab::lifetime(g.refresh_lifetime_secs),
             renewals: g.renewals,
-            scope: crate::token::scope(&g.scope),
+            scope: crate::vocab::scope(&g.scope),
             state: match g.state.as_str() {
                 "exhausted" => GrantState::RenewalsExhausted,
                 "dead" => GrantState::Dead(std::sync::Arc::new(g.dead_reason)),

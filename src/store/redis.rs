@@ -11,7 +11,7 @@
 use super::crypto::Keys;
 use super::record::{class_from, class_name};
 use super::{Put, Record, StoreError, StoreEvent};
-use crate::token::TokenKey;
+use crate::vocab::TokenKey;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;

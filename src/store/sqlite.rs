@@ -6,7 +6,7 @@
 use super::crypto::Keys;
 use super::record::{class_from, class_name};
 use super::{Put, Record, StoreError};
-use crate::token::TokenKey;
+use crate::vocab::TokenKey;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -134,7 +134,7 @@ impl SqliteStore {
             let sealed = keys.seal(&Record::aad(&rec.key), &rec.body());
             let tx = c.transaction().map_err(unavailable)?;
             let (app, class, subject) = (&*rec.key.app, class_name(rec.key.class), rec.key.subject());
-            let now = crate::token::unix_now() as i64;
+            let now = crate::vocab::unix_now() as i64;
             let changed = if expected == 0 {
                 tx.execute(
                     "INSERT INTO tokens (app, class, subject, version, sealed, updated_unix) VALUES (?1, ?2, ?3, 1, ?4, ?5)

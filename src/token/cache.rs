@@ -11,16 +11,16 @@
 //! (doubling, capped) during which callers fail fast with the last error, so an
 //! outage cannot turn into a fetch storm that trips the platform's rate limit.
 
+use super::events::Event;
 use super::issuer::Fetched;
 use super::issuer::{self, IssuerConfig};
 use super::persist::{Coordinated, Mode, Persist, Written};
+pub use super::settings::{Settings, Tuning};
 use super::{unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
-use crate::metrics::Metrics;
 use crate::store::{Lease, Record, Store, StoreError};
 use crate::upstream::HttpClient;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
-use prometheus::IntCounter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,27 +90,6 @@ impl Budget {
     }
 }
 
-/// Tuning, from `[tokens]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Tuning {
-    /// Share of the lifetime after which to refresh in the background.
-    pub refresh_at_fraction: f64,
-    /// First back-off delay.
-    pub backoff_initial: Duration,
-    /// Largest back-off delay.
-    pub backoff_max: Duration,
-    /// Timeout of one fetch.
-    pub fetch_timeout: Duration,
-    /// Renew a refresh_token once it expires within this.
-    pub renew_before: Duration,
-    /// Renewals the platform allows.
-    pub max_renewals: u32,
-    /// client_token fetches per app in any [`BUDGET_WINDOW`].
-    pub client_fetch_budget: u32,
-    /// An app-level token failing to fetch this long is announced (`token.fetch_failing`).
-    pub fetch_failing_after: Duration,
-}
-
 /// Why authorizing a user with a code failed ([`Tokens::authorize_with_code`]).
 #[derive(Debug)]
 pub enum CodeFailure {
@@ -123,23 +102,14 @@ pub enum CodeFailure {
 /// The window of `client_fetch_budget`: the platform's own limit counts 5 minutes.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(300);
 
-/// Everything swapped on reload.
-pub struct Settings {
-    /// Endpoints, apps, codes.
-    pub issuer: IssuerConfig,
-    /// Tuning.
-    pub tuning: Tuning,
-}
-
 /// The token cache and its fetching.
 pub struct Tokens {
     pub(super) slots: DashMap<TokenKey, Arc<Slot>>,
     pub(super) settings: ArcSwap<Settings>,
     pub(super) client: HttpClient,
-    pub(super) metrics: Arc<Metrics>,
     pub(super) generation: AtomicU64,
-    hits: [IntCounter; TokenClass::ALL.len()],
-    misses: [IntCounter; TokenClass::ALL.len()],
+    /// Who hears what the engine does ([`super::events`]).
+    events: super::events::Events,
     /// The store side: writes, coordination with other instances.
     pub(super) persist: Persist,
     /// Per app-level token (client_token, mini-app token): fetches against `client_fetch_budget`.
@@ -148,28 +118,8 @@ pub struct Tokens {
     pub(super) sweep: tokio::sync::Mutex<super::upkeep::Sweep>,
     /// What the last complete pass of the sweep counted.
     pub(super) swept: std::sync::Mutex<Option<Arc<super::upkeep::Tally>>>,
-    /// Where events go (`[[notify]]`), once the server set it.
-    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
     /// Users announced as `user.reauthorization_due`, with the deadline announced.
     pub(super) due_announced: DashMap<TokenKey, u64>,
-    /// The last [`RECENT_ERRORS`] token fetch and renewal failures, newest last (the status page).
-    recent_errors: std::sync::Mutex<std::collections::VecDeque<RecentError>>,
-}
-
-/// Failures the status page lists.
-pub const RECENT_ERRORS: usize = 20;
-
-/// A token fetch or renewal that failed: what and why, never a token.
-#[derive(Debug, Clone)]
-pub struct RecentError {
-    /// When, Unix seconds.
-    pub at_unix: u64,
-    /// Which token.
-    pub key: TokenKey,
-    /// The metric outcome (`network`, `refused`, …).
-    pub outcome: &'static str,
-    /// The error, as logged.
-    pub message: String,
 }
 
 /// How fetching a token stands: failing since when, or not.
@@ -191,46 +141,31 @@ pub enum FetchState {
 }
 
 impl Tokens {
-    /// An empty cache.
-    pub fn new(client: HttpClient, settings: Settings, metrics: Arc<Metrics>, store: Arc<Store>) -> Arc<Self> {
-        let handle =
-            |result: &str| TokenClass::ALL.map(|c| metrics.token_cache.with_label_values(&[c.as_str(), result]));
+    /// An empty cache; nobody hears its events until [`Tokens::events`] gets subscribers.
+    pub fn new(client: HttpClient, settings: Settings, store: Arc<Store>) -> Arc<Self> {
         Arc::new(Tokens {
             slots: DashMap::new(),
             settings: ArcSwap::from_pointee(settings),
             client,
-            hits: handle("hit"),
-            misses: handle("miss"),
-            metrics,
             generation: AtomicU64::new(1),
+            events: Default::default(),
             persist: Persist::new(store),
             budgets: DashMap::new(),
             sweep: Default::default(),
             swept: Default::default(),
-            notifier: Default::default(),
             due_announced: DashMap::new(),
-            recent_errors: Default::default(),
         })
     }
 
-    /// Remembers a failure for the status page.
-    pub(super) fn note_error(&self, key: &TokenKey, err: &TokenError) {
-        let mut recent = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() == RECENT_ERRORS {
-            recent.pop_front();
-        }
-        recent.push_back(RecentError {
-            at_unix: unix_now(),
-            key: key.clone(),
-            outcome: err.outcome(),
-            message: err.to_string(),
-        });
+    /// Where the engine's events go: subscribe here.
+    pub fn events(&self) -> &super::events::Events {
+        &self.events
     }
 
-    /// The latest failures, newest first.
-    pub fn recent_errors(&self) -> Vec<RecentError> {
-        let recent = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
-        recent.iter().rev().cloned().collect()
+    /// Tells the subscribers of something that happened to a token outside the engine (a user
+    /// who revoked the app, as the platform's webhook says).
+    pub fn announce(&self, event: &super::events::Event<'_>) {
+        self.events.publish(event);
     }
 
     /// How fetching `key` stands now.
@@ -251,27 +186,15 @@ impl Tokens {
         }
     }
 
-    /// Sends events to these receivers from now on (once; later calls change nothing).
-    pub fn set_notifier(&self, n: Arc<crate::notify::Notifier>) {
-        let _ = self.notifier.set(n);
-    }
-
-    /// The receivers of events, if any are configured.
-    pub fn notifier(&self) -> Option<&crate::notify::Notifier> {
-        self.notifier.get().map(|n| &**n)
-    }
-
     /// Tokens for a program of its own, with no gateway around them (the proxy's
     /// [`AttachTokenLayer`](crate::proxy::AttachTokenLayer) and [`RetryLayer`](crate::proxy::RetryLayer)
     /// around its own client): the config's apps, token endpoints, tuning and store, tokens the
-    /// store holds loaded, metrics in a registry of their own.
+    /// store holds loaded; no subscribers.
     pub async fn from_config(config: crate::config::Config) -> Result<Arc<Self>, String> {
-        let metrics = Arc::new(Metrics::new());
         let client = crate::upstream::client(&config.upstream)?;
-        let store_config = config.store.clone();
-        let (_, settings) = crate::runtime::Runtime::build(config, &metrics)?;
-        let store = Arc::new(Store::open(&store_config).await?);
-        let tokens = Tokens::new(client, settings, metrics, store);
+        let settings = Settings::from_config(&config)?;
+        let store = Arc::new(Store::open(&config.store).await?);
+        let tokens = Tokens::new(client, settings, store);
         tokens.load().await.map_err(|e| e.to_string())?;
         Ok(tokens)
     }
@@ -293,13 +216,13 @@ impl Tokens {
     /// The hot path: a live cached token, without waiting. Counts hit or miss,
     /// and starts a background refresh once the token is getting old.
     pub fn cached(self: &Arc<Self>, key: &TokenKey) -> Option<Arc<Token>> {
-        let class = key.class as usize;
+        let class = key.class;
         let slot = self.slots.get(key).map(|s| Arc::clone(&s));
         let token = slot.as_ref().and_then(|s| s.current.load_full());
         let now = Instant::now();
         match (slot, token) {
             (Some(slot), Some(t)) if now < t.expires_at() => {
-                self.hits[class].inc();
+                self.events.publish(&Event::Cache { class, hit: true });
                 if now >= t.refresh_at() && !slot.refreshing.swap(true, Ordering::AcqRel) {
                     let this = Arc::clone(self);
                     let (key, generation) = (key.clone(), t.generation);
@@ -311,7 +234,7 @@ impl Tokens {
                 Some(t)
             }
             _ => {
-                self.misses[class].inc();
+                self.events.publish(&Event::Cache { class, hit: false });
                 None
             }
         }
@@ -327,17 +250,10 @@ impl Tokens {
         if token.replaced_rejected || age >= life / 2 || token.evicted_noted.set() {
             return;
         }
-        self.metrics
-            .evicted_early
-            .with_label_values(&[&key.app, key.class.as_str()])
-            .inc();
-        if let Some(n) = self.notifier() {
-            n.emit(
-                "token.evicted_early",
-                serde_json::json!({"app": &*key.app, "class": key.class.as_str(), "open_id": key.open_id(),
-                    "age_s": age.as_secs()}),
-            );
-        }
+        self.events.publish(&Event::EvictedEarly {
+            key,
+            age_s: age.as_secs(),
+        });
         match key.class {
             c if c.is_app_level() => tracing::warn!(app = %key.app, class = c.as_str(), age_s = age.as_secs(),
                 "the platform rejected an app token long before its expiry: something else is fetching \
@@ -422,10 +338,10 @@ impl Tokens {
             };
             if let Err((e, warned)) = spent {
                 self.persist.release(lease).await;
-                self.metrics
-                    .token_fetches
-                    .with_label_values(&[&key.app, key.class.as_str(), e.outcome()])
-                    .inc();
+                self.events.publish(&Event::Fetched {
+                    key,
+                    outcome: e.outcome(),
+                });
                 if !warned {
                     tracing::warn!(app = %key.app, class = key.class.as_str(), "{e}: calls needing a new token of this class get 503 until then. \
                         Something rejects this app's tokens unusually often (another fetcher, a misrouted API).");
@@ -447,10 +363,7 @@ impl Tokens {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        self.metrics
-            .token_fetches
-            .with_label_values(&[&key.app, key.class.as_str(), outcome])
-            .inc();
+        self.events.publish(&Event::Fetched { key, outcome });
         match result {
             Ok(token) => {
                 let expected = current.as_ref().map_or(0, |c| c.version);
@@ -458,11 +371,11 @@ impl Tokens {
                     .publish(slot, key, token, expected, Mode::Adopt, lease.as_ref())
                     .await;
                 self.persist.release(lease).await;
-                if let (Some(f), Some(n)) = (flight.0.as_deref().filter(|f| f.announced), self.notifier()) {
-                    n.emit(
-                        "token.fetch_recovered",
-                        serde_json::json!({"app": &*key.app, "class": key.class.as_str(), "since": f.since_unix}),
-                    );
+                if let Some(f) = flight.0.as_deref().filter(|f| f.announced) {
+                    self.events.publish(&Event::FetchRecovered {
+                        key,
+                        since_unix: f.since_unix,
+                    });
                 }
                 *flight = Flight::default();
                 tracing::info!(app = %key.app, class = key.class.as_str(), generation = token.generation, "token obtained");
@@ -483,12 +396,16 @@ impl Tokens {
                         tracing::warn!(app = %key.app, class = key.class.as_str(), open_id = key.open_id().unwrap_or("-"),
                             "user must authorize again: {why}");
                         told = true;
-                        if let (Some(n), Some(open_id)) = (self.notifier(), key.open_id()) {
-                            n.reauthorization_required(&key.app, open_id, why);
+                        if let Some(open_id) = key.open_id() {
+                            self.events.publish(&Event::ReauthorizationRequired {
+                                app: &key.app,
+                                open_id,
+                                reason: why,
+                            });
                         }
                     }
                 }
-                self.note_error(key, &err);
+                self.events.publish(&Event::Failed { key, error: &err });
                 let failures = flight.0.as_ref().map_or(0, |f| f.failures) + 1;
                 let doubling = tuning.backoff_initial.saturating_mul(1u32 << (failures - 1).min(16));
                 let delay = doubling.min(tuning.backoff_max);
@@ -497,13 +414,11 @@ impl Tokens {
                         (f.since, f.since_unix, f.announced)
                     });
                 if key.class.is_app_level() && !announced && since.elapsed() >= tuning.fetch_failing_after {
-                    if let Some(n) = self.notifier() {
-                        n.emit(
-                            "token.fetch_failing",
-                            serde_json::json!({"app": &*key.app, "class": key.class.as_str(),
-                                "outcome": err.outcome(), "since": since_unix}),
-                        );
-                    }
+                    self.events.publish(&Event::FetchFailing {
+                        key,
+                        outcome: err.outcome(),
+                        since_unix,
+                    });
                     announced = true;
                 }
                 flight.0 = Some(Box::new(Failing {

@@ -2,6 +2,7 @@
 //! changes the store missed, and what the admin API and gauges see.
 
 use super::cache::{Slot, Tokens, Tuning};
+use super::events::Event;
 use super::persist::{Coordinated, Mode};
 use super::{issuer, unix_now, Grant, GrantState, Token, TokenClass, TokenError, TokenKey};
 use crate::store::{Record, StoreEvent};
@@ -15,13 +16,76 @@ const RESYNC_BATCH: usize = 500;
 /// How far ahead the re-consent forecast looks.
 pub const REAUTHORIZE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Where a cached token stands, as the admin API, the status page and the gauges show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TokenState {
+    /// Live.
+    Valid,
+    /// Past its expiry (a call will refresh it).
+    Expired,
+    /// No token: its fetch failed, or none has been made.
+    Failed,
+    /// A user whose refresh_token is dead or cannot be renewed: must authorize again.
+    ReauthorizationRequired,
+}
+
+impl TokenState {
+    /// Every state, in the order the gauges list them.
+    pub const ALL: [TokenState; 4] = [
+        TokenState::Valid,
+        TokenState::Expired,
+        TokenState::Failed,
+        TokenState::ReauthorizationRequired,
+    ];
+
+    /// Its name in the admin API and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Valid => "valid",
+            TokenState::Expired => "expired",
+            TokenState::Failed => "failed",
+            TokenState::ReauthorizationRequired => "reauthorization_required",
+        }
+    }
+
+    /// Whether a token of `class` can be in this state (only users must re-authorize).
+    pub fn applies_to(self, class: TokenClass) -> bool {
+        self != TokenState::ReauthorizationRequired || class == TokenClass::User
+    }
+}
+
+impl std::fmt::Display for TokenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for TokenState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What the gauges show: tokens by app, class and state, and users by re-consent forecast
+/// (`required`, `within_7d`), with every configured app (and whether it has a mini-app token) so
+/// that its series can start at zero.
+#[derive(Debug, Default)]
+pub struct Census {
+    /// The configured apps, and whether each has a mini-app token.
+    pub apps: Vec<(Arc<str>, bool)>,
+    /// Tokens by app, class and state.
+    pub tokens: std::collections::HashMap<(Arc<str>, TokenClass, TokenState), i64>,
+    /// Users by app and forecast.
+    pub reauthorization: std::collections::HashMap<(Arc<str>, &'static str), i64>,
+}
+
 /// A token as the admin API and gauges see it: never its value.
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
     /// Which token.
     pub key: TokenKey,
-    /// `valid`, `expired`, `failed` or `reauthorization_required`.
-    pub state: &'static str,
+    /// Where it stands.
+    pub state: TokenState,
     /// The platform's expiry of the token, Unix seconds.
     pub expires_unix: Option<u64>,
     /// The grant behind a user or biz token.
@@ -50,7 +114,7 @@ impl Tokens {
             .collect();
         for (key, slot) in due {
             self.maintain_one(&key, &slot).await;
-            if self.notifier().is_some() {
+            if self.events().wants_due() {
                 let t = slot.current.load_full();
                 let info = Self::info(
                     &key,
@@ -178,7 +242,7 @@ impl Tokens {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        self.metrics.renewals.with_label_values(&[&key.app, outcome]).inc();
+        self.events().publish(&Event::Renewal { key, outcome });
         match result {
             Ok(new) => {
                 // The old refresh_token is dead: the new one is written before anything else.
@@ -194,8 +258,12 @@ impl Tokens {
                     _ => GrantState::Dead(Arc::new(e.to_string())),
                 };
                 let why = e;
-                if let (Some(n), TokenError::AuthorizationRequired(reason)) = (self.notifier(), &why) {
-                    n.reauthorization_required(&key.app, key.open_id().unwrap_or(""), reason);
+                if let TokenError::AuthorizationRequired(reason) = &why {
+                    self.events().publish(&Event::ReauthorizationRequired {
+                        app: &key.app,
+                        open_id: key.open_id().unwrap_or(""),
+                        reason,
+                    });
                 }
                 self.publish(
                     slot,
@@ -210,7 +278,7 @@ impl Tokens {
             }
             // Network trouble: the next round tries again (the window is days wide).
             Err(e) => {
-                self.note_error(key, &e);
+                self.events().publish(&Event::Failed { key, error: &e });
                 tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}")
             }
         }
@@ -322,7 +390,7 @@ impl Tokens {
     /// within 7 days (the `within_7d` of the forecast); a user who re-consents gets a later
     /// deadline, and a new announcement when that one comes near.
     pub(super) fn announce_due(&self, info: &TokenInfo) {
-        let (Some(n), Some(by), Some(open_id)) = (self.notifier(), info.reauthorize_by, info.key.open_id()) else {
+        let (Some(by), Some(open_id)) = (info.reauthorize_by, info.key.open_id()) else {
             return;
         };
         // A dead refresh_token was announced as `user.reauthorization_required`; one that cannot
@@ -339,10 +407,11 @@ impl Tokens {
             return;
         }
         if self.due_announced.insert(info.key.clone(), by) != Some(by) {
-            n.emit(
-                "user.reauthorization_due",
-                serde_json::json!({"app": &*info.key.app, "open_id": open_id, "reauthorize_by": by}),
-            );
+            self.events().publish(&Event::ReauthorizationDue {
+                app: &info.key.app,
+                open_id,
+                by_unix: by,
+            });
         }
     }
 
@@ -358,8 +427,8 @@ impl Tokens {
             .filter(|e| e.key().class == TokenClass::User && e.key().open_id().is_some_and(|o| o.contains(search)))
             .filter_map(|e| {
                 let info = Self::info(e.key(), e.value().current.load_full().as_ref(), now, now_unix, tuning);
-                let soon =
-                    info.state == "reauthorization_required" || info.reauthorize_by.is_some_and(|b| b <= horizon);
+                let soon = info.state == TokenState::ReauthorizationRequired
+                    || info.reauthorize_by.is_some_and(|b| b <= horizon);
                 soon.then_some(info)
             })
             .collect();
@@ -403,10 +472,10 @@ impl Tokens {
             .as_deref()
             .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
         let state = match current {
-            Some(_) if dead && key.class == TokenClass::User => "reauthorization_required",
-            Some(t) if now < t.expires_at() => "valid",
-            Some(_) => "expired",
-            None => "failed",
+            Some(_) if dead && key.class == TokenClass::User => TokenState::ReauthorizationRequired,
+            Some(t) if now < t.expires_at() => TokenState::Valid,
+            Some(_) => TokenState::Expired,
+            None => TokenState::Failed,
         };
         let reauthorize_by = grant.as_deref().filter(|_| key.class == TokenClass::User).map(|g| {
             let left = match g.state {
@@ -430,10 +499,10 @@ impl Tokens {
         }
     }
 
-    /// Sets the `douyin_gateway_tokens` and `douyin_gateway_reauthorization` gauges (at scrape
-    /// time): from the cache; with a shared store, user and biz tokens from the last complete
-    /// pass over the store once there is one (every stored user, not only those read here).
-    pub fn update_gauges(&self) {
+    /// What the gauges show (at scrape time): from the cache; with a shared store, user and biz
+    /// tokens from the last complete pass over the store once there is one (every stored user,
+    /// not only those read here).
+    pub fn census(&self) -> Census {
         let swept = self.swept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut tally = Tally::default();
         let (now, now_unix, tuning) = (Instant::now(), unix_now(), self.settings.load().tuning);
@@ -446,38 +515,18 @@ impl Tokens {
         if let Some(s) = swept {
             tally.merge(&s);
         }
-        self.metrics.tokens.reset();
-        self.metrics.reauthorization.reset();
-        // Every app's series at zero first: a graph shows 0, not "no data", and an alert on
-        // `douyin_gateway_tokens{state="failed"} > 0` has a series to watch.
         let settings = self.settings.load();
-        for (app, creds) in &settings.issuer.apps {
-            for class in TokenClass::ALL {
-                if class == TokenClass::MiniApp && creds.mini_app.is_none() {
-                    continue;
-                }
-                for state in ["valid", "expired", "failed", "reauthorization_required"] {
-                    if state == "reauthorization_required" && class != TokenClass::User {
-                        continue;
-                    }
-                    self.metrics
-                        .tokens
-                        .with_label_values(&[&**app, class.as_str(), state])
-                        .set(0);
-                }
-            }
-            for when in ["required", "within_7d"] {
-                self.metrics.reauthorization.with_label_values(&[&**app, when]).set(0);
-            }
-        }
-        for ((app, class, state), n) in &tally.tokens {
-            self.metrics
-                .tokens
-                .with_label_values(&[&**app, class.as_str(), state])
-                .set(*n);
-        }
-        for ((app, when), n) in &tally.reauthorization {
-            self.metrics.reauthorization.with_label_values(&[&**app, when]).set(*n);
+        let mut apps: Vec<(Arc<str>, bool)> = settings
+            .issuer
+            .apps
+            .iter()
+            .map(|(app, creds)| (Arc::clone(app), creds.mini_app.is_some()))
+            .collect();
+        apps.sort();
+        Census {
+            apps,
+            tokens: tally.tokens,
+            reauthorization: tally.reauthorization,
         }
     }
 }
@@ -505,7 +554,7 @@ pub(crate) struct Sweep {
 /// Tokens counted by state, and users by re-consent forecast.
 #[derive(Default, Clone)]
 pub(crate) struct Tally {
-    tokens: std::collections::HashMap<(Arc<str>, TokenClass, &'static str), i64>,
+    tokens: std::collections::HashMap<(Arc<str>, TokenClass, TokenState), i64>,
     reauthorization: std::collections::HashMap<(Arc<str>, &'static str), i64>,
 }
 
@@ -521,7 +570,7 @@ impl Tally {
         }
         let horizon = unix_now() + REAUTHORIZE_HORIZON.as_secs();
         let when = match (info.state, info.reauthorize_by) {
-            ("reauthorization_required", _) => "required",
+            (TokenState::ReauthorizationRequired, _) => "required",
             (_, Some(by)) if by <= horizon => "within_7d",
             _ => return,
         };

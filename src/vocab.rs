@@ -1,0 +1,198 @@
+//! The token vocabulary: which token ([`TokenKey`], [`TokenClass`]), what renews a user's
+//! ([`Grant`]), and the time helpers they are stored with. It imports nothing of the gateway's
+//! but [`crate::secret`]: the store, metrics, notify and the token engine all speak it, and none
+//! of them needs another to do so.
+
+use crate::secret::Secret;
+use std::sync::Arc;
+
+/// The three token classes of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TokenClass {
+    /// App-level client_token.
+    Client,
+    /// User access_token, by open_id.
+    User,
+    /// Enterprise biz_token, by open_id and scope.
+    Biz,
+    /// The mini-app server access_token (`/api/apps/v2/token` on developer.toutiao.com): app-level,
+    /// like the client_token.
+    MiniApp,
+}
+
+impl TokenClass {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenClass::Client => "client",
+            TokenClass::User => "user",
+            TokenClass::Biz => "biz",
+            TokenClass::MiniApp => "mini_app",
+        }
+    }
+
+    /// Whether it belongs to the app, not to a user: one per app, fetched with the app's
+    /// credentials, and a new one shortens the previous one's life (so one owner must fetch it,
+    /// within a budget).
+    pub fn is_app_level(self) -> bool {
+        matches!(self, TokenClass::Client | TokenClass::MiniApp)
+    }
+
+    /// All classes, for metric handles.
+    pub const ALL: [TokenClass; 4] = [
+        TokenClass::Client,
+        TokenClass::User,
+        TokenClass::Biz,
+        TokenClass::MiniApp,
+    ];
+}
+
+/// Which token: app, class and subject: nothing for client tokens, the open_id for user tokens,
+/// open_id and scope for biz tokens ([`TokenKey::open_id`], [`TokenKey::biz_scope`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenKey {
+    /// App name.
+    pub app: Arc<str>,
+    /// Class.
+    pub class: TokenClass,
+    /// The subject in its stored form (one allocation per key: `open_id`, or `open_id\nscope`);
+    /// read it through the accessors.
+    subject: Arc<str>,
+}
+
+impl TokenKey {
+    /// An app's client_token.
+    pub fn client(app: Arc<str>) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::Client,
+            subject: Arc::from(""),
+        }
+    }
+
+    /// An app's mini-app server access_token.
+    pub fn mini_app(app: Arc<str>) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::MiniApp,
+            subject: Arc::from(""),
+        }
+    }
+
+    /// A user's access_token.
+    pub fn user(app: Arc<str>, open_id: &str) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::User,
+            subject: Arc::from(open_id),
+        }
+    }
+
+    /// An enterprise biz_token.
+    pub fn biz(app: Arc<str>, open_id: &str, scope: &str) -> Self {
+        TokenKey {
+            app,
+            class: TokenClass::Biz,
+            subject: Arc::from(format!("{open_id}\n{scope}")),
+        }
+    }
+
+    /// A key as a store keeps it (app, class, [`TokenKey::subject`]). The app name is shared
+    /// with every other key of that app ([`scope`]'s interning), not copied per record.
+    pub fn stored(app: Arc<str>, class: TokenClass, subject: &str) -> Self {
+        TokenKey {
+            app: scope(&app),
+            class,
+            subject: Arc::from(subject),
+        }
+    }
+
+    /// The user a user or biz token acts for; `None` for a client token.
+    pub fn open_id(&self) -> Option<&str> {
+        match self.class {
+            TokenClass::Client | TokenClass::MiniApp => None,
+            TokenClass::User => Some(&self.subject),
+            TokenClass::Biz => Some(self.subject.split_once('\n').map_or(&*self.subject, |(o, _)| o)),
+        }
+    }
+
+    /// A biz token's scope; `None` for the other classes.
+    pub fn biz_scope(&self) -> Option<&str> {
+        match self.class {
+            TokenClass::Biz => Some(self.subject.split_once('\n').map_or("", |(_, s)| s)),
+            _ => None,
+        }
+    }
+
+    /// The subject's stored form: part of a store's key and of a sealed record's associated data,
+    /// so it never changes (`""`, `open_id`, `open_id\nscope`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where a user's (or enterprise's) consent stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantState {
+    /// The refresh_token works and can be renewed.
+    Active,
+    /// The refresh_token works until it expires but cannot be renewed again:
+    /// the user must re-consent before `refresh_expires_unix`.
+    RenewalsExhausted,
+    /// The refresh_token is dead (expired, 10010, revoked): the user must authorize again. A thin
+    /// pointer to the reason, so the state takes 16 bytes of every cached user's grant, not 24.
+    Dead(Arc<String>),
+}
+
+/// What renews a user or biz token: its refresh_token and how long it lives.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The refresh_token (biz: biz_refresh_token).
+    pub refresh_token: Secret,
+    /// When it expires, Unix seconds.
+    pub refresh_expires_unix: u64,
+    /// Its full lifetime when issued or renewed (the platform says 30 days); see [`lifetime`].
+    pub refresh_lifetime_secs: u32,
+    /// Renewals used (the platform allows 5).
+    pub renewals: u32,
+    /// Granted scopes, comma-separated; one shared copy per distinct value ([`scope`]).
+    pub scope: Arc<str>,
+    /// Whether it still works.
+    pub state: GrantState,
+}
+
+impl Grant {
+    /// Whether the refresh_token can still be used.
+    pub fn usable(&self, now_unix: u64) -> bool {
+        !matches!(self.state, GrantState::Dead(_)) && self.refresh_expires_unix > now_unix
+    }
+}
+
+/// The one shared copy of a scope string (or an app name): most users grant the same scopes, so
+/// a cache of many users holds each distinct scope once.
+pub fn scope(s: &str) -> Arc<str> {
+    static SCOPES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::OnceLock::new();
+    let mut set = SCOPES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = set.get(s) {
+        return Arc::clone(s);
+    }
+    let s: Arc<str> = Arc::from(s);
+    set.insert(Arc::clone(&s));
+    s
+}
+
+/// A lifetime in seconds as a grant keeps it: 4 bytes (136 years) rather than 8.
+pub fn lifetime(secs: u64) -> u32 {
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
