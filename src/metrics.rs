@@ -127,91 +127,9 @@ pub struct RouteMetrics {
     /// `douyin_gateway_route_rejects_fresh_tokens_total{route}`: times the route rejected a token
     /// fetched moments ago to replace one it rejected (its API does not take this class).
     pub rejects_fresh: IntCounter,
-    /// Whether this route's rejections may fetch a new token now, per caller.
-    pub health: RouteHealth,
     /// `douyin_gateway_platform_errors_total{route, code}`, one per [`PLATFORM_CODES`] entry then `other`.
     platform_errors: Box<[IntCounter]>,
     statuses: Box<[OnceLock<IntCounter>]>,
-}
-
-/// How a route's token rejections are trusted, per caller (a caller's malformed calls must not
-/// make the route distrusted for the others).
-#[derive(Debug)]
-pub struct RouteHealth {
-    /// One per `[[callers]]` entry, then one for anonymous calls (and a layer used without the
-    /// gateway).
-    by_caller: Box<[CallerHealth]>,
-}
-
-impl RouteHealth {
-    /// The health of a route used by `callers` configured callers.
-    pub fn new(callers: usize) -> Self {
-        RouteHealth {
-            by_caller: (0..=callers).map(|_| CallerHealth::default()).collect(),
-        }
-    }
-
-    /// The health of this route for caller `who` (`None`: anonymous).
-    pub fn of(&self, who: Option<usize>) -> &CallerHealth {
-        let last = self.by_caller.len() - 1;
-        &self.by_caller[who.map_or(last, |i| i.min(last))]
-    }
-}
-
-/// How one caller's token rejections on a route are trusted. A route whose API rejected, for
-/// this caller, a brand-new token on the replay (after its rejection of the previous one) gets a
-/// strike; from the second strike in a row the route is *suspect* for that caller for 30 s,
-/// doubling with each further strike up to 5 minutes, and that caller's rejections fetch no new
-/// token meanwhile: they cannot burn the app's fetch budget, and the token other routes use stays.
-/// Any call of that caller the route gets accepted clears it. Other callers are not affected:
-/// one caller sending what the platform cannot read (its answer is a token error all the same)
-/// cannot stop the gateway refreshing for everyone. A token merely revoked (another fetcher, a
-/// revocation) is replaced as often as that happens.
-#[derive(Debug, Default)]
-pub struct CallerHealth {
-    strikes: std::sync::atomic::AtomicU32,
-    struck_generation: std::sync::atomic::AtomicU64,
-    suspect_until_ms: std::sync::atomic::AtomicU64,
-}
-
-fn monotonic_ms() -> u64 {
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-impl CallerHealth {
-    /// First strike that makes the route suspect.
-    const SUSPECT_AT: u32 = 2;
-
-    /// The platform accepted a call on this route.
-    pub fn accepted(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.strikes.load(Relaxed) != 0 {
-            self.strikes.store(0, Relaxed);
-            self.suspect_until_ms.store(0, Relaxed);
-        }
-    }
-
-    /// Whether the route's rejections are distrusted now.
-    pub fn suspect(&self) -> bool {
-        monotonic_ms() < self.suspect_until_ms.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The route rejected token `generation`, fetched to replace one it rejected. Counted once
-    /// per token; returns how long the route is suspect from now, if it is.
-    pub fn rejected_fresh(&self, generation: u64) -> Option<std::time::Duration> {
-        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
-        if self.struck_generation.swap(generation, AcqRel) == generation {
-            return None;
-        }
-        let n = self.strikes.fetch_add(1, AcqRel) + 1;
-        if n < Self::SUSPECT_AT {
-            return None;
-        }
-        let secs = (30u64 << (n - Self::SUSPECT_AT).min(4)).min(300);
-        self.suspect_until_ms.store(monotonic_ms() + secs * 1000, Relaxed);
-        Some(std::time::Duration::from_secs(secs))
-    }
 }
 
 impl RouteMetrics {
@@ -436,9 +354,8 @@ impl Metrics {
         self.renewals.with_label_values(&[app, "ok"]);
     }
 
-    /// Handles for a route name, used by `callers` configured callers; its 200 count is there
-    /// from the start.
-    pub fn route(&self, name: &str, callers: usize) -> RouteMetrics {
+    /// Handles for a route name; its 200 count is there from the start.
+    pub fn route(&self, name: &str) -> RouteMetrics {
         let retry = |o: &str| self.token_retries.with_label_values(&[name, o]);
         let m = RouteMetrics {
             name: name.to_string(),
@@ -451,7 +368,6 @@ impl Metrics {
             retry_suppressed: retry("suppressed"),
             retry_token_unavailable: retry("token_unavailable"),
             rejects_fresh: self.rejects_fresh.with_label_values(&[name]),
-            health: RouteHealth::new(callers),
             statuses: (0..600).map(|_| OnceLock::new()).collect(),
             platform_errors: PLATFORM_CODES
                 .iter()

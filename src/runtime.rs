@@ -118,7 +118,7 @@ impl Runtime {
             .collect::<Result<Vec<_>, _>>()?;
         let routes = RouteTable::build(&config);
         let callers = Callers::build(&config);
-        let route_metrics = routes.iter().map(|r| metrics.route(&r.name, callers.len())).collect();
+        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
         if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
             return Err("routes attach tokens but no [[apps]] is configured".into());
         }
@@ -130,8 +130,8 @@ impl Runtime {
             bases,
             codes,
             route_metrics,
-            no_route_metrics: metrics.route(NO_ROUTE, 0),
-            refused_metrics: metrics.route(REFUSED, 0),
+            no_route_metrics: metrics.route(NO_ROUTE),
+            refused_metrics: metrics.route(REFUSED),
             config,
         };
         Ok(runtime)

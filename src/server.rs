@@ -393,10 +393,12 @@ fn proxy_threads(
     grace: Duration,
     serving: Serving,
 ) -> Result<Vec<JoinHandle<()>>, String> {
+    // The routes' health is the retry policy's, one for all threads.
+    let health = Arc::new(crate::proxy::health::Health::default());
     let mut tasks = Vec::with_capacity(threads + 1);
     let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
-        let proxy = crate::proxy::stack(Arc::clone(shared))?;
+        let proxy = crate::proxy::stack(Arc::clone(shared), Arc::clone(&health))?;
         let (rx, tls, serving) = (rx.clone(), tls.clone(), serving.clone());
         let (hand, given) = tokio::sync::mpsc::unbounded_channel();
         hands.push(hand);

@@ -362,7 +362,8 @@ async fn a_panic_becomes_the_contract_error() {
             Ok::<http::Response<Empty<Bytes>>, std::convert::Infallible>(http::Response::new(Empty::new()))
         },
     );
-    let svc = douyin_gateway::proxy::stack_around(std::sync::Arc::clone(&gw.running.shared), panicking);
+    let svc =
+        douyin_gateway::proxy::stack_around(std::sync::Arc::clone(&gw.running.shared), Default::default(), panicking);
     let req = http::Request::get("/js/getticket/?a=1")
         .header("x-gateway-key", CALLER_KEY)
         .header("x-request-id", "panic-1")

@@ -33,6 +33,7 @@ pub mod exchange_code;
 pub mod form;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod keep;
 pub mod multipart;
 pub mod retry;
@@ -58,7 +59,7 @@ use std::sync::Arc;
 
 /// The gateway's whole stack around pooled clients of its own, one per upstream (the server
 /// builds one such stack per proxy thread).
-pub fn stack(shared: Arc<Shared>) -> Result<Stack, String> {
+pub fn stack(shared: Arc<Shared>, health: Arc<health::Health>) -> Result<Stack, String> {
     let clients = shared
         .runtime
         .load()
@@ -67,11 +68,12 @@ pub fn stack(shared: Arc<Shared>) -> Result<Stack, String> {
         .iter()
         .map(crate::upstream::client)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(stack_around(shared, Forward::over(clients)))
+    Ok(stack_around(shared, health, Forward::over(clients)))
 }
 
 /// The stack of [`stack`] around any innermost service (the pooled client; a test's).
-pub fn stack_around<S>(shared: Arc<Shared>, forward: S) -> Wrapped<S> {
+/// `health` is the routes' health the retry policy keeps, shared by every stack of a gateway.
+pub fn stack_around<S>(shared: Arc<Shared>, health: Arc<health::Health>, forward: S) -> Wrapped<S> {
     let tokens = Arc::clone(&shared.tokens);
     tower::ServiceBuilder::new()
         .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -85,7 +87,7 @@ pub fn stack_around<S>(shared: Arc<Shared>, forward: S) -> Wrapped<S> {
         .layer(RoutingLayer)
         .layer(KeepBodyLayer)
         .layer(AttachTokenLayer::new(Arc::clone(&tokens)))
-        .layer(RetryLayer::new(tokens))
+        .layer(RetryLayer::new(tokens).with_health(health))
         .service(forward)
 }
 

@@ -11,8 +11,8 @@
 //!
 //! A route whose API rejected two brand-new tokens in a row for one caller is not taking this
 //! token class, or that caller's calls are malformed: that caller's rejections then fetch nothing
-//! for a while (see `CallerHealth`), so a misrouted API cannot burn the app's token budget or
-//! evict the token other routes use, and one caller's bad calls do not stop refreshes for others.
+//! for a while ([`super::health`]), so a misrouted API cannot burn the app's token budget or evict
+//! the token other routes use, and one caller's bad calls do not stop refreshes for others.
 //!
 //! It goes inside [`super::AttachTokenLayer`] (it retries what that layer attached; a request
 //! without a token passes through). The request body must be [`Replay`]able; the answer comes back as a [`ProxyBody`] over the
@@ -29,6 +29,7 @@
 //! ```
 
 use super::attach::{attach, token_error};
+use super::health::Health;
 use super::{Attached, Scope};
 use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
@@ -89,6 +90,7 @@ impl Replay for Bytes {
 pub struct RetryLayer {
     tokens: Arc<Tokens>,
     codes: Arc<CodeTable>,
+    health: Arc<Health>,
 }
 
 impl RetryLayer {
@@ -98,7 +100,14 @@ impl RetryLayer {
         RetryLayer {
             tokens,
             codes: Arc::new(CodeTable::default()),
+            health: Arc::default(),
         }
+    }
+
+    /// Routes' health shared with other stacks (the gateway's proxy threads share one).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Other rejection codes.
@@ -116,6 +125,7 @@ impl<S> tower::Layer<S> for RetryLayer {
             inner,
             tokens: Arc::clone(&self.tokens),
             codes: Arc::clone(&self.codes),
+            health: Arc::clone(&self.health),
         }
     }
 }
@@ -126,6 +136,7 @@ pub struct Retry<S> {
     inner: S,
     tokens: Arc<Tokens>,
     codes: Arc<CodeTable>,
+    health: Arc<Health>,
 }
 
 /// Whether an answer can be an error envelope worth reading.
@@ -179,6 +190,7 @@ where
             scope: req.extensions().get::<Scope>().cloned(),
             codes: Arc::clone(&self.codes),
             tokens: Arc::clone(&self.tokens),
+            health: Arc::clone(&self.health),
         };
         let future = self.inner.call(req);
         RetryFuture::First {
@@ -192,11 +204,12 @@ where
     }
 }
 
-/// Where the codes, metrics and tokens of a request's retry come from.
+/// Where the codes, metrics, tokens and route health of a request's retry come from.
 struct Policy {
     scope: Option<Scope>,
     codes: Arc<CodeTable>,
     tokens: Arc<Tokens>,
+    health: Arc<Health>,
 }
 
 impl Policy {
@@ -208,10 +221,20 @@ impl Policy {
         self.scope.as_ref().and_then(Scope::route_metrics)
     }
 
-    /// The route's health for this request's caller.
-    fn health(&self) -> Option<&crate::metrics::CallerHealth> {
-        let who = self.scope.as_ref().and_then(Scope::caller).flatten();
-        self.metrics().map(|m| m.health.of(who))
+    /// The caller's name (`-`: anonymous, or the layer used without the gateway).
+    fn caller(&self) -> &str {
+        match self.scope.as_ref().and_then(Scope::caller) {
+            Some(Some(i)) => self
+                .scope
+                .as_ref()
+                .map_or("-", |s| s.runtime().callers.identity(Some(i)).into_name()),
+            _ => "-",
+        }
+    }
+
+    /// The platform accepted the call: the route is trusted again for this caller.
+    fn accepted(&self) {
+        self.health.accepted(self.route(), self.caller());
     }
 
     fn route(&self) -> &str {
@@ -282,7 +305,7 @@ where
                     let (parts, body) = resp.into_parts();
                     if !inspectable(&parts.headers) {
                         let rest = rest.take().expect("once");
-                        rest.policy.health().inspect(|h| h.accepted());
+                        rest.policy.accepted();
                         return Poll::Ready(Ok(Response::from_parts(parts, ProxyBody::stream(None, body, u64::MAX))));
                     }
                     RetryFuture::Inspecting {
@@ -299,7 +322,7 @@ where
                     let rest = rest.take().expect("once");
                     match rest.policy.rejected(codes) {
                         None => {
-                            rest.policy.health().inspect(|h| h.accepted());
+                            rest.policy.accepted();
                             return Poll::Ready(Ok(resp));
                         }
                         Some(code) => match rejected(rest, code) {
@@ -352,13 +375,11 @@ where
         policy,
     } = rest;
     let key = need.key.clone();
-    if let (Some(m), Some(health)) = (policy.metrics(), policy.health()) {
-        if health.suspect() {
-            // This route's API rejected fresh tokens for this caller moments ago: this caller's
-            // rejections fetch nothing now, and the token the other routes use stays.
-            m.retry_suppressed.inc();
-            return Err(());
-        }
+    if policy.health.suspect(policy.route(), policy.caller()) {
+        // This route's API rejected fresh tokens for this caller moments ago: this caller's
+        // rejections fetch nothing now, and the token the other routes use stays.
+        policy.metrics().inspect(|m| m.retry_suppressed.inc());
+        return Err(());
     }
     policy.tokens.note_rejected(&key, &token);
     let Some((mut req, inner)) = replay else {
@@ -393,14 +414,13 @@ where
                 None,
             )
         };
-        let Some(m) = policy.metrics() else { return Ok(resp) };
+        let m = policy.metrics();
         match policy.rejected(codes) {
             Some(code) => {
-                m.retry_rejected.inc();
-                m.rejects_fresh.inc();
+                m.inspect(|m| m.retry_rejected.inc());
+                m.inspect(|m| m.rejects_fresh.inc());
                 let route = policy.route();
-                let health = policy.health().expect("with metrics");
-                match health.rejected_fresh(fresh.generation) {
+                match policy.health.rejected_fresh(route, policy.caller(), fresh.generation) {
                     Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
                         pause_s = pause.as_secs(),
                         "route {route} rejected two brand-new tokens in a row: its API does not take this token class \
@@ -411,10 +431,8 @@ where
                 }
             }
             None => {
-                m.health
-                    .of(policy.scope.as_ref().and_then(Scope::caller).flatten())
-                    .accepted();
-                m.retry_ok.inc();
+                policy.accepted();
+                m.inspect(|m| m.retry_ok.inc());
             }
         }
         Ok(resp)
