@@ -6,7 +6,7 @@
 use super::oauth::escape;
 use crate::body::ProxyBody;
 use crate::state::Shared;
-use crate::token::cache::FetchState;
+use crate::token::FetchState;
 use crate::token::{unix_now, TokenClass};
 use http::{header, HeaderValue, Response, StatusCode};
 use prometheus::core::Collector;

@@ -7,296 +7,117 @@
 //!   instances), owned by [`Tokens`] and knowing nothing of its slots.
 //! - [`upkeep`]: renewals, store events, what the admin API and gauges see.
 
+mod budget;
 pub mod cache;
+mod error;
 pub mod events;
 pub mod issuer;
+mod obtain;
 mod persist;
 mod settings;
+mod slot;
+mod stored;
 pub mod upkeep;
-
-use http::HeaderValue;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod value;
 
 pub use crate::vocab::{lifetime, scope, unix_now, Grant, GrantState, TokenClass, TokenKey};
-pub use cache::{CodeFailure, Need, Tokens};
+pub use budget::BUDGET_WINDOW;
+pub use cache::Need;
+pub use error::TokenError;
+pub use obtain::CodeFailure;
 pub use settings::{Settings, Tuning};
+pub use slot::{FetchState, Slot};
 pub use upkeep::TokenInfo;
+pub use value::{Flag, Token};
 
-/// A token with its pre-built header value.
-#[derive(Debug, Clone)]
-pub struct Token {
-    /// Distinguishes this token from the one before it: a rejection names the
-    /// generation it saw, so a newer token is never dropped for an older one's failure.
-    pub generation: u64,
-    /// The token, checked to be a valid header value when built: the one copy of it, shared by
-    /// every request that carries it ([`Token::header`], [`Token::value`]). Bytes rather than a
-    /// `HeaderValue`: 8 bytes less in every cached token.
-    value: Redacted,
-    /// When it was obtained: whole seconds since the process started ([`Token::obtained_at`]).
-    /// Offsets, not instants: 4 bytes instead of 16 in every cached token.
-    obtained_s: u32,
-    /// Milliseconds after `obtained_at` to refresh it in the background ([`Token::refresh_at`]).
-    /// Offsets, not instants: 8 bytes instead of 32 in every cached token.
-    refresh_after_ms: u32,
-    /// Milliseconds after `obtained_at` to stop using it ([`Token::expires_at`]).
-    expires_after_ms: u32,
-    /// The platform's expiry, Unix seconds (for the admin API and the store).
-    pub expires_unix: u64,
-    /// How to renew it (user and biz tokens).
-    pub grant: Option<Arc<Grant>>,
-    /// Fetched because the platform rejected the token before it.
-    pub replaced_rejected: bool,
-    /// Its early eviction was counted and logged already (once per token, however many calls
-    /// carried it).
-    pub evicted_noted: Flag,
-    /// The store's version of the record this token was written as (0: never written).
-    pub version: u64,
+use crate::store::{Store, StoreError};
+use crate::upstream::HttpClient;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// The token engine. Each job has one owner, which keeps its state to itself and is asked through
+/// its methods: the hot cache with its single flights ([`cache`], [`obtain`]), the store side
+/// (`persist`, `stored`), the platform side ([`issuer`]), the fetch budgets (`budget`) and the
+/// upkeep (renewal rounds, store sweeps, the forecast: [`upkeep`]). What happens is published to
+/// [`events`] subscribers; the engine calls nothing above it.
+pub struct Tokens {
+    cache: cache::Cache,
+    settings: ArcSwap<Settings>,
+    client: HttpClient,
+    events: events::Events,
+    persist: persist::Persist,
+    budgets: budget::Budgets,
+    upkeep: upkeep::Upkeep,
 }
 
-impl Token {
-    /// Builds a token obtained now, valid `expires_in` seconds.
-    pub fn new(generation: u64, value: String, expires_in: u64, refresh_fraction: f64) -> Result<Self, TokenError> {
-        if HeaderValue::from_str(&value).is_err() {
-            return Err(TokenError::Malformed("token is not a valid header value".into()));
-        }
-        let since = since_start(Instant::now());
-        // The offsets count from the whole second the token was obtained in.
-        let (obtained_s, within) = (u32::try_from(since / 1000).unwrap_or(u32::MAX), (since % 1000) as u32);
-        let life = Duration::from_secs(expires_in.max(1));
-        // Stop using it a little early so a call in flight does not carry a token that dies on the way.
-        let margin = (life / 10).min(Duration::from_secs(30));
-        Ok(Token {
-            generation,
-            value: Redacted(bytes::Bytes::from(value)),
-            obtained_s,
-            refresh_after_ms: millis(life.mul_f64(refresh_fraction)).saturating_add(within),
-            expires_after_ms: millis(life - margin).saturating_add(within),
-            expires_unix: unix_now() + expires_in,
-            grant: None,
-            replaced_rejected: false,
-            evicted_noted: Flag::default(),
-            version: 0,
+impl Tokens {
+    /// An empty cache; nobody hears its events until [`Tokens::events`] gets subscribers.
+    pub fn new(client: HttpClient, settings: Settings, store: Arc<Store>) -> Arc<Self> {
+        Arc::new(Tokens {
+            cache: cache::Cache::default(),
+            settings: ArcSwap::from_pointee(settings),
+            client,
+            events: Default::default(),
+            persist: persist::Persist::new(store),
+            budgets: Default::default(),
+            upkeep: Default::default(),
         })
     }
 
-    /// The token itself, for query injection and the store.
-    pub fn value(&self) -> &str {
-        std::str::from_utf8(&self.value.0).expect("built from a str")
+    /// Tokens for a program of its own, with no gateway around them (the proxy's
+    /// `AttachTokenLayer` and `RetryLayer` around its own client): the config's apps, token
+    /// endpoints, tuning and store, tokens the store holds loaded; no subscribers.
+    pub async fn from_config(config: crate::config::Config) -> Result<Arc<Self>, String> {
+        let client = crate::upstream::client(&config.upstream)?;
+        let settings = Settings::from_config(&config)?;
+        let store = Arc::new(Store::open(&config.store).await?);
+        let tokens = Tokens::new(client, settings, store);
+        tokens.load().await.map_err(|e| e.to_string())?;
+        Ok(tokens)
     }
 
-    /// The `access-token` header value, marked sensitive (never printed by a debug view); it
-    /// shares the token's bytes.
-    pub fn header(&self) -> HeaderValue {
-        let mut h = HeaderValue::from_maybe_shared(self.value.0.clone()).expect("checked when built");
-        h.set_sensitive(true);
-        h
+    /// Where the engine's events go: subscribe here.
+    pub fn events(&self) -> &events::Events {
+        &self.events
     }
 
-    /// When it was obtained (to the second).
-    pub fn obtained_at(&self) -> Instant {
-        start() + Duration::from_secs(self.obtained_s.into())
+    /// Tells the subscribers of something that happened to a token outside the engine (a user
+    /// who revoked the app, as the platform's webhook says).
+    pub fn announce(&self, event: &events::Event<'_>) {
+        self.events.publish(event);
     }
 
-    /// After this, refresh it in the background.
-    pub fn refresh_at(&self) -> Instant {
-        self.obtained_at() + Duration::from_millis(self.refresh_after_ms.into())
+    /// Installs new settings (config reload). Tokens of apps whose client_key changed, or that
+    /// are gone, are dropped.
+    pub fn reconfigure(&self, settings: Settings) {
+        let old = self.settings.load();
+        self.cache.retain(|k| {
+            matches!(
+                (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
+                (Some(a), Some(b)) if a.client_key == b.client_key
+            )
+        });
+        self.settings.store(Arc::new(settings));
     }
 
-    /// After this, do not use it (a margin before the platform's expiry).
-    pub fn expires_at(&self) -> Instant {
-        self.obtained_at() + Duration::from_millis(self.expires_after_ms.into())
+    /// The issuer's settings now in force (endpoints, apps, codes).
+    pub fn issuer_config(&self) -> issuer::IssuerConfig {
+        self.settings.load().issuer.clone()
     }
 
-    /// The same token, no longer to be used (the platform rejected it), its grant kept.
-    pub fn killed(&self) -> Token {
-        Token {
-            expires_after_ms: 0,
-            refresh_after_ms: 0,
-            ..self.clone()
-        }
+    /// How fetching `key` stands now.
+    pub fn fetch_state(&self, key: &TokenKey) -> FetchState {
+        let Some(slot) = self.cache.get(key) else {
+            return FetchState::Ok;
+        };
+        let Some(flight) = slot.try_flight() else {
+            return FetchState::Fetching;
+        };
+        flight.state()
     }
 
-    /// The same token with another grant.
-    pub fn with_grant(&self, grant: Grant) -> Token {
-        Token {
-            grant: Some(Arc::new(grant)),
-            ..self.clone()
-        }
-    }
-}
-
-/// A flag set once, from any thread.
-#[derive(Debug, Default)]
-pub struct Flag(std::sync::atomic::AtomicBool);
-
-impl Flag {
-    /// Sets it; true if it was set already.
-    pub fn set(&self) -> bool {
-        self.0.swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-}
-
-impl Clone for Flag {
-    fn clone(&self) -> Self {
-        Flag(std::sync::atomic::AtomicBool::new(
-            self.0.load(std::sync::atomic::Ordering::Acquire),
-        ))
-    }
-}
-
-/// A token's bytes: `Debug` prints `[redacted]`, so a token never shows in a debug view.
-#[derive(Clone)]
-struct Redacted(bytes::Bytes);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// The process's start, as the zero of every token's `obtained_ms`.
-fn start() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-/// Milliseconds from the process's start to `t`.
-fn since_start(t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(start()).as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A lifetime in milliseconds; one over 49 days counts as 49 days (refreshed early, never late).
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-/// Why a token could not be had. Messages name no token or secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// The endpoint could not be reached.
-    #[error("token endpoint unreachable: {0}")]
-    Network(String),
-    /// The endpoint did not answer in time.
-    #[error("token endpoint did not answer within {0} ms")]
-    Timeout(u64),
-    /// An HTTP error status.
-    #[error("token endpoint answered HTTP {0}")]
-    Status(u16),
-    /// Not the JSON the platform documents.
-    #[error("token endpoint answered malformed JSON: {0}")]
-    Malformed(String),
-    /// 10020 on the client_token endpoint.
-    #[error("token endpoint rate-limited the app (10020: over 500 calls in 5 minutes)")]
-    RateLimited,
-    /// 10002/10003/10013: a configuration error.
-    #[error(
-        "token endpoint refused the app's credentials ({code}: {description}); check client_key and the client secret"
-    )]
-    BadCredentials {
-        /// Platform code.
-        code: i64,
-        /// Platform description.
-        description: String,
-    },
-    /// Any other platform error code.
-    #[error("token endpoint refused ({code}: {description})")]
-    Refused {
-        /// Platform code.
-        code: i64,
-        /// Platform description.
-        description: String,
-    },
-    /// No tokens for this user, or their refresh_token is dead.
-    #[error("{0}")]
-    AuthorizationRequired(String),
-    /// The platform refuses to renew the refresh_token again (its renewal limit): it still works
-    /// until it expires, and the user must re-consent before then.
-    #[error("the refresh_token may not be renewed again ({0}): the user must authorize again before it expires")]
-    RenewalsExhausted(i64),
-    /// The app used its fetch budget for an app-level token (`tokens.client_token_fetch_budget`,
-    /// which counts client_token and mini-app token fetches apart).
-    #[error("the app made {budget} fetches of this token in the last 5 minutes, its budget (tokens.client_token_fetch_budget); next fetch allowed in {retry_in_ms} ms")]
-    BudgetExhausted {
-        /// The budget.
-        budget: u32,
-        /// Time until a fetch leaves the window.
-        retry_in_ms: u64,
-    },
-    /// The app named by a route no longer exists.
-    #[error("app {0:?} is not configured")]
-    UnknownApp(String),
-    /// A recent fetch failed; waiting before the next.
-    #[error("{last}; next attempt in {retry_in_ms} ms")]
-    BackingOff {
-        /// The failure that started the back-off.
-        last: Box<TokenError>,
-        /// Time left.
-        retry_in_ms: u64,
-    },
-}
-
-impl TokenError {
-    /// Metric outcome label.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            TokenError::Network(_) => "network",
-            TokenError::Timeout(_) => "timeout",
-            TokenError::Status(_) => "http_status",
-            TokenError::Malformed(_) => "malformed",
-            TokenError::RateLimited => "rate_limited",
-            TokenError::BadCredentials { .. } => "bad_credentials",
-            TokenError::Refused { .. } => "refused",
-            TokenError::AuthorizationRequired(_) | TokenError::RenewalsExhausted(_) => "reauthorize",
-            TokenError::UnknownApp(_) => "unknown_app",
-            TokenError::BudgetExhausted { .. } => "budget_exhausted",
-            TokenError::BackingOff { .. } => "backing_off",
-        }
-    }
-
-    /// Whether the token endpoint could not be reached or did not answer as documented: the
-    /// platform's trouble (502), not the request's.
-    pub fn platform_unreachable(&self) -> bool {
-        matches!(
-            self,
-            TokenError::Network(_) | TokenError::Timeout(_) | TokenError::Status(_) | TokenError::Malformed(_)
-        )
-    }
-
-    /// Whether the caller must send the user through authorization.
-    pub fn needs_authorization(&self) -> bool {
-        match self {
-            TokenError::AuthorizationRequired(_) | TokenError::RenewalsExhausted(_) => true,
-            TokenError::BackingOff { last, .. } => last.needs_authorization(),
-            _ => false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_never_prints_and_its_header_is_sensitive() {
-        let t = Token::new(1, "act.secret-value".into(), 3600, 0.8).unwrap();
-        assert!(!format!("{t:?}").contains("secret-value"));
-        assert_eq!(t.value(), "act.secret-value");
-        assert!(t.header().is_sensitive());
-        assert_eq!(t.header(), "act.secret-value");
-        assert!(Token::new(2, "bad\nvalue".into(), 3600, 0.8).is_err());
-    }
-
-    #[test]
-    fn offsets_count_from_the_second_obtained_in() {
-        let before = Instant::now();
-        let t = Token::new(1, "v".into(), 100, 0.5).unwrap();
-        let after = Instant::now();
-        // 100 s of life, a 10 s margin: usable until 90 s after it was obtained, refreshed at 50 s.
-        assert!(t.expires_at() >= before + Duration::from_secs(90) - Duration::from_millis(1));
-        assert!(t.expires_at() <= after + Duration::from_secs(90));
-        assert!(t.refresh_at() >= before + Duration::from_secs(50) - Duration::from_millis(1));
-        assert!(t.refresh_at() <= after + Duration::from_secs(50));
-        assert!(t.obtained_at() <= after);
+    /// Whether the store answers.
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.persist.ready().await
     }
 }

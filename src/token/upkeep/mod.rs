@@ -1,0 +1,181 @@
+//! Upkeep of the cache: renewing refresh_tokens before they expire, writing
+//! changes the store missed, and what the admin API and gauges see.
+
+use super::events::Event;
+use super::persist::{Coordinated, Mode};
+use super::{issuer, unix_now, Grant, GrantState, Slot, Token, TokenClass, TokenError, TokenKey, Tokens, Tuning};
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod sweep;
+mod sync;
+mod view;
+
+pub use sweep::SWEEP_PER_ROUND;
+pub use view::{Census, TokenInfo, TokenState};
+
+/// The upkeep's own state: where the pass over a shared store stands and what its last complete
+/// pass counted, and which users were told they are due to re-consent.
+#[derive(Default)]
+pub(crate) struct Upkeep {
+    sweep: tokio::sync::Mutex<sweep::Sweep>,
+    swept: std::sync::Mutex<Option<Arc<sweep::Tally>>>,
+    due_announced: DashMap<TokenKey, u64>,
+}
+
+/// How far ahead the re-consent forecast looks.
+pub const REAUTHORIZE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Tokens {
+    /// Renews refresh_tokens that expire within the renewal window; run
+    /// periodically. The old refresh_token dies at once on the platform, so the
+    /// new one replaces it in the slot before the slot's lock is released.
+    ///
+    /// With a shared store, each round also takes the next step of a pass over the whole store
+    /// ([`SWEEP_PER_ROUND`] records): users no call has needed on this instance are renewed
+    /// too, and the pass counts every stored token by state for the gauges.
+    pub async fn maintain(&self) {
+        self.flush_dirty().await;
+        let due = self.cache.collect(|key, _| key.class == TokenClass::User);
+        for (key, slot) in due {
+            self.maintain_one(&key, &slot).await;
+            if self.events().wants_due() {
+                let t = slot.current();
+                let info = Self::info(
+                    &key,
+                    t.as_ref(),
+                    Instant::now(),
+                    unix_now(),
+                    self.settings.load().tuning,
+                );
+                self.announce_due(&info);
+            }
+        }
+        if self.persist.store().is_shared() {
+            self.sweep_store().await;
+        }
+    }
+
+    async fn maintain_one(&self, key: &TokenKey, slot: &Slot) {
+        let settings = self.settings.load_full();
+        let tuning = settings.tuning;
+        let _flight = slot.flight().await;
+        let Some(mut t) = slot.current() else { return };
+        let due = |t: &Token| due(t, tuning);
+        if !due(&t) {
+            return;
+        }
+        // Several instances: one renews (the others would find the refresh_token dead).
+        let mut lease = None;
+        if self.persist.store().is_shared() {
+            match self.persist.coordinate(key, t.version, tuning.fetch_timeout).await {
+                Coordinated::Adopted(r) => {
+                    let Ok(newer) = self.token_of(r) else { return };
+                    let newer = slot.set(newer);
+                    if !due(&newer) {
+                        return;
+                    }
+                    t = newer;
+                    match self.persist.store().acquire(key, tuning.fetch_timeout).await {
+                        Ok(Some(l)) => lease = Some(l),
+                        _ => return,
+                    }
+                }
+                Coordinated::Lease(l) => lease = l,
+                Coordinated::Alone | Coordinated::TimedOut => return,
+            }
+        }
+        let g = t.grant.as_deref().expect("due implies a grant").clone();
+        if g.renewals >= tuning.max_renewals {
+            let exhausted = Grant {
+                state: GrantState::RenewalsExhausted,
+                ..g.clone()
+            };
+            self.put(
+                slot,
+                key,
+                t.with_grant(exhausted),
+                t.version,
+                Mode::Adopt,
+                lease.as_ref(),
+            )
+            .await;
+            self.persist.release(lease).await;
+            tracing::warn!(app = %key.app, renewals = g.renewals,
+                "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
+            return;
+        }
+        let result = tokio::time::timeout(
+            tuning.fetch_timeout,
+            issuer::renew(&self.client, &settings.issuer, key, &g),
+        )
+        .await;
+        let result = result.unwrap_or(Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.events.publish(&Event::Renewal { key, outcome });
+        match result {
+            Ok(new) => {
+                // The old refresh_token is dead: the new one is written before anything else.
+                self.put(slot, key, t.with_grant(new), t.version, Mode::KeepGrant, lease.as_ref())
+                    .await;
+                tracing::info!(app = %key.app, renewals = g.renewals + 1, "refresh_token renewed");
+            }
+            Err(e @ (TokenError::RenewalsExhausted(_) | TokenError::AuthorizationRequired(_))) => {
+                // The renewal limit, or a dead refresh_token: stop renewing; a refresh_token
+                // that still lives serves until it expires.
+                let state = match &e {
+                    TokenError::RenewalsExhausted(_) => GrantState::RenewalsExhausted,
+                    _ => GrantState::Dead(Arc::new(e.to_string())),
+                };
+                let why = e;
+                if let TokenError::AuthorizationRequired(reason) = &why {
+                    self.events.publish(&Event::ReauthorizationRequired {
+                        app: &key.app,
+                        open_id: key.open_id().unwrap_or(""),
+                        reason,
+                    });
+                }
+                self.put(
+                    slot,
+                    key,
+                    t.with_grant(Grant { state, ..g }),
+                    t.version,
+                    Mode::Adopt,
+                    lease.as_ref(),
+                )
+                .await;
+                tracing::warn!(app = %key.app, "refresh_token renewal refused: {why}");
+            }
+            // Network trouble: the next round tries again (the window is days wide).
+            Err(e) => {
+                self.events.publish(&Event::Failed { key, error: &e });
+                tracing::warn!(app = %key.app, "refresh_token renewal failed: {e}")
+            }
+        }
+        self.persist.release(lease).await;
+    }
+
+    /// Writes the changes the store missed while it was unreachable.
+    async fn flush_dirty(&self) {
+        let dirty = self.cache.collect(|_, slot| slot.is_dirty());
+        for (key, slot) in dirty {
+            let _flight = slot.flight().await;
+            let Some(t) = slot.current() else { continue };
+            let version = t.version;
+            self.put(&slot, &key, (*t).clone(), version, Mode::KeepGrant, None)
+                .await;
+        }
+    }
+}
+
+/// Whether a token's refresh_token is due for renewal.
+pub(super) fn due(t: &Token, tuning: Tuning) -> bool {
+    let now = unix_now();
+    t.grant.as_deref().is_some_and(|g| {
+        g.state == GrantState::Active && g.usable(now) && g.refresh_expires_unix <= now + tuning.renew_before.as_secs()
+    })
+}
