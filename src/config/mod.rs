@@ -15,12 +15,15 @@
 //! ```
 
 mod locate;
+mod routes;
 mod tables;
 mod validate;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+pub(crate) use routes::OpenIdAt;
+pub use routes::PathPattern;
 pub use validate::{Problem, Severity};
 
 /// Request bodies above this are refused with 413: Douyin's largest uploads
@@ -197,7 +200,7 @@ pub struct NotifyConfig {
     /// Environment variable holding the HMAC-SHA256 key the `X-Gateway-Signature` is made with.
     pub secret_env: String,
     /// Events to send (default: every event).
-    #[serde(default = "crate::notify::all_events")]
+    #[serde(default = "all_notify_events")]
     pub events: Vec<String>,
     /// Events held for it while it is slow or down; past this, new events are dropped (counted).
     #[serde(default = "default_notify_queue")]
@@ -208,6 +211,19 @@ pub struct NotifyConfig {
     /// Timeout of one delivery.
     #[serde(default = "default_notify_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// Every event a `[[notify]]` receiver may ask for (`events`); the token engine emits them.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "user.reauthorization_required",
+    "user.reauthorization_due",
+    "token.fetch_failing",
+    "token.fetch_recovered",
+    "token.evicted_early",
+];
+
+fn all_notify_events() -> Vec<String> {
+    NOTIFY_EVENTS.iter().map(|e| e.to_string()).collect()
 }
 
 fn default_notify_queue() -> usize {

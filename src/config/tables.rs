@@ -1,8 +1,7 @@
 //! Validation of the `[[apps]]`, `[[routes]]` and `[[callers]]` tables.
 
 use super::validate::{is_sha256_hex, secret_present, Collector};
-use super::{Config, Inject, TokenKind};
-use crate::route::PathPattern;
+use super::{Config, Inject, OpenIdAt, PathPattern, TokenKind};
 
 impl Config {
     pub(super) fn validate_apps(&self, c: &mut Collector<'_>) {
@@ -210,9 +209,7 @@ impl Config {
                     _ => {}
                 }
             }
-            if matches!(r.token, TokenKind::User | TokenKind::Biz)
-                && crate::route::OpenIdSource::parse(&r.open_id).is_none()
-            {
+            if matches!(r.token, TokenKind::User | TokenKind::Biz) && OpenIdAt::parse(&r.open_id).is_none() {
                 {
                     c.err("routes", idx, "open_id", "must be \"query:NAME\" or \"header:NAME\"");
                 }
@@ -299,12 +296,12 @@ impl Config {
                 );
             }
             for e in &n.events {
-                if !crate::notify::EVENTS.contains(&e.as_str()) {
+                if !super::NOTIFY_EVENTS.contains(&e.as_str()) {
                     c.err(
                         "notify",
                         idx,
                         "events",
-                        format!("unknown event {e:?} (known: {})", crate::notify::EVENTS.join(", ")),
+                        format!("unknown event {e:?} (known: {})", super::NOTIFY_EVENTS.join(", ")),
                     );
                 }
             }

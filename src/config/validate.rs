@@ -342,7 +342,7 @@ impl Config {
     fn validate_store(&self, c: &mut Collector<'_>) {
         let st = &self.store;
         if let Some(var) = &st.previous_encryption_key_env {
-            if let Err(e) = crate::store::crypto::Key::from_env(var) {
+            if let Err(e) = crate::secret::key_from_env(var) {
                 c.err("store", None, "previous_encryption_key_env", e);
             }
         }
