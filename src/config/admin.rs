@@ -4,7 +4,7 @@ use super::validate::{is_sha256_hex, Collector};
 use super::Config;
 use serde::Deserialize;
 
-/// `[admin]`
+/// `[admin]`: the admin API's key, by digest.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Where client tokens come from unless an app says otherwise.
 pub const DEFAULT_CLIENT_TOKEN_ENDPOINT: &str = "/oauth/client_token/";
 
-/// `[[apps]]`
+/// `[[apps]]`: a Douyin app, the tokens it is issued and how its users authorize.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {

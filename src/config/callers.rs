@@ -4,7 +4,7 @@ use super::validate::{is_sha256_hex, Collector};
 use super::Config;
 use serde::Deserialize;
 
-/// `[[callers]]`
+/// `[[callers]]`: a service allowed to call, and the routes it may use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerConfig {

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-/// `[log]`
+/// `[log]`: the format, and whether each proxied call gets an access line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {

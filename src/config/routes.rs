@@ -66,7 +66,7 @@ impl TryFrom<String> for Inject {
     }
 }
 
-/// `[[routes]]`
+/// `[[routes]]`: which calls (path, methods) get which credential, from which app, sent where.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -80,7 +80,7 @@ pub struct RouteConfig {
     pub token: TokenKind,
     /// The app; optional when exactly one exists.
     pub app: Option<String>,
-    /// `header` or `query`.
+    /// Where the token goes: `header`, `query`, `header:NAME` or `json_body`.
     #[serde(default)]
     pub inject: Inject,
     /// `query:NAME` or `header:NAME`.

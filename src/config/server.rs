@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// 8 KiB) are never refused for it.
 pub const DEFAULT_MAX_PENDING_HEAD_BYTES: usize = 64 * 1024 * 1024;
 
-/// `[server]`
+/// `[server]`: the listeners, and the limits on connections and requests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -113,7 +113,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[server.tls]`
+/// `[server.tls]`: serve the proxy over HTTPS with these PEM files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {

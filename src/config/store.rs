@@ -18,7 +18,7 @@ pub enum StoreKind {
     Memory,
 }
 
-/// `[store]`
+/// `[store]`: where tokens are kept and the key they are encrypted with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {

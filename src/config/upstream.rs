@@ -10,7 +10,7 @@ pub const DEFAULT_UPSTREAM: &str = "https://open.douyin.com";
 /// A healthy TCP+TLS connect to the platform takes well under a second.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 
-/// `[upstream]`
+/// `[upstream]`: the platform host (or the sandbox) calls and token fetches go to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
