@@ -12,11 +12,14 @@
 //! | `token.fetch_recovered` | `app`, `class`, `since` |
 //! | `token.evicted_early` | `app`, `class`, `open_id` (null for app tokens), `age_s` |
 //!
+//! The names are listed in [`crate::config::NOTIFY_EVENTS`], which a receiver's `events` is
+//! checked against.
+//!
 //! Every event also has `event`, `id` (unique, for the receiver's de-duplication) and `at` (Unix
 //! seconds). No event carries a token or a secret.
 
 use crate::body::ProxyBody;
-use crate::config::{NotifyConfig, UpstreamConfig};
+use crate::config::{NotifyConfig, UpstreamConfig, NOTIFY_EVENTS};
 use crate::secret::Secret;
 use crate::upstream::HttpClient;
 use hmac::{Hmac, Mac};
@@ -27,20 +30,6 @@ use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Every event name.
-pub const EVENTS: &[&str] = &[
-    "user.reauthorization_required",
-    "user.reauthorization_due",
-    "token.fetch_failing",
-    "token.fetch_recovered",
-    "token.evicted_early",
-];
-
-/// The default of `events`: all of them.
-pub fn all_events() -> Vec<String> {
-    EVENTS.iter().map(|e| e.to_string()).collect()
-}
 
 /// First retry delay; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -149,6 +138,8 @@ impl Notifier {
 
     /// Queues an event for every receiver that wants it; never waits.
     pub fn emit(&self, name: &'static str, mut fields: Value) {
+        // A name missing from the list could never be subscribed to: `check` refuses it.
+        debug_assert!(NOTIFY_EVENTS.contains(&name), "{name} is not in config::NOTIFY_EVENTS");
         if !self.receivers.iter().any(|r| r.events.iter().any(|e| e == name)) {
             return;
         }

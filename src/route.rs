@@ -1,49 +1,10 @@
 //! Route rules: which credential a request gets. Routes match in file order;
 //! the first whose path and method fit wins.
 
-use crate::config::{Config, Inject, TokenKind};
+pub use crate::config::PathPattern;
+use crate::config::{Config, Inject, OpenIdAt, TokenKind};
 use http::Method;
 use std::sync::Arc;
-
-/// A route's path: exact, or a prefix written with a trailing `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathPattern {
-    /// The whole path must be equal.
-    Exact(String),
-    /// The path must start with this.
-    Prefix(String),
-}
-
-impl PathPattern {
-    /// Parses `"/a/b/"` or `"/a/*"`.
-    pub fn parse(path: &str) -> Result<Self, String> {
-        if !path.starts_with('/') {
-            return Err(format!("{path:?} must start with '/'"));
-        }
-        match path.find('*') {
-            None => Ok(PathPattern::Exact(path.to_string())),
-            Some(i) if i == path.len() - 1 => Ok(PathPattern::Prefix(path[..i].to_string())),
-            Some(_) => Err(format!("{path:?}: '*' is allowed only at the end")),
-        }
-    }
-
-    /// Whether a request path fits.
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => p == path,
-            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
-        }
-    }
-
-    /// Whether every path `other` matches, `self` matches too.
-    pub fn covers(&self, other: &PathPattern) -> bool {
-        match (self, other) {
-            (PathPattern::Prefix(p), PathPattern::Exact(o) | PathPattern::Prefix(o)) => o.starts_with(p.as_str()),
-            (PathPattern::Exact(p), PathPattern::Exact(o)) => p == o,
-            (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
-        }
-    }
-}
 
 /// Where a caller names the user a user/biz route acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,19 +29,12 @@ impl OpenIdSource {
         }
     }
 
-    /// Parses `"query:NAME"` / `"header:NAME"`.
+    /// Parses `"query:NAME"` / `"header:NAME"` (the syntax is config's, [`OpenIdAt`]).
     pub fn parse(s: &str) -> Option<Self> {
-        let (kind, name) = s.split_once(':')?;
-        if name.is_empty() {
-            return None;
-        }
-        match kind {
-            "query" => Some(OpenIdSource::query(name)),
-            "header" => http::HeaderName::from_bytes(name.as_bytes())
-                .ok()
-                .map(OpenIdSource::Header),
-            _ => None,
-        }
+        Some(match OpenIdAt::parse(s)? {
+            OpenIdAt::Query(name) => OpenIdSource::query(name),
+            OpenIdAt::Header(h) => OpenIdSource::Header(h),
+        })
     }
 
     /// The open_id a request carries, if any; `Err` when it is given more than once. Lookalike
@@ -216,18 +170,6 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns() {
-        let p = PathPattern::parse("/api/*").unwrap();
-        assert!(p.matches("/api/x"));
-        assert!(!p.matches("/ap"));
-        assert!(PathPattern::parse("/a*b").is_err());
-        assert!(PathPattern::parse("a").is_err());
-        let e = PathPattern::parse("/api/x").unwrap();
-        assert!(p.covers(&e));
-        assert!(!e.covers(&p));
-    }
 
     #[test]
     fn first_match_wins_with_methods() {

@@ -51,6 +51,22 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
+/// The 32 bytes of an encryption key written in base64 (as `douyin-gateway keygen` prints it).
+pub fn key_from_base64(b64: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| "the key is not base64".to_string())?;
+    <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| format!("the key is {} bytes; it must be 32", raw.len()))
+}
+
+/// The encryption key an environment variable holds: what the store opens with, and what
+/// `check` tries, so both refuse the same keys with the same words.
+pub fn key_from_env(var: &str) -> Result<[u8; 32], String> {
+    let v = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
+    key_from_base64(&v).map_err(|e| format!("{var}: {e} (douyin-gateway keygen prints a good one)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +76,17 @@ mod tests {
         let s = Secret::new("clt.very-secret");
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), "clt.very-secret");
+    }
+
+    #[test]
+    fn keys_are_32_bytes_of_base64() {
+        use base64::Engine;
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(key_from_base64(&format!(" {good}\n")), Ok([7u8; 32]));
+        assert_eq!(
+            key_from_base64("c2hvcnQ=").unwrap_err(),
+            "the key is 5 bytes; it must be 32"
+        );
+        assert_eq!(key_from_base64("not base64!").unwrap_err(), "the key is not base64");
     }
 }

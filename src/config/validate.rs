@@ -1,9 +1,8 @@
 //! `Config::validate`: every semantic problem at once, each with its key path
 //! and line, so `douyin-gateway check` can list them all.
 
-use super::{locate::line_of, Config, StoreKind};
+use super::{locate::line_of, Config};
 use std::fmt;
-use std::net::SocketAddr;
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +66,7 @@ impl Problem {
     }
 }
 
+/// Gathers problems, each with its key path and the line `locate` finds for it.
 pub(super) struct Collector<'a> {
     text: &'a str,
     file: &'a str,
@@ -166,7 +166,13 @@ impl Config {
             file,
             out: Vec::new(),
         };
+        // `load_str` sorts problems by line; those on one line (a table's header, for a key left
+        // out) keep this order.
         self.validate_server(&mut c);
+        self.validate_upstreams(&mut c);
+        self.validate_admin(&mut c);
+        self.validate_tokens(&mut c);
+        self.validate_oauth(&mut c);
         self.validate_store(&mut c);
         self.validate_apps(&mut c);
         self.validate_routes(&mut c);
@@ -174,238 +180,5 @@ impl Config {
         self.validate_notify(&mut c);
         self.warn_example_values(&mut c);
         c.out
-    }
-
-    fn validate_server(&self, c: &mut Collector<'_>) {
-        let s = &self.server;
-        let listen = s.listen.parse::<SocketAddr>();
-        if listen.is_err() {
-            c.err(
-                "server",
-                None,
-                "listen",
-                format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
-            );
-        }
-        if s.admin_listen.parse::<SocketAddr>().is_err() {
-            c.err(
-                "server",
-                None,
-                "admin_listen",
-                format!("{:?} is not an address like 127.0.0.1:9090", s.admin_listen),
-            );
-        }
-        if let Some(p) = &s.public_listen {
-            match p.parse::<SocketAddr>() {
-                Err(_) => c.err(
-                    "server",
-                    None,
-                    "public_listen",
-                    format!("{p:?} is not an address like 0.0.0.0:8443"),
-                ),
-                Ok(a) if a.port() != 0 && (a.to_string() == s.admin_listen || s.listen == *p) => c.err(
-                    "server",
-                    None,
-                    "public_listen",
-                    "must differ from listen and admin_listen",
-                ),
-                Ok(_) => {}
-            }
-        }
-        if s.max_body_bytes == 0 {
-            c.err("server", None, "max_body_bytes", "must be greater than 0");
-        }
-        if s.retry_buffer_bytes > s.max_body_bytes {
-            c.warn(
-                "server",
-                None,
-                "retry_buffer_bytes",
-                "is larger than max_body_bytes; max_body_bytes bounds it",
-            );
-        }
-        if s.worker_threads == Some(0) {
-            c.err(
-                "server",
-                None,
-                "worker_threads",
-                "must be at least 1 (leave it out for one per core)",
-            );
-        }
-        for (key, v) in [
-            ("request_timeout_ms", s.request_timeout_ms),
-            ("header_read_timeout_ms", s.header_read_timeout_ms),
-            ("idle_timeout_ms", s.idle_timeout_ms),
-            ("body_read_timeout_ms", s.body_read_timeout_ms),
-            ("max_in_flight", s.max_in_flight as u64),
-            ("max_header_bytes", s.max_header_bytes as u64),
-        ] {
-            if v == 0 {
-                c.err("server", None, key, "must be greater than 0");
-            }
-        }
-        if s.max_connections == Some(0) {
-            c.err(
-                "server",
-                None,
-                "max_connections",
-                "must be at least 1 (leave it out to derive it from the file-descriptor limit)",
-            );
-        }
-        if s.allow_anonymous {
-            if let Ok(addr) = listen {
-                if !addr.ip().is_loopback() {
-                    c.err("server", None, "allow_anonymous", format!(
-                        "anonymous callers are allowed only on a loopback listener; listen is {addr}: add [[callers]] keys instead"));
-                }
-            }
-        } else if self.callers.is_empty() {
-            c.warn(
-                "server",
-                None,
-                "",
-                "no [[callers]] and allow_anonymous = false: every call gets 401",
-            );
-        }
-        if let Some(tls) = &s.tls {
-            for (key, path) in [("cert_path", &tls.cert_path), ("key_path", &tls.key_path)] {
-                if !path.is_file() {
-                    c.err("server.tls", None, key, format!("{} does not exist", path.display()));
-                }
-            }
-        }
-        check_upstream(c, "upstream", None, &self.upstream);
-        for (i, u) in self.upstreams.iter().enumerate() {
-            if u.name.is_empty() {
-                c.err("upstreams", Some(i), "name", "must not be empty");
-            } else if self.upstreams.iter().filter(|o| o.name == u.name).count() > 1 {
-                c.err(
-                    "upstreams",
-                    Some(i),
-                    "name",
-                    format!("upstream {:?} is defined more than once", u.name),
-                );
-            }
-            check_upstream(c, "upstreams", Some(i), &u.settings());
-        }
-        if let Some(h) = &self.admin.api_key_sha256 {
-            if !is_sha256_hex(h) {
-                c.err(
-                    "admin",
-                    None,
-                    "api_key_sha256",
-                    "must be 64 hex digits (douyin-gateway hash-key prints it)",
-                );
-            }
-        }
-        let t = &self.tokens;
-        if !(t.refresh_at_fraction > 0.0 && t.refresh_at_fraction < 1.0) {
-            c.err(
-                "tokens",
-                None,
-                "refresh_at_fraction",
-                "must be between 0 and 1, e.g. 0.8",
-            );
-        }
-        if t.backoff_initial_ms == 0 || t.backoff_initial_ms > t.backoff_max_ms {
-            c.err(
-                "tokens",
-                None,
-                "backoff_initial_ms",
-                "must be greater than 0 and at most backoff_max_ms",
-            );
-        }
-        if t.maintain_interval_ms == 0 {
-            c.err("tokens", None, "maintain_interval_ms", "must be greater than 0");
-        }
-        if t.fetch_timeout_ms == 0 {
-            c.err("tokens", None, "fetch_timeout_ms", "must be greater than 0");
-        }
-        let o = &self.oauth;
-        if o.max_exchanges_per_sec == 0 {
-            c.err(
-                "oauth",
-                None,
-                "max_exchanges_per_sec",
-                "must be at least 1 (to stop authorizations, remove the apps' redirect_uri)",
-            );
-        }
-        if o.per_address_burst == 0 {
-            c.err(
-                "oauth",
-                None,
-                "per_address_burst",
-                "must be at least 1 (per_address_per_sec = 0 turns the per-address limit off)",
-            );
-        }
-    }
-
-    fn validate_store(&self, c: &mut Collector<'_>) {
-        let st = &self.store;
-        if let Some(var) = &st.previous_encryption_key_env {
-            if let Err(e) = crate::store::crypto::Key::from_env(var) {
-                c.err("store", None, "previous_encryption_key_env", e);
-            }
-        }
-        if st.kind == StoreKind::Redis && st.url.is_none() {
-            c.err(
-                "store",
-                None,
-                "url",
-                "kind = \"redis\" needs url = \"redis://host:6379/0\"",
-            );
-        }
-        match (&st.encryption_key_env, st.kind) {
-            (None, StoreKind::Memory) => {}
-            (None, _) => c.err("store", None, "encryption_key_env",
-                "tokens are encrypted at rest: name the environment variable holding the key (douyin-gateway keygen prints one)"),
-            (Some(var), _) => match std::env::var(var) {
-                Err(_) => c.err(
-                    "store",
-                    None,
-                    "encryption_key_env",
-                    format!("environment variable {var} is not set: export {var}=\"$(douyin-gateway keygen)\" once, and keep that key"),
-                ),
-                Ok(v) => {
-                    use base64::Engine;
-                    let ok = base64::engine::general_purpose::STANDARD
-                        .decode(v.trim())
-                        .is_ok_and(|k| k.len() == 32);
-                    if !ok {
-                        c.err("store", None, "encryption_key_env",
-                            format!("{var} must hold 32 bytes in base64 (douyin-gateway keygen prints one)"));
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// An upstream's base_url and ca_file (`[upstream]` or one `[[upstreams]]` entry).
-fn check_upstream(c: &mut Collector<'_>, table: &str, index: Option<usize>, u: &super::UpstreamConfig) {
-    match u.base_url.parse::<http::Uri>() {
-        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => {
-            if uri.query().is_some() || !uri.path().trim_end_matches('/').is_empty() {
-                c.err(
-                    table,
-                    index,
-                    "base_url",
-                    "must be scheme://host[:port] with no path or query",
-                );
-            }
-        }
-        _ => c.err(
-            table,
-            index,
-            "base_url",
-            format!("{:?} is not an http(s) URL", u.base_url),
-        ),
-    }
-    if let Some(ca) = &u.ca_file {
-        if !ca.is_file() {
-            c.err(table, index, "ca_file", format!("{} does not exist", ca.display()));
-        }
-    }
-    if u.connect_timeout_ms == 0 {
-        c.err(table, index, "connect_timeout_ms", "must be greater than 0");
     }
 }

@@ -7,7 +7,6 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// Bytes of the key id in front of every record.
@@ -30,24 +29,21 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// A key from base64 (as `douyin-gateway keygen` prints it).
     pub fn from_base64(b64: &str) -> Result<Key, String> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| "the key is not base64".to_string())?;
-        if raw.len() != 32 {
-            return Err(format!("the key is {} bytes; it must be 32", raw.len()));
-        }
-        let mut id = [0u8; KEY_ID_LEN];
-        id.copy_from_slice(&Sha256::digest(&raw)[..KEY_ID_LEN]);
-        Ok(Key {
-            id,
-            cipher: Aes256Gcm::new_from_slice(&raw).expect("32 bytes"),
-        })
+        Ok(Key::from_raw(&crate::secret::key_from_base64(b64)?))
     }
 
     /// The key from an environment variable.
     pub fn from_env(var: &str) -> Result<Key, String> {
-        let v = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
-        Key::from_base64(&v).map_err(|e| format!("{var}: {e} (douyin-gateway keygen prints a good one)"))
+        Ok(Key::from_raw(&crate::secret::key_from_env(var)?))
+    }
+
+    fn from_raw(raw: &[u8; 32]) -> Key {
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&Sha256::digest(raw)[..KEY_ID_LEN]);
+        Key {
+            id,
+            cipher: Aes256Gcm::new_from_slice(raw).expect("32 bytes"),
+        }
     }
 
     /// Hex key id, for messages.
@@ -132,6 +128,7 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn key() -> Key {
         Key::from_base64(&base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())).unwrap()
