@@ -23,32 +23,30 @@ use crate::error::GatewayError;
 use crate::token::CodeFailure;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use maud::{html, Render, DOCTYPE};
 use std::net::{IpAddr, Ipv4Addr};
 
-pub(super) fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
-/// A page for the browser: `title` as heading, `body` (HTML) under it; with `reload`, one the
-/// browser loads again after that many seconds.
-fn page(status: StatusCode, title: &str, body: &str, reload: Option<u64>) -> Response<ProxyBody> {
-    let refresh = reload.map_or(String::new(), |s| {
-        format!("<meta http-equiv=\"refresh\" content=\"{s}\">")
-    });
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>{t}</title></head>\
-         <body><h1>{t}</h1><p>{body}</p></body></html>\n",
-        t = escape(title)
-    );
+/// A page for the browser: `title` as heading, `body` under it; with `reload`, one the browser
+/// loads again after that many seconds.
+fn page(status: StatusCode, title: &str, body: impl Render, reload: Option<u64>) -> Response<ProxyBody> {
+    let html = html! {
+        (DOCTYPE)
+        html {
+            head {
+                meta charset="utf-8";
+                @if let Some(secs) = reload {
+                    meta http-equiv="refresh" content=(secs);
+                }
+                title { (title) }
+            }
+            body {
+                h1 { (title) }
+                p { (body) }
+            }
+        }
+    };
+    let mut html = html.into_string();
+    html.push('\n');
     let mut r = Response::new(ProxyBody::full(html));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -60,8 +58,8 @@ fn page(status: StatusCode, title: &str, body: &str, reload: Option<u64>) -> Res
     r
 }
 
-/// An authorization that did not complete, and why (HTML).
-fn failed(status: StatusCode, why: &str) -> Response<ProxyBody> {
+/// An authorization that did not complete, and why.
+fn failed(status: StatusCode, why: impl Render) -> Response<ProxyBody> {
     page(status, "Authorization failed", why, None)
 }
 
@@ -163,17 +161,13 @@ async fn callback(cx: Ctx<'_>, q: Option<&str>, wants_json: bool, config: &OAuth
         Ok((open_id, _)) => {
             reservation.keep();
             tracing::info!(target: "audit", action = "authorize", app = %app, open_id = %open_id, "user authorized the app");
-            let done = format!(
-                "The gateway now holds tokens for open_id <code>{}</code> of app {}.",
-                escape(&open_id),
-                escape(app)
-            );
-            page(StatusCode::OK, "Authorized", &done, None)
+            let done = html! { "The gateway now holds tokens for open_id " code { (open_id) } " of app " (app) "." };
+            page(StatusCode::OK, "Authorized", done, None)
         }
         Err(CodeFailure::Store(e)) => {
             // The platform took the code: the state is spent.
             reservation.keep();
-            failed(StatusCode::BAD_GATEWAY, &escape(&e.to_string()))
+            failed(StatusCode::BAD_GATEWAY, e.to_string())
         }
         Err(CodeFailure::Exchange(e)) => {
             tracing::warn!(app = %app, "authorization code exchange failed: {e}");
@@ -183,10 +177,7 @@ async fn callback(cx: Ctx<'_>, q: Option<&str>, wants_json: bool, config: &OAuth
             } else {
                 StatusCode::BAD_REQUEST
             };
-            failed(
-                status,
-                &format!("The platform refused the code: {}", escape(&e.to_string())),
-            )
+            failed(status, format!("The platform refused the code: {e}"))
         }
     })
 }
@@ -211,8 +202,8 @@ fn limited(e: GatewayError, wants_json: bool) -> Answer {
         GatewayError::RateLimited { retry_after_secs, .. } => Some(retry_after_secs),
         _ => None,
     };
-    let body = format!("{}. This page reloads by itself.", escape(&e.to_string()));
-    let mut r = page(e.status(), "Too many requests", &body, reload);
+    let body = format!("{e}. This page reloads by itself.");
+    let mut r = page(e.status(), "Too many requests", body, reload);
     e.add_headers(r.headers_mut());
     r.headers_mut()
         .insert(&crate::error::X_GATEWAY_ERROR, HeaderValue::from_static(e.code()));
