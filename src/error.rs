@@ -92,6 +92,39 @@ pub enum GatewayError {
     /// A bug: the gateway failed while handling the request (extension of the contract).
     #[error("the gateway failed while handling this request; it has been logged")]
     Internal,
+    /// Admin and public listeners: no such endpoint, or one that is off or served elsewhere.
+    #[error("{0}")]
+    NotFound(String),
+    /// Admin API: the request names an app the config does not have.
+    #[error("no [[apps]] named {0:?}")]
+    UnknownApp(String),
+    /// Admin API and status page: no admin key, or a wrong one. With `challenge` the answer asks a
+    /// browser for HTTP Basic (`WWW-Authenticate`), as the status page does.
+    #[error("send the admin key as X-Admin-Key{}", basic_hint(.challenge))]
+    AdminUnauthenticated {
+        /// Whether to ask for HTTP Basic.
+        challenge: bool,
+    },
+    /// The token store failed or did not answer (readiness, deleting a user's tokens).
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// A webhook event whose `X-Douyin-Signature` verifies under no configured app's key.
+    #[error("missing or wrong X-Douyin-Signature")]
+    BadSignature,
+    /// Admin and public listeners: this many request bodies are being read already.
+    #[error("this listener is reading {0} request bodies already; retry shortly")]
+    BodyReadsFull(usize),
+    /// Admin and public listeners: a request body over their small limit.
+    #[error("admin bodies are at most {0} bytes")]
+    AdminBodyTooLarge(usize),
+}
+
+fn basic_hint(challenge: &bool) -> &'static str {
+    if *challenge {
+        ", or as the password of HTTP Basic (any user name)"
+    } else {
+        ""
+    }
 }
 
 impl GatewayError {
@@ -100,16 +133,18 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             OpenIdMissing(_) | BadRequest(_) | CodeRefused { .. } => StatusCode::BAD_REQUEST,
-            CallerUnauthenticated | UserAuthorizationRequired { .. } => StatusCode::UNAUTHORIZED,
+            CallerUnauthenticated | UserAuthorizationRequired { .. } | AdminUnauthenticated { .. } | BadSignature => {
+                StatusCode::UNAUTHORIZED
+            }
             CallerForbidden { .. } => StatusCode::FORBIDDEN,
-            NoRoute { .. } => StatusCode::NOT_FOUND,
-            BodyTooLarge(_) | FormTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            NoRoute { .. } | NotFound(_) | UnknownApp(_) => StatusCode::NOT_FOUND,
+            BodyTooLarge(_) | FormTooLarge(_) | AdminBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TokenUnavailable(_) | StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded(_) | BodyReadsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,16 +160,21 @@ impl GatewayError {
             UserAuthorizationRequired { .. } => "user_authorization_required",
             CallerForbidden { .. } => "caller_forbidden",
             NoRoute { .. } => "no_route",
-            BodyTooLarge(_) | FormTooLarge(_) => "body_too_large",
+            BodyTooLarge(_) | FormTooLarge(_) | AdminBodyTooLarge(_) => "body_too_large",
             UpstreamUnavailable(_) => "upstream_unavailable",
             TokenUnavailable(_) => "token_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
             ClientTimeout(_) => "client_timeout",
             HeadersTooLarge(_) => "headers_too_large",
-            Overloaded(_) => "overloaded",
+            Overloaded(_) | BodyReadsFull(_) => "overloaded",
             CodeRefused { .. } => "code_refused",
             RateLimited { .. } => "rate_limited",
             Internal => "internal_error",
+            NotFound(_) => "not_found",
+            UnknownApp(_) => "unknown_app",
+            AdminUnauthenticated { .. } => "admin_unauthenticated",
+            StoreUnavailable(_) => "store_unavailable",
+            BadSignature => "bad_signature",
         }
     }
 
@@ -158,10 +198,19 @@ impl GatewayError {
     }
 
     /// The headers this error's answer carries besides the body, whatever the body's form (the
-    /// OAuth pages are HTML): `Retry-After` on 429.
+    /// OAuth pages are HTML): `Retry-After` on 429, a Basic challenge on the status page's 401.
     pub fn add_headers(&self, headers: &mut http::HeaderMap) {
-        if let GatewayError::RateLimited { retry_after_secs, .. } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        match self {
+            GatewayError::RateLimited { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            GatewayError::AdminUnauthenticated { challenge: true } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"douyin-gateway\", charset=\"UTF-8\""),
+                );
+            }
+            _ => {}
         }
     }
 }

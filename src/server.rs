@@ -31,6 +31,8 @@ pub struct Running {
     pub public_addr: Option<SocketAddr>,
     /// Shared state (tests look at the token cache and metrics).
     pub shared: Arc<Shared>,
+    /// The admin and public listeners' own state (tests look at the OAuth states).
+    pub admin: Arc<crate::admin::State>,
     config_path: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -206,6 +208,10 @@ pub async fn start_on_all(
     tokens
         .events()
         .subscribe(Arc::clone(&recent_errors) as Arc<dyn crate::token::events::Observer>);
+    let fetch_counts = Arc::new(crate::token::events::FetchCounts::default());
+    tokens
+        .events()
+        .subscribe(Arc::clone(&fetch_counts) as Arc<dyn crate::token::events::Observer>);
     let loaded = tokens.load().await.map_err(|e| e.to_string())?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");
@@ -218,17 +224,15 @@ pub async fn start_on_all(
         in_flight: Default::default(),
         head_budget: Arc::clone(&budget),
         recent_errors,
-        oauth: crate::admin::OAuthStates::new(crate::admin::OAuthStates::key_for(&config_store)),
-        oauth_limits: Default::default(),
-        webhooks: Default::default(),
-        body_slots: Default::default(),
+        fetch_counts,
     });
+    let admin_state = Arc::new(crate::admin::State::new(&config_store));
     let (shutdown, rx) = watch::channel(false);
     let admin_service = |side: crate::admin::Side| {
-        let shared = Arc::clone(&shared);
+        let (shared, admin) = (Arc::clone(&shared), Arc::clone(&admin_state));
         tower::service_fn(move |req: Request<Incoming>| {
-            let shared = Arc::clone(&shared);
-            async move { Ok::<_, Infallible>(crate::admin::handle(shared, side, req).await) }
+            let (shared, admin) = (Arc::clone(&shared), Arc::clone(&admin));
+            async move { Ok::<_, Infallible>(crate::admin::handle(shared, admin, side, req).await) }
         })
     };
     let admin_svc = admin_service(crate::admin::Side::Admin);
@@ -296,6 +300,7 @@ pub async fn start_on_all(
         admin_addr,
         public_addr,
         shared,
+        admin: admin_state,
         config_path,
         shutdown,
         tasks,

@@ -1,4 +1,5 @@
-//! What every request and the admin listener share.
+//! What the proxy and the admin listener share: the config, the token engine, metrics and the
+//! connection budgets. The admin listener's own state is `admin::State`.
 
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -10,22 +11,16 @@ use std::sync::Arc;
 pub struct Shared {
     /// The current compiled config.
     pub runtime: ArcSwap<Runtime>,
-    /// The token cache.
+    /// The token engine: cache, fetches, store, renewals.
     pub tokens: Arc<Tokens>,
-    /// Metrics.
+    /// The registry `/metrics` renders, and the handles the layers count with.
     pub metrics: Arc<Metrics>,
     /// Proxy requests in progress (bounded by `server.max_in_flight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The token engine's last failures, for the status page.
     pub recent_errors: Arc<crate::token::events::RecentErrors>,
+    /// The app tokens' fetches that worked and failed, for the status page.
+    pub fetch_counts: Arc<crate::token::events::FetchCounts>,
     /// Bytes of unfinished request heads held by every listener's connections.
     pub head_budget: Arc<crate::conn::HeadBudget>,
-    /// The authorization flow's signed, single-use states.
-    pub oauth: crate::admin::OAuthStates,
-    /// Request bodies being read on the admin and public listeners.
-    pub body_slots: crate::admin::BodySlots,
-    /// The authorization flow's limits: per client address, and code exchanges.
-    pub oauth_limits: crate::admin::OAuthLimits,
-    /// Webhook deliveries processed already, by `Msg-Id`.
-    pub webhooks: crate::admin::Delivered,
 }

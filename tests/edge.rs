@@ -315,7 +315,7 @@ async fn an_authorization_flood_does_not_lock_out_real_users() {
     assert_eq!(after.status, 200, "after the flood: {}", after.text());
     // Memory: only the two real users' states are remembered, never the authorizations started,
     // the forged states, the callbacks without a code nor those with made-up codes.
-    assert_eq!(gw.running.shared.oauth.remembered(), 2);
+    assert_eq!(gw.running.admin.oauth.remembered(), 2);
     // The platform saw the made-up codes at most at the exchange rate (20 a second, a burst of 20).
     let exchanges = n(&http.stats(&sb).await["access_token_calls"]);
     let bound = 2 + 20 + (20.0 * elapsed).ceil() as u64;

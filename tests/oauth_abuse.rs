@@ -27,7 +27,7 @@ async fn callbacks_without_a_code_with_an_error_or_with_a_forged_state_remember_
     let sb = sandbox().await;
     let gw = user_gateway(&sb, "", "").await;
     let http = Http::default();
-    let oauth = &gw.running.shared.oauth;
+    let oauth = &gw.running.admin.oauth;
     let cb = |q: String| gw.admin(&format!("/oauth/callback?{q}"));
     for i in 0..4 {
         // The user declined: no code...
@@ -99,7 +99,7 @@ async fn a_state_whose_first_callback_had_no_code_still_works_with_one() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("already used"), "{}", r.text());
     assert_eq!(n(&http.stats(&sb).await["access_token_calls"]), 1);
-    assert_eq!(gw.running.shared.oauth.remembered(), 1);
+    assert_eq!(gw.running.admin.oauth.remembered(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,7 +118,7 @@ async fn made_up_codes_reach_the_platform_no_faster_than_the_exchange_budget() {
                 .map(|i| {
                     gw.admin(&format!(
                         "/oauth/callback?state={}&code=made-up-{a}-{c}-{i}",
-                        gw.running.shared.oauth.issue("main")
+                        gw.running.admin.oauth.issue("main")
                     ))
                 })
                 .collect();
@@ -158,7 +158,7 @@ async fn made_up_codes_reach_the_platform_no_faster_than_the_exchange_budget() {
         "every refused code was one exchange"
     );
     assert_eq!(
-        gw.running.shared.oauth.remembered(),
+        gw.running.admin.oauth.remembered(),
         0,
         "refused codes are not remembered"
     );

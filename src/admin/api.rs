@@ -1,8 +1,10 @@
 //! The admin API behind `X-Admin-Key` (or `Authorization: Bearer`): list
 //! tokens (never their values), import and forget users, refresh now.
 
-use super::{error, json, read_body};
+use super::body::read_body;
+use super::{json, Answer, Ctx};
 use crate::body::ProxyBody;
+use crate::error::GatewayError;
 use crate::inspect::Lenient;
 use crate::secret::Secret;
 use crate::state::Shared;
@@ -15,7 +17,6 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// `None`: no admin key configured (the API is off).
 /// Whether the request carries the admin key: `X-Admin-Key`, `Authorization: Bearer KEY`, or HTTP
 /// Basic with any user name and the key as password (so a browser can open `/status`). `None`
 /// when no admin key is configured.
@@ -58,62 +59,54 @@ fn decode(segment: &str) -> String {
 }
 
 /// Handles `/admin/*`.
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
+    let shared = cx.shared;
     match authorized(shared, req.headers()) {
         None => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "the admin API is off: set [admin] api_key_sha256",
-            )
+            return Err(GatewayError::NotFound(
+                "the admin API is off: set [admin] api_key_sha256".into(),
+            ))
         }
-        Some(false) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "admin_unauthenticated",
-                "send the admin key as X-Admin-Key",
-            )
-        }
+        Some(false) => return Err(GatewayError::AdminUnauthenticated { challenge: false }),
         Some(true) => {}
     }
     let (parts, body) = req.into_parts();
     let segments: Vec<&str> = parts.uri.path().trim_start_matches('/').split('/').collect();
     match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["admin", "tokens"]) => list(shared),
+        (&Method::GET, ["admin", "tokens"]) => Ok(list(shared)),
         (&Method::PUT, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
-            let body = match read_body(shared, body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let body = read_body(cx, body).await?;
             import(shared, &decode(app), &decode(open_id), &body).await
         }
         (&Method::DELETE, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
-            let (app, open_id) = (decode(app), decode(open_id));
-            match shared.tokens.remove_user(&app, &open_id).await {
-                Ok(0) => error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no tokens stored for that app and open_id",
-                ),
-                Ok(n) => {
-                    tracing::info!(target: "audit", action = "delete", app = %app, open_id = %open_id, deleted = n, "admin deleted a user's tokens");
-                    json(StatusCode::OK, json!({"deleted": n, "app": app, "open_id": open_id}))
-                }
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
-            }
+            forget(shared, decode(app), decode(open_id)).await
         }
         (&Method::POST, ["admin", "refresh"]) => {
-            let body = match read_body(shared, body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let body = read_body(cx, body).await?;
             refresh(shared, &body).await
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {} {}", parts.method, parts.uri.path()),
-        ),
+        _ => Err(GatewayError::NotFound(format!(
+            "no admin endpoint {} {}",
+            parts.method,
+            parts.uri.path()
+        ))),
+    }
+}
+
+/// `DELETE /admin/users/{app}/{open_id}`.
+async fn forget(shared: &Shared, app: String, open_id: String) -> Answer {
+    match shared.tokens.remove_user(&app, &open_id).await {
+        Ok(0) => Err(GatewayError::NotFound(
+            "no tokens stored for that app and open_id".into(),
+        )),
+        Ok(n) => {
+            tracing::info!(target: "audit", action = "delete", app = %app, open_id = %open_id, deleted = n, "admin deleted a user's tokens");
+            Ok(json(
+                StatusCode::OK,
+                json!({"deleted": n, "app": app, "open_id": open_id}),
+            ))
+        }
+        Err(e) => Err(GatewayError::StoreUnavailable(e.to_string())),
     }
 }
 
@@ -163,32 +156,25 @@ struct Import {
     scope: String,
 }
 
-async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Response<ProxyBody> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, "bad_request", m);
-    let i: Import = match serde_json::from_slice(body) {
-        Ok(i) => i,
-        Err(e) => {
-            return bad(format!(
+async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Answer {
+    let bad = |m: &str| Err(GatewayError::BadRequest(m.into()));
+    let i: Import = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::BadRequest(format!(
             "body must be {{\"access_token\",\"refresh_token\",\"expires_in\",\"refresh_expires_in\",\"scope\"?}}: {e}"
         ))
-        }
-    };
+    })?;
     let (Some(expires_in), Some(refresh_in)) = (
         i.expires_in.0.filter(|e| *e > 0),
         i.refresh_expires_in.0.filter(|e| *e > 0),
     ) else {
-        return bad("expires_in and refresh_expires_in must be positive numbers of seconds".into());
+        return bad("expires_in and refresh_expires_in must be positive numbers of seconds");
     };
     if i.access_token.is_empty() || i.refresh_token.is_empty() {
-        return bad("access_token and refresh_token must not be empty".into());
+        return bad("access_token and refresh_token must not be empty");
     }
     let rt = shared.runtime.load();
     let Some(a) = rt.apps.iter().find(|a| &*a.name == app) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_app",
-            format!("no [[apps]] named {app:?}"),
-        );
+        return Err(GatewayError::UnknownApp(app.into()));
     };
     let fetched = Fetched {
         value: i.access_token,
@@ -210,16 +196,16 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Respo
     {
         Ok(t) => {
             tracing::info!(target: "audit", action = "import", app, open_id, "admin imported a user's tokens");
-            json(
+            Ok(json(
                 StatusCode::OK,
                 json!({"stored": true, "app": app, "open_id": open_id, "expires_at": t.expires_unix}),
-            )
+            ))
         }
-        Err(e) => bad(e.to_string()),
+        Err(e) => bad(&e.to_string()),
     }
 }
 
-async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
+async fn refresh(shared: &Shared, body: &[u8]) -> Answer {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct RefreshReq {
@@ -228,18 +214,12 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
         open_id: Option<String>,
         scope: Option<String>,
     }
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
-    let r: RefreshReq = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return bad(&format!("body must be {{\"app\",\"class\",\"open_id\"?}}: {e}")),
-    };
+    let bad = |m: &str| Err(GatewayError::BadRequest(m.into()));
+    let r: RefreshReq = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::BadRequest(format!("body must be {{\"app\",\"class\",\"open_id\"?}}: {e}")))?;
     let rt = shared.runtime.load();
     let Some(app) = rt.apps.iter().find(|a| *a.name == r.app) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_app",
-            format!("no [[apps]] named {:?}", r.app),
-        );
+        return Err(GatewayError::UnknownApp(r.app));
     };
     let key = match (class_of(&r.class), r.open_id.as_deref()) {
         (Some(TokenClass::Client), _) => app.client_key.clone(),
@@ -256,11 +236,15 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Response<ProxyBody> {
         open_id = key.open_id().unwrap_or("-"), "admin asked for a token refresh");
     let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
     match shared.tokens.obtain(&key, Need::Newer(generation)).await {
-        Ok(t) => json(StatusCode::OK, json!({"refreshed": true, "expires_at": t.expires_unix})),
+        Ok(t) => Ok(json(
+            StatusCode::OK,
+            json!({"refreshed": true, "expires_at": t.expires_unix}),
+        )),
         // Also during the back-off after the platform said so: the user must still authorize again.
-        Err(e) if e.needs_authorization() => {
-            error(StatusCode::UNAUTHORIZED, "user_authorization_required", e.to_string())
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", e.to_string()),
+        Err(e) if e.needs_authorization() => Err(GatewayError::UserAuthorizationRequired {
+            message: e.to_string(),
+            authorize_url: None,
+        }),
+        Err(e) => Err(GatewayError::TokenUnavailable(e.to_string())),
     }
 }

@@ -1,30 +1,90 @@
-//! The admin listener: health, readiness, metrics, the OAuth authorization
-//! flow ([`oauth`]), the platform's webhook ([`webhook`]), and the admin API
-//! behind `X-Admin-Key` ([`api`]).
+//! The admin listener: health, readiness, metrics, the status page ([`status`]), the OAuth
+//! authorization flow ([`oauth`]), the platform's webhook ([`webhook`]), and the admin API behind
+//! `X-Admin-Key` ([`api`]). With `server.public_listen`, the flow and the webhook are served on
+//! the public listener instead, by the same [`handle`].
+//!
+//! Handlers answer an [`Answer`]: their errors are [`GatewayError`]s, which [`handle`] alone turns
+//! into the contract's JSON, with the request's id.
 
 mod api;
+mod body;
 mod oauth;
 mod status;
-
-pub use oauth::{OAuthLimits, OAuthStates, Reservation, Verified};
 mod webhook;
+
+pub use body::{BodySlots, MAX_BODY_READS};
+pub use oauth::{OAuthLimits, OAuthStates, Reservation, Verified};
 pub use webhook::Delivered;
 
 use crate::body::ProxyBody;
+use crate::conn::{ConflictingLength, Peer};
+use crate::error::GatewayError;
 use crate::state::Shared;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A store slower than this to answer a readiness probe is not ready.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Admin and webhook request bodies are small JSON documents.
-const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// What a handler on these listeners answers: a response, or an error for [`handle`] to render.
+type Answer = Result<Response<ProxyBody>, GatewayError>;
 
-pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+/// What the admin and public listeners keep for themselves, beside the gateway's [`Shared`].
+pub struct State {
+    /// The authorization flow's signed, single-use states.
+    pub oauth: OAuthStates,
+    /// The authorization flow's limits: per client address, and code exchanges.
+    pub oauth_limits: OAuthLimits,
+    /// Webhook deliveries processed already, by `Msg-Id`.
+    pub webhooks: Delivered,
+    /// Request bodies being read on each listener.
+    pub body_slots: BodySlots,
+}
+
+impl State {
+    /// The listeners' state for a gateway on `store`: OAuth states are signed with a key derived
+    /// from its encryption key, so instances sharing a store accept each other's.
+    pub fn new(store: &crate::config::StoreConfig) -> Self {
+        State {
+            oauth: OAuthStates::new(OAuthStates::key_for(store)),
+            oauth_limits: OAuthLimits::default(),
+            webhooks: Delivered::default(),
+            body_slots: BodySlots::default(),
+        }
+    }
+}
+
+/// What a handler works with: the gateway's state, the listeners' own, and which listener the
+/// request came in on.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    shared: &'a Shared,
+    own: &'a State,
+    side: Side,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `admin_listen`: health, metrics, the admin API; and the OAuth flow and webhook unless
+    /// `public_listen` is set.
+    Admin,
+    /// `public_listen`: the OAuth flow and the webhook only.
+    Public,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Admin => "admin",
+            Side::Public => "public",
+        }
+    }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
     crate::error::json_response(status, &v)
 }
 
@@ -38,102 +98,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// An admin-listener error: rendered where every gateway error is ([`crate::error::render`]).
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<ProxyBody> {
-    let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
-    crate::error::render(status, code, &message.into(), rid.as_deref(), serde_json::Value::Null)
-}
-
-/// A [`crate::error::GatewayError`] on the admin listener, with the request's id.
-pub(crate) fn gateway_error(e: crate::error::GatewayError) -> Response<ProxyBody> {
-    let rid = REQUEST_ID.try_with(|r| r.to_str().unwrap_or("-").to_owned()).ok();
-    e.into_response(rid.as_deref().unwrap_or("-"))
-}
-
-/// Bodies being read at once on one listener at most: half its connections, so connections
-/// stalling their bodies (until `body_read_timeout_ms` cuts them) leave the rest to probes and
-/// to everyone else.
-pub const MAX_BODY_READS: usize = crate::conn::ADMIN_MAX_CONNECTIONS / 2;
-
-/// Request bodies being read on the admin and the public listener.
-#[derive(Debug, Default)]
-pub struct BodySlots([AtomicUsize; 2]);
-
-/// A body being read, counted until dropped.
-struct BodySlot<'a>(&'a AtomicUsize);
-
-impl BodySlots {
-    fn take(&self, side: Side) -> Option<BodySlot<'_>> {
-        let n = &self.0[side as usize];
-        if n.fetch_add(1, Ordering::AcqRel) >= MAX_BODY_READS {
-            n.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(BodySlot(n))
-    }
-}
-
-impl Drop for BodySlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Reads a small body within `body_read_timeout_ms` in all, or answers 400, 408, 413, or 503 when
-/// the listener is reading [`MAX_BODY_READS`] bodies already.
-pub(crate) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
-    let side = SIDE.try_with(|s| *s).unwrap_or(Side::Admin);
-    let Some(_slot) = shared.body_slots.take(side) else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            format!("this listener is reading {MAX_BODY_READS} request bodies already; retry shortly"),
-        ));
-    };
-    let stall = std::time::Duration::from_millis(shared.runtime.load().config.server.body_read_timeout_ms);
-    match crate::body::read_up_to(body, MAX_ADMIN_BODY as u64, Some(stall)).await {
-        Ok(crate::body::Read::Complete(b)) => Ok(b),
-        Ok(crate::body::Read::Partial(..)) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("admin bodies are at most {MAX_ADMIN_BODY} bytes"),
-        )),
-        Err(crate::body::ReadError::Stalled(ms)) => {
-            tracing::info!(
-                timeout_ms = ms,
-                "an admin-listener request body was not received in time"
-            );
-            Err(error(
-                StatusCode::REQUEST_TIMEOUT,
-                "client_timeout",
-                crate::error::GatewayError::ClientTimeout(ms).to_string(),
-            ))
-        }
-        Err(crate::body::ReadError::Body(e)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("could not read the body: {e}"),
-        )),
-    }
-}
-
-tokio::task_local! {
-    /// The request id of the admin request being handled, for its error body.
-    static REQUEST_ID: HeaderValue;
-    /// The listener it came in on.
-    static SIDE: Side;
-}
-
-/// Which listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// `admin_listen`: health, metrics, the admin API; and the OAuth flow and webhook unless
-    /// `public_listen` is set.
-    Admin,
-    /// `public_listen`: the OAuth flow and the webhook only.
-    Public,
-}
-
 /// Whether a path is what the internet must reach (the OAuth flow, the platform's webhook).
 fn is_public_path(path: &str) -> bool {
     path.starts_with("/oauth/") || path == "/webhooks/douyin"
@@ -141,48 +105,37 @@ fn is_public_path(path: &str) -> bool {
 
 /// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
 /// errors carry it in their JSON too. Each listener serves only its own paths.
-pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(shared: Arc<Shared>, own: Arc<State>, side: Side, req: Request<Incoming>) -> Response<ProxyBody> {
     let rid = crate::head::request_id(req.headers()).id;
     // Kept for the access line of a refusal (reference-counted, not copied).
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let peer = req.extensions().get::<crate::conn::Peer>().map(|p| p.0);
-    let max = shared.runtime.load().config.server.max_header_bytes;
-    let mut resp = if let Some(e) = crate::head::refusal(&req, max) {
-        let close = req.extensions().get::<crate::conn::ConflictingLength>().is_some();
-        let mut r = e.into_response(rid.to_str().unwrap_or("-"));
-        if close {
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        r
-    } else {
-        let path = req.uri().path();
-        let public_set = shared.runtime.load().config.server.public_listen.is_some();
-        match side {
-            Side::Public if !is_public_path(path) => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "this listener serves /oauth/* and /webhooks/douyin only",
-            ),
-            Side::Admin if public_set && is_public_path(path) => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{path} is served on server.public_listen"),
-            ),
-            _ => {
-                REQUEST_ID
-                    .scope(rid.clone(), SIDE.scope(side, route(shared, req)))
-                    .await
-            }
-        }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    // hyper frames such a body as chunked, another hop might not: the connection is not reused.
+    let close = req.extensions().get::<ConflictingLength>().is_some();
+    let cx = Ctx {
+        shared: &shared,
+        own: &own,
+        side,
     };
+    let answer = match crate::head::refusal(&req, shared.runtime.load().config.server.max_header_bytes) {
+        Some(e) => Err(e),
+        None => match listener_serves(cx, req.uri().path()) {
+            Ok(()) => route(cx, req).await,
+            Err(e) => Err(e),
+        },
+    };
+    let mut resp = answer.unwrap_or_else(|e| e.into_response(rid.to_str().unwrap_or("-")));
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if resp.status().is_client_error() || resp.status().is_server_error() {
         // Refusals on the listeners that face the internet (failed admin keys, unknown paths,
         // oversized or ambiguous heads, rate limits) in the access log: the path, never the query.
         tracing::info!(
             target: "access",
             request_id = %rid.to_str().unwrap_or("-"),
-            listener = match side { Side::Admin => "admin", Side::Public => "public" },
+            listener = side.name(),
             peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             %method,
             path = %uri.path(),
@@ -195,56 +148,64 @@ pub async fn handle(shared: Arc<Shared>, side: Side, req: Request<Incoming>) -> 
     resp
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let path = req.uri().path().to_owned();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => match tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await {
-            Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
-            Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the token store did not answer within 1 s",
-            ),
-        },
-        (&Method::GET, "/metrics") => {
-            shared.metrics.set_token_gauges(&shared.tokens.census());
-            let ready = tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await;
-            shared.metrics.store_ready.set(i64::from(matches!(ready, Ok(Ok(())))));
-            let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
-            shared.metrics.in_flight.set(in_flight as i64);
-            shared.metrics.pending_head_bytes.set(shared.head_budget.used() as i64);
-            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        (_, p) if p.starts_with("/oauth/") => oauth::handle(&shared, req).await,
-        (&Method::POST, "/webhooks/douyin") => webhook::handle(&shared, req).await,
-        (&Method::GET, "/status") => match api::authorized(&shared, req.headers()) {
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "the status page is off with the admin API: set [admin] api_key_sha256",
-            ),
-            Some(false) => {
-                let mut r = error(
-                    StatusCode::UNAUTHORIZED,
-                    "admin_unauthenticated",
-                    "send the admin key as X-Admin-Key, or as the password of HTTP Basic (any user name)",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"douyin-gateway\", charset=\"UTF-8\""),
-                );
-                r
-            }
-            Some(true) => status::page(&shared, req.uri().query()).await,
-        },
-        (_, p) if p.starts_with("/admin/") => api::handle(&shared, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}")),
+/// Whether this listener serves `path`: the public one only the public paths, and the admin one
+/// those too unless a public listener is configured.
+fn listener_serves(cx: Ctx<'_>, path: &str) -> Result<(), GatewayError> {
+    let public_set = cx.shared.runtime.load().config.server.public_listen.is_some();
+    match cx.side {
+        Side::Public if !is_public_path(path) => Err(GatewayError::NotFound(
+            "this listener serves /oauth/* and /webhooks/douyin only".into(),
+        )),
+        Side::Admin if public_set && is_public_path(path) => Err(GatewayError::NotFound(format!(
+            "{path} is served on server.public_listen"
+        ))),
+        _ => Ok(()),
     }
+}
+
+async fn route(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
+    let shared = cx.shared;
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") => store_ready(shared).await.map(|()| text(StatusCode::OK, "ready\n")),
+        (&Method::GET, "/metrics") => Ok(metrics(shared).await),
+        (_, p) if p.starts_with("/oauth/") => oauth::handle(cx, req).await,
+        (&Method::POST, "/webhooks/douyin") => webhook::handle(cx, req).await,
+        (&Method::GET, "/status") => match api::authorized(shared, req.headers()) {
+            None => Err(GatewayError::NotFound(
+                "the status page is off with the admin API: set [admin] api_key_sha256".into(),
+            )),
+            Some(false) => Err(GatewayError::AdminUnauthenticated { challenge: true }),
+            Some(true) => Ok(status::page(shared, req.uri().query()).await),
+        },
+        (_, p) if p.starts_with("/admin/") => api::handle(cx, req).await,
+        (_, p) => Err(GatewayError::NotFound(format!("no admin endpoint {p}"))),
+    }
+}
+
+/// Whether the token store answers, within [`READY_TIMEOUT`].
+async fn store_ready(shared: &Shared) -> Result<(), GatewayError> {
+    match tokio::time::timeout(READY_TIMEOUT, shared.tokens.store_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(GatewayError::StoreUnavailable(e.to_string())),
+        Err(_) => Err(GatewayError::StoreUnavailable(
+            "the token store did not answer within 1 s".into(),
+        )),
+    }
+}
+
+/// `GET /metrics`: the gauges read at scrape time are set first.
+async fn metrics(shared: &Shared) -> Response<ProxyBody> {
+    shared.metrics.set_token_gauges(&shared.tokens.census());
+    let ready = store_ready(shared).await;
+    shared.metrics.store_ready.set(i64::from(ready.is_ok()));
+    let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.in_flight.set(in_flight as i64);
+    shared.metrics.pending_head_bytes.set(shared.head_budget.used() as i64);
+    let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }

@@ -9,10 +9,12 @@
 //! carry `Msg-Id` and are retried (5 s timeout, up to 3 retries): an event whose `Msg-Id` was
 //! processed already is acknowledged and not processed again (the last [`REMEMBERED`] ids).
 
-use super::{error, json, read_body};
-use crate::body::ProxyBody;
+use super::body::read_body;
+use super::{json, Answer, Ctx};
+use crate::error::GatewayError;
+use crate::runtime::App;
 use crate::state::Shared;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -53,102 +55,95 @@ pub(super) fn sign(key: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Handles `POST /webhooks/douyin`.
+pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
     let (parts, body) = req.into_parts();
-    let body = match read_body(shared, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
+    let body = read_body(cx, body).await?;
     let Ok(event) = serde_json::from_slice::<Value>(&body) else {
-        return bad("body must be a JSON event");
+        return Err(bad("body must be a JSON event"));
     };
-    let rt = shared.runtime.load();
-    let client_key = event["client_key"].as_str().unwrap_or("");
+    let rt = cx.shared.runtime.load();
     let given = parts
         .headers
         .get("x-douyin-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let verifies = |app: &crate::runtime::App| {
-        !given.is_empty() && bool::from(given.as_bytes().ct_eq(sign(app.webhook_key.expose(), &body).as_bytes()))
-    };
-    let app = if client_key.is_empty() {
-        // The platform's own verify_webhook example names no app: the one whose key signed it.
-        match rt.apps.iter().find(|a| verifies(a)) {
-            Some(app) => app,
-            None => {
-                tracing::warn!("webhook event naming no client_key refused: its signature verifies under no app's key");
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "bad_signature",
-                    "missing or wrong X-Douyin-Signature",
-                );
-            }
-        }
-    } else {
-        let Some(app) = rt.apps.iter().find(|a| a.platform_key == client_key) else {
-            return bad("the event names no configured client_key");
-        };
-        if !verifies(app) {
-            tracing::warn!(app = %app.name, "webhook event refused: missing or wrong X-Douyin-Signature");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                "missing or wrong X-Douyin-Signature",
-            );
-        }
-        app
-    };
+    let app = signer(&rt.apps, event["client_key"].as_str().unwrap_or(""), &given, &body)?;
     let msg_id = parts
         .headers
         .get("msg-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 256);
     if let Some(id) = msg_id {
-        if shared.webhooks.seen(id) {
+        if cx.own.webhooks.seen(id) {
             tracing::debug!(app = %app.name, "webhook delivery repeated (Msg-Id seen): acknowledged, not processed again");
-            return json(StatusCode::OK, json!({"duplicate": true}));
+            return Ok(json(StatusCode::OK, json!({"duplicate": true})));
         }
     }
-    let answer = process(shared, app, &event).await;
-    if let (Some(id), true) = (msg_id, answer.status().is_success()) {
-        shared.webhooks.remember(id);
+    let answer = process(cx.shared, app, &event).await?;
+    if let Some(id) = msg_id {
+        cx.own.webhooks.remember(id);
     }
-    answer
+    Ok(answer)
+}
+
+/// The app whose webhook key signed the event: the one its `client_key` names, or with none (the
+/// platform's own verify_webhook example names no app) the one whose key verifies the signature.
+fn signer<'a>(apps: &'a [App], client_key: &str, given: &str, body: &[u8]) -> Result<&'a App, GatewayError> {
+    let verifies = |app: &App| {
+        !given.is_empty() && bool::from(given.as_bytes().ct_eq(sign(app.webhook_key.expose(), body).as_bytes()))
+    };
+    if client_key.is_empty() {
+        return apps.iter().find(|a| verifies(a)).ok_or_else(|| {
+            tracing::warn!("webhook event naming no client_key refused: its signature verifies under no app's key");
+            GatewayError::BadSignature
+        });
+    }
+    let Some(app) = apps.iter().find(|a| a.platform_key == client_key) else {
+        return Err(bad("the event names no configured client_key"));
+    };
+    if !verifies(app) {
+        tracing::warn!(app = %app.name, "webhook event refused: missing or wrong X-Douyin-Signature");
+        return Err(GatewayError::BadSignature);
+    }
+    Ok(app)
+}
+
+fn bad(m: &str) -> GatewayError {
+    GatewayError::BadRequest(m.into())
 }
 
 /// What a signed event does.
-async fn process(shared: &Shared, app: &crate::runtime::App, event: &Value) -> Response<ProxyBody> {
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
+async fn process(shared: &Shared, app: &App, event: &Value) -> Answer {
     // `content` arrives as an object or as a JSON string holding one.
     let content = match &event["content"] {
         Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
         v => v.clone(),
     };
     match event["event"].as_str().unwrap_or("") {
-        "verify_webhook" => json(StatusCode::OK, json!({"challenge": content["challenge"]})),
+        "verify_webhook" => Ok(json(StatusCode::OK, json!({"challenge": content["challenge"]}))),
         "unauthorize" => {
             let Some(open_id) = event["from_user_id"].as_str().filter(|o| !o.is_empty()) else {
-                return bad("unauthorize event without from_user_id");
+                return Err(bad("unauthorize event without from_user_id"));
             };
-            match shared.tokens.remove_user(&app.name, open_id).await {
-                Ok(dropped) => {
-                    tracing::info!(app = %app.name, dropped, "user revoked the app: tokens dropped");
-                    shared
-                        .tokens
-                        .announce(&crate::token::events::Event::ReauthorizationRequired {
-                            app: &app.name,
-                            open_id,
-                            reason: "the user revoked the app (unauthorize event)",
-                        });
-                    json(StatusCode::OK, json!({"dropped": dropped}))
-                }
-                // Not acknowledged: the platform sends the event again.
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
-            }
+            // An error is not acknowledged: the platform sends the event again.
+            let dropped = shared
+                .tokens
+                .remove_user(&app.name, open_id)
+                .await
+                .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?;
+            tracing::info!(app = %app.name, dropped, "user revoked the app: tokens dropped");
+            shared
+                .tokens
+                .announce(&crate::token::events::Event::ReauthorizationRequired {
+                    app: &app.name,
+                    open_id,
+                    reason: "the user revoked the app (unauthorize event)",
+                });
+            {}
+            Ok(json(StatusCode::OK, json!({"dropped": dropped})))
         }
-        other => json(StatusCode::OK, json!({"ignored": other})),
+        other => Ok(json(StatusCode::OK, json!({"ignored": other}))),
     }
 }

@@ -198,6 +198,27 @@ impl Observer for RecentErrors {
     }
 }
 
+/// Fetches of each app-level token (client, mini-app) that worked and that failed, since start,
+/// for the status page: a subscriber. User tokens are not counted (there may be millions).
+#[derive(Debug, Default)]
+pub struct FetchCounts(dashmap::DashMap<TokenKey, [u64; 2]>);
+
+impl FetchCounts {
+    /// `key`'s fetches: worked, failed.
+    pub fn of(&self, key: &TokenKey) -> (u64, u64) {
+        self.0.get(key).map_or((0, 0), |c| (c[0], c[1]))
+    }
+}
+
+impl Observer for FetchCounts {
+    fn on(&self, event: &Event<'_>) {
+        let Event::Fetched { key, outcome } = event else { return };
+        if key.class.is_app_level() {
+            self.0.entry((*key).clone()).or_default()[usize::from(*outcome != "ok")] += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
