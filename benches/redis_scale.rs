@@ -21,7 +21,7 @@ use douyin_gateway::secret::Secret;
 use douyin_gateway::store::crypto::{Key, Keys};
 use douyin_gateway::store::redis::RedisStore;
 use douyin_gateway::store::Record;
-use douyin_gateway::token::{scope, unix_now, Grant, GrantState, TokenKey};
+use douyin_gateway::token::{unix_now, Grant, GrantState, TokenKey};
 use http_body_util::{BodyExt, Empty};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ async fn main() {
                 refresh_expires_unix: now + 2_592_000,
                 refresh_lifetime_secs: 2_592_000,
                 renewals: 0,
-                scope: scope("user_info,video.list.bytes"),
+                scope: std::sync::Arc::from("user_info,video.list.bytes"),
                 state: GrantState::Active,
             }),
             stale_key: false,

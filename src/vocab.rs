@@ -97,14 +97,19 @@ impl TokenKey {
         }
     }
 
-    /// A key as a store keeps it (app, class, [`TokenKey::subject`]). The app name is shared
-    /// with every other key of that app ([`scope`]'s interning), not copied per record.
+    /// A key as a store keeps it (app, class, [`TokenKey::subject`]).
     pub fn stored(app: Arc<str>, class: TokenClass, subject: &str) -> Self {
         TokenKey {
-            app: scope(&app),
+            app,
             class,
             subject: Arc::from(subject),
         }
+    }
+
+    /// The same key under another copy of its app's name (the one copy the config owns).
+    pub fn with_app(self, app: Arc<str>) -> Self {
+        debug_assert_eq!(*app, *self.app);
+        TokenKey { app, ..self }
     }
 
     /// The user a user or biz token acts for; `None` for a client token.
@@ -162,7 +167,7 @@ pub struct Grant {
     pub refresh_lifetime_secs: u32,
     /// Renewals used (the platform allows 5).
     pub renewals: u32,
-    /// Granted scopes, comma-separated; one shared copy per distinct value ([`scope`]).
+    /// Granted scopes, comma-separated (the engine keeps one shared copy per distinct value).
     pub scope: Arc<str>,
     /// Whether it still works.
     pub state: GrantState,
@@ -173,23 +178,6 @@ impl Grant {
     pub fn usable(&self, now_unix: u64) -> bool {
         !matches!(self.state, GrantState::Dead(_)) && self.refresh_expires_unix > now_unix
     }
-}
-
-/// The one shared copy of a scope string (or an app name): most users grant the same scopes, so
-/// a cache of many users holds each distinct scope once.
-pub fn scope(s: &str) -> Arc<str> {
-    static SCOPES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
-        std::sync::OnceLock::new();
-    let mut set = SCOPES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = set.get(s) {
-        return Arc::clone(s);
-    }
-    let s: Arc<str> = Arc::from(s);
-    set.insert(Arc::clone(&s));
-    s
 }
 
 /// A lifetime in seconds as a grant keeps it: 4 bytes (136 years) rather than 8.

@@ -185,7 +185,7 @@ async fn import(shared: &Shared, app: &str, open_id: &str, body: &[u8]) -> Answe
             // An imported token's history is unknown: count it as freshly issued.
             refresh_lifetime_secs: crate::token::lifetime(REFRESH_TOKEN_LIFETIME.max(refresh_in as u64)),
             renewals: 0,
-            scope: crate::token::scope(&i.scope),
+            scope: std::sync::Arc::from(i.scope.as_str()),
             state: GrantState::Active,
         }),
     };

@@ -30,7 +30,7 @@
 //! ```
 
 use super::headers::{self, ACCESS_TOKEN};
-use super::Scope;
+use super::Call;
 use crate::body::ProxyBody;
 use crate::canonical;
 use crate::config::Inject;
@@ -208,8 +208,8 @@ pub fn attach<B: TokenBody>(req: &mut Request<B>, token: &Token, inject: &Inject
 /// Sets the app's `appid` (its client_key) and `secret` in a JSON body, replacing any the caller
 /// sent. The body is never logged.
 fn set_app_secret<B: TokenBody>(req: &mut Request<B>, app: usize) -> Result<(), GatewayError> {
-    let scope = Scope::of(req)?.clone();
-    let app = scope.runtime().apps.get(app).ok_or(GatewayError::Internal)?;
+    let call = Call::of(req)?.clone();
+    let app = call.runtime().apps.get(app).ok_or(GatewayError::Internal)?;
     let whole = req.body().whole().ok_or_else(|| {
         GatewayError::BadRequest(
             "this route sets the app's credentials in the JSON body: at most retry_buffer_bytes".into(),
@@ -229,9 +229,9 @@ fn set_app_secret<B: TokenBody>(req: &mut Request<B>, app: usize) -> Result<(), 
 
 /// A token failure as the caller sees it: a user to send through authorization (with the app's
 /// authorize URL when the route's app has one), or 503 `token_unavailable`.
-pub fn token_error(scope: Option<&Scope>, e: TokenError) -> GatewayError {
+pub fn token_error(call: Option<&Call>, e: TokenError) -> GatewayError {
     if e.needs_authorization() {
-        let authorize_url = scope.and_then(|s| {
+        let authorize_url = call.and_then(|s| {
             let rt = s.runtime();
             let route = rt.routes.get(s.route()?)?;
             rt.apps.get(route.app)?.authorize_url.clone()
@@ -378,7 +378,7 @@ where
                     let result = std::task::ready!(obtain.as_mut().poll(cx));
                     let mut req = req.take().expect("once");
                     let need = need.take().expect("once");
-                    match result.map_err(|e| token_error(req.extensions().get::<Scope>(), e)) {
+                    match result.map_err(|e| token_error(req.extensions().get::<Call>(), e)) {
                         Ok(token) => match attach(&mut req, &token, &need.inject) {
                             Ok(()) => {
                                 req.extensions_mut().insert(Attached { need, token });

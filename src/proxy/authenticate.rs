@@ -2,7 +2,7 @@
 //! configured callers' SHA-256 digests, compared in constant time; or anonymous when
 //! `server.allow_anonymous` is set and no key is sent. A wrong key is never anonymous.
 //!
-//! The caller found is recorded in the request's [`Scope`] for [`super::RoutingLayer`]'s
+//! The caller found is recorded in the request's [`Call`] for [`super::RoutingLayer`]'s
 //! permission check. Refusal: 401 `caller_unauthenticated`.
 //!
 //! ```
@@ -12,7 +12,7 @@
 //! # }
 //! ```
 
-use super::{Checked, Scope};
+use super::{Call, Checked};
 use crate::error::GatewayError;
 use http::Request;
 use std::task::{Context, Poll};
@@ -52,13 +52,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let scope = match Scope::of(&req) {
+        let call = match Call::of(&req) {
             Ok(s) => s,
             Err(e) => return Checked::refused(e),
         };
-        match scope.runtime().callers.identify(req.headers()) {
+        match call.runtime().callers.identify(req.headers()) {
             Some(who) => {
-                scope.set_caller(who);
+                call.set_caller(who);
                 Checked::inner(self.inner.call(req))
             }
             None => Checked::refused(GatewayError::CallerUnauthenticated),

@@ -13,9 +13,9 @@
 //! - a panic anywhere inside → 500 `internal_error`, logged (the connection and the process live on);
 //! - per-route metrics and the access log (the path only, never the query).
 //!
-//! It puts the request's [`Scope`] in its extensions for the layers inside.
+//! It puts the request's [`Call`] in its extensions for the layers inside.
 
-use super::{canonical, request_id, Scope, X_REQUEST_ID};
+use super::{canonical, request_id, Call, X_REQUEST_ID};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::logs::Escaped;
@@ -143,22 +143,22 @@ where
         } else {
             check_target(&req)
         };
-        let (state, scope) = match refused {
+        let (state, call) = match refused {
             Err(e) => (State::Refused { error: Some(e) }, None),
             Ok(()) => {
-                let scope = Scope::new(Arc::clone(&runtime));
-                req.extensions_mut().insert(scope.clone());
+                let call = Call::new(Arc::clone(&runtime));
+                req.extensions_mut().insert(call.clone());
                 let inner = &mut self.inner;
                 match std::panic::catch_unwind(AssertUnwindSafe(move || inner.call(req))) {
                     Ok(f) => {
                         let future = tokio::time::timeout(Duration::from_millis(timeout_ms), f);
-                        (State::Running { future }, Some(scope))
+                        (State::Running { future }, Some(call))
                     }
                     Err(panic) => (
                         State::Refused {
                             error: Some(panicked(panic)),
                         },
-                        Some(scope),
+                        Some(call),
                     ),
                 }
             }
@@ -173,7 +173,7 @@ where
                 uri,
                 peer,
                 runtime,
-                scope,
+                call,
                 timeout_ms,
                 close: conflicting,
                 _in_flight: in_flight,
@@ -205,7 +205,7 @@ struct Done {
     /// The connection's peer (absent when the stack runs outside the gateway's listeners).
     peer: Option<std::net::SocketAddr>,
     runtime: Arc<Runtime>,
-    scope: Option<Scope>,
+    call: Option<Call>,
     timeout_ms: u64,
     /// The connection is to close after this answer.
     close: bool,
@@ -258,8 +258,8 @@ impl Done {
     /// The error of a request that ran out of time: the caller's when the gateway was waiting on
     /// the caller's body, else the upstream's.
     fn timed_out(&self) -> GatewayError {
-        match &self.scope {
-            Some(scope) if scope.body().waiting_on_caller() => GatewayError::ClientTimeout(self.timeout_ms),
+        match &self.call {
+            Some(call) if call.body().waiting_on_caller() => GatewayError::ClientTimeout(self.timeout_ms),
             _ => GatewayError::UpstreamTimeout(self.timeout_ms),
         }
     }
@@ -273,13 +273,13 @@ impl Done {
             uri,
             peer,
             runtime: rt,
-            scope,
+            call,
             close,
             _in_flight,
             ..
         } = self;
         drop(_in_flight);
-        let route_index = scope.as_ref().and_then(Scope::route);
+        let route_index = call.as_ref().and_then(Call::route);
         let route = route_index.map_or("-", |i| &*rt.config.routes[i].name);
         let mut refused = false;
         let mut resp = match result {
@@ -308,11 +308,11 @@ impl Done {
         m.duration.observe(elapsed.as_secs_f64());
         // The access log: the path only, never the query (a caller's query may carry a credential).
         if rt.config.log.access {
-            let caller = match scope.as_ref().and_then(Scope::caller) {
+            let caller = match call.as_ref().and_then(Call::caller) {
                 Some(who) => rt.callers.identity(who).into_name(),
                 None => "-",
             };
-            let upstream_status = scope.as_ref().and_then(Scope::upstream_status);
+            let upstream_status = call.as_ref().and_then(Call::upstream_status);
             tracing::info!(
                 target: "access",
                 request_id = %rid.to_str().unwrap_or("-"),

@@ -8,7 +8,7 @@
 //! never a token. A code the platform refuses: 400 `code_refused` with the platform's code and
 //! description; a platform out of reach: 502; nothing is stored either way. Other paths pass on.
 
-use super::{Checked, Scope};
+use super::{Call, Checked};
 use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError};
 use crate::error::GatewayError;
 use crate::state::Shared;
@@ -98,9 +98,9 @@ where
     if req.method() != Method::POST {
         return Err(GatewayError::BadRequest(format!("{PATH} takes POST")));
     }
-    let scope = Scope::of(&req)?.clone();
-    let rt = scope.runtime();
-    let Some(who) = scope.caller() else {
+    let call = Call::of(&req)?.clone();
+    let rt = call.runtime();
+    let Some(who) = call.caller() else {
         tracing::error!("the code exchange ran without the authenticate layer outside it");
         return Err(GatewayError::Internal);
     };
@@ -113,7 +113,7 @@ where
     }
     let stall = std::time::Duration::from_millis(rt.config.server.body_read_timeout_ms);
     let body = match read_up_to(req.into_body(), MAX_BODY as u64, Some(stall))
-        .with_progress(scope.body_progress())
+        .with_progress(call.body_progress())
         .await
     {
         Ok(Read::Complete(b)) => b,

@@ -7,7 +7,7 @@
 //! Errors: the caller's body failing is the caller's (400, 408, 413), anything else 502
 //! `upstream_unavailable`.
 
-use super::{headers, Scope};
+use super::{headers, Call};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::upstream::HttpClient;
@@ -44,12 +44,12 @@ impl tower::Service<Request<ProxyBody>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<ProxyBody>) -> ForwardFuture {
-        let scope = match Scope::of(&req) {
+        let call = match Call::of(&req) {
             Ok(s) => s.clone(),
             Err(e) => return ForwardFuture::failed(e),
         };
-        let rt = scope.runtime();
-        let upstream = scope.route().and_then(|i| rt.routes.get(i)).map_or(0, |r| r.upstream);
+        let rt = call.runtime();
+        let upstream = call.route().and_then(|i| rt.routes.get(i)).map_or(0, |r| r.upstream);
         let (Some(base), Some(client)) = (rt.bases.get(upstream), self.clients.get(upstream)) else {
             return ForwardFuture::failed(GatewayError::UpstreamUnavailable(
                 "this route's upstream was added by a config reload: [[upstreams]] take effect at restart".into(),
@@ -66,7 +66,7 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             inner: Some(client.request(req)),
             error: None,
             start: Instant::now(),
-            scope: Some(scope),
+            call: Some(call),
         }
     }
 }
@@ -76,7 +76,7 @@ pub struct ForwardFuture {
     inner: Option<hyper_util::client::legacy::ResponseFuture>,
     error: Option<GatewayError>,
     start: Instant,
-    scope: Option<Scope>,
+    call: Option<Call>,
 }
 
 impl ForwardFuture {
@@ -85,7 +85,7 @@ impl ForwardFuture {
             inner: None,
             error: Some(e),
             start: Instant::now(),
-            scope: None,
+            call: None,
         }
     }
 }
@@ -98,9 +98,9 @@ impl Future for ForwardFuture {
             return Poll::Ready(Err(self.error.take().expect("polled after completion")));
         };
         let mut resp = std::task::ready!(Pin::new(inner).poll(cx)).map_err(GatewayError::from)?;
-        if let Some(scope) = self.scope.as_ref() {
-            scope.set_upstream_status(resp.status().as_u16());
-            if let Some(m) = scope.route_metrics() {
+        if let Some(call) = self.call.as_ref() {
+            call.set_upstream_status(resp.status().as_u16());
+            if let Some(m) = call.route_metrics() {
                 m.upstream.observe(self.start.elapsed().as_secs_f64());
             }
         }

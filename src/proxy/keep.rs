@@ -10,7 +10,7 @@
 //! Turns `Request<B>` into `Request<ProxyBody<B>>`.
 
 use super::form::{self, Fields};
-use super::{Scope, TokenFor};
+use super::{Call, TokenFor};
 use crate::body::{read_up_to, BoxError, Patience, Progress, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
 use bytes::Bytes;
@@ -56,7 +56,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (keep, max, stall, progress) = match Scope::of(&req) {
+        let (keep, max, stall, progress) = match Call::of(&req) {
             Ok(s) => {
                 let server = &s.runtime().config.server;
                 (

@@ -22,7 +22,7 @@
 //!
 //! [`AttachTokenLayer`] and [`RetryLayer`] work around any HTTP client service, without the
 //! rest of the gateway: see `examples/own_client.rs`. The other layers read the request's
-//! [`Scope`] (the config it is handled under), which [`EdgeLayer`] puts in its extensions.
+//! [`Call`] (the config it is handled under), which [`EdgeLayer`] puts in its extensions.
 
 pub mod attach;
 pub mod authenticate;
@@ -103,9 +103,9 @@ pub type Stack = Wrapped<Forward>;
 /// from start to end (a SIGHUP swaps the next requests' config, never this one's), the caller
 /// and the route once known. One allocation per request, cloned by reference count.
 #[derive(Clone)]
-pub struct Scope(Arc<ScopeInner>);
+pub struct Call(Arc<CallInner>);
 
-struct ScopeInner {
+struct CallInner {
     runtime: Arc<Runtime>,
     caller: AtomicUsize,
     route: AtomicUsize,
@@ -115,7 +115,7 @@ struct ScopeInner {
     body: crate::body::BodyProgress,
 }
 
-impl AsRef<crate::body::BodyProgress> for ScopeInner {
+impl AsRef<crate::body::BodyProgress> for CallInner {
     fn as_ref(&self) -> &crate::body::BodyProgress {
         &self.body
     }
@@ -123,10 +123,10 @@ impl AsRef<crate::body::BodyProgress> for ScopeInner {
 
 const UNSET: usize = usize::MAX;
 
-impl Scope {
+impl Call {
     /// A request handled under `runtime`.
     pub fn new(runtime: Arc<Runtime>) -> Self {
-        Scope(Arc::new(ScopeInner {
+        Call(Arc::new(CallInner {
             runtime,
             caller: AtomicUsize::new(UNSET),
             route: AtomicUsize::new(UNSET),
@@ -135,9 +135,9 @@ impl Scope {
         }))
     }
 
-    /// The scope a request carries; [`EdgeLayer`] puts it there.
-    pub fn of<B>(req: &Request<B>) -> Result<&Scope, GatewayError> {
-        req.extensions().get::<Scope>().ok_or_else(|| {
+    /// The call a request carries; [`EdgeLayer`] puts it there.
+    pub fn of<B>(req: &Request<B>) -> Result<&Call, GatewayError> {
+        req.extensions().get::<Call>().ok_or_else(|| {
             tracing::error!("a gateway layer ran without the Edge layer outside it");
             GatewayError::Internal
         })
@@ -166,7 +166,7 @@ impl Scope {
         &self.0.body
     }
 
-    /// A handle on [`Scope::body`] for the body's readers.
+    /// A handle on [`Call::body`] for the body's readers.
     pub fn body_progress(&self) -> crate::body::Progress {
         Arc::clone(&self.0) as crate::body::Progress
     }

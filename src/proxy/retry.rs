@@ -30,7 +30,7 @@
 
 use super::attach::{attach, token_error};
 use super::health::Health;
-use super::{Attached, Scope};
+use super::{Attached, Call};
 use crate::body::{read_up_to, BoxError, ProxyBody, Read, ReadError, ReadUpTo};
 use crate::error::GatewayError;
 use crate::inspect::{self, CodeTable, Context as Ctx, Verdict};
@@ -187,7 +187,7 @@ where
             (r, self.inner.clone())
         });
         let policy = Policy {
-            scope: req.extensions().get::<Scope>().cloned(),
+            call: req.extensions().get::<Call>().cloned(),
             codes: Arc::clone(&self.codes),
             tokens: Arc::clone(&self.tokens),
             health: Arc::clone(&self.health),
@@ -206,7 +206,7 @@ where
 
 /// Where the codes, metrics, tokens and route health of a request's retry come from.
 struct Policy {
-    scope: Option<Scope>,
+    call: Option<Call>,
     codes: Arc<CodeTable>,
     tokens: Arc<Tokens>,
     health: Arc<Health>,
@@ -214,18 +214,18 @@ struct Policy {
 
 impl Policy {
     fn codes(&self) -> &CodeTable {
-        self.scope.as_ref().map_or(&self.codes, |s| &s.runtime().codes)
+        self.call.as_ref().map_or(&self.codes, |s| &s.runtime().codes)
     }
 
     fn metrics(&self) -> Option<&crate::metrics::RouteMetrics> {
-        self.scope.as_ref().and_then(Scope::route_metrics)
+        self.call.as_ref().and_then(Call::route_metrics)
     }
 
     /// The caller's name (`-`: anonymous, or the layer used without the gateway).
     fn caller(&self) -> &str {
-        match self.scope.as_ref().and_then(Scope::caller) {
+        match self.call.as_ref().and_then(Call::caller) {
             Some(Some(i)) => self
-                .scope
+                .call
                 .as_ref()
                 .map_or("-", |s| s.runtime().callers.identity(Some(i)).into_name()),
             _ => "-",
@@ -238,7 +238,7 @@ impl Policy {
     }
 
     fn route(&self) -> &str {
-        self.scope
+        self.call
             .as_ref()
             .and_then(|s| Some(&*s.runtime().routes.get(s.route()?)?.name))
             .unwrap_or("-")
@@ -399,7 +399,7 @@ where
             Ok(t) => t,
             Err(e) => {
                 policy.metrics().inspect(|m| m.retry_token_unavailable.inc());
-                return Err(token_error(policy.scope.as_ref(), e));
+                return Err(token_error(policy.call.as_ref(), e));
             }
         };
         attach(&mut req, &fresh, &need.inject)?;

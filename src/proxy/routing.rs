@@ -6,14 +6,14 @@
 //! - the caller [`super::AuthenticateLayer`] found must be allowed the route: 403
 //!   `caller_forbidden`; no route: 404 `no_route`;
 //! - a declared body over `max_body_bytes`: 413 at once, before any byte is read;
-//! - the token the route's class needs, keyed by app (and open_id, and biz scope), goes in the
+//! - the token the route's class needs, keyed by app (and open_id, and biz call), goes in the
 //!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`]; a user or biz route
 //!   without its open_id: 400 `open_id_missing`, given twice (or under a lookalike name): 400;
 //! - every credential the caller sent is stripped (its gateway key, any `access-token` header
 //!   or `access_token` parameter in any spelling a lenient server reads as one, and the route's
 //!   own token header for `inject = "header:NAME"`), with hop-by-hop headers and `Host`.
 
-use super::{headers, Checked, Scope, TokenFor};
+use super::{headers, Call, Checked, TokenFor};
 use crate::config::TokenKind;
 use crate::error::GatewayError;
 use crate::route::{OpenIdSource, Route};
@@ -59,11 +59,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let scope = match Scope::of(&req) {
+        let call = match Call::of(&req) {
             Ok(s) => s.clone(),
             Err(e) => return Checked::refused(e),
         };
-        match prepare(&scope, &mut req) {
+        match prepare(&call, &mut req) {
             Ok(Step::Forward) => Checked::inner(self.inner.call(req)),
             Ok(Step::Placeholder) => Checked::answered(placeholder(req.uri().path())),
             Err(e) => Checked::refused(e),
@@ -99,8 +99,8 @@ fn placeholder<RB>(path: &str) -> http::Response<crate::body::ProxyBody<RB>> {
     crate::error::json_response(http::StatusCode::OK, &body)
 }
 
-fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<Step, GatewayError> {
-    let rt = scope.runtime();
+fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
+    let rt = call.runtime();
     let route = rt
         .routes
         .find(req.method(), req.uri().path())
@@ -108,8 +108,8 @@ fn prepare<B>(scope: &Scope, req: &mut Request<B>) -> Result<Step, GatewayError>
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
         })?;
-    scope.set_route(route.index);
-    let Some(who) = scope.caller() else {
+    call.set_route(route.index);
+    let Some(who) = call.caller() else {
         tracing::error!("the routing layer ran without the authenticate layer outside it");
         return Err(GatewayError::Internal);
     };

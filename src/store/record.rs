@@ -118,7 +118,7 @@ impl Record {
             refresh_expires_unix: g.refresh_expires_unix,
             refresh_lifetime_secs: crate::vocab::lifetime(g.refresh_lifetime_secs),
             renewals: g.renewals,
-            scope: crate::vocab::scope(&g.scope),
+            scope: std::sync::Arc::from(g.scope.as_str()),
             state: match g.state.as_str() {
                 "exhausted" => GrantState::RenewalsExhausted,
                 "dead" => GrantState::Dead(std::sync::Arc::new(g.dead_reason)),

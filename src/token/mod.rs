@@ -12,6 +12,7 @@ pub mod cache;
 mod error;
 pub mod events;
 pub mod issuer;
+mod names;
 mod obtain;
 mod persist;
 mod settings;
@@ -20,7 +21,7 @@ mod stored;
 pub mod upkeep;
 mod value;
 
-pub use crate::vocab::{lifetime, scope, unix_now, Grant, GrantState, TokenClass, TokenKey};
+pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, TokenClass, TokenKey};
 pub use budget::BUDGET_WINDOW;
 pub use cache::Need;
 pub use error::TokenError;
@@ -48,6 +49,7 @@ pub struct Tokens {
     persist: persist::Persist,
     budgets: budget::Budgets,
     upkeep: upkeep::Upkeep,
+    names: names::Names,
 }
 
 impl Tokens {
@@ -61,6 +63,7 @@ impl Tokens {
             persist: persist::Persist::new(store),
             budgets: Default::default(),
             upkeep: Default::default(),
+            names: Default::default(),
         })
     }
 

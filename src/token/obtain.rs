@@ -225,7 +225,7 @@ impl Tokens {
             f.expires_in,
             tuning.refresh_at_fraction,
         )?;
-        t.grant = f.grant.map(Arc::new);
+        t.grant = f.grant.map(|g| Arc::new(self.names.grant(g)));
         Ok(t)
     }
 
@@ -255,7 +255,10 @@ impl Tokens {
     /// Stores tokens obtained elsewhere (authorization callback, admin import), replacing
     /// whatever the slot held and clearing any back-off.
     pub async fn install(&self, key: &TokenKey, fetched: Fetched) -> Result<Arc<Token>, TokenError> {
-        let token = self.build(fetched, self.settings.load().tuning)?;
+        let settings = self.settings.load();
+        let token = self.build(fetched, settings.tuning)?;
+        // The key under the config's copy of the app's name: not one copy per user.
+        let key = &self.names.key(&settings, key.clone());
         let slot = self.cache.slot(key);
         let mut flight = slot.flight().await;
         let expected = slot.current().map_or(0, |c| c.version);

@@ -30,7 +30,7 @@ impl Tokens {
             t = t.killed();
         }
         t.expires_unix = r.expires_unix;
-        t.grant = r.grant.map(Arc::new);
+        t.grant = r.grant.map(|g| Arc::new(self.names.grant(g)));
         t.version = r.version;
         Ok(t)
     }
@@ -116,7 +116,7 @@ impl Tokens {
         };
         let n = records.len();
         for r in records {
-            let (key, stale) = (r.key.clone(), r.stale_key);
+            let (key, stale) = (self.names.key(&self.settings.load(), r.key.clone()), r.stale_key);
             let Ok(t) = self.token_of(r) else { continue };
             let slot = self.cache.slot(&key);
             if stale {

@@ -80,7 +80,7 @@ pub(super) fn read_biz(bytes: &[u8], codes: &CodeTable) -> Result<Fetched, Token
             refresh_expires_unix: unix_now().saturating_add(refresh_in),
             refresh_lifetime_secs: crate::vocab::lifetime(refresh_in),
             renewals: 0,
-            scope: crate::vocab::scope(""),
+            scope: std::sync::Arc::from(""),
             state: GrantState::Active,
         }),
     })

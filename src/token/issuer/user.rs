@@ -123,9 +123,9 @@ fn user_fetched(data: OauthData, old: Option<&Grant>) -> Result<Fetched, TokenEr
         ),
         renewals: old.map_or(0, |g| g.renewals),
         scope: match (data.scope, old) {
-            (Some(s), _) => crate::vocab::scope(&s),
+            (Some(s), _) => Arc::from(s.as_str()),
             (None, Some(g)) => Arc::clone(&g.scope),
-            (None, None) => crate::vocab::scope(""),
+            (None, None) => std::sync::Arc::from(""),
         },
         state: old.map_or(GrantState::Active, |g| g.state.clone()),
     };

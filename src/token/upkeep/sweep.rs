@@ -89,7 +89,7 @@ impl Tokens {
                 if r.key.class.is_app_level() {
                     continue; // every instance holds its apps' own tokens
                 }
-                let key = r.key.clone();
+                let key = self.names.key(&self.settings.load(), r.key.clone());
                 let slot = self.cache.get(&key);
                 let cached = slot.as_ref().and_then(|s| s.current());
                 let token = match cached {
