@@ -1,0 +1,83 @@
+//! The token engine's metrics: its events as counters ([`TokenMetrics`], a subscriber) and its
+//! census as gauges.
+
+use super::Metrics;
+use prometheus::{IntCounter, IntCounterVec};
+
+/// The token engine's events as counters (subscribed with [`Metrics::token_observer`]).
+pub struct TokenMetrics {
+    hits: [IntCounter; 4],
+    misses: [IntCounter; 4],
+    fetches: IntCounterVec,
+    evicted_early: IntCounterVec,
+    renewals: IntCounterVec,
+}
+
+impl crate::token::events::Observer for TokenMetrics {
+    fn on(&self, event: &crate::token::events::Event<'_>) {
+        use crate::token::events::Event;
+        match *event {
+            Event::Cache { class, hit: true } => self.hits[class as usize].inc(),
+            Event::Cache { class, hit: false } => self.misses[class as usize].inc(),
+            Event::Fetched { key, outcome } => self
+                .fetches
+                .with_label_values(&[&key.app, key.class.as_str(), outcome])
+                .inc(),
+            Event::EvictedEarly { key, .. } => self
+                .evicted_early
+                .with_label_values(&[&key.app, key.class.as_str()])
+                .inc(),
+            Event::Renewal { key, outcome } => self.renewals.with_label_values(&[&key.app, outcome]).inc(),
+            _ => {}
+        }
+    }
+}
+
+impl Metrics {
+    /// The subscriber that counts the token engine's events: cache hits and misses, fetches by
+    /// outcome, early evictions, renewals.
+    pub fn token_observer(&self) -> std::sync::Arc<TokenMetrics> {
+        let cache =
+            |hit: &str| crate::vocab::TokenClass::ALL.map(|c| self.token_cache.with_label_values(&[c.as_str(), hit]));
+        std::sync::Arc::new(TokenMetrics {
+            hits: cache("hit"),
+            misses: cache("miss"),
+            fetches: self.token_fetches.clone(),
+            evicted_early: self.evicted_early.clone(),
+            renewals: self.renewals.clone(),
+        })
+    }
+
+    /// Sets `douyin_gateway_tokens` and `douyin_gateway_reauthorization` from the engine's
+    /// census (at scrape time). Every app's series start at zero: a graph shows 0, not "no
+    /// data", and an alert on `douyin_gateway_tokens{state="failed"} > 0` has a series to watch.
+    pub fn set_token_gauges(&self, census: &crate::token::upkeep::Census) {
+        use crate::token::upkeep::TokenState;
+        use crate::vocab::TokenClass;
+        self.tokens.reset();
+        self.reauthorization.reset();
+        for (app, mini_app) in &census.apps {
+            for class in TokenClass::ALL {
+                if class == TokenClass::MiniApp && !mini_app {
+                    continue;
+                }
+                for state in TokenState::ALL.into_iter().filter(|s| s.applies_to(class)) {
+                    self.tokens
+                        .with_label_values(&[&**app, class.as_str(), state.as_str()])
+                        .set(0);
+                }
+            }
+            for when in ["required", "within_7d"] {
+                self.reauthorization.with_label_values(&[&**app, when]).set(0);
+            }
+        }
+        for ((app, class, state), n) in &census.tokens {
+            self.tokens
+                .with_label_values(&[&**app, class.as_str(), state.as_str()])
+                .set(*n);
+        }
+        for ((app, when), n) in &census.reauthorization {
+            self.reauthorization.with_label_values(&[&**app, when]).set(*n);
+        }
+    }
+}
