@@ -914,25 +914,38 @@ fn json_strategy() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// The repository's sample bodies, and those of `../shared/fixtures/responses` it has no copy of
+/// (extra cases, when the checkout sits beside it).
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        assert!(std::env::var("CI").is_err(), "fixtures missing under CI");
-        eprintln!("NOTICE: ../shared/fixtures not found; fixture property skipped");
-        return Vec::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     };
-    let mut out: Vec<(String, Vec<u8>)> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    let mut all = read(&root.join("fixtures/responses"));
+    assert!(
+        all.len() >= 31,
+        "the repository's fixtures/responses: {} samples",
+        all.len()
+    );
+    for (name, body) in read(&root.join("../shared/fixtures/responses")) {
+        if !all.iter().any(|(n, _)| *n == name) {
+            all.push((name, body));
+        }
+    }
+    all
 }
 
 proptest! {
@@ -952,20 +965,19 @@ proptest! {
 
     #[test]
     fn a_fixture_verdict_survives_reformatting(pick in any::<proptest::sample::Index>(), pretty in any::<bool>(), extra in "[a-z]{1,8}") {
-        let all = fixtures();
-        if !all.is_empty() {
-            let (name, body) = &all[pick.index(all.len())];
-            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let table = CodeTable::default();
-            let before = inspect::codes(body).map(|c| table.verdict(&c, Context::Api));
-            if let Some(o) = v.as_object_mut() {
-                if !["data", "extra", "error_code", "err_no", "errcode", "message", "description"].contains(&extra.as_str()) {
-                    o.insert(format!("zz_{extra}"), serde_json::json!({"note": extra}));
-                }
+        static ALL: std::sync::LazyLock<Vec<(String, Vec<u8>)>> = std::sync::LazyLock::new(fixtures);
+        let (name, body) = &ALL[pick.index(ALL.len())];
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let table = CodeTable::default();
+        let before = inspect::codes(body).map(|c| table.verdict(&c, Context::Api));
+        prop_assert!(before.is_some(), "{} not read", name);
+        if let Some(o) = v.as_object_mut() {
+            if !["data", "extra", "error_code", "err_no", "errcode", "message", "description"].contains(&extra.as_str()) {
+                o.insert(format!("zz_{extra}"), serde_json::json!({"note": extra}));
             }
-            let again = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
-            let after = inspect::codes(&again).map(|c| table.verdict(&c, Context::Api));
-            prop_assert_eq!(before, after, "{}", name);
         }
+        let again = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+        let after = inspect::codes(&again).map(|c| table.verdict(&c, Context::Api));
+        prop_assert_eq!(before, after, "{}", name);
     }
 }
