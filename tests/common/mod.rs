@@ -693,14 +693,6 @@ pub fn listeners() -> ([std::net::TcpListener; 2], u16, u16) {
     ([a, b], pa, pb)
 }
 
-/// Two distinct free loopback ports (bound together, then released) for a `redis-server`, which
-/// cannot take a bound socket: another process may take one in between.
-pub fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-}
-
 /// Sends raw bytes on a new connection; returns what came back until the gateway's JSON
 /// error was complete, the connection closed, or 5 s of silence.
 pub async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
