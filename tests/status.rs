@@ -199,7 +199,7 @@ async fn the_status_page_shows_what_admin_tokens_says_and_no_token() {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_renders_in_a_browser() {
-    let bin = chromium().expect("Chromium");
+    let bin = chromium();
     let sb = sandbox().await;
     let upstream = sb.url();
     let gw =
