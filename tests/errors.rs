@@ -308,21 +308,26 @@ async fn odd_and_hostile_inputs_get_sensible_answers() {
         String::from_utf8_lossy(&out).into_owned()
     };
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    // A head five times over max_header_bytes plus hyper's slack: hyper's own 431, read while
+    // the rest is still being sent (the gateway closes without reading it all).
     let big = "x".repeat(200_000);
     let out = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        let s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
         let req = format!("GET /js/getticket/ HTTP/1.1\r\nHost: g\r\nx-big: {big}\r\nConnection: close\r\n\r\n");
-        let _ = s.write_all(req.as_bytes()).await;
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(req.as_bytes()).await;
+        });
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(std::time::Duration::from_secs(5), rd.read(&mut buf)).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
         String::from_utf8_lossy(&out).into_owned()
     };
-    // Refused one way or another (too large, or simply without a key); never a 5xx.
-    let refused = ["HTTP/1.1 431", "HTTP/1.1 400", "HTTP/1.1 401"]
-        .iter()
-        .any(|p| out.starts_with(p));
-    assert!(out.is_empty() || refused, "{out}");
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     // Two access-token headers from the caller: both removed.
     let r = http
         .send(
