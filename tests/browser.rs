@@ -16,7 +16,7 @@ use http::Method;
 async fn a_browser_completes_the_authorization_flow() {
     let bin = chromium();
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let dom = headless(&bin, &["--dump-dom"], &gw.admin("/oauth/authorize?app=main")).await;
     assert!(dom.contains("<h1>Authorized</h1>"), "{dom}");
     let open_id = open_id_of(&dom);

@@ -140,7 +140,7 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
     })
     .await;
     let secret = secret_file();
-    let text = config_text(&sb.url(), secret.path(), "", "");
+    let text = config_text(&sb.url(), secret.path(), |_| {}, "");
     let mut cfg = tempfile::NamedTempFile::new().unwrap();
     cfg.write_all(text.as_bytes()).unwrap();
     let cfg_path = cfg.path().to_str().unwrap().to_string();

@@ -26,7 +26,7 @@ async fn caller_errors() {
         "[[callers]]\nname = \"limited\"\napi_key_sha256 = \"{}\"\nroutes = [\"ticket\"]\n",
         douyin_gateway::caller::hash_key("limited-key")
     );
-    let gw = gateway_with(&sb, "", &extra).await;
+    let gw = gateway_with(&sb, |_| {}, &extra).await;
     let http = Http::default();
     let url = gw.url("/api/douyin/v1/role/check/");
 
@@ -114,7 +114,15 @@ async fn absolute_form_and_connect_are_refused() {
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "max_body_bytes = 1000\nretry_buffer_bytes = 500", "").await;
+    let gw = gateway_with(
+        &sb,
+        |s| {
+            s.max_body_bytes = 1000;
+            s.retry_buffer_bytes = 500;
+        },
+        "",
+    )
+    .await;
     let http = Http::default();
     let r = http.post(&gw.url("/api/douyin/v1/role/check/"), vec![b'x'; 1001]).await;
     assert_error(&r, 413, "body_too_large");
@@ -139,7 +147,7 @@ async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
     let text = config_text(
         &format!("http://{closed}"),
         secret.path(),
-        "",
+        |_| {},
         "[[routes]]\nname = \"plain\"\npath = \"/plain/*\"\ntoken = \"none\"\n",
     );
     let gw = gateway_text(&text, secret).await;
@@ -152,7 +160,7 @@ async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
         ..Default::default()
     })
     .await;
-    let gw = gateway_with(&sb, "request_timeout_ms = 300", "").await;
+    let gw = gateway_with(&sb, |s| s.request_timeout_ms = 300, "").await;
     let r = http.get(&gw.url("/js/getticket/")).await;
     assert_error(&r, 504, "upstream_timeout");
 }
@@ -163,13 +171,12 @@ async fn token_endpoint_fault(fault: &str, says: &str) {
     let sb = sandbox().await;
     let secret = secret_file();
     // A back-off longer than the burst below, so the burst sees at most two fetches.
-    let text = config_full(
-        &sb.url(),
-        secret.path(),
-        "",
-        "backoff_initial_ms = 1500\nbackoff_max_ms = 3000",
-        "",
-    );
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .tokens(|t| {
+            t.backoff_initial_ms = 1500;
+            t.backoff_max_ms = 3000;
+        })
+        .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     http.control(&sb, "/sandbox/faults", json!({"token_endpoint": fault}))
@@ -240,7 +247,7 @@ async fn wrong_client_secret_is_a_configuration_error() {
     let sb = sandbox().await;
     let mut secret = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut secret, b"not-the-secret").unwrap();
-    let text = config_text(&sb.url(), secret.path(), "", "");
+    let text = config_text(&sb.url(), secret.path(), |_| {}, "");
     let gw = gateway_text(&text, secret).await;
     let r = Http::default().get(&gw.url("/js/getticket/")).await;
     assert_error(&r, 503, "token_unavailable");
@@ -254,7 +261,7 @@ async fn odd_and_hostile_inputs_get_sensible_answers() {
     let sb = sandbox().await;
     let extra =
         "[[routes]]\nname = \"by-header\"\npath = \"/hdr/*\"\ntoken = \"user\"\nopen_id = \"header:x-open-id\"\n";
-    let gw = gateway_with(&sb, "", extra).await;
+    let gw = gateway_with(&sb, |_| {}, extra).await;
     let http = Http::default();
     let key = [("x-gateway-key", CALLER_KEY)];
 

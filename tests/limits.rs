@@ -97,7 +97,15 @@ async fn a_slow_head_is_cut_and_an_idle_connection_closed_but_not_sooner() {
     const HEAD: Duration = Duration::from_millis(300);
     const IDLE: Duration = Duration::from_millis(3000);
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "header_read_timeout_ms = 300\nidle_timeout_ms = 3000", "").await;
+    let gw = gateway_with(
+        &sb,
+        |s| {
+            s.header_read_timeout_ms = 300;
+            s.idle_timeout_ms = 3000;
+        },
+        "",
+    )
+    .await;
     let addr = gw.running.addr;
 
     // Half a head, then nothing.
@@ -152,7 +160,11 @@ async fn past_the_per_address_cap_new_ones_close_at_once_while_the_rest_keep_wor
     let sb = sandbox().await;
     let gw = gateway_with(
         &sb,
-        "max_connections = 100\nmax_connections_per_ip = 20\nheader_read_timeout_ms = 60000",
+        |s| {
+            s.max_connections = Some(100);
+            s.max_connections_per_ip = Some(20);
+            s.header_read_timeout_ms = 60000;
+        },
         "",
     )
     .await;
@@ -199,7 +211,7 @@ async fn under_a_1024_fd_limit_1100_slow_connections_do_not_take_the_gateway_dow
     rlimit::increase_nofile_limit(4096).unwrap();
     let sb = sandbox().await;
     let secret = secret_file();
-    let text = config_text(&sb.url(), secret.path(), "header_read_timeout_ms = 2000", "");
+    let text = config_text(&sb.url(), secret.path(), |s| s.header_read_timeout_ms = 2000, "");
     let mut cfg = tempfile::NamedTempFile::new().unwrap();
     cfg.write_all(text.as_bytes()).unwrap();
     let mut cmd = std::process::Command::new("bash");
@@ -291,7 +303,7 @@ async fn past_max_in_flight_calls_get_503_overloaded_at_once() {
         ..Default::default()
     })
     .await;
-    let gw = gateway_with(&sb, "max_in_flight = 2", "").await;
+    let gw = gateway_with(&sb, |s| s.max_in_flight = 2, "").await;
     let http = Http::default();
     let slow: Vec<_> = (0..2)
         .map(|_| {
@@ -320,7 +332,11 @@ async fn a_caller_body_that_breaks_or_stalls_is_the_callers_fault() {
     let sb = sandbox().await;
     let gw = gateway_with(
         &sb,
-        "retry_buffer_bytes = 1024\nbody_read_timeout_ms = 500\nrequest_timeout_ms = 20000",
+        |s| {
+            s.retry_buffer_bytes = 1024;
+            s.body_read_timeout_ms = 500;
+            s.request_timeout_ms = 20000;
+        },
         "",
     )
     .await;

@@ -99,7 +99,7 @@ async fn events_are_signed_and_a_hung_receiver_fills_a_bounded_queue_without_slo
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
-        .tokens("fetch_failing_after_secs = 0")
+        .tokens(|t| t.fetch_failing_after_secs = 0)
         .extra(&format!(
             "[[notify]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"{KEY_VAR}\"\nqueue = 3\nmax_attempts = 1000\ntimeout_ms = 1000\n"
         ))
@@ -252,7 +252,7 @@ async fn a_user_entering_the_seven_day_window_is_announced_once() {
     let gw = gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
             .redirect_to(admin)
-            .tokens("max_renewals = 0\nrenew_before_secs = 3600\nmaintain_interval_ms = 100")
+            .tokens(|t| { t.max_renewals = 0; t.renew_before_secs = 3600; t.maintain_interval_ms = 100; })
             .extra(&format!(
                 "[[notify]]\nurl = \"http://{addr}/hook\"\nsecret_env = \"{KEY_VAR}\"\nevents = [\"user.reauthorization_due\"]\n"
             ))

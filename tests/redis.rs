@@ -96,7 +96,8 @@ impl Drop for Shared {
     }
 }
 
-async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: &str) -> Gateway {
+/// A gateway on the shared store, with `tokens` applied to `[tokens]`.
+async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: fn(&mut TokensConfig)) -> Gateway {
     let (upstream, store) = (sb.url(), shared.store());
     gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
@@ -140,7 +141,10 @@ async fn two_gateways_share_tokens_and_fetch_once_in_total() {
     let redis = test_redis().await;
     let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let (a, b) = (
+        instance(&sb, &shared, |_| {}).await,
+        instance(&sb, &shared, |_| {}).await,
+    );
     let http = Http::default();
     assert_eq!(http.get(&a.url("/js/getticket/")).await.status, 200);
     assert_eq!(http.get(&b.url("/js/getticket/")).await.status, 200);
@@ -193,7 +197,10 @@ async fn users_and_their_changes_reach_every_instance() {
     let redis = test_redis().await;
     let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let (a, b) = (
+        instance(&sb, &shared, |_| {}).await,
+        instance(&sb, &shared, |_| {}).await,
+    );
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&a, "main").await.text());
     let on_b = b.url(&format!("{VIDEO}?open_id={open_id}"));
@@ -243,7 +250,11 @@ async fn a_lease_holder_killed_mid_fetch_is_replaced() {
     let redis = test_redis().await;
     let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let tokens = "fetch_timeout_ms = 1500\nbackoff_initial_ms = 100\nbackoff_max_ms = 400";
+    let tokens: fn(&mut TokensConfig) = |t| {
+        t.fetch_timeout_ms = 1500;
+        t.backoff_initial_ms = 100;
+        t.backoff_max_ms = 400;
+    };
     let b = instance(&sb, &shared, tokens).await;
     let http = Http::default();
     // Instance P, a separate process, starts a fetch against a slow platform and dies holding the lease.
@@ -299,7 +310,7 @@ async fn redis_restarted_under_load() {
     let shared = Shared::new(&redis.url());
     let http = Http::default();
     let sb = sandbox().await;
-    let gw = instance(&sb, &shared, "").await;
+    let gw = instance(&sb, &shared, |_| {}).await;
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
 
@@ -322,7 +333,7 @@ async fn redis_restarted_under_load() {
         shared.keys().iter().any(|k| k.contains(":user:"))
     })
     .await;
-    let fresh = instance(&sb, &shared, "").await;
+    let fresh = instance(&sb, &shared, |_| {}).await;
     let r = http.get(&fresh.url(&format!("{VIDEO}?open_id={open_id}"))).await;
     assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
     // Writes work again: a refresh lands in the (empty, restarted) Redis.
@@ -353,7 +364,11 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
         ..Default::default()
     })
     .await;
-    let tokens = "renew_before_secs = 7200\nmax_renewals = 3\nmaintain_interval_ms = 15";
+    let tokens: fn(&mut TokensConfig) = |t| {
+        t.renew_before_secs = 7200;
+        t.max_renewals = 3;
+        t.maintain_interval_ms = 15;
+    };
     let (a, b) = (
         instance(&sb, &shared, tokens).await,
         instance(&sb, &shared, tokens).await,
@@ -422,7 +437,7 @@ async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store(
     })
     .await;
     // A and B never sweep during the test.
-    let quiet = "maintain_interval_ms = 600000";
+    let quiet: fn(&mut TokensConfig) = |t| t.maintain_interval_ms = 600000;
     let a = instance(&sb, &shared, quiet).await;
     let http = Http::default();
     let users = [
@@ -449,11 +464,11 @@ async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store(
 
     // C sweeps: it renews both users, which no call on C ever needed, once each (max_renewals),
     // and counts both for its gauges.
-    let c = instance(
-        &sb,
-        &shared,
-        "maintain_interval_ms = 50\nrenew_before_secs = 7200\nmax_renewals = 1",
-    )
+    let c = instance(&sb, &shared, |t| {
+        t.maintain_interval_ms = 50;
+        t.renew_before_secs = 7200;
+        t.max_renewals = 1;
+    })
     .await;
     eventually("C's sweep renews both stored users", async || {
         n(&http.stats(&sb).await["renew_refresh_token_calls"]) == 2
@@ -625,7 +640,7 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
 
     let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
     let sb = sandbox().await;
-    let tokens = "maintain_interval_ms = 100";
+    let tokens: fn(&mut TokensConfig) = |t| t.maintain_interval_ms = 100;
     let gw = instance(&sb, &shared, tokens).await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
@@ -814,7 +829,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
     })
     .await;
     let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
-    let gw = instance(&sb, &shared, "").await;
+    let gw = instance(&sb, &shared, |_| {}).await;
     let http = Http::default();
     let page = http.authorize(&gw, "main").await;
     assert_eq!(page.status, 200, "{}", page.text());
@@ -853,7 +868,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
     })
     .await;
     // A new instance, through Sentinel, refreshes with the rotated refresh_token: the user is kept.
-    let fresh = instance(&sb, &shared, "").await;
+    let fresh = instance(&sb, &shared, |_| {}).await;
     let r = http.admin(&fresh, Method::POST, "/admin/refresh", &refresh).await;
     assert_eq!(r.status, 200, "the user survived the failover: {}", r.text());
     let m = http.metrics(&gw).await;
