@@ -139,10 +139,11 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound but not listening: connections to it are refused, and no other process can
+    // take it while the test runs.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let secret = secret_file();
     let text = config_text(
         &format!("http://{closed}"),
