@@ -25,6 +25,10 @@ fn main() {
 /// with the reason, where it is missing, so `cargo test` reports them as ignored rather than
 /// passing them silently. Under CI they always run (and fail if the program is missing).
 /// Installed one since the last build? `touch build.rs`.
+///
+/// `has_redis`: a Redis for the shared-store tests, theirs (`redis-server`, started on a unix
+/// socket) or the one `REDIS_URL` names (which must then answer: a server is not probed here,
+/// as what answers at build time need not answer when the tests run).
 fn tools_for_tests() {
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     let on_path =
@@ -41,6 +45,11 @@ fn tools_for_tests() {
             println!("cargo::rustc-cfg={cfg}");
         }
     }
+    println!("cargo::rustc-check-cfg=cfg(has_redis)");
+    if ci || on_path("redis-server") || std::env::var("REDIS_URL").is_ok_and(|u| !u.is_empty()) {
+        println!("cargo::rustc-cfg=has_redis");
+    }
+    println!("cargo::rerun-if-env-changed=REDIS_URL");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=PATH");
 }

@@ -84,7 +84,7 @@ async fn hold(from: &str, addr: SocketAddr, n: usize, bytes: &str) -> Vec<TcpStr
 async fn an_unfinished_head_past_the_limit_is_refused_not_buffered() {
     let sb = sandbox().await;
     // The head timeout is long: only the buffer limit can end this.
-    let gw = gateway_with(&sb, "header_read_timeout_ms = 60000", "").await;
+    let gw = gateway_with(&sb, |s| s.header_read_timeout_ms = 60000, "").await;
     let mut s = TcpStream::connect(gw.running.addr).await.unwrap();
     s.write_all(b"GET /js/getticket/ HTTP/1.1\r\nHost: g\r\nx-pad: ")
         .await
@@ -110,7 +110,11 @@ async fn the_head_budget_closes_big_unfinished_heads_and_spares_small_ones() {
     let sb = sandbox().await;
     let gw = gateway_with(
         &sb,
-        "header_read_timeout_ms = 60000\nmax_pending_head_bytes = 131072\nmax_connections_per_ip = 0",
+        |s| {
+            s.header_read_timeout_ms = 60000;
+            s.max_pending_head_bytes = 131072;
+            s.max_connections_per_ip = Some(0);
+        },
         "",
     )
     .await;
@@ -158,7 +162,15 @@ async fn flood_admin(addr: SocketAddr) -> (Vec<TcpStream>, Vec<TcpStream>) {
 #[tokio::test]
 async fn health_checks_answer_while_slow_heads_and_stalled_bodies_hold_the_admin_listener() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "body_read_timeout_ms = 1500\nheader_read_timeout_ms = 60000", "").await;
+    let gw = gateway_with(
+        &sb,
+        |s| {
+            s.body_read_timeout_ms = 1500;
+            s.header_read_timeout_ms = 60000;
+        },
+        "",
+    )
+    .await;
     let admin = gw.running.admin_addr;
     let (_slow, mut bodies) = flood_admin(admin).await;
     // Another address is answered at once, every time.
@@ -185,7 +197,11 @@ async fn with_no_per_address_limit_slow_heads_make_room_and_bodies_have_a_cap() 
     let sb = sandbox().await;
     let gw = gateway_with(
         &sb,
-        "body_read_timeout_ms = 60000\nheader_read_timeout_ms = 60000\nmax_connections_per_ip = 0",
+        |s| {
+            s.body_read_timeout_ms = 60000;
+            s.header_read_timeout_ms = 60000;
+            s.max_connections_per_ip = Some(0);
+        },
         "",
     )
     .await;
@@ -212,7 +228,11 @@ async fn the_public_listener_answers_another_address_under_the_same_flood() {
     let sb = sandbox().await;
     let gw = gateway_knowing_admin(|_, secret| {
         TestConfig::standard(&sb.url(), secret)
-            .server("public_listen = \"127.0.0.1:0\"\nbody_read_timeout_ms = 1500\nheader_read_timeout_ms = 60000")
+            .server(|s| {
+                s.public_listen = Some("127.0.0.1:0".into());
+                s.body_read_timeout_ms = 1500;
+                s.header_read_timeout_ms = 60000;
+            })
             .app("redirect_uri = \"https://app.example/oauth/callback\"")
             .render()
     })
@@ -248,10 +268,14 @@ async fn the_public_listener_answers_another_address_under_the_same_flood() {
 #[tokio::test]
 async fn one_address_holding_slow_connections_does_not_lock_out_another() {
     let sb = sandbox().await;
-    for per_ip in ["", "max_connections_per_ip = 0"] {
+    for per_ip in [None, Some(0)] {
         let gw = gateway_with(
             &sb,
-            &format!("max_connections = 40\nheader_read_timeout_ms = 60000\n{per_ip}"),
+            |s| {
+                s.max_connections = Some(40);
+                s.header_read_timeout_ms = 60000;
+                s.max_connections_per_ip = per_ip;
+            },
             "",
         )
         .await;
@@ -265,7 +289,7 @@ async fn one_address_holding_slow_connections_does_not_lock_out_another() {
             );
         }
         let m = Http::default().metrics(&gw).await;
-        let reason = if per_ip.is_empty() { "per_ip" } else { "evicted" };
+        let reason = if per_ip.is_none() { "per_ip" } else { "evicted" };
         let n = metric(
             &m,
             &format!("douyin_gateway_connections_closed_total{{listener=\"proxy\",reason=\"{reason}\"}}"),
@@ -282,7 +306,15 @@ async fn connections_inside_requests_are_never_closed_to_make_room() {
         ..Default::default()
     })
     .await;
-    let gw = gateway_with(&sb, "max_connections = 10\nmax_connections_per_ip = 0", "").await;
+    let gw = gateway_with(
+        &sb,
+        |s| {
+            s.max_connections = Some(10);
+            s.max_connections_per_ip = Some(0);
+        },
+        "",
+    )
+    .await;
     let addr = gw.running.addr;
     let mut busy = hold("127.0.0.1", addr, 10, GET_TICKET).await;
     // All ten are inside requests (the platform takes 2 s): a newcomer is closed at once.
@@ -299,7 +331,7 @@ async fn connections_inside_requests_are_never_closed_to_make_room() {
 #[tokio::test]
 async fn any_timer_firing_while_the_body_is_incomplete_is_the_callers_408() {
     let sb = sandbox().await;
-    let with_server = |server: &str| {
+    let with_server = |server: fn(&mut ServerConfig)| {
         let secret = secret_file();
         let text = TestConfig::standard(&sb.url(), secret.path())
             .server(server)
@@ -307,7 +339,12 @@ async fn any_timer_firing_while_the_body_is_incomplete_is_the_callers_408() {
             .render();
         gateway_text_owned(text, secret)
     };
-    let gw = with_server("retry_buffer_bytes = 1024\nbody_read_timeout_ms = 1000\nrequest_timeout_ms = 4000").await;
+    let gw = with_server(|s| {
+        s.retry_buffer_bytes = 1024;
+        s.body_read_timeout_ms = 1000;
+        s.request_timeout_ms = 4000;
+    })
+    .await;
     let addr = gw.running.addr;
     let head = |path: &str, len: usize| {
         format!(
@@ -338,7 +375,12 @@ async fn any_timer_firing_while_the_body_is_incomplete_is_the_callers_408() {
 
     // The request timer firing while the gateway waits on the body: kept (token route),
     // streamed (larger than the replay buffer), and the code exchange.
-    let gw2 = with_server("retry_buffer_bytes = 1024\nbody_read_timeout_ms = 60000\nrequest_timeout_ms = 1000").await;
+    let gw2 = with_server(|s| {
+        s.retry_buffer_bytes = 1024;
+        s.body_read_timeout_ms = 60000;
+        s.request_timeout_ms = 1000;
+    })
+    .await;
     for (addr, path, len, sent) in [
         (addr, "/_gateway/exchange_code", 100, 10),
         (gw2.running.addr, "/api/douyin/v1/role/check/", 100, 10),
@@ -399,7 +441,7 @@ async fn refusals_before_routing_reach_the_access_log_with_the_peer() {
     let sb = sandbox().await;
     let secret = secret_file();
     let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut cfg, config_text(&sb.url(), secret.path(), "", "").as_bytes()).unwrap();
+    std::io::Write::write_all(&mut cfg, config_text(&sb.url(), secret.path(), |_| {}, "").as_bytes()).unwrap();
     let (ls, port, admin_port) = listeners();
     let mut p = Proc::spawn_on(
         &["serve", "--config", cfg.path().to_str().unwrap()],

@@ -82,7 +82,11 @@ async fn recorder() -> (String, Seen) {
 
 /// A gateway on the sandbox, with routes to the recording host at `rec` (`/js/*` and `/rec*`), and
 /// a caller allowed only `/js/*`.
-async fn gateway_for(sb: &douyin_gateway::sandbox::Sandbox, rec: &str, server: &str) -> Gateway {
+async fn gateway_for(
+    sb: &douyin_gateway::sandbox::Sandbox,
+    rec: &str,
+    server: impl FnOnce(&mut ServerConfig),
+) -> Gateway {
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
         .server(server)
@@ -198,7 +202,7 @@ fn sha256_hex(b: &[u8]) -> String {
 async fn paths_a_later_hop_could_read_differently_are_refused_before_routing() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     // A caller allowed only /js/* aims at /api/douyin/v1/role/check/ with the app's token. Behind
     // nginx (`proxy_pass http://up/;`) `..%3B` arrives as `..;`, which Tomcat reads as `..`.
     let probes: &[&[u8]] = &[
@@ -263,7 +267,7 @@ async fn paths_a_later_hop_could_read_differently_are_refused_before_routing() {
 async fn method_override_and_original_url_headers_never_reach_the_platform() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     let headers = [
         ("X-HTTP-Method-Override", "DELETE"),
         ("x_http_method_override", "DELETE"),
@@ -306,7 +310,7 @@ fn only_the_gateways_header(got: &Received) {
 async fn credential_headers_in_any_spelling_are_stripped() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     let http = Http::default();
     let credentials = [
         "access.token",
@@ -354,7 +358,7 @@ async fn credential_headers_in_any_spelling_are_stripped() {
 async fn credential_cookies_are_removed_and_the_rest_kept_byte_for_byte() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     let all = [
         ("x-gateway-key", CALLER_KEY),
         ("cookie", "a=1; access_token=evil;b=x%20y ;  ACCESS-TOKEN=evil"),
@@ -374,7 +378,7 @@ async fn credential_cookies_are_removed_and_the_rest_kept_byte_for_byte() {
 async fn credential_query_names_in_php_rack_and_spring_spellings_are_stripped() {
     let sb = sandbox().await;
     let (rec, _) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     let http = Http::default();
     for q in [
         "access[token=evil",
@@ -418,7 +422,7 @@ const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded")
 async fn credential_fields_of_a_form_body_are_removed_and_every_other_byte_kept() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "retry_buffer_bytes = 4096").await;
+    let gw = gateway_for(&sb, &rec, |s| s.retry_buffer_bytes = 4096).await;
     let http = Http::default();
     let body = "a=1&access_token=evil&b=x%20y+z&Access.Token=evil&&c&access%5btoken=evil;d=4&accessToken=evil";
     let expected = "a=1&b=x%20y+z&&c;d=4";
@@ -500,7 +504,7 @@ fn multipart(boundary: &str, parts: &[(&str, &str)]) -> String {
 async fn a_multipart_part_named_like_a_credential_is_refused() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "retry_buffer_bytes = 1024").await;
+    let gw = gateway_for(&sb, &rec, |s| s.retry_buffer_bytes = 1024).await;
     let http = Http::default();
     let ct = "multipart/form-data; boundary=XyZ";
     let refused = [
@@ -608,7 +612,7 @@ async fn a_multipart_part_named_like_a_credential_is_refused() {
 async fn json_members_named_like_the_credential_are_dropped_on_json_body_routes() {
     let sb = sandbox().await;
     let (rec, seen) = recorder().await;
-    let gw = gateway_for(&sb, &rec, "").await;
+    let gw = gateway_for(&sb, &rec, |_| {}).await;
     let sent = r#"{"a":1,"ACCESS_TOKEN":"evil","Access_Token":"evil","access-token":"evil","accessToken":"evil","b":{"access_token":"inner"}}"#;
     let r = Http::default().post(&gw.url("/rec-json/x"), sent).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -82,14 +82,9 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_gateway_serves() {
 )]
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
-    let Ok(v) = Command::new("promtool").arg("--version").output() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "promtool (Debian's prometheus package) is required under CI"
-        );
-        eprintln!("SKIPPED: promtool not installed (apt-get install prometheus); the alert rules were not checked");
-        return;
-    };
+    let v = Command::new("promtool").arg("--version").output().expect(
+        "promtool (found when the tests were built, or CI=true): apt-get install prometheus, or touch build.rs",
+    );
     assert!(v.status.success());
     let dir = Path::new(DEPLOY).join("prometheus");
     for args in [

@@ -56,7 +56,7 @@ fn status_and_code(out: &str) -> (u16, Option<String>) {
 #[tokio::test]
 async fn dot_segments_encoded_separators_and_empty_segments_are_refused_before_routing() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "", &edge_extra()).await;
+    let gw = gateway_with(&sb, |_| {}, &edge_extra()).await;
     let http = Http::default();
     // A caller allowed only /legacy/client/* tries to reach other APIs with the app's token.
     let escapes = [
@@ -130,7 +130,7 @@ fn is_token_header(name: &str) -> bool {
 #[tokio::test]
 async fn caller_credentials_in_any_spelling_never_reach_the_platform() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "", &edge_extra()).await;
+    let gw = gateway_with(&sb, |_| {}, &edge_extra()).await;
     let http = Http::default();
 
     // Header injection route: every spelling of the caller's header is gone, one token attached.
@@ -195,7 +195,7 @@ async fn caller_credentials_in_any_spelling_never_reach_the_platform() {
 #[tokio::test]
 async fn a_repeated_open_id_is_refused() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "", &edge_extra()).await;
+    let gw = gateway_with(&sb, |_| {}, &edge_extra()).await;
     let http = Http::default();
     // user-1 is known to the gateway, so an ambiguous call would otherwise carry their token.
     let import = r#"{"access_token":"act.x","refresh_token":"rft.x","expires_in":3600,"refresh_expires_in":86400}"#;
@@ -246,7 +246,7 @@ async fn an_authorization_flood_does_not_lock_out_real_users() {
     let upstream = sb.url();
     let gw = gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
-            .server("max_connections_per_ip = 0")
+            .server(|s| s.max_connections_per_ip = Some(0))
             .redirect_to(admin)
             .app("scopes = [\"user_info\", \"video.list.bytes\"]")
             .render()

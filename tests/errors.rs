@@ -26,7 +26,7 @@ async fn caller_errors() {
         "[[callers]]\nname = \"limited\"\napi_key_sha256 = \"{}\"\nroutes = [\"ticket\"]\n",
         douyin_gateway::caller::hash_key("limited-key")
     );
-    let gw = gateway_with(&sb, "", &extra).await;
+    let gw = gateway_with(&sb, |_| {}, &extra).await;
     let http = Http::default();
     let url = gw.url("/api/douyin/v1/role/check/");
 
@@ -114,7 +114,15 @@ async fn absolute_form_and_connect_are_refused() {
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "max_body_bytes = 1000\nretry_buffer_bytes = 500", "").await;
+    let gw = gateway_with(
+        &sb,
+        |s| {
+            s.max_body_bytes = 1000;
+            s.retry_buffer_bytes = 500;
+        },
+        "",
+    )
+    .await;
     let http = Http::default();
     let r = http.post(&gw.url("/api/douyin/v1/role/check/"), vec![b'x'; 1001]).await;
     assert_error(&r, 413, "body_too_large");
@@ -131,15 +139,16 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound but not listening: connections to it are refused, and no other process can
+    // take it while the test runs.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let secret = secret_file();
     let text = config_text(
         &format!("http://{closed}"),
         secret.path(),
-        "",
+        |_| {},
         "[[routes]]\nname = \"plain\"\npath = \"/plain/*\"\ntoken = \"none\"\n",
     );
     let gw = gateway_text(&text, secret).await;
@@ -152,7 +161,7 @@ async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
         ..Default::default()
     })
     .await;
-    let gw = gateway_with(&sb, "request_timeout_ms = 300", "").await;
+    let gw = gateway_with(&sb, |s| s.request_timeout_ms = 300, "").await;
     let r = http.get(&gw.url("/js/getticket/")).await;
     assert_error(&r, 504, "upstream_timeout");
 }
@@ -163,13 +172,12 @@ async fn token_endpoint_fault(fault: &str, says: &str) {
     let sb = sandbox().await;
     let secret = secret_file();
     // A back-off longer than the burst below, so the burst sees at most two fetches.
-    let text = config_full(
-        &sb.url(),
-        secret.path(),
-        "",
-        "backoff_initial_ms = 1500\nbackoff_max_ms = 3000",
-        "",
-    );
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .tokens(|t| {
+            t.backoff_initial_ms = 1500;
+            t.backoff_max_ms = 3000;
+        })
+        .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     http.control(&sb, "/sandbox/faults", json!({"token_endpoint": fault}))
@@ -240,7 +248,7 @@ async fn wrong_client_secret_is_a_configuration_error() {
     let sb = sandbox().await;
     let mut secret = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut secret, b"not-the-secret").unwrap();
-    let text = config_text(&sb.url(), secret.path(), "", "");
+    let text = config_text(&sb.url(), secret.path(), |_| {}, "");
     let gw = gateway_text(&text, secret).await;
     let r = Http::default().get(&gw.url("/js/getticket/")).await;
     assert_error(&r, 503, "token_unavailable");
@@ -254,7 +262,7 @@ async fn odd_and_hostile_inputs_get_sensible_answers() {
     let sb = sandbox().await;
     let extra =
         "[[routes]]\nname = \"by-header\"\npath = \"/hdr/*\"\ntoken = \"user\"\nopen_id = \"header:x-open-id\"\n";
-    let gw = gateway_with(&sb, "", extra).await;
+    let gw = gateway_with(&sb, |_| {}, extra).await;
     let http = Http::default();
     let key = [("x-gateway-key", CALLER_KEY)];
 
@@ -308,21 +316,26 @@ async fn odd_and_hostile_inputs_get_sensible_answers() {
         String::from_utf8_lossy(&out).into_owned()
     };
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    // A head five times over max_header_bytes plus hyper's slack: hyper's own 431, read while
+    // the rest is still being sent (the gateway closes without reading it all).
     let big = "x".repeat(200_000);
     let out = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        let s = tokio::net::TcpStream::connect(gw.running.addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
         let req = format!("GET /js/getticket/ HTTP/1.1\r\nHost: g\r\nx-big: {big}\r\nConnection: close\r\n\r\n");
-        let _ = s.write_all(req.as_bytes()).await;
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(req.as_bytes()).await;
+        });
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(std::time::Duration::from_secs(5), rd.read(&mut buf)).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
         String::from_utf8_lossy(&out).into_owned()
     };
-    // Refused one way or another (too large, or simply without a key); never a 5xx.
-    let refused = ["HTTP/1.1 431", "HTTP/1.1 400", "HTTP/1.1 401"]
-        .iter()
-        .any(|p| out.starts_with(p));
-    assert!(out.is_empty() || refused, "{out}");
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     // Two access-token headers from the caller: both removed.
     let r = http
         .send(

@@ -76,7 +76,7 @@ async fn a_route_whose_api_rejects_every_token_costs_few_fetches_and_is_named() 
     let sb = sandbox().await;
     // A user API configured as a client route: the platform rejects every client_token there.
     let extra = "[[routes]]\nname = \"misrouted\"\npath = \"/video/list/\"\ntoken = \"client\"\ninject = \"query\"\n";
-    let gw = gateway_with(&sb, "", extra).await;
+    let gw = gateway_with(&sb, |_| {}, extra).await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     let stop = Arc::new(AtomicU64::new(0));
@@ -122,13 +122,13 @@ async fn a_route_whose_api_rejects_every_token_costs_few_fetches_and_is_named() 
 async fn the_per_app_fetch_budget_is_never_exceeded() {
     let sb = sandbox().await;
     let secret = secret_file();
-    let text = config_full(
-        &sb.url(),
-        secret.path(),
-        "",
-        "backoff_initial_ms = 100\nbackoff_max_ms = 400\nclient_token_fetch_budget = 3",
-        "",
-    );
+    let text = TestConfig::new(&sb.url(), secret.path())
+        .tokens(|t| {
+            t.backoff_initial_ms = 100;
+            t.backoff_max_ms = 400;
+            t.client_token_fetch_budget = 3;
+        })
+        .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
     let started = Instant::now();

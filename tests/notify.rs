@@ -1,5 +1,5 @@
 //! `[[notify]]`: signed JSON events to a receiver, for users about to drop off and app tokens
-//! failing, from a bounded queue that a dead receiver fills without slowing a single call.
+//! failing, from a bounded queue that a hung receiver fills without slowing a single call.
 
 mod common;
 
@@ -17,8 +17,9 @@ const KEY: &str = "notify-signing-key";
 /// What the receiver got: each event's JSON, and whether its signature verified.
 type Got = Arc<Mutex<Vec<(Value, bool)>>>;
 
-/// A receiver on `addr`; aborting the handle closes it and every connection it holds.
-fn receiver(listener: tokio::net::TcpListener, got: Got) -> tokio::task::JoinHandle<()> {
+/// A receiver answering on `listener`; aborting the handle closes every connection it holds
+/// (the listener stays bound: nothing else can take its port).
+fn receiver(listener: Arc<tokio::net::TcpListener>, got: Got) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -53,6 +54,17 @@ fn receiver(listener: tokio::net::TcpListener, got: Got) -> tokio::task::JoinHan
     })
 }
 
+/// A receiver that hangs: it takes connections on `listener` and never reads or answers; aborting
+/// the handle closes them unread.
+fn hung(listener: Arc<tokio::net::TcpListener>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    })
+}
+
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ok() {
@@ -77,19 +89,19 @@ async fn user_call(http: &Http, gw: &Gateway, open_id: &str) -> Resp {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn events_are_signed_and_a_dead_receiver_fills_a_bounded_queue_without_slowing_calls() {
+async fn events_are_signed_and_a_hung_receiver_fills_a_bounded_queue_without_slowing_calls() {
     std::env::set_var(KEY_VAR, KEY);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let addr = listener.local_addr().unwrap();
     let got: Got = Default::default();
-    let server = receiver(listener, Arc::clone(&got));
+    let server = receiver(Arc::clone(&listener), Arc::clone(&got));
 
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
-        .tokens("fetch_failing_after_secs = 0")
+        .tokens(|t| t.fetch_failing_after_secs = 0)
         .extra(&format!(
-            "[[notify]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"{KEY_VAR}\"\nqueue = 3\nmax_attempts = 1000\n"
+            "[[notify]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"{KEY_VAR}\"\nqueue = 3\nmax_attempts = 1000\ntimeout_ms = 1000\n"
         ))
         .render();
     let gw = gateway_text(&text, secret).await;
@@ -159,15 +171,24 @@ async fn events_are_signed_and_a_dead_receiver_fills_a_bounded_queue_without_slo
         );
     }
 
-    // The receiver dies. Ten more users drop off (two events each): their calls answer at once,
-    // one event waits in the sender, three in the queue, and the other sixteen are dropped and
-    // counted.
+    // The receiver hangs: it takes connections and never answers. Ten more users drop off (two
+    // events each): their calls answer at once, one event waits in the sender, three in the
+    // queue, and the other sixteen are dropped and counted.
     server.abort();
     let _ = server.await;
+    let hanging = hung(Arc::clone(&listener));
     for i in 1..=10 {
         import_dead_user(&http, &gw, &format!("ou_dead{i}")).await;
-        // Answered at once: emitting never waits for the receiver.
-        assert_eq!(user_call(&http, &gw, &format!("ou_dead{i}")).await.status, 401);
+        // Emitting never waits for the receiver: each call answers in well under the 1 s a
+        // delivery may take (a call that waited for room in the queue would wait until the
+        // receiver came back).
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), user_call(&http, &gw, &format!("ou_dead{i}")))
+            .await
+            .unwrap_or_else(|_| panic!("call {i} waited for the hung receiver"));
+        assert_eq!(r.status, 401);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "call {i} took {took:?}");
     }
     let m = http.metrics(&gw).await;
     assert_eq!(
@@ -180,9 +201,10 @@ async fn events_are_signed_and_a_dead_receiver_fills_a_bounded_queue_without_slo
     );
     assert_eq!(metric(&m, "douyin_gateway_notify_queue{receiver=\"ops\"}"), Some(4.0));
 
-    // It comes back on the same address: the four held events arrive, retried with back-off.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let _server = receiver(listener, Arc::clone(&got));
+    // It comes back on the same listener: the four held events arrive, retried with back-off.
+    hanging.abort();
+    let _ = hanging.await;
+    let _server = receiver(Arc::clone(&listener), Arc::clone(&got));
     wait_until("the held events", || got.lock().unwrap().len() >= 9).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got_now = got.lock().unwrap().clone();
@@ -219,7 +241,7 @@ async fn a_user_entering_the_seven_day_window_is_announced_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let got: Got = Default::default();
-    let _server = receiver(listener, Arc::clone(&got));
+    let _server = receiver(Arc::new(listener), Arc::clone(&got));
     // The platform's refresh_tokens live 3 days here and the gateway may not renew them.
     let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
         refresh_token_ttl: 3 * 24 * 3600,
@@ -230,7 +252,7 @@ async fn a_user_entering_the_seven_day_window_is_announced_once() {
     let gw = gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
             .redirect_to(admin)
-            .tokens("max_renewals = 0\nrenew_before_secs = 3600\nmaintain_interval_ms = 100")
+            .tokens(|t| { t.max_renewals = 0; t.renew_before_secs = 3600; t.maintain_interval_ms = 100; })
             .extra(&format!(
                 "[[notify]]\nurl = \"http://{addr}/hook\"\nsecret_env = \"{KEY_VAR}\"\nevents = [\"user.reauthorization_due\"]\n"
             ))
@@ -261,20 +283,43 @@ async fn a_user_entering_the_seven_day_window_is_announced_once() {
 }
 
 #[test]
-fn check_refuses_unknown_events_and_a_missing_key() {
+fn check_refuses_unknown_events_a_missing_key_and_a_url_that_is_not_http() {
     let secret = secret_file();
-    let load = |notify: &str| {
+    // The errors `[[notify]]` gets, as (key, message).
+    let errors = |notify: &str| -> Vec<(String, String)> {
         let text = TestConfig::new("http://127.0.0.1:9", secret.path())
             .extra(notify)
             .render();
-        douyin_gateway::config::Config::load_str(&text, "t").map_err(|e| e.to_string())
+        match douyin_gateway::config::Config::load_str(&text, "t") {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .into_iter()
+                .filter(|p| p.severity == douyin_gateway::config::Severity::Error)
+                .map(|p| (p.key, p.message))
+                .collect(),
+        }
     };
-    let err = load(
+    let got = errors(
         "[[notify]]\nurl = \"http://127.0.0.1:1/\"\nsecret_env = \"DG_TEST_NOTIFY_UNSET\"\nevents = [\"user.gone\"]\n",
-    )
-    .unwrap_err();
-    assert!(err.contains("unknown event \"user.gone\""), "{err}");
-    assert!(err.contains("DG_TEST_NOTIFY_UNSET is not set"), "{err}");
-    let err = load("[[notify]]\nurl = \"ftp://x/\"\nsecret_env = \"PATH\"\n").unwrap_err();
-    assert!(err.contains("notify[0].url") || err.contains("url"), "{err}");
+    );
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["notify[0].secret_env", "notify[0].events"], "{got:?}");
+    assert!(got[0].1.contains("DG_TEST_NOTIFY_UNSET is not set"), "{got:?}");
+    assert!(got[1].1.contains("unknown event \"user.gone\""), "{got:?}");
+    for url in ["ftp://x/", "/hook", "http:///hook"] {
+        let got = errors(&format!("[[notify]]\nurl = \"{url}\"\nsecret_env = \"PATH\"\n"));
+        assert_eq!(
+            got,
+            [(
+                "notify[0].url".to_string(),
+                "must be an http:// or https:// URL".to_string()
+            )],
+            "{url}"
+        );
+    }
+    for url in ["http://127.0.0.1:1/hook", "https://ops.example/hook"] {
+        let got = errors(&format!("[[notify]]\nurl = \"{url}\"\nsecret_env = \"PATH\"\n"));
+        assert_eq!(got, [], "{url}");
+    }
 }

@@ -25,7 +25,7 @@ fn state_of(url: &str) -> String {
 #[tokio::test]
 async fn callbacks_without_a_code_with_an_error_or_with_a_forged_state_remember_nothing() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let oauth = &gw.running.admin.oauth;
     let cb = |q: String| gw.admin(&format!("/oauth/callback?{q}"));
@@ -71,7 +71,7 @@ async fn callbacks_without_a_code_with_an_error_or_with_a_forged_state_remember_
 #[tokio::test]
 async fn a_state_whose_first_callback_had_no_code_still_works_with_one() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let r = http
         .send(Method::GET, &gw.admin("/oauth/authorize?app=main"), &[], "")
@@ -105,7 +105,7 @@ async fn a_state_whose_first_callback_had_no_code_still_works_with_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn made_up_codes_reach_the_platform_no_faster_than_the_exchange_budget() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     // 10 addresses, 20 callbacks each, 4 connections per address (the admin listener holds 64):
     // each address stays within its own burst, so only the gateway's exchange budget (at most 20
     // in any one second) holds them back.
@@ -171,7 +171,7 @@ async fn http_stats(sb: &douyin_gateway::sandbox::Sandbox) -> serde_json::Value 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_address_past_its_rate_gets_429_while_another_is_served() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let flooder = Http::from_address("127.0.0.3");
     // 80 callbacks from one address on 10 connections (the admin listener holds 16 from one
     // address): past its burst of 20.

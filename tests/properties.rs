@@ -1,9 +1,11 @@
 //! Properties of the parsers at the edge, checked on generated inputs (proptest, stable Rust).
 //!
-//! - config: never panics, and every injected problem is reported under its key;
+//! - config: a file damaged anyhow (bytes inserted, deleted, replaced, cut) never panics the
+//!   loader, an undamaged one loads, and every injected problem is reported under its key;
 //! - paths: a path the gateway accepts routes the same for every normalising hop after it, so the
-//!   route (and permission) the gateway checked is the one the upstream serves; plain paths are
-//!   accepted, and paths with a piece some hop reads as a separator or dot-segment are refused;
+//!   route (and permission) the gateway checked is the one the upstream serves; plain paths (long
+//!   ones, mixed case) are accepted, and paths with a piece some hop reads as a separator or
+//!   dot-segment, or with a percent-encoded letter, digit or `-_~`, are refused;
 //! - query and headers: no caller credential survives in any spelling, exactly one token attached;
 //!   a name any of PHP, Rack, Spring, nginx (or, for headers, CGI and Node) reads as the
 //!   credential is stripped from a query, form body, cookie, multipart body or JSON body, and
@@ -20,7 +22,10 @@ use douyin_gateway::proxy::headers::{rewrite_query, strip_request};
 use douyin_gateway::route::PathPattern;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
+/// 2,000 cases unless `PROPTEST_CASES` says (`.ci/run` pins it). A failure's seed is saved in
+/// `proptest-regressions/properties.txt` (commit it) and tried first on every later run.
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -28,7 +33,10 @@ fn config() -> ProptestConfig {
         .unwrap_or(2000);
     ProptestConfig {
         cases,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/properties.txt"
+        )))),
         ..ProptestConfig::default()
     }
 }
@@ -130,15 +138,86 @@ proptest! {
     }
 
     #[test]
-    fn config_never_panics_on_damaged_text(cut in 0usize..2000, insert in "[ -~\n]{0,12}", at in 0usize..2000) {
-        let base = config_with(&[false; 10]);
-        let mut text: String = base.chars().take(cut.min(base.len())).collect();
-        let at = at.min(text.len());
-        let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        text.insert_str(at, &insert);
-        text.push_str(&base[cut.min(base.len())..]);
-        let _ = Config::load_str(&text, "t");
+    fn a_damaged_config_file_never_panics_and_an_undamaged_one_loads(edits in proptest::collection::vec(edit(), 0..4)) {
+        let base = config_with(&[false; 10]).into_bytes();
+        let mut bytes = base.clone();
+        for e in &edits {
+            e.apply(&mut bytes);
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        match Config::load(file.path()) {
+            Ok(_) => {}
+            Err(e) => {
+                prop_assert!(bytes != base, "the undamaged config was refused: {}", e);
+                prop_assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    prop_assert!(!p.message.trim().is_empty(), "a problem without a message: {:?}", p);
+                }
+            }
+        }
     }
+}
+
+/// One change to a config file's bytes; positions are taken modulo the length.
+#[derive(Clone, Debug)]
+enum Edit {
+    /// Bytes inserted, any bytes (not UTF-8, NUL, control characters included).
+    Insert(usize, Vec<u8>),
+    /// A run of bytes deleted.
+    Delete(usize, usize),
+    /// One byte replaced by any byte.
+    Replace(usize, u8),
+    /// Everything from here on cut.
+    Truncate(usize),
+}
+
+impl Edit {
+    fn apply(&self, b: &mut Vec<u8>) {
+        let at = |i: usize| if b.is_empty() { 0 } else { i % (b.len() + 1) };
+        match self {
+            Edit::Insert(i, more) => {
+                let i = at(*i);
+                b.splice(i..i, more.iter().copied());
+            }
+            Edit::Delete(i, n) => {
+                let i = at(*i);
+                let end = (i + n).min(b.len());
+                b.drain(i..end);
+            }
+            Edit::Replace(i, v) => {
+                if !b.is_empty() {
+                    let i = *i % b.len();
+                    b[i] = *v;
+                }
+            }
+            Edit::Truncate(i) => {
+                let i = at(*i);
+                b.truncate(i);
+            }
+        }
+    }
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 0..12)).prop_map(|(i, v)| Edit::Insert(i, v)),
+        (
+            any::<usize>(),
+            proptest::sample::select(vec![
+                b"\"".to_vec(),
+                b"[".to_vec(),
+                b"]\n".to_vec(),
+                b"=".to_vec(),
+                b"\n[[routes]]\n".to_vec(),
+                b"\xef\xbb\xbf".to_vec()
+            ])
+        )
+            .prop_map(|(i, v)| Edit::Insert(i, v)),
+        (any::<usize>(), 1usize..40).prop_map(|(i, n)| Edit::Delete(i, n)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Edit::Replace(i, v)),
+        any::<usize>().prop_map(Edit::Truncate),
+    ]
 }
 
 // ---------- paths ----------
@@ -361,15 +440,28 @@ proptest! {
 
     #[test]
     fn an_accepted_path_routes_the_same_after_any_normaliser(
-        segs in proptest::collection::vec(proptest::sample::select(SEGMENTS), 1..6),
+        segs in path_segments(),
         trailing in any::<bool>(),
         routes in proptest::collection::vec(route_strategy(), 1..5),
     ) {
-        let mut path = format!("/{}", segs.join("/"));
+        let mut path = String::new();
+        for (seg, _) in &segs {
+            path.push('/');
+            path.push_str(seg);
+        }
         if trailing {
             path.push('/');
         }
-        if path_problem(&path).is_none() {
+        let accepted = path_problem(&path).is_none();
+        match segs.iter().map(|(_, kind)| *kind).max().unwrap() {
+            // Every piece is read as itself by every hop: the path is accepted.
+            Kind::Plain => prop_assert!(accepted, "{:?} refused: {:?}", path, path_problem(&path)),
+            // A hop that decodes unreserved characters reads another path, which another route
+            // may match: refused.
+            Kind::EncodedUnreserved => prop_assert!(!accepted, "{:?} accepted", path),
+            Kind::Other => {}
+        }
+        if accepted {
             let here = first_match(&routes, &path);
             for (name, n) in normalisers() {
                 let there = n(&path);
@@ -404,6 +496,65 @@ proptest! {
         }
         prop_assert!(path_problem(&path).is_some(), "{:?} was accepted", path);
     }
+}
+
+/// What a generated path segment is, worst last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// Read as itself by every hop.
+    Plain,
+    /// Something else from [`SEGMENTS`]: accepted or refused, it must route the same.
+    Other,
+    /// A character of the route alphabet (letters, digits, `-_~`) percent-encoded.
+    EncodedUnreserved,
+}
+
+/// A segment the routes are made of ([`PLAIN`]), spelt as a caller may: each character kept, in
+/// the other case, or (with `encoded`) percent-encoded with either case of hex digits.
+fn route_alphabet_segment(encoded: bool) -> impl Strategy<Value = (String, Kind)> {
+    let from = if encoded { 0u8 } else { 2 };
+    (proptest::sample::select(PLAIN), proptest::collection::vec(from..10, 3)).prop_map(|(seg, picks)| {
+        let mut out = String::new();
+        let mut kind = Kind::Plain;
+        for (c, pick) in seg.chars().zip(picks.into_iter().cycle()) {
+            match pick {
+                0 => {
+                    out.push_str(&format!("%{:02x}", c as u8));
+                    kind = Kind::EncodedUnreserved;
+                }
+                1 => {
+                    out.push_str(&format!("%{:02X}", c.to_ascii_uppercase() as u8));
+                    kind = Kind::EncodedUnreserved;
+                }
+                2 | 3 => out.push(c.to_ascii_uppercase()),
+                _ => out.push(c),
+            }
+        }
+        (out, kind)
+    })
+}
+
+/// The segments of a path: half the time only plain ones, up to 40 of them and some long (every
+/// such path must be accepted); else up to 8 of any kind. Mostly the route alphabet, so that the
+/// routes match.
+fn path_segments() -> impl Strategy<Value = Vec<(String, Kind)>> {
+    let plain = prop_oneof![
+        8 => route_alphabet_segment(false),
+        2 => plain_segment().prop_map(|s| (s, Kind::Plain)),
+        1 => "[a-zA-Z0-9_~-]{60,200}".prop_map(|s| (s, Kind::Plain)),
+    ];
+    let any = prop_oneof![
+        8 => route_alphabet_segment(true),
+        2 => plain_segment().prop_map(|s| (s, Kind::Plain)),
+        4 => proptest::sample::select(SEGMENTS).prop_map(|s| {
+            let kind = if PLAIN.contains(&s) { Kind::Plain } else { Kind::Other };
+            (s.to_string(), kind)
+        }),
+    ];
+    prop_oneof![
+        proptest::collection::vec(plain, 1..40),
+        proptest::collection::vec(any, 1..8),
+    ]
 }
 
 /// Segments any server reads as themselves: letters, digits, `-_~`, a dot inside, an encoded
@@ -545,28 +696,12 @@ fn query_strategy() -> impl Strategy<Value = String> {
 
 const TOKEN: &str = "clt.the-gateways+token/==";
 
-/// The oracle, written apart from the gateway's code: how PHP, Rack or Spring would read a query.
-fn lenient_pairs(q: &str) -> Vec<(String, String)> {
-    q.split(['&', ';'])
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            let name = dec(k);
-            let name = name
-                .trim()
-                .split('[')
-                .next()
-                .unwrap_or("")
-                .to_lowercase()
-                .replace(['-', '.', ' '], "_");
-            (name, dec(v))
-        })
-        .collect()
+/// Names a query must keep, byte for byte (near the credential, but no server reads them as it).
+const KEPT_NAMES: &[&str] = &["a", "b", "open_id", "access_tokens", "token", "xaccess_token"];
+
+/// The name of a query piece, as sent.
+fn name_of(piece: &str) -> &str {
+    piece.split('=').next().unwrap_or("")
 }
 
 proptest! {
@@ -576,20 +711,22 @@ proptest! {
     fn no_caller_credential_survives_and_exactly_one_token_is_attached(q in query_strategy(), inject in any::<bool>()) {
         let out = rewrite_query(Some(&q), inject.then_some(TOKEN));
         let out = out.as_deref().unwrap_or("");
-        let credentials: Vec<String> = lenient_pairs(out)
-            .into_iter()
-            .filter(|(k, _)| k == "access_token")
-            .map(|(_, v)| v)
+        // What the servers' models read as the credential in the query sent.
+        let credentials: Vec<Vec<u8>> = out
+            .split(['&', ';'])
+            .filter(|p| any_server_reads_credential(name_of(p)))
+            .map(|p| www_decode(p.split_once('=').map_or("", |(_, v)| v)))
             .collect();
         if inject {
-            prop_assert_eq!(credentials, vec![TOKEN.to_string()], "{:?} became {:?}", q, out);
+            prop_assert_eq!(credentials, vec![TOKEN.as_bytes().to_vec()], "{:?} became {:?}", q, out);
         } else {
             prop_assert!(credentials.is_empty(), "{:?} became {:?}", q, out);
         }
-        // Everything else is kept, in order.
-        let kept: Vec<_> = lenient_pairs(&q).into_iter().filter(|(k, _)| k != "access_token").collect();
-        let sent: Vec<_> = lenient_pairs(out).into_iter().filter(|(k, _)| k != "access_token").collect();
-        prop_assert_eq!(kept, sent);
+        // The names no server reads as the credential are kept, byte for byte, in order.
+        let kept = |query: &str| -> Vec<String> {
+            query.split(['&', ';']).filter(|p| KEPT_NAMES.contains(&name_of(p))).map(str::to_string).collect()
+        };
+        prop_assert_eq!(kept(&q), kept(out), "{:?} became {:?}", q, out);
     }
 
     #[test]
@@ -914,25 +1051,38 @@ fn json_strategy() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// The repository's sample bodies, and those of `../shared/fixtures/responses` it has no copy of
+/// (extra cases, when the checkout sits beside it).
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        assert!(std::env::var("CI").is_err(), "fixtures missing under CI");
-        eprintln!("NOTICE: ../shared/fixtures not found; fixture property skipped");
-        return Vec::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     };
-    let mut out: Vec<(String, Vec<u8>)> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    let mut all = read(&root.join("fixtures/responses"));
+    assert!(
+        all.len() >= 31,
+        "the repository's fixtures/responses: {} samples",
+        all.len()
+    );
+    for (name, body) in read(&root.join("../shared/fixtures/responses")) {
+        if !all.iter().any(|(n, _)| *n == name) {
+            all.push((name, body));
+        }
+    }
+    all
 }
 
 proptest! {
@@ -952,20 +1102,19 @@ proptest! {
 
     #[test]
     fn a_fixture_verdict_survives_reformatting(pick in any::<proptest::sample::Index>(), pretty in any::<bool>(), extra in "[a-z]{1,8}") {
-        let all = fixtures();
-        if !all.is_empty() {
-            let (name, body) = &all[pick.index(all.len())];
-            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let table = CodeTable::default();
-            let before = inspect::codes(body).map(|c| table.verdict(&c, Context::Api));
-            if let Some(o) = v.as_object_mut() {
-                if !["data", "extra", "error_code", "err_no", "errcode", "message", "description"].contains(&extra.as_str()) {
-                    o.insert(format!("zz_{extra}"), serde_json::json!({"note": extra}));
-                }
+        static ALL: std::sync::LazyLock<Vec<(String, Vec<u8>)>> = std::sync::LazyLock::new(fixtures);
+        let (name, body) = &ALL[pick.index(ALL.len())];
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let table = CodeTable::default();
+        let before = inspect::codes(body).map(|c| table.verdict(&c, Context::Api));
+        prop_assert!(before.is_some(), "{} not read", name);
+        if let Some(o) = v.as_object_mut() {
+            if !["data", "extra", "error_code", "err_no", "errcode", "message", "description"].contains(&extra.as_str()) {
+                o.insert(format!("zz_{extra}"), serde_json::json!({"note": extra}));
             }
-            let again = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
-            let after = inspect::codes(&again).map(|c| table.verdict(&c, Context::Api));
-            prop_assert_eq!(before, after, "{}", name);
         }
+        let again = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+        let after = inspect::codes(&again).map(|c| table.verdict(&c, Context::Api));
+        prop_assert_eq!(before, after, "{}", name);
     }
 }

@@ -123,7 +123,7 @@ async fn a_token_that_keeps_failing_is_retried_once_and_the_platform_answer_pass
     // A client token sent to a user API is always invalid: a route misconfigured this way must not loop.
     let gw = gateway_with(
         &sb,
-        "",
+        |_| {},
         "[[routes]]\nname = \"wrong-class\"\npath = \"/video/list/\"\ntoken = \"client\"\ninject = \"query\"\n",
     )
     .await;
@@ -205,7 +205,7 @@ async fn a_replayed_post_body_is_byte_identical() {
 #[tokio::test]
 async fn a_body_too_large_to_keep_streams_and_is_not_replayed() {
     let sb = sandbox().await;
-    let gw = gateway_with(&sb, "retry_buffer_bytes = 1000", "").await;
+    let gw = gateway_with(&sb, |s| s.retry_buffer_bytes = 1000, "").await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     http.control(&sb, "/sandbox/revoke", json!({"client_key": CLIENT_KEY}))

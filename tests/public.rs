@@ -15,7 +15,7 @@ async fn gateway_with_public(sb: &douyin_gateway::sandbox::Sandbox) -> (Gateway,
     let (listen, admin, public) = (bind().await, bind().await, bind().await);
     let public_addr = public.local_addr().unwrap();
     let text = TestConfig::new(&sb.url(), secret.path())
-        .server(&format!("public_listen = \"{public_addr}\""))
+        .server(|s| s.public_listen = Some(public_addr.to_string()))
         .app(&format!("redirect_uri = \"http://{public_addr}/oauth/callback\""))
         .render();
     let mut config_file = tempfile::NamedTempFile::new().unwrap();

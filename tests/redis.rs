@@ -1,7 +1,10 @@
 //! Many instances on one Redis: shared tokens, one fetch in total, changes
 //! propagated, a dead lease holder replaced, Redis restarted under load.
-//! Needs a Redis server (`REDIS_URL`, default `redis://127.0.0.1:6379`): skipped
-//! with a notice on a developer machine without one, required when `CI=true`.
+//!
+//! The Redis is `REDIS_URL` when set (it must answer), else a `redis-server` each test starts
+//! on a unix socket of its own. Where neither is possible (no `redis-server` when the tests were
+//! built, no `REDIS_URL`), the tests are reported as ignored, with what to install; under
+//! `CI=true` they always run.
 
 mod common;
 
@@ -13,18 +16,32 @@ use std::time::{Duration, Instant};
 
 const VIDEO: &str = "/api/douyin/v1/video/video_list/";
 
-fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let up = redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-        .is_ok();
-    if up {
-        return Some(url);
+/// The Redis a test shares between its gateways; a server of the test's own is stopped when dropped.
+struct TestRedis {
+    url: String,
+    _own: Option<UnixRedis>,
+}
+
+/// `REDIS_URL` (which must answer), else a `redis-server` of the test's own on a unix socket.
+async fn test_redis() -> TestRedis {
+    match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let up = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if let Err(e) = up {
+                panic!("REDIS_URL={url} does not answer ({e}): start it, or unset REDIS_URL to have the tests start their own");
+            }
+            TestRedis { url, _own: None }
+        }
+        None => {
+            let own = UnixRedis::start().await;
+            TestRedis {
+                url: own.url(),
+                _own: Some(own),
+            }
+        }
     }
-    assert!(std::env::var("CI").is_err(), "CI=true but no Redis answers at {url}");
-    eprintln!("NOTICE: no Redis at {url}; Redis tests skipped");
-    None
 }
 
 /// A store section for Redis with a fresh key prefix and key; removes its keys when dropped.
@@ -79,7 +96,8 @@ impl Drop for Shared {
     }
 }
 
-async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: &str) -> Gateway {
+/// A gateway on the shared store, with `tokens` applied to `[tokens]`.
+async fn instance(sb: &douyin_gateway::sandbox::Sandbox, shared: &Shared, tokens: fn(&mut TokensConfig)) -> Gateway {
     let (upstream, store) = (sb.url(), shared.store());
     gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
@@ -114,12 +132,19 @@ async fn eventually_within(what: &str, limit: Duration, mut check: impl AsyncFnM
     }
 }
 
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_share_tokens_and_fetch_once_in_total() {
-    let Some(url) = redis_url() else { return };
-    let shared = Shared::new(&url);
+    let redis = test_redis().await;
+    let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let (a, b) = (
+        instance(&sb, &shared, |_| {}).await,
+        instance(&sb, &shared, |_| {}).await,
+    );
     let http = Http::default();
     assert_eq!(http.get(&a.url("/js/getticket/")).await.status, 200);
     assert_eq!(http.get(&b.url("/js/getticket/")).await.status, 200);
@@ -147,7 +172,10 @@ async fn two_gateways_share_tokens_and_fetch_once_in_total() {
         "exactly one fetch for both instances"
     );
     // Stored encrypted: no token value in any Redis value.
-    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let mut c = redis::Client::open(shared.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     for k in shared.keys() {
         let t: String = redis::cmd("TYPE").arg(&k).query(&mut c).unwrap();
         if t == "hash" {
@@ -160,12 +188,19 @@ async fn two_gateways_share_tokens_and_fetch_once_in_total() {
     }
 }
 
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn users_and_their_changes_reach_every_instance() {
-    let Some(url) = redis_url() else { return };
-    let shared = Shared::new(&url);
+    let redis = test_redis().await;
+    let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let (a, b) = (instance(&sb, &shared, "").await, instance(&sb, &shared, "").await);
+    let (a, b) = (
+        instance(&sb, &shared, |_| {}).await,
+        instance(&sb, &shared, |_| {}).await,
+    );
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&a, "main").await.text());
     let on_b = b.url(&format!("{VIDEO}?open_id={open_id}"));
@@ -206,12 +241,20 @@ async fn users_and_their_changes_reach_every_instance() {
     eventually("B forgets the user", async || http.get(&on_b).await.status == 401).await;
 }
 
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_holder_killed_mid_fetch_is_replaced() {
-    let Some(url) = redis_url() else { return };
-    let shared = Shared::new(&url);
+    let redis = test_redis().await;
+    let shared = Shared::new(&redis.url);
     let sb = sandbox().await;
-    let tokens = "fetch_timeout_ms = 1500\nbackoff_initial_ms = 100\nbackoff_max_ms = 400";
+    let tokens: fn(&mut TokensConfig) = |t| {
+        t.fetch_timeout_ms = 1500;
+        t.backoff_initial_ms = 100;
+        t.backoff_max_ms = 400;
+    };
     let b = instance(&sb, &shared, tokens).await;
     let http = Http::default();
     // Instance P, a separate process, starts a fetch against a slow platform and dies holding the lease.
@@ -263,32 +306,15 @@ async fn a_lease_holder_killed_mid_fetch_is_replaced() {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restarted_under_load() {
-    if redis_url().is_none() {
-        return;
-    }
-    if !redis_server_installed("restart") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_ports().0;
-    let server = redis_server(&["--port", &port.to_string()], dir.path());
-    let url = format!("redis://127.0.0.1:{port}");
-    let shared = Shared::new(&url);
+    let mut redis = UnixRedis::start().await;
+    let shared = Shared::new(&redis.url());
     let http = Http::default();
-    let ping = |url: String| async move {
-        redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_ok()
-    };
-    eventually("own redis-server up", async || ping(url.clone()).await).await;
     let sb = sandbox().await;
-    let gw = instance(&sb, &shared, "").await;
+    let gw = instance(&sb, &shared, |_| {}).await;
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
 
-    drop(server);
+    redis.stop();
     // Cached tokens keep serving; readiness says the store is gone.
     for _ in 0..20 {
         assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
@@ -296,7 +322,7 @@ async fn redis_restarted_under_load() {
     let r = http.send(Method::GET, &gw.admin("/readyz"), &[], "").await;
     assert_eq!(r.status, 503, "{}", r.text());
 
-    let _server = redis_server(&["--port", &port.to_string()], dir.path());
+    redis.restart().await;
     eventually("ready again", async || {
         http.send(Method::GET, &gw.admin("/readyz"), &[], "").await.status == 200
     })
@@ -307,7 +333,7 @@ async fn redis_restarted_under_load() {
         shared.keys().iter().any(|k| k.contains(":user:"))
     })
     .await;
-    let fresh = instance(&sb, &shared, "").await;
+    let fresh = instance(&sb, &shared, |_| {}).await;
     let r = http.get(&fresh.url(&format!("{VIDEO}?open_id={open_id}"))).await;
     assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
     // Writes work again: a refresh lands in the (empty, restarted) Redis.
@@ -323,10 +349,14 @@ async fn redis_restarted_under_load() {
     .await;
 }
 
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
-    let Some(url) = redis_url() else { return };
-    let shared = Shared::new(&url);
+    let redis = test_redis().await;
+    let shared = Shared::new(&redis.url);
     // Access tokens that are as good as expired: a renewed record is then newer only by its grant.
     let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
         refresh_token_ttl: 3600,
@@ -334,7 +364,11 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
         ..Default::default()
     })
     .await;
-    let tokens = "renew_before_secs = 7200\nmax_renewals = 3\nmaintain_interval_ms = 15";
+    let tokens: fn(&mut TokensConfig) = |t| {
+        t.renew_before_secs = 7200;
+        t.max_renewals = 3;
+        t.maintain_interval_ms = 15;
+    };
     let (a, b) = (
         instance(&sb, &shared, tokens).await,
         instance(&sb, &shared, tokens).await,
@@ -358,17 +392,24 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
         3,
         "each renewal made once, by one instance"
     );
+    // Counted by the instances: three renewals that worked, none with a dead refresh_token.
+    let mut renewed = 0.0;
     for gw in [&a, &b] {
         let m = http.metrics(gw).await;
-        assert_eq!(
+        let renewals = |outcome: &str| {
             metric(
                 &m,
-                r#"douyin_gateway_refresh_token_renewals_total{app="main",outcome="reauthorize"}"#
-            ),
-            None,
+                &format!(r#"douyin_gateway_refresh_token_renewals_total{{app="main",outcome="{outcome}"}}"#),
+            )
+        };
+        renewed += renewals("ok").expect("the ok series is there from the start");
+        assert_eq!(
+            renewals("reauthorize").unwrap_or(0.0),
+            0.0,
             "no instance renewed with a dead refresh_token"
         );
     }
+    assert_eq!(renewed, 3.0, "each renewal counted once, by the instance that made it");
     // The last renewed refresh_token works from either instance.
     http.control(&sb, "/sandbox/revoke", json!({"expire_user": open_id}))
         .await;
@@ -382,17 +423,21 @@ async fn two_instances_renew_a_user_without_ever_using_a_dead_refresh_token() {
 /// apps' client tokens at start, a user the first time a call needs them; its renewal sweep still
 /// pages through every stored user (renewing those no instance serves) and counts them all for
 /// the gauges.
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store() {
-    let Some(url) = redis_url() else { return };
-    let shared = Shared::new(&url);
+    let redis = test_redis().await;
+    let shared = Shared::new(&redis.url);
     let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
         refresh_token_ttl: 3600,
         ..Default::default()
     })
     .await;
     // A and B never sweep during the test.
-    let quiet = "maintain_interval_ms = 600000";
+    let quiet: fn(&mut TokensConfig) = |t| t.maintain_interval_ms = 600000;
     let a = instance(&sb, &shared, quiet).await;
     let http = Http::default();
     let users = [
@@ -419,11 +464,11 @@ async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store(
 
     // C sweeps: it renews both users, which no call on C ever needed, once each (max_renewals),
     // and counts both for its gauges.
-    let c = instance(
-        &sb,
-        &shared,
-        "maintain_interval_ms = 50\nrenew_before_secs = 7200\nmax_renewals = 1",
-    )
+    let c = instance(&sb, &shared, |t| {
+        t.maintain_interval_ms = 50;
+        t.renew_before_secs = 7200;
+        t.max_renewals = 1;
+    })
     .await;
     eventually("C's sweep renews both stored users", async || {
         n(&http.stats(&sb).await["renew_refresh_token_calls"]) == 2
@@ -447,23 +492,6 @@ async fn a_new_instance_reads_users_lazily_and_its_sweep_covers_the_whole_store(
 /// Deadline for replication and Sentinel steps, which a loaded CI machine slows down.
 const SLOW: Duration = Duration::from_secs(30);
 
-/// Whether the `redis-server` binary is here (required under CI).
-fn redis_server_installed(test: &str) -> bool {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "CI=true but redis-server is not installed"
-    );
-    eprintln!("NOTICE: redis-server not installed; {test} test skipped");
-    false
-}
-
 /// A redis-server (or Sentinel) process of the test's own, killed when dropped.
 struct Server(std::process::Child);
 
@@ -474,15 +502,110 @@ impl Drop for Server {
     }
 }
 
-fn redis_server(args: &[&str], dir: &std::path::Path) -> Server {
-    let child = std::process::Command::new("redis-server")
-        .args(args)
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+/// `redis-server` with `args`, keeping nothing on disk, working in `dir`.
+fn redis_command(args: &[&str], dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.args(args)
+        .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Server(child)
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
+fn spawn(mut cmd: std::process::Command) -> Server {
+    Server(
+        cmd.spawn()
+            .expect("redis-server (found when the tests were built; uninstalled since? touch build.rs)"),
+    )
+}
+
+/// A redis-server on a unix socket in a directory of its own: no port to race for. It can be
+/// stopped and started again on the same socket.
+struct UnixRedis {
+    server: Option<Server>,
+    dir: tempfile::TempDir,
+}
+
+impl UnixRedis {
+    async fn start() -> UnixRedis {
+        // Under /tmp: a unix socket's path may not be longer than 107 bytes.
+        let dir = tempfile::Builder::new().prefix("dg-redis").tempdir_in("/tmp").unwrap();
+        let mut r = UnixRedis { server: None, dir };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.path().join("redis.sock").display())
+    }
+
+    fn stop(&mut self) {
+        self.server = None;
+    }
+
+    /// Starts it (again); returns once it answers.
+    async fn restart(&mut self) {
+        let socket = self.dir.path().join("redis.sock");
+        let socket = socket.to_str().unwrap();
+        let mut server = spawn(redis_command(
+            &["--port", "0", "--unixsocket", socket, "--unixsocketperm", "700"],
+            self.dir.path(),
+        ));
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(
+                server.0.try_wait().unwrap().is_none(),
+                "redis-server on {socket} exited"
+            );
+            assert!(Instant::now() < deadline, "redis-server on {socket} never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server = Some(server);
+    }
+}
+
+/// A server that must listen on TCP (a primary a replica or Sentinel reaches by address, a
+/// Sentinel): `make(port)` on a port below the kernel's ephemeral range, where no `bind(0)` or
+/// outgoing connection of this machine lands; another port while the one picked is another
+/// process's. Returns once the server on the port is the one started (its `process_id`).
+async fn on_a_free_port(make: impl Fn(u16) -> std::process::Command) -> (Server, u16) {
+    let ephemeral_from: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    assert!(ephemeral_from > 11_000, "ephemeral ports from {ephemeral_from}");
+    for _ in 0..20 {
+        let port = rand::random_range(10_000..ephemeral_from);
+        let mut server = spawn(make(port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.0.try_wait().unwrap().is_some() {
+                break; // the port is taken: another one
+            }
+            let info = text(query(port, redis::cmd("INFO").arg("server")));
+            if info.contains(&format!("process_id:{}\r\n", server.0.id())) {
+                return (server, port);
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {port} never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("no free port for redis-server in 20 tries");
+}
+
+/// A redis-server on 127.0.0.1 (more `args` after the port), and its port.
+async fn tcp_redis(args: &[&str], dir: &std::path::Path) -> (Server, u16) {
+    on_a_free_port(|port| {
+        let mut cmd = redis_command(&["--bind", "127.0.0.1", "--port", &port.to_string()], dir);
+        cmd.args(args);
+        cmd
+    })
+    .await
 }
 
 fn query(port: u16, cmd: &mut redis::Cmd) -> Option<redis::Value> {
@@ -510,22 +633,14 @@ fn text(v: Option<redis::Value>) -> String {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
-    if !redis_server_installed("Sentinel") {
-        return;
-    }
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (p1, p2) = free_ports();
-    let (ps, _) = free_ports();
-    let primary = redis_server(&["--port", &p1.to_string()], dirs[0].path());
-    let _replica = redis_server(
-        &["--port", &p2.to_string(), "--replicaof", "127.0.0.1", &p1.to_string()],
-        dirs[1].path(),
-    );
-    let _sentinel = sentinel_watching(dirs[2].path(), ps, p1, p2).await;
+    let (primary, p1) = tcp_redis(&[], dirs[0].path()).await;
+    let (_replica, p2) = tcp_redis(&["--replicaof", "127.0.0.1", &p1.to_string()], dirs[1].path()).await;
+    let (_sentinel, ps) = sentinel_watching(dirs[2].path(), p1, p2).await;
 
     let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
     let sb = sandbox().await;
-    let tokens = "maintain_interval_ms = 100";
+    let tokens: fn(&mut TokensConfig) = |t| t.maintain_interval_ms = 100;
     let gw = instance(&sb, &shared, tokens).await;
     let http = Http::default();
     assert_eq!(http.get(&gw.url("/js/getticket/")).await.status, 200);
@@ -570,36 +685,34 @@ async fn sentinel_failover_keeps_serving_and_writes_to_the_new_primary() {
     assert_eq!(n(&http.stats(&sb).await["client_token_calls"]), 2);
 }
 
-/// Once the replica on `replica` is in sync: a Sentinel on `port` monitoring the primary on
+/// Once the replica on `replica` is in sync: a Sentinel (and its port) monitoring the primary on
 /// `primary` as `gw`, returned when it has seen the replica.
-async fn sentinel_watching(dir: &std::path::Path, port: u16, primary: u16, replica: u16) -> Server {
+async fn sentinel_watching(dir: &std::path::Path, primary: u16, replica: u16) -> (Server, u16) {
     eventually_within("replica in sync", SLOW, async || {
         text(query(replica, redis::cmd("INFO").arg("replication"))).contains("master_link_status:up")
     })
     .await;
     // Not too eager: on a loaded 2-core machine a 500 ms stall must not look like a dead primary.
     let conf = dir.join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {port}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {primary} 1\n\
-             sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
-        ),
-    )
-    .unwrap();
-    let sentinel = Server(
-        std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (sentinel, port) = on_a_free_port(|port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor gw 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds gw 3000\nsentinel failover-timeout gw 6000\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel").stdout(std::process::Stdio::null());
+        cmd
+    })
+    .await;
     eventually_within("Sentinel sees the replica", SLOW, async || {
         text(query(port, redis::cmd("SENTINEL").arg("replicas").arg("gw"))).contains(&replica.to_string())
     })
     .await;
-    sentinel
+    (sentinel, port)
 }
 
 /// Waits until Sentinel names the server on `port` as the primary.
@@ -620,17 +733,33 @@ async fn failed_over_to(sentinel: u16, port: u16) {
 /// primary sends) and cut (losing what it held), as a slow or broken replication link would.
 struct Relay {
     paused: tokio::sync::watch::Sender<bool>,
+    /// The links' copying tasks.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The accepting task, which owns the listener: kept through a cut (a replica reconnecting
+    /// reaches the relay, and through it a dead primary), stopped with the relay.
+    accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = self.accept.lock().unwrap().take() {
+            t.abort();
+        }
+    }
 }
 
 impl Relay {
-    async fn start(listen: u16, primary: u16) -> std::sync::Arc<Relay> {
+    /// A relay to the primary on `primary`, and the port the relay listens on (bound here and
+    /// kept: no other process can take it).
+    async fn start(primary: u16) -> (std::sync::Arc<Relay>, u16) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let (paused, rx) = tokio::sync::watch::channel(false);
         let relay = std::sync::Arc::new(Relay {
             paused,
             tasks: std::sync::Mutex::new(Vec::new()),
+            accept: std::sync::Mutex::new(None),
         });
         let accept = {
             let relay = std::sync::Arc::downgrade(&relay);
@@ -665,15 +794,15 @@ impl Relay {
                 }
             })
         };
-        relay.tasks.lock().unwrap().push(accept);
-        relay
+        *relay.accept.lock().unwrap() = Some(accept);
+        (relay, port)
     }
 
     fn pause(&self, on: bool) {
         self.paused.send_replace(on);
     }
 
-    /// Cuts the link: whatever the relay still held is lost.
+    /// Cuts the links: whatever the relay still held is lost.
     fn cut(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
@@ -687,25 +816,11 @@ impl Relay {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
-    if !redis_server_installed("replica acknowledgement") {
-        return;
-    }
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (p1, p2) = free_ports();
-    let (ps, relay_port) = free_ports();
-    let primary = redis_server(&["--port", &p1.to_string()], dirs[0].path());
-    let relay = Relay::start(relay_port, p1).await;
-    let _replica = redis_server(
-        &[
-            "--port",
-            &p2.to_string(),
-            "--replicaof",
-            "127.0.0.1",
-            &relay_port.to_string(),
-        ],
-        dirs[1].path(),
-    );
-    let _sentinel = sentinel_watching(dirs[2].path(), ps, p1, p2).await;
+    let (primary, p1) = tcp_redis(&[], dirs[0].path()).await;
+    let (relay, relay_port) = Relay::start(p1).await;
+    let (_replica, p2) = tcp_redis(&["--replicaof", "127.0.0.1", &relay_port.to_string()], dirs[1].path()).await;
+    let (_sentinel, ps) = sentinel_watching(dirs[2].path(), p1, p2).await;
 
     // A platform whose refresh rotates the refresh_token: the old one dies as it answers.
     let sb = sandbox_with(douyin_gateway::sandbox::SandboxOptions {
@@ -714,7 +829,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
     })
     .await;
     let shared = Shared::new(&format!("redis+sentinel://127.0.0.1:{ps}/gw"));
-    let gw = instance(&sb, &shared, "").await;
+    let gw = instance(&sb, &shared, |_| {}).await;
     let http = Http::default();
     let page = http.authorize(&gw, "main").await;
     assert_eq!(page.status, 200, "{}", page.text());
@@ -753,7 +868,7 @@ async fn a_failover_right_after_a_refresh_keeps_the_rotated_refresh_token() {
     })
     .await;
     // A new instance, through Sentinel, refreshes with the rotated refresh_token: the user is kept.
-    let fresh = instance(&sb, &shared, "").await;
+    let fresh = instance(&sb, &shared, |_| {}).await;
     let r = http.admin(&fresh, Method::POST, "/admin/refresh", &refresh).await;
     assert_eq!(r.status, 200, "the user survived the failover: {}", r.text());
     let m = http.metrics(&gw).await;

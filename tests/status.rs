@@ -60,7 +60,11 @@ async fn the_status_page_shows_what_admin_tokens_says_and_no_token() {
     let gw = gateway_knowing_admin(|admin, secret| {
         TestConfig::new(&upstream, secret)
             .redirect_to(admin)
-            .tokens("max_renewals = 0\nrenew_before_secs = 3600\nbackoff_initial_ms = 50")
+            .tokens(|t| {
+                t.max_renewals = 0;
+                t.renew_before_secs = 3600;
+                t.backoff_initial_ms = 50;
+            })
             .render()
     })
     .await;
@@ -199,7 +203,7 @@ async fn the_status_page_shows_what_admin_tokens_says_and_no_token() {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_renders_in_a_browser() {
-    let bin = chromium().expect("Chromium");
+    let bin = chromium();
     let sb = sandbox().await;
     let upstream = sb.url();
     let gw =

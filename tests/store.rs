@@ -245,7 +245,11 @@ async fn kill_9_mid_load_and_during_a_renewal_loses_no_user() {
     let secret = secret_file();
     let make = |port: u16, admin_port: u16| {
         TestConfig::new(&sb.url(), secret.path())
-            .tokens("renew_before_secs = 7200\nmax_renewals = 100000\nmaintain_interval_ms = 10")
+            .tokens(|t| {
+                t.renew_before_secs = 7200;
+                t.max_renewals = 100000;
+                t.maintain_interval_ms = 10;
+            })
             .listen_port(port)
             .admin_port(admin_port)
             .store(&sqlite_store(&db, &var, None))

@@ -31,7 +31,7 @@ async fn https_upstream_trusted_only_through_ca_file() {
     // Gateway A serves HTTPS and passes everything through to the sandbox.
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
-        .server("allow_anonymous = true")
+        .server(|s| s.allow_anonymous = true)
         .tls(pem.cert.path(), pem.key.path())
         .routes_first("[[routes]]\nname = \"pass-first\"\npath = \"/*\"\ntoken = \"none\"\n")
         .extra("[[routes]]\nname = \"pass\"\npath = \"/*\"\ntoken = \"none\"\n")

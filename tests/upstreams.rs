@@ -129,7 +129,12 @@ fn check_refuses_an_unknown_or_repeated_upstream() {
 }
 
 /// A gateway on the sandbox with `[[upstreams]] name = "other"` at `other`, and `routes`.
-async fn gateway_with_other(sb: &douyin_gateway::sandbox::Sandbox, other: &str, server: &str, routes: &str) -> Gateway {
+async fn gateway_with_other(
+    sb: &douyin_gateway::sandbox::Sandbox,
+    other: &str,
+    server: impl FnOnce(&mut ServerConfig),
+    routes: &str,
+) -> Gateway {
     let secret = secret_file();
     let text = TestConfig::new(&sb.url(), secret.path())
         .server(server)
@@ -148,7 +153,7 @@ async fn the_token_goes_in_the_header_a_route_names() {
     let (host, seen) = other_host().await;
     let routes = "[[routes]]\nname = \"webcast\"\npath = \"/webcast/*\"\ntoken = \"client\"\n\
                   inject = \"header:x-token\"\nupstream = \"other\"\n";
-    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let gw = gateway_with_other(&sb, &host, |_| {}, routes).await;
     let r = Http::default()
         .send(
             http::Method::GET,
@@ -181,7 +186,7 @@ async fn the_token_goes_in_the_json_body() {
     let (host, seen) = other_host().await;
     let routes = "[[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
                   token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
-    let gw = gateway_with_other(&sb, &host, "retry_buffer_bytes = 1024", routes).await;
+    let gw = gateway_with_other(&sb, &host, |s| s.retry_buffer_bytes = 1024, routes).await;
     let http = Http::default();
     let sent = r#"{"appid":"tt1","access_token":"evil","n":123456789012345678901234567890,"s":"\u00e9\"q","o":{"access_token":"inner"}}"#;
     let r = http.post(&gw.url("/api/apps/v2/qrcode/create"), sent).await;
@@ -217,7 +222,7 @@ async fn a_rejection_in_the_err_envelope_refreshes_and_replays_the_json_body() {
     let (host, seen) = other_host_rejecting(1).await;
     let routes = "[[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
                   token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
-    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let gw = gateway_with_other(&sb, &host, |_| {}, routes).await;
     let http = Http::default();
     let r = http
         .post(&gw.url("/api/apps/v2/qrcode/create"), r#"{"appid":"tt1"}"#)
@@ -254,7 +259,7 @@ async fn the_apps_secret_goes_in_the_body_of_a_login_call() {
     let (host, seen) = other_host().await;
     let routes = "[[routes]]\nname = \"login\"\npath = \"/api/apps/v2/jscode2session\"\nmethods = [\"POST\"]\n\
                   token = \"app_secret\"\ninject = \"json_body\"\nupstream = \"other\"\n";
-    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let gw = gateway_with_other(&sb, &host, |_| {}, routes).await;
     let http = Http::default();
     let r = http
         .post(
@@ -291,7 +296,7 @@ async fn an_sdks_placeholder_is_replaced_in_a_named_header_and_in_the_body() {
                   inject = \"header:x-token\"\nupstream = \"other\"\n\n\
                   [[routes]]\nname = \"mini-body\"\npath = \"/api/apps/v2/*\"\nmethods = [\"POST\"]\n\
                   token = \"client\"\ninject = \"json_body\"\nupstream = \"other\"\n";
-    let gw = gateway_with_other(&sb, &host, "", routes).await;
+    let gw = gateway_with_other(&sb, &host, |_| {}, routes).await;
     let http = Http::default();
     let r = http
         .send(

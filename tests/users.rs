@@ -20,7 +20,7 @@ async fn tokens_of(http: &Http, gw: &Gateway) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn authorization_round_trip_then_user_calls_work() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
 
     // The redirect carries what the platform needs.
@@ -78,7 +78,7 @@ async fn authorization_round_trip_then_user_calls_work() {
 #[tokio::test]
 async fn bad_replayed_and_refused_states_store_nothing() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let cb = |q: &str| gw.admin(&format!("/oauth/callback?{q}"));
 
@@ -128,7 +128,7 @@ async fn bad_replayed_and_refused_states_store_nothing() {
 #[tokio::test]
 async fn an_expired_access_token_is_refreshed_once_for_fifty_concurrent_calls() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
     assert_eq!(
@@ -153,7 +153,7 @@ async fn an_expired_access_token_is_refreshed_once_for_fifty_concurrent_calls() 
 #[tokio::test]
 async fn a_dead_refresh_token_means_401_with_authorize_url_and_no_retry_loop() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
     http.control(&sb, "/sandbox/revoke", json!({"revoke_user": open_id}))
@@ -198,11 +198,11 @@ async fn refresh_tokens_are_renewed_in_the_window_until_the_platform_refuses() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(
-        &sb,
-        "renew_before_secs = 7200\nmax_renewals = 6\nmaintain_interval_ms = 20",
-        "",
-    )
+    let gw = user_gateway_with(&sb, |t| {
+        t.renew_before_secs = 7200;
+        t.max_renewals = 6;
+        t.maintain_interval_ms = 20;
+    })
     .await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
@@ -244,7 +244,11 @@ async fn renewals_stop_at_the_configured_limit_and_the_forecast_counts_them() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(&sb, "renew_before_secs = 7200\nmaintain_interval_ms = 20", "").await;
+    let gw = user_gateway_with(&sb, |t| {
+        t.renew_before_secs = 7200;
+        t.maintain_interval_ms = 20;
+    })
+    .await;
     let http = Http::default();
     http.authorize(&gw, "main").await;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -278,7 +282,11 @@ async fn the_forecast_names_users_who_must_reconsent_within_a_week() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(&sb, "renew_before_secs = 60\nmax_renewals = 0", "").await;
+    let gw = user_gateway_with(&sb, |t| {
+        t.renew_before_secs = 60;
+        t.max_renewals = 0;
+    })
+    .await;
     let http = Http::default();
     http.authorize(&gw, "main").await;
     let list = tokens_of(&http, &gw).await;
@@ -296,7 +304,7 @@ async fn the_forecast_names_users_who_must_reconsent_within_a_week() {
 async fn biz_tokens_are_generated_refreshed_and_injected() {
     let sb = sandbox().await;
     let extra = "[[routes]]\nname = \"enterprise\"\npath = \"/api/douyin/v1/enterprise/*\"\ntoken = \"biz\"\nbiz_scope = \"data.external.item\"\n";
-    let gw = gateway_with(&sb, "", extra).await;
+    let gw = gateway_with(&sb, |_| {}, extra).await;
     let http = Http::default();
     let url = gw.url("/api/douyin/v1/enterprise/item/list/?open_id=ent_1");
     let r = http.get(&url).await;
@@ -333,7 +341,7 @@ async fn biz_tokens_are_generated_refreshed_and_injected() {
 #[tokio::test]
 async fn admin_api_imports_lists_refreshes_and_forgets_users() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     // Tokens minted by the platform for a user, imported as a legacy system would.
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
@@ -526,7 +534,7 @@ fn signed(body: &str, key: &str) -> String {
 #[tokio::test]
 async fn the_unauthorize_webhook_drops_the_user_when_signed() {
     let sb = sandbox().await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
     let url = gw.admin("/webhooks/douyin");
@@ -588,7 +596,7 @@ async fn a_refresh_that_rotates_the_refresh_token_is_followed() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
     // Refreshes one after another (forced: the gateway would not refetch a token it has just
@@ -617,7 +625,7 @@ async fn webhooks_without_a_client_key_and_repeated_deliveries() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(&sb, "", "").await;
+    let gw = user_gateway(&sb).await;
     let http = Http::default();
     let url = gw.admin("/webhooks/douyin");
     let challenge = json!({"event": "verify_webhook", "client_key": "", "content": {"challenge": 13579}}).to_string();
@@ -683,7 +691,7 @@ async fn a_refresh_that_extends_the_refresh_token_moves_the_forecast() {
         ..Default::default()
     })
     .await;
-    let gw = user_gateway(&sb, "renew_before_secs = 60", "").await;
+    let gw = user_gateway_with(&sb, |t| t.renew_before_secs = 60).await;
     let http = Http::default();
     let open_id = open_id_of(&http.authorize(&gw, "main").await.text());
     let user = |tokens: Vec<serde_json::Value>| tokens.into_iter().find(|t| t["class"] == "user").unwrap();
