@@ -61,49 +61,16 @@ impl Tokens {
         let settings = self.settings.load_full();
         let tuning = settings.tuning;
         let _flight = slot.flight().await;
-        let Some(mut t) = slot.current() else { return };
-        let due = |t: &Token| due(t, tuning);
-        if !due(&t) {
+        let Some(t) = slot.current() else { return };
+        if !due(&t, tuning) {
             return;
         }
-        // Several instances: one renews (the others would find the refresh_token dead).
-        let mut lease = None;
-        if self.persist.store().is_shared() {
-            match self.persist.coordinate(key, t.version, tuning.fetch_timeout).await {
-                Coordinated::Adopted(r) => {
-                    let Ok(newer) = self.token_of(r) else { return };
-                    let newer = slot.set(newer);
-                    if !due(&newer) {
-                        return;
-                    }
-                    t = newer;
-                    match self.persist.store().acquire(key, tuning.fetch_timeout).await {
-                        Ok(Some(l)) => lease = Some(l),
-                        _ => return,
-                    }
-                }
-                Coordinated::Lease(l) => lease = l,
-                Coordinated::Alone | Coordinated::TimedOut => return,
-            }
-        }
+        let Some((t, lease)) = self.renewal_lease(key, slot, t, &tuning).await else {
+            return;
+        };
         let g = t.grant.as_deref().expect("due implies a grant").clone();
         if g.renewals >= tuning.max_renewals {
-            let exhausted = Grant {
-                state: GrantState::RenewalsExhausted,
-                ..g.clone()
-            };
-            self.put(
-                slot,
-                key,
-                t.with_grant(exhausted),
-                t.version,
-                Mode::Adopt,
-                lease.as_ref(),
-            )
-            .await;
-            self.persist.release(lease).await;
-            tracing::warn!(app = %key.app, renewals = g.renewals,
-                "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
+            self.renewals_exhausted(key, slot, &t, g, lease).await;
             return;
         }
         let result = tokio::time::timeout(
@@ -157,6 +124,64 @@ impl Tokens {
             }
         }
         self.persist.release(lease).await;
+    }
+
+    /// A refresh_token renewed as often as the platform allows: marked so, it serves until it
+    /// expires and the user must re-consent before then.
+    async fn renewals_exhausted(
+        &self,
+        key: &TokenKey,
+        slot: &Slot,
+        t: &Token,
+        g: Grant,
+        lease: Option<crate::store::Lease>,
+    ) {
+        let renewals = g.renewals;
+        let exhausted = Grant {
+            state: GrantState::RenewalsExhausted,
+            ..g
+        };
+        self.put(
+            slot,
+            key,
+            t.with_grant(exhausted),
+            t.version,
+            Mode::Adopt,
+            lease.as_ref(),
+        )
+        .await;
+        self.persist.release(lease).await;
+        tracing::warn!(app = %key.app, renewals,
+            "a user's refresh_token cannot be renewed again: they must re-consent before it expires");
+    }
+
+    /// Several instances: one renews (the others would find the refresh_token dead). The token
+    /// to renew and the lease to do it under (none without a shared store); `None` when this
+    /// instance is not to renew it now.
+    async fn renewal_lease(
+        &self,
+        key: &TokenKey,
+        slot: &Slot,
+        t: Arc<Token>,
+        tuning: &Tuning,
+    ) -> Option<(Arc<Token>, Option<crate::store::Lease>)> {
+        if !self.persist.store().is_shared() {
+            return Some((t, None));
+        }
+        match self.persist.coordinate(key, t.version, tuning.fetch_timeout).await {
+            Coordinated::Adopted(r) => {
+                let newer = slot.set(self.token_of(r).ok()?);
+                if !due(&newer, *tuning) {
+                    return None;
+                }
+                match self.persist.store().acquire(key, tuning.fetch_timeout).await {
+                    Ok(Some(l)) => Some((newer, Some(l))),
+                    _ => None,
+                }
+            }
+            Coordinated::Lease(l) => Some((t, l)),
+            Coordinated::Alone | Coordinated::TimedOut => None,
+        }
     }
 
     /// Writes the changes the store missed while it was unreachable.
