@@ -38,7 +38,7 @@ pub enum GatewayError {
     /// No route matches.
     #[error("no route matches {method} {path}")]
     NoRoute {
-        /// Method.
+        /// The request's method.
         method: String,
         /// Path (without the query).
         path: String,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// One app as the proxy and the admin listener need it.
 #[derive(Debug)]
 pub struct App {
-    /// Name.
+    /// Its name in the config (and in routes, metrics, the store).
     pub name: Arc<str>,
     /// Its client_token key, built once.
     pub client_key: TokenKey,
@@ -42,7 +42,7 @@ pub struct Runtime {
     pub config: Config,
     /// Route rules.
     pub routes: RouteTable,
-    /// Callers.
+    /// Who may call, and which routes each may use.
     pub callers: Callers,
     /// Apps, in config order (routes refer by index).
     pub apps: Vec<App>,

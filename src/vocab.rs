@@ -6,7 +6,7 @@
 use crate::secret::Secret;
 use std::sync::Arc;
 
-/// The three token classes of the platform.
+/// The platform's token classes: three of the Open Platform, and the mini-app server token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TokenClass {
     /// App-level client_token.
@@ -53,7 +53,7 @@ impl TokenClass {
 pub struct TokenKey {
     /// App name.
     pub app: Arc<str>,
-    /// Class.
+    /// What kind of token.
     pub class: TokenClass,
     /// The subject in its stored form (one allocation per key: `open_id`, or `open_id\nscope`);
     /// read it through the accessors.

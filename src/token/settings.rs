@@ -33,7 +33,7 @@ pub struct Tuning {
 pub struct Settings {
     /// Endpoints, apps, codes.
     pub issuer: IssuerConfig,
-    /// Tuning.
+    /// How tokens are refreshed, backed off, budgeted and renewed (`[tokens]`).
     pub tuning: Tuning,
 }
 

@@ -1,6 +1,6 @@
 //! Attaches the token a request needs: on a cache hit synchronously, from the lock-free map,
-//! with no allocation for the token itself (its header value is built once, when fetched); on a
-//! miss (or an expired token), after the one fetch in flight for it, however many calls wait.
+//! without copying the token (its header value shares the token's bytes, made per call from
+//! them); on a miss (or an expired token), after the one fetch in flight for it, however many calls wait.
 //!
 //! Which token: the [`TokenFor`] in the request's extensions ([`super::RoutingLayer`] puts it
 //! there from the route), else the layer's fixed one ([`AttachTokenLayer::fixed`]); a request

@@ -2,8 +2,9 @@
 //!
 //! The platform's answer to a request carrying a token ([`super::Attached`]) is inspected when it
 //! can hold an error envelope: uncompressed, JSON or text, at most 64 KiB (a larger answer is a
-//! success and streams through untouched). When its codes say the token was rejected (10010,
-//! 2190002, 2190008, 28001003… or `[token_errors] refresh`), the token is refreshed, once however
+//! success and streams through untouched). When its codes say the token was rejected (10008,
+//! 2190002, 2190008, 28001003, 40004, 11016… or `[token_errors] refresh`; 10010, a dead
+//! refresh_token, means the user must authorize again instead), the token is refreshed, once however
 //! many calls saw it rejected, and the request replayed once with the new token, byte for byte,
 //! from the kept body. Never more than one replay; never a replay of a body that streamed (the
 //! caller gets the rejection, the next call the new token); never after anything went to the

@@ -49,9 +49,9 @@ pub struct Fetched {
 /// An app's credentials.
 #[derive(Debug, Clone)]
 pub struct AppCreds {
-    /// client_key.
+    /// The platform's client_key (also the mini-app token's appid).
     pub client_key: String,
-    /// client_secret.
+    /// The secret it is fetched with (never logged).
     pub client_secret: Secret,
     /// Path of the client_token endpoint.
     pub client_token_endpoint: String,

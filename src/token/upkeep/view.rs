@@ -11,7 +11,7 @@ use std::time::Instant;
 /// Where a cached token stands, as the admin API, the status page and the gauges show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TokenState {
-    /// Live.
+    /// Live: calls carry it.
     Valid,
     /// Past its expiry (a call will refresh it).
     Expired,
