@@ -20,99 +20,21 @@ pub const CALLER_KEY: &str = "demo-backend-key";
 /// The open_id the demo's sandbox gives whoever consents.
 pub const DEMO_USER: &str = "demo-user";
 
-/// The built-in config: anonymous callers on loopback, memory store, sample routes.
+/// The built-in config (anonymous callers on loopback, memory store, sample routes), with a
+/// `{name}` wherever [`config_text`] puts a value.
+const CONFIG_TEMPLATE: &str = include_str!("demo/config.toml");
+
+/// The built-in config for a sandbox at `sandbox_url`, the app's secret in `secret_file`, and the
+/// admin listener (which the OAuth callback goes to) at `admin`.
 pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path, admin: std::net::SocketAddr) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-allow_anonymous = true
-
-[upstream]
-base_url = "{sandbox_url}"
-
-# developer.toutiao.com in production; the sandbox serves both hosts.
-[[upstreams]]
-name = "toutiao"
-base_url = "{sandbox_url}"
-
-[store]
-kind = "memory"
-
-[admin]
-api_key_sha256 = "{admin_hash}"
-
-[[apps]]
-name = "demo"
-client_key = "{CLIENT_KEY}"
-client_secret_file = "{secret}"
-redirect_uri = "http://{admin}/oauth/callback"
-scopes = ["user_info", "video.list.bytes"]
-mini_app_upstream = "toutiao"
-
-# A mini-app's backend: anonymous calls are allowed too, but only a caller with a key exchanges codes.
-[[callers]]
-name = "mini-app-backend"
-api_key_sha256 = "{caller_hash}"
-exchange_codes = true
-
-[[routes]]
-name = "ticket"
-path = "/js/getticket/"
-token = "client"
-
-[[routes]]
-name = "role-check"
-path = "/api/douyin/v1/role/check/"
-methods = ["POST"]
-token = "client"
-
-[[routes]]
-name = "video-list"
-path = "/api/douyin/v1/video/video_list/"
-token = "user"
-
-[[routes]]
-name = "video-list-legacy"
-path = "/video/list/"
-token = "user"
-inject = "query"
-
-[[routes]]
-name = "enterprise"
-path = "/api/douyin/v1/enterprise/*"
-token = "biz"
-biz_scope = "data.external.item"
-
-# Mini-app login: the gateway sets appid and secret in the body.
-[[routes]]
-name = "jscode2session"
-path = "/api/apps/v2/jscode2session"
-methods = ["POST"]
-token = "app_secret"
-inject = "json_body"
-upstream = "toutiao"
-
-# A developer.toutiao.com API taking the mini-app token in its JSON body.
-[[routes]]
-name = "appid-auth"
-path = "/auth/entity/get_appid_auth"
-methods = ["POST"]
-token = "mini_app"
-inject = "json_body"
-upstream = "toutiao"
-
-# SDKs that fetch their own mini-app token get a placeholder, replaced on every call.
-[[routes]]
-name = "sdk-mini-app-token"
-path = "/api/apps/v2/token"
-methods = ["POST"]
-token = "placeholder"
-"#,
-        admin_hash = crate::secret::hash_key(ADMIN_KEY),
-        caller_hash = crate::secret::hash_key(CALLER_KEY),
-        secret = secret_file.display(),
-    )
+    CONFIG_TEMPLATE
+        .replace("{sandbox_url}", sandbox_url)
+        .replace("{client_key}", CLIENT_KEY)
+        .replace("{admin_listen}", &admin.to_string())
+        .replace("{admin_hash}", &crate::secret::hash_key(ADMIN_KEY))
+        .replace("{caller_hash}", &crate::secret::hash_key(CALLER_KEY))
+        // Last: the only value that could hold a brace, so no other replacement looks inside it.
+        .replace("{secret_file}", &secret_file.display().to_string())
 }
 
 /// The demo's secret file: created readable by its owner only (0600), removed when the demo
@@ -233,4 +155,27 @@ async fn start() -> Result<(sandbox::Sandbox, server::Running, SecretFile), Stri
     let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
     let gw = server::start_on(config, None, listen, admin).await?;
     Ok((sb, gw, secret))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `{name}` of the template gets its value.
+    #[test]
+    fn the_built_in_config_is_filled() {
+        let text = config_text(
+            "http://127.0.0.1:1",
+            std::path::Path::new("/tmp/demo.secret"),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        assert!(!text.contains('{'), "a name left in src/demo/config.toml:\n{text}");
+        for value in [
+            "base_url = \"http://127.0.0.1:1\"",
+            "client_key = \"awsandbox0000001\"",
+            "client_secret_file = \"/tmp/demo.secret\"",
+            "redirect_uri = \"http://127.0.0.1:2/oauth/callback\"",
+        ] {
+            assert!(text.contains(value), "{value}");
+        }
+    }
 }

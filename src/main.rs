@@ -143,26 +143,7 @@ fn main() -> ExitCode {
         }
         Cmd::Sandbox { listen, opts } => {
             init_logging();
-            runtime().block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(&listen).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("sandbox: cannot listen on {listen}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                match sandbox::start(opts, listener) {
-                    Ok(s) => {
-                        println!("sandbox listening on {}", s.url());
-                        let _ = tokio::signal::ctrl_c().await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("sandbox: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+            runtime().block_on(run_sandbox(&listen, opts))
         }
         Cmd::Demo => {
             init_logging();
@@ -180,16 +161,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "douyin-gateway", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Cmd::Man => {
-            use clap::CommandFactory;
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("man: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Cmd::Man => man(),
         Cmd::Healthcheck { url, timeout_ms } => match healthcheck(&url, Duration::from_millis(timeout_ms)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -197,21 +169,58 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::HashKey => {
-            let mut key = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut key) {
-                eprintln!("hash-key: cannot read stdin: {e}");
-                return ExitCode::FAILURE;
-            }
-            let key = key.trim_end_matches(['\r', '\n']);
-            if key.is_empty() {
-                eprintln!("hash-key: no key on stdin");
-                return ExitCode::FAILURE;
-            }
-            println!("{}", douyin_gateway::caller::hash_key(key));
+        Cmd::HashKey => hash_key(),
+    }
+}
+
+/// `sandbox`: the platform emulator on `listen` until Ctrl-C.
+async fn run_sandbox(listen: &str, opts: sandbox::SandboxOptions) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sandbox: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sandbox::start(opts, listener) {
+        Ok(s) => {
+            println!("sandbox listening on {}", s.url());
+            let _ = tokio::signal::ctrl_c().await;
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `man`: the manual page, roff, on stdout.
+fn man() -> ExitCode {
+    use clap::CommandFactory;
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("man: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hash-key`: the hex SHA-256 of the key on stdin (without its line ending).
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+        eprintln!("hash-key: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = key.trim_end_matches(['\r', '\n']);
+    if key.is_empty() {
+        eprintln!("hash-key: no key on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", douyin_gateway::caller::hash_key(key));
+    ExitCode::SUCCESS
 }
 
 async fn rekey(path: &std::path::Path) -> ExitCode {

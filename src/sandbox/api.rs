@@ -3,8 +3,10 @@
 
 use super::state::{Counters, Inner, Logged, State};
 use super::{form, Reply};
+use http::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// What is wrong with a presented token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,51 +90,63 @@ pub(super) struct ApiRequest<'a> {
     pub(super) body: &'a [u8],
 }
 
+/// The credentials a request presents, everywhere some sample API looks for them.
+struct Presented {
+    /// `access-token` headers.
+    headers: Vec<String>,
+    /// `access_token` query parameters.
+    params: Vec<String>,
+    /// The query's fields.
+    query: HashMap<String, String>,
+    /// The body's form fields.
+    form: HashMap<String, String>,
+}
+
+impl Presented {
+    fn of(r: &ApiRequest<'_>) -> Presented {
+        Presented {
+            headers: r
+                .headers
+                .get_all("access-token")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect(),
+            params: form_urlencoded::parse(r.query.unwrap_or("").as_bytes())
+                .filter(|(k, _)| k == "access_token")
+                .map(|(_, v)| v.into_owned())
+                .collect(),
+            query: form(r.query.unwrap_or("").as_bytes()),
+            form: form(r.body),
+        }
+    }
+
+    /// The class of token the API at `path` wants, and the token and open_id presented where it
+    /// looks for them; `None` when the path is no sample API.
+    fn for_api(&self, method: &Method, path: &str) -> Option<(Class, Option<&str>, Option<&str>)> {
+        let header = self.headers.first().map(String::as_str);
+        let param = self.params.first().map(String::as_str);
+        let open_id = self.query.get("open_id").map(String::as_str);
+        Some(match (method, path) {
+            (&Method::GET, "/js/getticket/") => (Class::Client, header.or(param), None),
+            (&Method::POST, "/api/douyin/v1/role/check/") => (Class::Client, header, None),
+            (&Method::GET, "/api/douyin/v1/video/video_list/") => (Class::User, header, open_id),
+            (&Method::GET, "/video/list/") => (Class::User, param, open_id),
+            // An enterprise API: biz token in the header, the enterprise's open_id in the query.
+            (&Method::GET, "/api/douyin/v1/enterprise/item/list/") => (Class::User, header, open_id),
+            (&Method::POST, "/oauth/userinfo/") => (
+                Class::User,
+                self.form.get("access_token").map(String::as_str),
+                self.form.get("open_id").map(String::as_str),
+            ),
+            _ => return None,
+        })
+    }
+}
+
 /// Answers a sample API, or `None` when the path is not one.
 pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
-    use http::Method;
-    let q = form(r.query.unwrap_or("").as_bytes());
-    let headers: Vec<String> = r
-        .headers
-        .get_all("access-token")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    let params: Vec<String> = form_urlencoded::parse(r.query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned())
-        .collect();
-    let body_form = form(r.body);
-    let (class, token, open_id): (Class, Option<&str>, Option<&str>) = match (r.method, r.path) {
-        (&Method::GET, "/js/getticket/") => (
-            Class::Client,
-            headers.first().or(params.first()).map(String::as_str),
-            None,
-        ),
-        (&Method::POST, "/api/douyin/v1/role/check/") => (Class::Client, headers.first().map(String::as_str), None),
-        (&Method::GET, "/api/douyin/v1/video/video_list/") => (
-            Class::User,
-            headers.first().map(String::as_str),
-            q.get("open_id").map(String::as_str),
-        ),
-        (&Method::GET, "/video/list/") => (
-            Class::User,
-            params.first().map(String::as_str),
-            q.get("open_id").map(String::as_str),
-        ),
-        // An enterprise API: biz token in the header, the enterprise's open_id in the query.
-        (&Method::GET, "/api/douyin/v1/enterprise/item/list/") => (
-            Class::User,
-            headers.first().map(String::as_str),
-            q.get("open_id").map(String::as_str),
-        ),
-        (&Method::POST, "/oauth/userinfo/") => (
-            Class::User,
-            body_form.get("access_token").map(String::as_str),
-            body_form.get("open_id").map(String::as_str),
-        ),
-        _ => return None,
-    };
+    let presented = Presented::of(r);
+    let (class, token, open_id) = presented.for_api(r.method, r.path)?;
     Counters::bump(&state.counters.api_calls);
     let mut inner = state.inner.lock().unwrap();
     let verdict = check(&inner, class, token, open_id);
@@ -140,8 +154,8 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
         method: r.method.to_string(),
         path: r.path.to_string(),
         query: r.query.map(str::to_string),
-        access_token_headers: headers.clone(),
-        access_token_params: params.clone(),
+        access_token_headers: presented.headers.clone(),
+        access_token_params: presented.params.clone(),
         access_token_body: None,
         body_len: r.body.len(),
         body_sha256: hex::encode(Sha256::digest(r.body)),
@@ -152,7 +166,12 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
     if verdict.is_err() {
         Counters::bump(&state.counters.api_rejected);
     }
-    Some(match r.path {
+    Some(reply(r, verdict, open_id))
+}
+
+/// The answer of the sample API at `r`'s path, in its family's envelope, given the token's verdict.
+fn reply(r: &ApiRequest<'_>, verdict: Result<(), Reject>, open_id: Option<&str>) -> Reply {
+    match r.path {
         "/api/douyin/v1/role/check/" => match verdict {
             Ok(()) => c_reply(
                 0,
@@ -193,5 +212,5 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
             Err(Reject::Mismatch) => b_err(2190015, "access_token与open_id不匹配"),
             Err(_) => b_err(2190002, "access_token无效"),
         },
-    })
+    }
 }

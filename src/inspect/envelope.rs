@@ -1,0 +1,190 @@
+//! Reading the code fields of a body in any envelope, and nothing else: numbers that may arrive
+//! as strings, parts that may be objects or anything else.
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// The non-zero error codes a body carries, in envelope order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Codes(Vec<i64>);
+
+impl Codes {
+    /// Whether the body said "success".
+    pub fn is_ok(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The first code.
+    pub fn first(&self) -> Option<i64> {
+        self.0.first().copied()
+    }
+    /// Every code, in envelope order.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// A number that may arrive as a string: `0`, `"0"`, `0.0`; anything else is `None`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lenient(pub Option<i64>);
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or numeric string")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Lenient, E> {
+                Ok(Lenient(Some(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Lenient, E> {
+                Ok(Lenient(i64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Lenient, E> {
+                Ok(Lenient((v.fract() == 0.0).then_some(v as i64)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Lenient, E> {
+                Ok(Lenient(v.trim().parse().ok()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_unit<E>(self) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Lenient, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Lenient, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `data` / `extra` / `err`: an object whose code fields we read, or anything else.
+#[derive(Default)]
+struct Part {
+    error_code: Option<i64>,
+    sub_error_code: Option<i64>,
+    err_code: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for Part {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Part;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Part, A::Error> {
+                let mut p = Part::default();
+                while let Some(k) = a.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*k {
+                        "error_code" => p.error_code = a.next_value::<Lenient>()?.0,
+                        "sub_error_code" => p.sub_error_code = a.next_value::<Lenient>()?.0,
+                        "err_code" => p.err_code = a.next_value::<Lenient>()?.0,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Part, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Part::default())
+            }
+            fn visit_unit<E>(self) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Part, E> {
+                Ok(Part::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Envelope {
+    data: Part,
+    extra: Part,
+    err: Part,
+    error_code: Lenient,
+    err_no: Lenient,
+    errcode: Lenient,
+}
+
+/// The first byte of a JSON object: serde would also read a struct from an array, and only objects
+/// are envelopes.
+const OBJECT_START: u8 = b'{';
+
+/// The error codes in a JSON body; `None` when it is not a JSON object.
+pub fn codes(body: &[u8]) -> Option<Codes> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&OBJECT_START) {
+        return None;
+    }
+    let env: Envelope = serde_json::from_slice(body).ok()?;
+    let all = [
+        env.data.error_code,
+        env.extra.error_code,
+        env.extra.sub_error_code,
+        env.err.err_code,
+        env.error_code.0,
+        env.err_no.0,
+        env.errcode.0,
+    ];
+    let mut out = Vec::new();
+    for c in all.into_iter().flatten() {
+        if c != 0 && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Some(Codes(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_and_odd_shapes() {
+        assert!(codes(br#"{"data":{"error_code":"0"},"extra":{"error_code":"0"}}"#)
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            codes(br#"{"err_no":"28001008","data":null}"#).unwrap().first(),
+            Some(28001008)
+        );
+        assert_eq!(
+            codes(br#"{"data":[1,2],"errcode":40004}"#).unwrap().first(),
+            Some(40004)
+        );
+        assert_eq!(
+            codes(br#"{"data":"x","error_code":10010.0}"#).unwrap().first(),
+            Some(10010)
+        );
+        assert!(codes(b"not json").is_none());
+        assert!(codes(b"[1,2]").is_none());
+    }
+}
