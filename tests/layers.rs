@@ -10,19 +10,20 @@ use std::path::Path;
 /// bottom first, `N  module module …`; the last is the composition root.
 fn declared_layers() -> Vec<BTreeSet<String>> {
     let design = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/design.md")).unwrap();
-    let start = design.find("<!-- layers -->").expect("docs/design.md declares the layers") + 15;
-    let end = start + design[start..].find("<!-- /layers -->").expect("the layers' end marker");
+    let start = design
+        .find("<!-- layers -->")
+        .expect("docs/design.md declares the layers")
+        + 15;
+    let end = start
+        + design[start..]
+            .find("<!-- /layers -->")
+            .expect("the layers' end marker");
     design[start..end]
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             words.next()?.parse::<usize>().ok()?;
-            Some(
-                words
-                    .take_while(|w| !w.starts_with('('))
-                    .map(String::from)
-                    .collect(),
-            )
+            Some(words.take_while(|w| !w.starts_with('(')).map(String::from).collect())
         })
         .collect()
 }
@@ -53,7 +54,11 @@ fn imports(code: &str) -> BTreeSet<String> {
             // `use crate::{a, b::c}`: the first segment of each path in the group.
             let inner = &group[..group.find('}').unwrap_or(group.len())];
             for path in inner.split(',') {
-                let name: String = path.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let name: String = path
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
                 if !name.is_empty() {
                     out.insert(name);
                 }
@@ -128,7 +133,10 @@ fn every_import_goes_to_a_lower_layer() {
     // Every layer names real modules (a stale name would hide a module's absence).
     for (i, layer) in layers.iter().enumerate() {
         for m in layer {
-            assert!(graph.contains_key(m.as_str()), "layer {i} names {m}, which src/ has not");
+            assert!(
+                graph.contains_key(m.as_str()),
+                "layer {i} names {m}, which src/ has not"
+            );
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -133,27 +133,31 @@ where
                 None,
             )
         };
-        let m = policy.metrics();
-        match policy.rejected(codes) {
-            Some(code) => {
-                m.inspect(|m| m.retry_rejected.inc());
-                m.inspect(|m| m.rejects_fresh.inc());
-                let route = policy.route();
-                match policy.health.rejected_fresh(route, policy.caller(), fresh.generation) {
-                    Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
-                        pause_s = pause.as_secs(),
-                        "route {route} rejected two brand-new tokens in a row: its API does not take this token class \
-                         (check the route's `token =` and [token_errors]). Its rejections fetch no new token for {} s; \
-                         other routes are unaffected", pause.as_secs()),
-                    None => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
-                        "the platform rejected the new token too; passing its answer on"),
-                }
-            }
-            None => {
-                policy.accepted();
-                m.inspect(|m| m.retry_ok.inc());
-            }
-        }
+        replayed(&policy, &key, fresh.generation, codes);
         Ok(resp)
     }))
+}
+
+/// What the replay's answer says of the route: accepted (trusted again), or the new token
+/// rejected too (a strike against the route, for this caller).
+fn replayed(policy: &super::Policy, key: &crate::token::TokenKey, generation: u64, codes: Option<inspect::Codes>) {
+    let m = policy.metrics();
+    let Some(code) = policy.rejected(codes) else {
+        policy.accepted();
+        m.inspect(|m| m.retry_ok.inc());
+        return;
+    };
+    m.inspect(|m| m.retry_rejected.inc());
+    m.inspect(|m| m.rejects_fresh.inc());
+    let route = policy.route();
+    match policy.health.rejected_fresh(route, policy.caller(), generation) {
+        Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
+            pause_s = pause.as_secs(),
+            "route {route} rejected two brand-new tokens in a row for this caller: its API does not take this \
+             token class (check the route's `token =` and [token_errors]), or the caller's calls are malformed. \
+             Its rejections for this caller fetch no new token for {} s; other routes and callers are unaffected",
+            pause.as_secs()),
+        None => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
+            "the platform rejected the new token too; passing its answer on"),
+    }
 }
