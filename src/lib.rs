@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod secret;
 pub mod server;
+pub mod signature;
 pub mod state;
 pub mod store;
 pub mod token;
