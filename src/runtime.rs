@@ -34,6 +34,12 @@ pub struct App {
     pub webhook_key: Secret,
     /// The client secret, for `token = "app_secret"` routes (set in a request body, never logged).
     pub client_secret: Secret,
+    /// The app's RSA private key, for `sign = "byte_authorization"` routes (never printed).
+    pub signing_key: Option<Arc<crate::signature::SigningKey>>,
+    /// The `key_version` sent with its signatures.
+    pub signing_key_version: Arc<str>,
+    /// The platform's public key for this app: checks signed answers and callbacks.
+    pub platform_public_key: Option<crate::signature::VerifyingKey>,
 }
 
 /// Compiled config.
@@ -92,6 +98,15 @@ impl Runtime {
                     .finish();
                 format!("{admin_url}/oauth/authorize?{q}")
             });
+            let signing_key = crate::secret::read(&a.name, &a.signing_key_env, &a.signing_key_file)?
+                .map(|pem| crate::signature::SigningKey::from_pem(pem.expose()).map(Arc::new))
+                .transpose()
+                .map_err(|e| format!("app {:?}: signing key: {e}", a.name))?;
+            let platform_public_key =
+                crate::secret::read(&a.name, &a.platform_public_key_env, &a.platform_public_key_file)?
+                    .map(|pem| crate::signature::VerifyingKey::from_pem(pem.expose()))
+                    .transpose()
+                    .map_err(|e| format!("app {:?}: platform public key: {e}", a.name))?;
             metrics.app_at_zero(&a.name, a.mini_app_upstream.is_some());
             apps.push(App {
                 client_key: TokenKey::client(Arc::clone(&name)),
@@ -109,6 +124,9 @@ impl Runtime {
                 scopes: a.scopes.join(","),
                 webhook_key,
                 client_secret: secret,
+                signing_key,
+                signing_key_version: a.signing_key_version.as_str().into(),
+                platform_public_key,
             });
         }
         let bases = config

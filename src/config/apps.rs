@@ -40,6 +40,23 @@ pub struct AppConfig {
     pub webhook_secret_env: Option<String>,
     /// File holding that key.
     pub webhook_secret_file: Option<PathBuf>,
+    /// Environment variable holding the app's RSA private key (PEM, PKCS#8 or PKCS#1; 2048 bits
+    /// or more) that signs `sign = "byte_authorization"` calls.
+    pub signing_key_env: Option<String>,
+    /// File holding that key.
+    pub signing_key_file: Option<PathBuf>,
+    /// The `key_version` the platform's console shows for the app's public key.
+    #[serde(default = "default_signing_key_version")]
+    pub signing_key_version: String,
+    /// Environment variable holding the platform's RSA public key for this app (PEM), which signs
+    /// its answers to signed calls and its callbacks.
+    pub platform_public_key_env: Option<String>,
+    /// File holding that key.
+    pub platform_public_key_file: Option<PathBuf>,
+}
+
+fn default_signing_key_version() -> String {
+    "1".into()
 }
 
 fn default_client_token_endpoint() -> String {
@@ -69,6 +86,7 @@ impl Config {
             check_client_secret(c, i, app);
             check_redirect_uri(c, i, app);
             check_webhook_secret(c, i, app);
+            check_rsa_keys(c, i, app);
             if let Some(u) = &app.mini_app_upstream {
                 if !self.upstreams.iter().any(|x| &x.name == u) {
                     c.err(
@@ -174,6 +192,56 @@ fn check_webhook_secret(c: &mut Collector<'_>, i: Option<usize>, app: &AppConfig
                 c.err("apps", i, key, e);
             }
         }
+    }
+}
+
+/// The app's signing key and the platform's public key: at most one source each, readable, RSA
+/// of 2048 to 8192 bits; a key version that fits in a header.
+fn check_rsa_keys(c: &mut Collector<'_>, i: Option<usize>, app: &AppConfig) {
+    let names = ("signing_key_env", "signing_key_file");
+    if let Some((key, pem)) = read_key(c, i, app, names, (&app.signing_key_env, &app.signing_key_file)) {
+        if let Err(e) = crate::signature::SigningKey::from_pem(pem.expose()) {
+            c.err("apps", i, key, e);
+        }
+    }
+    let names = ("platform_public_key_env", "platform_public_key_file");
+    let sources = (&app.platform_public_key_env, &app.platform_public_key_file);
+    if let Some((key, pem)) = read_key(c, i, app, names, sources) {
+        if let Err(e) = crate::signature::VerifyingKey::from_pem(pem.expose()) {
+            c.err("apps", i, key, e);
+        }
+    }
+    let v = &app.signing_key_version;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        c.err(
+            "apps",
+            i,
+            "signing_key_version",
+            "must be the key version the platform's console shows, such as \"1\"",
+        );
+    }
+}
+
+/// A key's PEM from its `*_env` or `*_file` source, with the name of the key that gave it;
+/// `None` (and the problem reported) when both or an unreadable one is given.
+fn read_key<'a>(
+    c: &mut Collector<'_>,
+    i: Option<usize>,
+    app: &AppConfig,
+    (env_key, file_key): (&'a str, &'a str),
+    (env, file): (&Option<String>, &Option<PathBuf>),
+) -> Option<(&'a str, crate::secret::Secret)> {
+    if env.is_some() && file.is_some() {
+        c.err("apps", i, file_key, format!("give {env_key} or {file_key}, not both"));
+        return None;
+    }
+    let key = if env.is_some() { env_key } else { file_key };
+    match crate::secret::read(&app.name, env, file) {
+        Err(e) => {
+            c.err("apps", i, key, e);
+            None
+        }
+        Ok(pem) => pem.map(|pem| (key, pem)),
     }
 }
 
