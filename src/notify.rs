@@ -22,11 +22,9 @@ use crate::body::ProxyBody;
 use crate::config::{NotifyConfig, UpstreamConfig, NOTIFY_EVENTS};
 use crate::secret::Secret;
 use crate::upstream::HttpClient;
-use hmac::{Hmac, Mac};
 use http::{header, HeaderValue, Method, Request};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -250,15 +248,13 @@ impl Sender {
     }
 
     async fn deliver(&self, event: &Event) -> Result<(), String> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes()).expect("any key length");
-        mac.update(&event.body);
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = crate::signature::gateway_signature(self.key.expose().as_bytes(), &event.body);
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("x-gateway-event", event.name)
-            .header("x-gateway-signature", signature)
+            .header(&crate::signature::X_GATEWAY_SIGNATURE, signature)
             .body(ProxyBody::full(event.body.clone()))
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
