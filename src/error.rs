@@ -117,6 +117,10 @@ pub enum GatewayError {
     /// Admin and public listeners: a request body over their small limit.
     #[error("admin bodies are at most {0} bytes")]
     AdminBodyTooLarge(usize),
+    /// A `[[callbacks]]` request that did not verify (signature, timestamp or nonce): 401
+    /// `bad_signature`, nothing forwarded.
+    #[error("{0}")]
+    CallbackRefused(String),
 }
 
 fn basic_hint(challenge: &bool) -> &'static str {
@@ -133,9 +137,11 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             OpenIdMissing(_) | BadRequest(_) | CodeRefused { .. } => StatusCode::BAD_REQUEST,
-            CallerUnauthenticated | UserAuthorizationRequired { .. } | AdminUnauthenticated { .. } | BadSignature => {
-                StatusCode::UNAUTHORIZED
-            }
+            CallerUnauthenticated
+            | UserAuthorizationRequired { .. }
+            | AdminUnauthenticated { .. }
+            | BadSignature
+            | CallbackRefused(_) => StatusCode::UNAUTHORIZED,
             CallerForbidden { .. } => StatusCode::FORBIDDEN,
             NoRoute { .. } | NotFound(_) | UnknownApp(_) => StatusCode::NOT_FOUND,
             BodyTooLarge(_) | FormTooLarge(_) | AdminBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,7 +180,7 @@ impl GatewayError {
             UnknownApp(_) => "unknown_app",
             AdminUnauthenticated { .. } => "admin_unauthenticated",
             StoreUnavailable(_) => "store_unavailable",
-            BadSignature => "bad_signature",
+            BadSignature | CallbackRefused(_) => "bad_signature",
         }
     }
 

@@ -22,6 +22,7 @@ pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod relay;
 pub mod route;
 pub mod runtime;
 pub mod sandbox;

@@ -64,6 +64,10 @@ pub struct Runtime {
     pub no_route_metrics: RouteMetrics,
     /// Metrics for requests refused before routing.
     pub refused_metrics: RouteMetrics,
+    /// `[[callbacks]]`, in config order.
+    pub callbacks: Vec<crate::relay::Callback>,
+    /// `[[webhook_forward]]`, in config order.
+    pub webhook_forwards: Vec<crate::relay::Forward>,
 }
 
 impl Runtime {
@@ -140,7 +144,14 @@ impl Runtime {
         if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
             return Err("routes attach tokens but no [[apps]] is configured".into());
         }
+        let (callbacks, webhook_forwards) = crate::relay::compile(&config)?;
+        metrics.relay_at_zero(
+            callbacks.iter().map(|c| &*c.name),
+            webhook_forwards.iter().map(|f| &*f.target.label),
+        );
         let runtime = Runtime {
+            callbacks,
+            webhook_forwards,
             callers,
             routes,
             apps,

@@ -23,6 +23,10 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
         .extra(
             "[[notify]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"DG_TEST_METRICS_NOTIFY_KEY\"\n",
         )
+        .extra(
+            "[[callbacks]]\nname = \"pay\"\npath = \"/callbacks/pay\"\napp = \"main\"\nverify = \"douyin_webhook\"\n\
+             forward_to = \"http://127.0.0.1:9/pay\"\n[[webhook_forward]]\nurl = \"http://127.0.0.1:9/events\"\n",
+        )
         .render();
     let gw = gateway_text(&text, secret).await;
     let http = Http::default();
@@ -47,6 +51,9 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
         "douyin_gateway_token_evicted_early_total{app=\"main\",class=\"client\"}",
         "douyin_gateway_requests_total{route=\"ticket\",status=\"200\"}",
         "douyin_gateway_notify_queue{receiver=\"ops\"}",
+        "douyin_gateway_callbacks_total{callback=\"pay\",outcome=\"bad_signature\"}",
+        "douyin_gateway_callback_nonces",
+        "douyin_gateway_webhook_forwards_total{outcome=\"refused\",target=\"0:127.0.0.1:9\"}",
     ] {
         assert_eq!(metric(&m, series), Some(0.0), "{series}");
     }

@@ -8,7 +8,9 @@
 
 mod api;
 mod body;
+mod callbacks;
 mod oauth;
+mod relay;
 mod status;
 mod webhook;
 
@@ -41,6 +43,8 @@ pub struct State {
     pub webhooks: Delivered,
     /// Request bodies being read on each listener.
     pub body_slots: BodySlots,
+    /// Nonces of verified `[[callbacks]]`, against replays.
+    pub nonces: crate::relay::Nonces,
 }
 
 impl State {
@@ -52,6 +56,7 @@ impl State {
             oauth_limits: OAuthLimits::default(),
             webhooks: Delivered::default(),
             body_slots: BodySlots::default(),
+            nonces: crate::relay::Nonces::default(),
         }
     }
 }
@@ -98,9 +103,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// Whether a path is what the internet must reach (the OAuth flow, the platform's webhook).
-fn is_public_path(path: &str) -> bool {
-    path.starts_with("/oauth/") || path == "/webhooks/douyin"
+/// Whether a path is what the internet must reach (the OAuth flow, the platform's webhook, the
+/// `[[callbacks]]`).
+fn is_public_path(rt: &crate::runtime::Runtime, path: &str) -> bool {
+    path.starts_with("/oauth/") || path == "/webhooks/douyin" || is_callback(rt, path)
+}
+
+fn is_callback(rt: &crate::runtime::Runtime, path: &str) -> bool {
+    rt.callbacks.iter().any(|c| c.path == path)
 }
 
 /// Handles one request on the admin or public listener: every answer carries `x-request-id`, and
@@ -151,12 +161,13 @@ pub async fn handle(shared: Arc<Shared>, own: Arc<State>, side: Side, req: Reque
 /// Whether this listener serves `path`: the public one only the public paths, and the admin one
 /// those too unless a public listener is configured.
 fn listener_serves(cx: Ctx<'_>, path: &str) -> Result<(), GatewayError> {
-    let public_set = cx.shared.runtime.load().config.server.public_listen.is_some();
+    let rt = cx.shared.runtime.load();
+    let public_set = rt.config.server.public_listen.is_some();
     match cx.side {
-        Side::Public if !is_public_path(path) => Err(GatewayError::NotFound(
-            "this listener serves /oauth/* and /webhooks/douyin only".into(),
+        Side::Public if !is_public_path(&rt, path) => Err(GatewayError::NotFound(
+            "this listener serves /oauth/*, /webhooks/douyin and the [[callbacks]] paths only".into(),
         )),
-        Side::Admin if public_set && is_public_path(path) => Err(GatewayError::NotFound(format!(
+        Side::Admin if public_set && is_public_path(&rt, path) => Err(GatewayError::NotFound(format!(
             "{path} is served on server.public_listen"
         ))),
         _ => Ok(()),
@@ -171,6 +182,7 @@ async fn route(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
         (&Method::GET, "/metrics") => Ok(metrics(shared).await),
         (_, p) if p.starts_with("/oauth/") => oauth::handle(cx, req).await,
         (&Method::POST, "/webhooks/douyin") => webhook::handle(cx, req).await,
+        (_, p) if is_callback(&shared.runtime.load(), p) => callbacks::handle(cx, req).await,
         (&Method::GET, "/status") => match api::authorized(shared, req.headers()) {
             None => Err(GatewayError::NotFound(
                 "the status page is off with the admin API: set [admin] api_key_sha256".into(),

@@ -8,6 +8,10 @@
 //! client_key is taken for the configured app whose key its signature verifies under. Deliveries
 //! carry `Msg-Id` and are retried (5 s timeout, up to 3 retries): an event whose `Msg-Id` was
 //! processed already is acknowledged and not processed again (the last [`REMEMBERED`] ids).
+//!
+//! Then each event is relayed to the `[[webhook_forward]]` targets that want it ([`super::relay`]):
+//! the platform gets 200 only when every one took it, else 502, and its retry (same `Msg-Id`)
+//! relays it again to every target, without handling it again here.
 
 use super::body::read_body;
 use super::{json, Answer, Ctx};
@@ -24,23 +28,37 @@ use subtle::ConstantTimeEq;
 /// few minutes' worth of deliveries is plenty.
 pub(super) const REMEMBERED: usize = 10_000;
 
-/// The `Msg-Id`s of events processed already.
+/// How far a delivery got, by `Msg-Id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The gateway's own handling is done; some `[[webhook_forward]]` target has not taken it.
+    Handled,
+    /// Handled, and every target took it: a repeat is acknowledged and nothing more.
+    Done,
+}
+
+/// The `Msg-Id`s of events handled already, and whether every relay target took them.
 #[derive(Default)]
-pub struct Delivered(std::sync::Mutex<(std::collections::HashSet<String>, std::collections::VecDeque<String>)>);
+pub struct Delivered(
+    std::sync::Mutex<(
+        std::collections::HashMap<String, Stage>,
+        std::collections::VecDeque<String>,
+    )>,
+);
 
 impl Delivered {
-    fn seen(&self, id: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id)
+    fn stage(&self, id: &str) -> Option<Stage> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.get(id).copied()
     }
 
-    fn remember(&self, id: &str) {
+    fn remember(&self, id: &str, stage: Stage) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *g;
-        if set.insert(id.to_string()) {
+        let (map, order) = &mut *g;
+        if map.insert(id.to_string(), stage).is_none() {
             order.push_back(id.to_string());
             if order.len() > REMEMBERED {
                 if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+                    map.remove(&old);
                 }
             }
         }
@@ -62,7 +80,8 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
     let Ok(event) = serde_json::from_slice::<Value>(&body) else {
         return Err(bad("body must be a JSON event"));
     };
-    let rt = cx.shared.runtime.load();
+    // Held across the relay's awaits: a whole Arc, not a guard.
+    let rt = cx.shared.runtime.load_full();
     let given = parts
         .headers
         .get("x-douyin-signature")
@@ -75,15 +94,23 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
         .get("msg-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 256);
-    if let Some(id) = msg_id {
-        if cx.own.webhooks.seen(id) {
-            tracing::debug!(app = %app.name, "webhook delivery repeated (Msg-Id seen): acknowledged, not processed again");
-            return Ok(json(StatusCode::OK, json!({"duplicate": true})));
-        }
+    let stage = msg_id.and_then(|id| cx.own.webhooks.stage(id));
+    if stage == Some(Stage::Done) {
+        tracing::debug!(app = %app.name, "webhook delivery repeated (Msg-Id seen): acknowledged, not processed again");
+        return Ok(json(StatusCode::OK, json!({"duplicate": true})));
     }
-    let answer = process(cx.shared, app, &event).await?;
+    let answer = match stage {
+        // Handled before, but a relay target did not take it: only the relay is done again.
+        Some(_) => json(StatusCode::OK, json!({"relayed_again": true})),
+        None => process(cx.shared, app, &event).await?,
+    };
     if let Some(id) = msg_id {
-        cx.own.webhooks.remember(id);
+        cx.own.webhooks.remember(id, Stage::Handled);
+    }
+    let name = event["event"].as_str().unwrap_or("");
+    super::relay::relay(cx.shared, &rt, app, name, &parts.headers, body).await?;
+    if let Some(id) = msg_id {
+        cx.own.webhooks.remember(id, Stage::Done);
     }
     Ok(answer)
 }

@@ -22,6 +22,7 @@
 
 mod admin;
 mod apps;
+mod callbacks;
 mod callers;
 mod locate;
 mod log;
@@ -41,6 +42,7 @@ use std::path::Path;
 
 pub use admin::AdminConfig;
 pub use apps::{AppConfig, DEFAULT_CLIENT_TOKEN_ENDPOINT};
+pub use callbacks::{CallbackConfig, CallbackVerify, WebhookForwardConfig, DEFAULT_RELAY_TIMEOUT_MS};
 pub use callers::CallerConfig;
 pub use log::{LogConfig, LogFormat};
 pub use notify::{NotifyConfig, NOTIFY_EVENTS};
@@ -101,6 +103,12 @@ pub struct Config {
     /// Where to send events (users about to drop off, token fetches failing).
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// URLs the platform calls back, verified and forwarded to backends (extension).
+    #[serde(default)]
+    pub callbacks: Vec<CallbackConfig>,
+    /// Backends the platform's webhook events are relayed to (extension).
+    #[serde(default)]
+    pub webhook_forward: Vec<WebhookForwardConfig>,
     /// How the gateway logs.
     #[serde(default)]
     pub log: LogConfig,

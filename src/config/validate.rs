@@ -178,6 +178,8 @@ impl Config {
         self.validate_routes(&mut c);
         self.validate_callers(&mut c);
         self.validate_notify(&mut c);
+        self.validate_callbacks(&mut c);
+        self.validate_webhook_forward(&mut c);
         self.warn_example_values(&mut c);
         c.out
     }

@@ -99,6 +99,22 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         "douyin_gateway_pending_head_bytes",
         "Bytes of request heads not yet complete, held by all connections together.",
         &[],
+    ),    (
+        "douyin_gateway_callbacks_total",
+        "[[callbacks]] requests, by callback and outcome: forwarded (the backend answered), bad_signature, \
+         stale (timestamp over 300 s off), replayed (nonce seen), nonces_full, backend_failed.",
+        &["callback", "outcome"],
+    ),
+    (
+        "douyin_gateway_callback_nonces",
+        "Nonces of verified callbacks remembered (10 minutes each), against replays.",
+        &[],
+    ),
+    (
+        "douyin_gateway_webhook_forwards_total",
+        "Webhook events relayed to [[webhook_forward]] targets (N:HOST:PORT), by outcome: delivered (2xx), \
+         refused (another status), failed (no answer in timeout_ms).",
+        &["target", "outcome"],
     ),
 ];
 
@@ -149,7 +165,26 @@ pub struct Metrics {
     /// `douyin_gateway_pending_head_bytes`: bytes of unfinished request heads held by all
     /// connections, set at scrape time.
     pub pending_head_bytes: prometheus::IntGauge,
+    /// `douyin_gateway_callbacks_total{callback,outcome}`.
+    pub callbacks: IntCounterVec,
+    /// `douyin_gateway_callback_nonces`: nonces remembered, set as they are recorded.
+    pub callback_nonces: prometheus::IntGauge,
+    /// `douyin_gateway_webhook_forwards_total{target,outcome}`.
+    pub webhook_forwards: IntCounterVec,
 }
+
+/// The `outcome`s of `douyin_gateway_callbacks_total`.
+pub const CALLBACK_OUTCOMES: &[&str] = &[
+    "forwarded",
+    "bad_signature",
+    "stale",
+    "replayed",
+    "nonces_full",
+    "backend_failed",
+];
+
+/// The `outcome`s of `douyin_gateway_webhook_forwards_total`.
+pub const WEBHOOK_FORWARD_OUTCOMES: &[&str] = &["delivered", "refused", "failed"];
 
 /// The `reason`s of `douyin_gateway_connections_closed_total`.
 pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
@@ -235,6 +270,9 @@ impl Metrics {
             platform_errors: counter("douyin_gateway_platform_errors_total"),
             connections_closed,
             pending_head_bytes: gauge("douyin_gateway_pending_head_bytes"),
+            callbacks: counter("douyin_gateway_callbacks_total"),
+            callback_nonces: gauge("douyin_gateway_callback_nonces"),
+            webhook_forwards: counter("douyin_gateway_webhook_forwards_total"),
             registry,
         }
     }
@@ -250,6 +288,21 @@ impl Metrics {
             self.evicted_early.with_label_values(&[app, class.as_str()]);
         }
         self.renewals.with_label_values(&[app, "ok"]);
+    }
+
+    /// Puts the `[[callbacks]]` and `[[webhook_forward]]` families at zero for each callback and
+    /// target, every outcome.
+    pub fn relay_at_zero<'a>(&self, callbacks: impl Iterator<Item = &'a str>, targets: impl Iterator<Item = &'a str>) {
+        for c in callbacks {
+            for outcome in CALLBACK_OUTCOMES {
+                self.callbacks.with_label_values(&[c, outcome]);
+            }
+        }
+        for t in targets {
+            for outcome in WEBHOOK_FORWARD_OUTCOMES {
+                self.webhook_forwards.with_label_values(&[t, outcome]);
+            }
+        }
     }
 
     /// Adds a collector of another part (the store's).

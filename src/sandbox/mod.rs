@@ -6,7 +6,8 @@
 //! Test controls (not part of the platform):
 //! `GET /sandbox/stats`, `POST /sandbox/faults`, `POST /sandbox/revoke`,
 //! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`, `POST /sandbox/login_code` (a `tt.login`
-//! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); for large
+//! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); the platform
+//! calling out, and a backend receiving what the gateway forwards ([`callbacks`]); for large
 //! transfers `POST /sandbox/sink`
 //! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes).
 //!
@@ -15,6 +16,7 @@
 //! file serves them and injects the faults.
 
 mod api;
+mod callbacks;
 mod control;
 mod mini;
 mod oauth;
@@ -146,6 +148,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
     };
     let path = parts.uri.path();
+    if path.starts_with("/sandbox/") {
+        if let Some(reply) = callbacks::handle(&state, &parts.method, path, &body, &parts.headers).await {
+            return Ok(reply.into_response());
+        }
+    }
     let faults = state.inner.lock().unwrap().faults.clone();
     let token_endpoint = (path.starts_with("/oauth/") && path != "/oauth/userinfo/") || path == "/api/apps/v2/token";
     let _busy = token_endpoint.then(|| Busy::new(&state));

@@ -253,6 +253,24 @@ pub struct Inner {
     pub biz_refresh: HashMap<String, BizToken>,
     /// API call log.
     pub log: VecDeque<Logged>,
+    /// `/sandbox/receiver`: a backend for callbacks and relayed webhook events.
+    pub receiver: Receiver,
+}
+
+/// What `/sandbox/receiver` (a backend standing in for a developer's) was sent, and how it answers.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    /// Requests received, oldest first (the last [`Receiver::KEPT`]): path, headers, body.
+    pub received: VecDeque<serde_json::Value>,
+    /// How many of the next requests get `fail_status`.
+    pub fail_next: u32,
+    /// The status of a failed answer (500 unless set).
+    pub fail_status: u16,
+}
+
+impl Receiver {
+    /// Requests kept.
+    pub const KEPT: usize = 1000;
 }
 
 impl Inner {
