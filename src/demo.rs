@@ -102,6 +102,12 @@ Paste these into another terminal:
   # an enterprise API: a biz_token is generated for this open_id and scope on first use
   curl -s 'http://{g}/api/douyin/v1/enterprise/item/list/?open_id=demo-enterprise'
 
+  # the platform pushes a comment event to the webhook: verified, then relayed to the backend ([[webhook_forward]]);
+  # a trade event to a [[callbacks]] path: verified, forwarded, the backend's answer returned; what the backend got
+  curl -s -X POST -d '{{"url":"http://{a}/webhooks/douyin","event":"comment"}}' {s}/sandbox/webhook
+  curl -s -X POST -d '{{"url":"http://{a}/callbacks/douyin","event":"trade"}}' {s}/sandbox/webhook
+  curl -s {s}/sandbox/received
+
   # the mini-app walkthrough in docs/tokens.md (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
   # against this demo after:
   export GW=http://{g} ADMIN=http://{a} SANDBOX={s}

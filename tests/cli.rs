@@ -251,7 +251,7 @@ async fn demo_prints_curl_lines_that_work() {
         .map(|l| l.trim().to_string())
         .filter(|l| l.starts_with("curl "))
         .collect();
-    assert!(curls.len() >= 13, "{:?}", p.seen);
+    assert!(curls.len() >= 16, "{:?}", p.seen);
     let mut outputs = Vec::new();
     for c in &curls {
         let out = tokio::task::spawn_blocking({
@@ -313,6 +313,19 @@ async fn demo_prints_curl_lines_that_work() {
         out("/admin/tokens", 0)
     );
     assert!(out("/metrics", 0).contains("douyin_gateway_token_fetches_total"));
+    // The platform's webhook event relayed, and a callback forwarded: the platform heard 200 at
+    // once, and the backend got both, with the app named.
+    for path in ["/webhooks/douyin", "/callbacks/douyin"] {
+        let sent: serde_json::Value = serde_json::from_str(out(path, 0)).unwrap();
+        assert_eq!(sent["attempts"].as_array().unwrap().len(), 1, "{sent}");
+        assert_eq!(sent["attempts"][0]["status"], 200, "{sent}");
+    }
+    let received: serde_json::Value = serde_json::from_str(out("/sandbox/received", 0)).unwrap();
+    let received = received["received"].as_array().unwrap();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received[0]["headers"]["x-gateway-event"], "item_comment_reply");
+    assert_eq!(received[1]["path"], "/sandbox/receiver/callbacks");
+    assert!(received.iter().all(|r| r["headers"]["x-gateway-app"] == "demo"));
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);
