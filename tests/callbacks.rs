@@ -23,6 +23,7 @@ fn config(sb: &douyin_gateway::sandbox::Sandbox, secret: &std::path::Path, publi
     let s = sb.url();
     TestConfig::new(&s, secret)
         .server(|srv| {
+            srv.body_read_timeout_ms = 500;
             if public {
                 srv.public_listen = Some("127.0.0.1:0".into());
             }
@@ -286,7 +287,8 @@ async fn the_nonce_table_stays_bounded_under_a_flood_of_bad_signatures() {
 }
 
 /// With `server.public_listen`, callbacks are served there (the internet reaches them) and no
-/// longer on the admin listener; a body over the listeners' limit is refused unread.
+/// longer on the admin listener; a body over the listeners' limit or too slow is refused, nothing
+/// forwarded.
 #[tokio::test]
 async fn callbacks_are_served_on_the_public_listener_when_there_is_one() {
     let sb = sandbox().await;
@@ -302,6 +304,16 @@ async fn callbacks_are_served_on_the_public_listener_when_there_is_one() {
     let big = "x".repeat(65 * 1024);
     let r = http.send(Method::POST, &public, &[], big).await;
     assert_eq!(r.status, 413, "{}", r.text());
+    // A body that stalls is cut at body_read_timeout_ms.
+    let stalled = raw(
+        gw.running.public_addr.unwrap(),
+        "POST /callbacks/pay HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
+    assert!(
+        stalled.starts_with("HTTP/1.1 408") && stalled.contains("client_timeout"),
+        "{stalled}"
+    );
     assert_eq!(received(&http, &sb).await.len(), 1);
 }
 

@@ -19,7 +19,9 @@ use http::{header, HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
-/// How far a callback's `Byte-Timestamp` may be from now: the platform's rule.
+/// How far a callback's `Byte-Timestamp` may be from now (the gateway's rule against replays
+/// beyond the nonce window; the platform retries a payment callback for minutes, each delivery
+/// signed afresh).
 pub(super) const MAX_SKEW_SECS: u64 = 300;
 /// A nonce longer than this is not the platform's (it sends 32 characters).
 const MAX_NONCE_LEN: usize = 64;

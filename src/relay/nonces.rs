@@ -8,9 +8,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-/// How long a nonce is remembered: the platform's rule ("the nonce was seen in the last 10
-/// minutes"), longer than the ±300 s a timestamp may be off, so a replay is refused by one rule or
-/// the other.
+/// How long a nonce is remembered: 10 minutes, longer than the ±300 s a timestamp may be off, so
+/// a replay is refused by one rule or the other. (The platform's callback pages say to verify the
+/// raw body with its key; neither window is stated there: these are the gateway's.)
 pub const NONCE_WINDOW_SECS: u64 = 600;
 
 /// Nonces remembered at most: 50,000 in 10 minutes is 83 callbacks a second, far above what the
