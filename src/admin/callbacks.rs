@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 use crate::relay::{Callback, Failure, Refused};
 use crate::runtime::App;
 use crate::signature::{answer_message, BYTE_NONCE, BYTE_SIGNATURE, BYTE_TIMESTAMP};
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{header, HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
@@ -53,7 +53,7 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
             _ => GatewayError::CallbackRefused(why),
         });
     }
-    let app_name = HeaderValue::from_str(&app.name).expect("app names are header-safe");
+    let app_name = crate::relay::app_header(&app.name);
     match cb
         .target
         .send(&parts.headers, &[(&crate::relay::X_GATEWAY_APP, app_name)], body)

@@ -38,10 +38,7 @@ pub(super) async fn relay(
         }
     }
     let extra = [
-        (
-            &crate::relay::X_GATEWAY_APP,
-            HeaderValue::from_str(&app.name).expect("app names are header-safe"),
-        ),
+        (&crate::relay::X_GATEWAY_APP, crate::relay::app_header(&app.name)),
         (
             &crate::relay::X_GATEWAY_EVENT,
             HeaderValue::from_str(event).unwrap_or_else(|_| HeaderValue::from_static("unknown")),

@@ -55,6 +55,12 @@ const NOT_FORWARDED: &[&str] = &[
     "x-gateway-signature",
 ];
 
+/// The `X-Gateway-App` value for an app name: as written (UTF-8 bytes pass as obs-text), or `-`
+/// for a name no header can carry (a control character).
+pub fn app_header(name: &str) -> HeaderValue {
+    HeaderValue::from_bytes(name.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
 /// A backend: where deliveries go, signed with its key, within its timeout.
 pub struct Target {
     /// Its name in metrics and logs: never its URL, which may hold a secret.
@@ -257,4 +263,16 @@ pub fn compile(config: &Config) -> Result<(Vec<Callback>, Vec<Forward>), String>
         });
     }
     Ok((callbacks, forwards))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_app_name_makes_a_header() {
+        assert_eq!(app_header("main"), "main");
+        assert_eq!(app_header("商城").as_bytes(), "商城".as_bytes());
+        assert_eq!(app_header("a\nb"), "-");
+    }
 }
