@@ -377,3 +377,22 @@ events = []
     }
     assert!(!err.contains(CALLBACK_KEY), "{err}");
 }
+
+/// Callbacks are part of the compiled config: a SIGHUP reload adds (or drops) them.
+#[tokio::test]
+async fn a_reload_adds_a_callback() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let without = TestConfig::new(&sb.url(), secret.path()).render();
+    let with = config(&sb, secret.path(), false);
+    let gw = gateway_text(&without, secret).await;
+    let http = Http::default();
+    let url = gw.admin("/callbacks/pay");
+    let r = http.send(Method::POST, &url, &[], "{}").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    std::fs::write(gw.config_file.path(), with).unwrap();
+    gw.running.reload().unwrap();
+    let sent = http.control(&sb, "/sandbox/callback", json!({"url": url})).await;
+    assert_eq!(sent["status"], 200, "{sent}");
+    assert_eq!(received(&http, &sb).await.len(), 1);
+}
