@@ -5,6 +5,7 @@
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 mod route;
 mod tokens;
+pub mod window;
 
 pub use route::RouteMetrics;
 pub use tokens::TokenMetrics;
@@ -149,6 +150,8 @@ pub struct Metrics {
     /// `douyin_gateway_pending_head_bytes`: bytes of unfinished request heads held by all
     /// connections, set at scrape time.
     pub pending_head_bytes: prometheus::IntGauge,
+    /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
+    pub windows: window::Windows,
 }
 
 /// The `reason`s of `douyin_gateway_connections_closed_total`.
@@ -235,6 +238,7 @@ impl Metrics {
             platform_errors: counter("douyin_gateway_platform_errors_total"),
             connections_closed,
             pending_head_bytes: gauge("douyin_gateway_pending_head_bytes"),
+            windows: Default::default(),
             registry,
         }
     }
