@@ -288,7 +288,9 @@ impl Window {
         let mut all = [0u64; LATENCY_BUCKETS];
         let mut codes: std::collections::BTreeMap<ErrorCode, [u64; BUCKETS]> = Default::default();
         for i in 0..BUCKETS {
-            let Some(slot) = newest.checked_sub((BUCKETS - 1 - i) as u64) else { continue };
+            let Some(slot) = newest.checked_sub((BUCKETS - 1 - i) as u64) else {
+                continue;
+            };
             let b = &self.buckets[(slot % BUCKETS as u64) as usize];
             if b.tag.load(Acquire) != slot + 1 {
                 continue;
@@ -304,7 +306,10 @@ impl Window {
                 }
             };
             for (j, c) in b.gateway.iter().enumerate() {
-                count(ErrorCode::Gateway(GATEWAY_CODES.get(j).copied().unwrap_or("other")), c.load(Relaxed));
+                count(
+                    ErrorCode::Gateway(GATEWAY_CODES.get(j).copied().unwrap_or("other")),
+                    c.load(Relaxed),
+                );
             }
             for (code, c) in b.platform_codes.iter().zip(&b.platform) {
                 match code.load(Acquire) {
@@ -427,7 +432,11 @@ mod tests {
         assert_eq!(count(ErrorCode::Platform(28001009)), None);
         assert_eq!(count(ErrorCode::PlatformOther), Some(2));
         assert_eq!(s.total_errors(), 3 + 1 + PLATFORM_SLOTS as u64 + 2 + 1);
-        assert_eq!(s.total_calls(), 4, "platform codes are in calls counted once, by the edge");
+        assert_eq!(
+            s.total_calls(),
+            4,
+            "platform codes are in calls counted once, by the edge"
+        );
     }
 
     #[test]

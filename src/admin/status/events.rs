@@ -35,7 +35,10 @@ mod tests {
     fn newest_first_and_escaped() {
         let recent = RecentEvents::default();
         let key = crate::vocab::TokenKey::client("main".into());
-        recent.on(&Event::FetchRecovered { key: &key, since_unix: 0 });
+        recent.on(&Event::FetchRecovered {
+            key: &key,
+            since_unix: 0,
+        });
         recent.on(&Event::ReauthorizationRequired {
             app: "main",
             open_id: "<ou>",

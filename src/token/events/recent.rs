@@ -114,16 +114,21 @@ fn row(event: &Event<'_>) -> Option<RecentEvent> {
             key,
             format!("rejected at {age_s} s old: another fetcher with these credentials, or a revocation"),
         ),
-        Event::Renewal { key, outcome } if outcome != "ok" => {
-            of_key(Kind::RefreshFailed, key, format!("refresh_token renewal failed: {outcome}"))
-        }
+        Event::Renewal { key, outcome } if outcome != "ok" => of_key(
+            Kind::RefreshFailed,
+            key,
+            format!("refresh_token renewal failed: {outcome}"),
+        ),
         Event::FetchFailing { key, outcome, .. } => {
             of_key(Kind::FetchFailing, key, format!("fetches failing: {outcome}"))
         }
         Event::FetchRecovered { key, since_unix } => of_key(
             Kind::FetchRecovered,
             key,
-            format!("fetched again after {} s of failures", at_unix.saturating_sub(since_unix)),
+            format!(
+                "fetched again after {} s of failures",
+                at_unix.saturating_sub(since_unix)
+            ),
         ),
         Event::RouteDistrusted {
             route,
@@ -183,7 +188,11 @@ mod tests {
         assert_eq!((list[0].open_id.as_deref(), list[0].class), (Some("ou_2"), None));
         assert!(list[0].detail.contains("unauthorize"));
         assert!(list[1].detail.starts_with("rejected at 54 s old"), "{}", list[1].detail);
-        assert!(list[49].detail.starts_with("rejected at 6 s old"), "{}", list[49].detail);
+        assert!(
+            list[49].detail.starts_with("rejected at 6 s old"),
+            "{}",
+            list[49].detail
+        );
     }
 
     #[test]
@@ -211,9 +220,16 @@ mod tests {
         assert_eq!(kinds, ["route_distrusted", "fetch_failing", "refresh_failed"]);
         assert_eq!(list[0].class, Some(TokenClass::Biz));
         assert_eq!(list[0].open_id.as_deref(), Some("ou_e"));
-        assert!(list[0].detail.contains("scope data.external.item; route item_list"), "{}", list[0].detail);
+        assert!(
+            list[0].detail.contains("scope data.external.item; route item_list"),
+            "{}",
+            list[0].detail
+        );
         assert!(list[0].detail.contains("caller backend") && list[0].detail.contains("30 s"));
-        assert_eq!((list[1].open_id.as_deref(), list[1].detail.as_str()), (None, "fetches failing: network"));
+        assert_eq!(
+            (list[1].open_id.as_deref(), list[1].detail.as_str()),
+            (None, "fetches failing: network")
+        );
         assert!(list[2].detail.ends_with("renewal failed: refused"));
     }
 }
