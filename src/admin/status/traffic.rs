@@ -44,8 +44,9 @@ pub(super) fn gather(rt: &Runtime, now: Instant) -> Vec<RouteTraffic> {
 /// The section: a table of routes and one of their error codes.
 pub(super) fn render(traffic: &[RouteTraffic]) -> Markup {
     html! {
-        p.note { "Last 5 minutes in " (BUCKET_SECS) "-second buckets, oldest on the left; latency is estimated \
-            from a log-scale histogram (within about 25 %); this instance's calls only." }
+        p.note { "Last 5 minutes in " (BUCKET_SECS) "-second buckets, oldest on the left; this instance's calls \
+            only. Errors are the codes seen: the gateway's, and the platform's in each answer (a call replayed \
+            with a new token can show two). Latency is estimated from a log-scale histogram (within about 25 %)." }
         table #traffic {
             tr { th { "route" } th { "calls" } th { "errors" } th { "p50" } th { "p99" } th { "calls" }
                 th { "errors" } th { "p50 · " span.p99 { "p99" } } }
@@ -106,6 +107,7 @@ fn code_bars(c: &CodeCount) -> Markup {
 fn ms(v: Option<f64>) -> String {
     match v {
         None => "—".to_owned(),
+        Some(v) if v < 1.0 => format!("{v:.2} ms"),
         Some(v) if v < 100.0 => format!("{v:.1} ms"),
         Some(v) => format!("{v:.0} ms"),
     }
@@ -129,18 +131,28 @@ fn bars(counts: &[u64; BUCKETS], colour: &str, what: &str) -> Markup {
     }
 }
 
-/// p50 and p99 per bucket as two lines, on one scale (the largest p99).
+/// p50 and p99 per bucket as two step lines on one scale (the largest p99): each bucket with
+/// calls a flat segment across its column, joined to its neighbours; a bucket without calls
+/// breaks the line.
 fn latency(s: &Snapshot) -> Markup {
     let max = s.p99_ms.iter().flatten().copied().fold(0.0_f64, f64::max).max(0.001);
-    let line = |v: &[Option<f64>; BUCKETS]| {
-        let mut points = String::new();
+    let runs = |v: &[Option<f64>; BUCKETS]| {
+        let mut runs: Vec<String> = Vec::new();
+        let mut run = String::new();
         for (i, v) in v.iter().enumerate() {
-            if let Some(v) = v {
-                let y = (H - 1) as f64 - v / max * (H - 2) as f64;
-                let _ = write!(points, "{},{y:.1} ", i * 5 + 2);
+            match v {
+                Some(v) => {
+                    let y = (H - 1) as f64 - v / max * (H - 2) as f64;
+                    let _ = write!(run, "{},{y:.1} {},{y:.1} ", i * 5, i * 5 + 5);
+                }
+                None if !run.is_empty() => runs.push(std::mem::take(&mut run).trim_end().to_owned()),
+                None => {}
             }
         }
-        points.trim_end().to_owned()
+        if !run.is_empty() {
+            runs.push(run.trim_end().to_owned());
+        }
+        runs
     };
     let title = format!(
         "latency per 10 s: p50 {} … {}, p99 up to {}",
@@ -151,8 +163,12 @@ fn latency(s: &Snapshot) -> Markup {
     html! {
         svg.spark width=(W) height=(H) viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(title) {
             title { (title) }
-            polyline points=(line(&s.p99_ms)) fill="none" stroke="#d9822b" stroke-width="1.5" {}
-            polyline points=(line(&s.p50_ms)) fill="none" stroke="#3566a8" stroke-width="1.5" {}
+            @for points in runs(&s.p99_ms) {
+                polyline points=(points) fill="none" stroke="#d9822b" stroke-width="1.5" {}
+            }
+            @for points in runs(&s.p50_ms) {
+                polyline points=(points) fill="none" stroke="#3566a8" stroke-width="1.5" {}
+            }
         }
     }
 }
@@ -198,13 +214,27 @@ mod tests {
             // The busiest bucket is full height; the others half of it.
             "<rect x=\"130\" y=\"1.0\" width=\"4\" height=\"23.0\" fill=\"#3566a8\"></rect>",
             "<rect x=\"135\" y=\"12.5\" width=\"4\" height=\"11.5\" fill=\"#3566a8\"></rect>",
-            "<polyline points=\"132,",
+            // p99 then p50, one flat segment per bucket with calls, the 4 buckets joined.
+            "<polyline points=\"130,",
+            " 150,",
         ] {
             assert!(page.contains(part), "{part} not in {page}");
         }
         // No bar for an empty bucket, and nothing a CSP of default-src 'none' would block.
         assert_eq!(page.matches("<rect").count(), 4 + 1 + 1 + 1);
+        assert_eq!(page.matches("<polyline").count(), 2, "one run each, none for the idle route");
         assert!(!page.contains("<script") && !page.contains("href") && !page.contains("style="));
+    }
+
+    #[test]
+    fn a_bucket_without_calls_breaks_the_latency_lines() {
+        let t0 = Instant::now();
+        let w = Window::starting_at(t0);
+        w.record(t0, Duration::from_millis(3), None);
+        w.record(t0 + Duration::from_secs(20), Duration::from_millis(3), None);
+        let svg = latency(&w.snapshot(t0 + Duration::from_secs(20))).into_string();
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+        assert!(svg.contains("points=\"135,1.0 140,1.0\""), "{svg}");
     }
 
     #[test]
@@ -213,5 +243,6 @@ mod tests {
         assert!(page.contains("<tr><td colspan=\"5\">none</td></tr>"), "{page}");
         assert_eq!(ms(Some(2.345)), "2.3 ms");
         assert_eq!(ms(Some(420.4)), "420 ms");
+        assert_eq!(ms(Some(0.034)), "0.03 ms");
     }
 }
