@@ -460,6 +460,13 @@ mod tests {
     }
 
     #[test]
+    fn a_window_is_the_size_the_docs_say() {
+        // docs/operations.md and the type's doc: about 12 KiB per route, made once.
+        let size = std::mem::size_of::<Bucket>() * BUCKETS + std::mem::size_of::<Window>();
+        assert!(size <= 12 * 1024, "{size} bytes");
+    }
+
+    #[test]
     fn windows_outlive_a_reload_by_name() {
         let all = Windows::default();
         let a = all.of("video_list");
