@@ -222,7 +222,11 @@ mod tests {
         }
         // No bar for an empty bucket, and nothing a CSP of default-src 'none' would block.
         assert_eq!(page.matches("<rect").count(), 4 + 1 + 1 + 1);
-        assert_eq!(page.matches("<polyline").count(), 2, "one run each, none for the idle route");
+        assert_eq!(
+            page.matches("<polyline").count(),
+            2,
+            "one run each, none for the idle route"
+        );
         assert!(!page.contains("<script") && !page.contains("href") && !page.contains("style="));
     }
 
