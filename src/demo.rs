@@ -116,6 +116,10 @@ Paste these into another terminal:
   curl -s -H 'X-Admin-Key: {ADMIN_KEY}' http://{a}/admin/tokens
   curl -s http://{a}/metrics | grep '^douyin_gateway_token'
 
+  # the status page: open http://{a}/status in a browser (any user name, password {ADMIN_KEY}): tokens,
+  # each route's calls, errors and latency over the last 5 minutes, the last token events
+  curl -s -u ops:{ADMIN_KEY} http://{a}/status
+
 Ctrl-C stops it.
 "#
             );

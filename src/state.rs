@@ -21,6 +21,9 @@ pub struct Shared {
     pub recent_errors: Arc<crate::token::events::RecentErrors>,
     /// The app tokens' fetches that worked and failed, for the status page.
     pub fetch_counts: Arc<crate::token::events::FetchCounts>,
+    /// The last token events (revocations, early evictions, distrusted routes, …), for the
+    /// status page.
+    pub recent_events: Arc<crate::token::events::RecentEvents>,
     /// Bytes of unfinished request heads held by every listener's connections.
     pub head_budget: Arc<crate::conn::HeadBudget>,
 }

@@ -326,6 +326,23 @@ async fn demo_prints_curl_lines_that_work() {
     assert_eq!(received[0]["headers"]["x-gateway-event"], "item_comment_reply");
     assert_eq!(received[1]["path"], "/sandbox/receiver/callbacks");
     assert!(received.iter().all(|r| r["headers"]["x-gateway-app"] == "demo"));
+    // The status page, as the printed URL and key open it: the biz token, and the traffic above.
+    let status = out("/status", 0);
+    assert!(status.contains("douyin-gateway status"), "{status}");
+    assert!(
+        status.contains("<tr><td>demo</td><td>biz</td><td class=\"n\">1</td>"),
+        "{status}"
+    );
+    assert!(
+        status.contains("<tr><td>ticket</td><td class=\"n\">2</td>"),
+        "two calls on ticket: {status}"
+    );
+    assert!(
+        p.seen
+            .iter()
+            .any(|l| l.contains("/status in a browser") && l.contains("password")),
+        "the URL and how to log in"
+    );
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);

@@ -5,6 +5,7 @@
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 mod route;
 mod tokens;
+pub mod window;
 
 pub use route::RouteMetrics;
 pub use tokens::TokenMetrics;
@@ -171,6 +172,8 @@ pub struct Metrics {
     pub callback_nonces: prometheus::IntGauge,
     /// `douyin_gateway_webhook_forwards_total{target,outcome}`.
     pub webhook_forwards: IntCounterVec,
+    /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
+    pub windows: window::Windows,
 }
 
 /// The `outcome`s of `douyin_gateway_callbacks_total`.
@@ -273,6 +276,7 @@ impl Metrics {
             callbacks: counter("douyin_gateway_callbacks_total"),
             callback_nonces: gauge("douyin_gateway_callback_nonces"),
             webhook_forwards: counter("douyin_gateway_webhook_forwards_total"),
+            windows: Default::default(),
             registry,
         }
     }

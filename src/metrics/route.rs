@@ -27,6 +27,8 @@ pub struct RouteMetrics {
     pub rejects_fresh: IntCounter,
     /// `douyin_gateway_platform_errors_total{route, code}`, one per [`PLATFORM_CODES`] entry then `other`.
     platform_errors: Box<[IntCounter]>,
+    /// The route's last 5 minutes, for the status page.
+    pub window: std::sync::Arc<super::window::Window>,
     statuses: Box<[OnceLock<IntCounter>]>,
 }
 
@@ -38,6 +40,7 @@ impl RouteMetrics {
             .position(|&c| c == code)
             .unwrap_or(PLATFORM_CODES.len());
         self.platform_errors[i].inc();
+        self.window.platform_error(std::time::Instant::now(), code);
     }
 
     /// Counts one answered request.
@@ -63,6 +66,7 @@ impl Metrics {
             retry_suppressed: retry("suppressed"),
             retry_token_unavailable: retry("token_unavailable"),
             rejects_fresh: self.rejects_fresh.with_label_values(&[name]),
+            window: self.windows.of(name),
             statuses: (0..600).map(|_| OnceLock::new()).collect(),
             platform_errors: PLATFORM_CODES
                 .iter()

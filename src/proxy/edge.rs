@@ -282,6 +282,7 @@ impl Done {
         let route_index = call.as_ref().and_then(Call::route);
         let route = route_index.map_or("-", |i| &*rt.config.routes[i].name);
         let mut refused = false;
+        let error_code = result.as_ref().err().map(GatewayError::code);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -306,6 +307,7 @@ impl Done {
         let elapsed = start.elapsed();
         m.count(resp.status().as_u16());
         m.duration.observe(elapsed.as_secs_f64());
+        m.window.record(start + elapsed, elapsed, error_code);
         // The access log: the path only, never the query (a caller's query may carry a credential).
         if rt.config.log.access {
             let caller = match call.as_ref().and_then(Call::caller) {

@@ -7,7 +7,7 @@ use crate::conn::HeadBudget;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::Shared;
-use crate::token::events::{FetchCounts, Observer, RecentErrors};
+use crate::token::events::{FetchCounts, Observer, RecentErrors, RecentEvents};
 use crate::token::Tokens;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ pub(super) async fn start(config: Config, budget: &Arc<HeadBudget>) -> Result<Ar
     // Who hears what the engine does: the token metrics, `[[notify]]`, the status page's lists.
     let recent_errors = Arc::new(RecentErrors::default());
     let fetch_counts = Arc::new(FetchCounts::default());
+    let recent_events = Arc::new(RecentEvents::default());
     tokens.events().subscribe(metrics.token_observer());
     tokens.events().subscribe(notify);
     tokens
@@ -39,6 +40,9 @@ pub(super) async fn start(config: Config, budget: &Arc<HeadBudget>) -> Result<Ar
     tokens
         .events()
         .subscribe(Arc::clone(&fetch_counts) as Arc<dyn Observer>);
+    tokens
+        .events()
+        .subscribe(Arc::clone(&recent_events) as Arc<dyn Observer>);
     let loaded = tokens.load().await.map_err(|e| e.to_string())?;
     if loaded > 0 {
         tracing::info!(tokens = loaded, "tokens loaded from the store");
@@ -51,6 +55,7 @@ pub(super) async fn start(config: Config, budget: &Arc<HeadBudget>) -> Result<Ar
         head_budget: Arc::clone(budget),
         recent_errors,
         fetch_counts,
+        recent_events,
     }))
 }
 

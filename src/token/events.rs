@@ -26,6 +26,9 @@ use crate::vocab::{unix_now, TokenClass, TokenKey};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
+mod recent;
+pub use recent::{RecentEvent, RecentEvents, RECENT_EVENTS};
+
 /// Something the engine did or found.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
@@ -101,6 +104,18 @@ pub enum Event<'a> {
         open_id: &'a str,
         /// The deadline, Unix seconds.
         by_unix: u64,
+    },
+    /// A route's API rejected, for one caller, two brand-new tokens in a row: the retry policy
+    /// distrusts its rejections for that caller (they fetch no new token) for `pause_s`.
+    RouteDistrusted {
+        /// The route's name.
+        route: &'a str,
+        /// The token it rejected (for a user route, the user's).
+        key: &'a TokenKey,
+        /// The caller's name (`-`: anonymous).
+        caller: &'a str,
+        /// For how long, seconds.
+        pause_s: u64,
     },
 }
 

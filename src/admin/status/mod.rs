@@ -1,16 +1,19 @@
 //! `GET /status` on the admin listener: one server-rendered page, no script and no external
-//! asset, of what an operator checks first: the store, each app's own tokens, users by state,
-//! who must re-authorize within 7 days (searchable by open_id, paged), and the latest token
-//! errors. Token values never appear.
+//! asset, of what an operator checks first: the store, each app's own tokens, user and biz
+//! tokens by state, each route's traffic over the last 5 minutes ([`traffic`]), who must
+//! re-authorize within 7 days (searchable by open_id, paged), the last token events and the
+//! latest token errors. Token values never appear.
 //!
 //! This file gathers what the page shows ([`View`]); [`page`](mod@page) renders it with maud,
 //! which escapes every value.
 
+mod events;
 mod page;
+mod traffic;
 
 use crate::body::ProxyBody;
 use crate::state::Shared;
-use crate::token::events::RecentError;
+use crate::token::events::{RecentError, RecentEvent};
 use crate::token::upkeep::TokenState;
 use crate::token::FetchState;
 use crate::token::{unix_now, TokenClass, TokenInfo, TokenKey};
@@ -54,6 +57,8 @@ struct View {
     apps: Vec<AppToken>,
     users: Vec<Users>,
     forecast: Forecast,
+    traffic: Vec<traffic::RouteTraffic>,
+    events: Vec<RecentEvent>,
     errors: Vec<RecentError>,
 }
 
@@ -69,14 +74,17 @@ struct AppToken {
     fetches_failed: u64,
 }
 
-/// One app's users by state, and its re-consent forecast's counts.
+/// One app's tokens of one per-user class (user, biz, …) by state, and, for users, the
+/// re-consent forecast's count.
 struct Users {
     app: String,
+    class: TokenClass,
     valid: i64,
     expired: i64,
     failed: i64,
     reauthorize_now: i64,
-    within_7d: i64,
+    /// `None`: the class has no forecast.
+    within_7d: Option<i64>,
 }
 
 /// One page of users who must re-authorize within 7 days.
@@ -120,6 +128,8 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
             total,
             due,
         },
+        traffic: traffic::gather(&shared.runtime.load(), std::time::Instant::now()),
+        events: shared.recent_events.list(),
         errors: shared.recent_errors.list(),
     };
     let mut r = Response::new(ProxyBody::full(page::render(&view)));
@@ -168,36 +178,40 @@ fn app_tokens(shared: &Shared) -> Vec<AppToken> {
     out
 }
 
-/// Each app's users by state, as the gauges count them: with a shared store, every stored user
-/// (the engine's last pass over the store), not only those this instance has read.
+/// Each app's user-held tokens (every class that is not app-level: user, biz, and any class
+/// added later) by state, as the gauges count them: with a shared store, every stored token (the
+/// engine's last pass over the store), not only those this instance has read.
 fn users(shared: &Shared) -> Vec<Users> {
     let census = shared.tokens.census();
     let rt = shared.runtime.load();
-    rt.apps
-        .iter()
-        .map(|app| {
+    let mut out = Vec::new();
+    for app in &rt.apps {
+        for class in TokenClass::ALL.into_iter().filter(|c| !c.is_app_level()) {
             let count = |state: TokenState| {
                 census
                     .tokens
-                    .get(&(Arc::clone(&app.name), TokenClass::User, state))
+                    .get(&(Arc::clone(&app.name), class, state))
                     .copied()
                     .unwrap_or(0)
             };
-            let when = |w: &'static str| {
+            // The forecast covers users (a biz_token's renewal has no 7-day horizon to show).
+            let within_7d = (class == TokenClass::User).then(|| {
                 census
                     .reauthorization
-                    .get(&(Arc::clone(&app.name), w))
+                    .get(&(Arc::clone(&app.name), "within_7d"))
                     .copied()
                     .unwrap_or(0)
-            };
-            Users {
+            });
+            out.push(Users {
                 app: app.name.to_string(),
+                class,
                 valid: count(TokenState::Valid),
                 expired: count(TokenState::Expired),
                 failed: count(TokenState::Failed),
-                reauthorize_now: when("required"),
-                within_7d: when("within_7d"),
-            }
-        })
-        .collect()
+                reauthorize_now: count(TokenState::ReauthorizationRequired),
+                within_7d,
+            });
+        }
+    }
+    out
 }

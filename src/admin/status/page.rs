@@ -13,6 +13,8 @@ const CSS: &str = concat!(
     "td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}th{background:#f3f3f3}",
     ".ok{color:#11702b}.bad{color:#b00020;font-weight:600}.warn{color:#a15c00}",
     "td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:13px}",
+    "h3{font-size:14px;margin:16px 0 4px}.note{color:#555;font-size:13px}svg.spark{display:block}",
+    ".p99{color:#d9822b}",
 );
 
 /// The whole page.
@@ -39,10 +41,14 @@ pub(super) fn render(v: &View) -> String {
                 }
                 h2 { "App tokens" }
                 (apps(v.now, &v.apps))
-                h2 { "Users" }
+                h2 { "User and biz tokens" }
                 (users(&v.users))
+                h2 { "Traffic" }
+                (super::traffic::render(&v.traffic))
                 h2 { "Who must re-authorize within 7 days" }
                 (forecast(v.now, &v.forecast))
+                h2 { "Token events" }
+                (super::events::render(&v.events))
                 h2 { "Recent token errors" }
                 (errors(&v.errors))
             }
@@ -88,16 +94,17 @@ fn last_fetch(f: &FetchState) -> Markup {
 fn users(users: &[Users]) -> Markup {
     html! {
         table #users {
-            tr { th { "app" } th { "valid" } th { "expired" } th { "failed" } th { "must re-authorize now" }
-                th { "must re-authorize within 7 days" } }
+            tr { th { "app" } th { "class" } th { "valid" } th { "expired" } th { "failed" }
+                th { "must re-authorize now" } th { "must re-authorize within 7 days" } }
             @for u in users {
                 tr {
                     td { (u.app) }
+                    td { (u.class.as_str()) }
                     td.n { (u.valid) }
                     td.n { (u.expired) }
                     td.n { (u.failed) }
                     td.n { (u.reauthorize_now) }
-                    td.n { (u.within_7d) }
+                    td.n { @match u.within_7d { Some(n) => (n), None => "—" } }
                 }
             }
         }
@@ -191,7 +198,7 @@ fn until(now: u64, t: u64) -> String {
 }
 
 /// `2026-11-29 12:00 UTC` (days to civil date: Howard Hinnant's algorithm).
-fn date(unix: u64) -> String {
+pub(super) fn date(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
     let z = days + 719_468;
@@ -247,7 +254,17 @@ mod tests {
                 fetches_ok: 1,
                 fetches_failed: 3,
             }],
-            users: vec![],
+            users: vec![Users {
+                app: "main".into(),
+                class: TokenClass::Biz,
+                valid: 2,
+                expired: 0,
+                failed: 1,
+                reauthorize_now: 0,
+                within_7d: None,
+            }],
+            traffic: vec![],
+            events: vec![],
             forecast: Forecast {
                 search: HOSTILE.into(),
                 page_no: 2,
@@ -297,6 +314,10 @@ mod tests {
             "<p id=\"pages\">Page 2 of 3 <a href=\"/status?q=%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26%27&amp;page=1\">← previous</a> <a href=",
             "&amp;page=3\">next →</a></p>",
             "<td class=\"bad\">reauthorize</td>",
+            "<tr><td>main</td><td>biz</td><td class=\"n\">2</td><td class=\"n\">0</td><td class=\"n\">1</td>\
+             <td class=\"n\">0</td><td class=\"n\">—</td></tr>",
+            "<h2>Traffic</h2>",
+            "<h2>Token events</h2><table id=\"events\">",
         ] {
             assert!(page.contains(part), "{part} not in {page}");
         }

@@ -151,12 +151,20 @@ fn replayed(policy: &super::Policy, key: &crate::token::TokenKey, generation: u6
     m.inspect(|m| m.rejects_fresh.inc());
     let route = policy.route();
     match policy.health.rejected_fresh(route, policy.caller(), generation) {
-        Some(pause) => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
+        Some(pause) => {
+            policy.tokens.announce(&crate::token::events::Event::RouteDistrusted {
+                route,
+                key,
+                caller: policy.caller(),
+                pause_s: pause.as_secs(),
+            });
+            tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
             pause_s = pause.as_secs(),
             "route {route} rejected two brand-new tokens in a row for this caller: its API does not take this \
              token class (check the route's `token =` and [token_errors]), or the caller's calls are malformed. \
              Its rejections for this caller fetch no new token for {} s; other routes and callers are unaffected",
-            pause.as_secs()),
+            pause.as_secs())
+        }
         None => tracing::warn!(route, app = %key.app, class = key.class.as_str(), code,
             "the platform rejected the new token too; passing its answer on"),
     }
