@@ -23,11 +23,21 @@ fn free_addresses() -> [String; 3] {
 /// The test config with the three listeners at these addresses; `/oauth/*` not rate limited, so
 /// the public listener's loop is answered every time.
 fn config(sb: &douyin_gateway::sandbox::Sandbox, secret: &std::path::Path, at: [&str; 3]) -> String {
+    config_public(sb, secret, [at[0], at[1]], Some(at[2]))
+}
+
+/// [`config`], the public listener optional.
+fn config_public(
+    sb: &douyin_gateway::sandbox::Sandbox,
+    secret: &std::path::Path,
+    at: [&str; 2],
+    public: Option<&str>,
+) -> String {
     TestConfig::standard(&sb.url(), secret)
         .server(|s| {
             s.listen = at[0].into();
             s.admin_listen = at[1].into();
-            s.public_listen = Some(at[2].into());
+            s.public_listen = public.map(Into::into);
         })
         .app("redirect_uri = \"https://gw.example.com/oauth/callback\"")
         .extra("[oauth]\nper_address_per_sec = 0\n")
@@ -250,6 +260,53 @@ async fn a_listener_that_cannot_move_stays_and_says_why() {
     assert_eq!(http.get(&format!("http://{admin}/healthz")).await.status, 200);
     let r = http.get(&format!("http://{proxy}/added/x")).await;
     assert!(r.gateway_error().is_none(), "the new route applies: {}", r.text());
+    p.signal("-TERM");
+    let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// `public_listen` set by a reload: the public listener starts and takes `/oauth/*` from the
+/// admin listener; removed: it stops, and the admin listener serves them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_starts_and_stops_the_public_listener() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let any = "127.0.0.1:0";
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), config_public(&sb, secret.path(), [any, any], None)).unwrap();
+    let mut p = Proc::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
+    let admin = field(&p.wait_for("gateway listening"), "admin_addr").to_string();
+    let http = Http::default();
+    let authorize = |at: &str| format!("http://{at}/oauth/authorize?app=main");
+    assert_eq!(http.get(&authorize(&admin)).await.status, 302);
+
+    let [public, ..] = free_addresses();
+    std::fs::write(cfg.path(), config_public(&sb, secret.path(), [any, any], Some(&public))).unwrap();
+    p.signal("-HUP");
+    let line = p.wait_for("server.public_listen set");
+    assert!(
+        line.contains(&format!("serving /oauth/* and the webhook on {public}")),
+        "{line}"
+    );
+    p.wait_for("config reloaded");
+    assert_eq!(http.get(&authorize(&public)).await.status, 302);
+    assert_eq!(
+        http.get(&authorize(&admin)).await.status,
+        404,
+        "now on the public listener"
+    );
+
+    std::fs::write(cfg.path(), config_public(&sb, secret.path(), [any, any], None)).unwrap();
+    p.signal("-HUP");
+    p.wait_for("server.public_listen removed");
+    p.wait_for("config reloaded");
+    assert_eq!(
+        http.get(&authorize(&admin)).await.status,
+        302,
+        "back on the admin listener"
+    );
+    let e = tokio::net::TcpStream::connect(&public).await.err();
+    assert_eq!(e.map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
     p.signal("-TERM");
     let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0, "{log}");

@@ -112,8 +112,10 @@ impl Listeners {
             if slot.configured == wanted || !movable(which, slot) {
                 continue;
             }
-            if let Some(socket) = bind(which, &wanted, slot.addr).await {
-                let fresh = self.spawn_logged(which, socket);
+            let Some(socket) = bind(which, &wanted, slot.addr).await else {
+                continue;
+            };
+            if let Some(fresh) = self.spawn_logged(which, socket) {
                 let old = match which {
                     Which::Proxy => std::mem::replace(&mut self.proxy, fresh),
                     _ => std::mem::replace(&mut self.admin, fresh),
@@ -145,7 +147,9 @@ impl Listeners {
                 let Some(socket) = bind(Which::Public, w, from.unwrap_or(self.admin.addr)).await else {
                     return;
                 };
-                let fresh = self.spawn_logged(Which::Public, socket);
+                let Some(fresh) = self.spawn_logged(Which::Public, socket) else {
+                    return;
+                };
                 let to = fresh.addr;
                 match self.public.replace(fresh) {
                     Some(old) => retire(Which::Public, old, Some(to)),
@@ -167,16 +171,24 @@ impl Listeners {
         }
     }
 
-    /// Starts serving `socket` (a new loop after a move); a failure to start is logged and
-    /// cannot happen for the loops this starts (only the proxy threads can fail, at start).
-    fn spawn_logged(&mut self, which: Which, socket: Socket) -> Slot {
+    /// Starts serving `socket` (a new loop after a move), or says why not (the old address
+    /// then keeps serving).
+    fn spawn_logged(&mut self, which: Which, socket: Socket) -> Option<Slot> {
         let mut tasks = Vec::new();
-        let slot = self
-            .cx
-            .spawn(which, socket, &mut tasks)
-            .expect("starting an accept loop cannot fail");
-        self.tasks.extend(tasks);
-        slot
+        match self.cx.spawn(which, socket, &mut tasks) {
+            Ok(slot) => {
+                self.tasks.extend(tasks);
+                Some(slot)
+            }
+            Err(e) => {
+                let key = which.key();
+                tracing::error!(
+                    key,
+                    "{key}: the new address cannot be served ({e}): the listener stays where it was"
+                );
+                None
+            }
+        }
     }
 
     /// Stops every accept loop (the gateway stops); returns the tasks to wait for.
