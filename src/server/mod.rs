@@ -257,6 +257,18 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.max_pending_head_bytes",
             o.max_pending_head_bytes != n.max_pending_head_bytes,
         ),
+        // Each listener's connection limits and hyper's buffers are set when it starts.
+        (
+            "server.header_read_timeout_ms",
+            o.header_read_timeout_ms != n.header_read_timeout_ms,
+        ),
+        ("server.idle_timeout_ms", o.idle_timeout_ms != n.idle_timeout_ms),
+        ("server.max_header_bytes", o.max_header_bytes != n.max_header_bytes),
+        ("server.shutdown_grace_ms", o.shutdown_grace_ms != n.shutdown_grace_ms),
+        (
+            "tokens.maintain_interval_ms",
+            old.tokens.maintain_interval_ms != new.tokens.maintain_interval_ms,
+        ),
         ("store", differs(&old.store, &new.store)),
         ("upstream.ca_file", old.upstream.ca_file != new.upstream.ca_file),
         (
@@ -272,4 +284,41 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every setting read only at start is named when a reload changes it; the listeners'
+    /// addresses, which a reload moves, and settings read per request are not.
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        assert!(needs_restart(&old, &new).is_empty());
+        new.server.listen = "127.0.0.1:1".into();
+        new.server.admin_listen = "127.0.0.1:2".into();
+        new.server.public_listen = Some("127.0.0.1:3".into());
+        new.server.request_timeout_ms += 1;
+        new.server.max_in_flight += 1;
+        assert!(needs_restart(&old, &new).is_empty(), "{:?}", needs_restart(&old, &new));
+        new.server.header_read_timeout_ms += 1;
+        new.server.idle_timeout_ms += 1;
+        new.server.max_header_bytes += 1;
+        new.server.shutdown_grace_ms += 1;
+        new.tokens.maintain_interval_ms += 1;
+        new.server.worker_threads = Some(3);
+        assert_eq!(
+            needs_restart(&old, &new),
+            [
+                "server.worker_threads",
+                "server.header_read_timeout_ms",
+                "server.idle_timeout_ms",
+                "server.max_header_bytes",
+                "server.shutdown_grace_ms",
+                "tokens.maintain_interval_ms",
+            ]
+        );
+    }
 }
