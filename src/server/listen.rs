@@ -174,7 +174,7 @@ async fn finish(open: Open, grace: Duration, name: &'static str, at: Option<Sock
             addr = %at,
             open = n,
             "the {name} listener's old address {at} still has {n} connections after shutdown_grace_ms; \
-             each closes after its current call"
+             each closes after its current call, or at idle_timeout_ms"
         ),
         (false, 0) => {}
         (false, _) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
