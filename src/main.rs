@@ -319,7 +319,7 @@ async fn serve(path: PathBuf) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload() {
+            _ = hup.recv() => match running.reload().await {
                 Ok(()) => tracing::info!("config reloaded"),
                 Err(e) => {
                     for line in e.lines().filter(|l| !l.is_empty()) {

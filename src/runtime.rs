@@ -4,7 +4,7 @@
 use crate::caller::Callers;
 use crate::config::{Config, TokenKind};
 use crate::inspect::CodeTable;
-use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE, REFUSED};
+use crate::metrics::{Metrics, RouteKind, RouteMetrics, EXCHANGE_CODE, NO_ROUTE, REFUSED};
 use crate::route::RouteTable;
 use crate::secret::Secret;
 use crate::token::{Settings, TokenKey};
@@ -68,6 +68,8 @@ pub struct Runtime {
     pub callbacks: Vec<crate::relay::Callback>,
     /// `[[webhook_forward]]`, in config order.
     pub webhook_forwards: Vec<crate::relay::Forward>,
+    /// Metrics of `POST /_gateway/exchange_code`, answered by the gateway itself.
+    pub exchange_metrics: RouteMetrics,
 }
 
 impl Runtime {
@@ -140,7 +142,10 @@ impl Runtime {
             .collect::<Result<Vec<_>, _>>()?;
         let routes = RouteTable::build(&config);
         let callers = Callers::build(&config);
-        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        let route_metrics = routes
+            .iter()
+            .map(|r| metrics.route(&r.name, route_kind(r.token), Some(200)))
+            .collect();
         if routes.iter().any(|r| r.token != TokenKind::None) && apps.is_empty() {
             return Err("routes attach tokens but no [[apps]] is configured".into());
         }
@@ -159,10 +164,24 @@ impl Runtime {
             bases,
             codes,
             route_metrics,
-            no_route_metrics: metrics.route(NO_ROUTE),
-            refused_metrics: metrics.route(REFUSED),
+            no_route_metrics: metrics.route(NO_ROUTE, RouteKind::Local, Some(404)),
+            refused_metrics: metrics.route(REFUSED, RouteKind::Local, None),
+            exchange_metrics: metrics.route(EXCHANGE_CODE, RouteKind::Local, Some(200)),
             config,
         };
         Ok(runtime)
+    }
+}
+
+/// What a route's metrics can count, by the token it attaches.
+fn route_kind(token: TokenKind) -> RouteKind {
+    use crate::vocab::TokenClass;
+    match token {
+        TokenKind::Client => RouteKind::Token(TokenClass::Client),
+        TokenKind::User => RouteKind::Token(TokenClass::User),
+        TokenKind::Biz => RouteKind::Token(TokenClass::Biz),
+        TokenKind::MiniApp => RouteKind::Token(TokenClass::MiniApp),
+        TokenKind::None | TokenKind::AppSecret => RouteKind::Forwarded,
+        TokenKind::Placeholder => RouteKind::Local,
     }
 }

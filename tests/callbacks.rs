@@ -391,7 +391,7 @@ async fn a_reload_adds_a_callback() {
     let r = http.send(Method::POST, &url, &[], "{}").await;
     assert_eq!(r.status, 404, "{}", r.text());
     std::fs::write(gw.config_file.path(), with).unwrap();
-    gw.running.reload().unwrap();
+    gw.running.reload().await.unwrap();
     let sent = http.control(&sb, "/sandbox/callback", json!({"url": url})).await;
     assert_eq!(sent["status"], 200, "{sent}");
     assert_eq!(received(&http, &sb).await.len(), 1);

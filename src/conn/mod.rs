@@ -98,6 +98,12 @@ impl Activity {
         }
     }
 
+    /// Whether any byte came in: a connection that has read none may still be in hyper's protocol
+    /// detection, where a graceful close drops it unanswered.
+    pub(crate) fn has_read(&self) -> bool {
+        self.bytes_in.load(Ordering::Relaxed) > 0
+    }
+
     /// Marks the connection to be dropped, and wakes its watchdog.
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);

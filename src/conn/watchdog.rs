@@ -129,11 +129,16 @@ where
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = Watch::default();
-    let mut closing = *stop.borrow();
-    if closing {
-        graceful(conn.as_mut());
-    }
+    let mut closing = false;
+    // A stop that came before the connection's first byte waits for it: a graceful close while
+    // hyper still detects the protocol drops the connection unanswered, and a caller connected
+    // just as its listener was retired (or the gateway stopped) is owed an answer.
+    let mut stop_pending = *stop.borrow();
     loop {
+        if stop_pending && !closing && activity.has_read() {
+            closing = true;
+            graceful(conn.as_mut());
+        }
         tokio::select! {
             biased;
             r = conn.as_mut() => {
@@ -159,10 +164,7 @@ where
                     return End::Evicted;
                 }
             }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                graceful(conn.as_mut());
-            }
+            _ = stop.changed(), if !closing && !stop_pending => stop_pending = true,
             // Still watched while closing: a head that slipped in as the close began must
             // complete in time too.
             _ = ticker.tick() => match watch.look(&activity, &limits, Instant::now()) {

@@ -3,11 +3,13 @@
 //! Labels are bounded: route names, app names, token classes, outcomes.
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+mod process;
 mod route;
 mod tokens;
 pub mod window;
 
-pub use route::RouteMetrics;
+pub use process::ProcessCollector;
+pub use route::{codes_seen, RouteKind, RouteMetrics};
 pub use tokens::TokenMetrics;
 
 /// Route label for requests that matched no route.
@@ -15,6 +17,8 @@ pub const NO_ROUTE: &str = "_no_route";
 /// Route label for requests refused before routing (no or wrong caller key, a path that is not
 /// canonical, CONNECT, headers too large, the in-flight cap).
 pub const REFUSED: &str = "_refused";
+/// Route label for `POST /_gateway/exchange_code`, which the gateway answers itself.
+pub const EXCHANGE_CODE: &str = "_exchange_code";
 
 /// The version and git commit of this build, as `--version` and `douyin_gateway_build_info` say.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("DOUYIN_GATEWAY_GIT"), ")");
@@ -203,7 +207,8 @@ pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
 /// limits and quotas (28003017 quota exhausted, 28003018 and 40007 too many calls), the app or
 /// user states no token can fix (28001016 app banned; 28001045, 28001046, 28001047 user
 /// deregistered, banned, private), and the token rejections themselves. Any other non-zero code
-/// counts as `other`, so the label stays bounded.
+/// counts as `other`, so the label stays bounded. A route's series are created up front only for
+/// the codes its token class can see ([`codes_seen`]).
 pub const PLATFORM_CODES: &[i64] = &[
     28003017, 28003018, 40007, 28001016, 28001045, 28001046, 28001047, 10008, 2190008, 2190002, 28001008, 28001003,
     40004, 11016,
@@ -254,7 +259,7 @@ impl Metrics {
             }
         }
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(ProcessCollector::new()))
             .expect("registered once");
         Metrics {
             requests: counter("douyin_gateway_requests_total"),

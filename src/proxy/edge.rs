@@ -280,7 +280,12 @@ impl Done {
         } = self;
         drop(_in_flight);
         let route_index = call.as_ref().and_then(Call::route);
-        let route = route_index.map_or("-", |i| &*rt.config.routes[i].name);
+        let exchange = call.as_ref().is_some_and(Call::is_exchange);
+        let route = match route_index {
+            Some(i) => &*rt.config.routes[i].name,
+            None if exchange => crate::metrics::EXCHANGE_CODE,
+            None => "-",
+        };
         let mut refused = false;
         let error_code = result.as_ref().err().map(GatewayError::code);
         let mut resp = match result {
@@ -301,6 +306,7 @@ impl Done {
         };
         let m = match route_index {
             Some(i) => &rt.route_metrics[i],
+            None if exchange => &rt.exchange_metrics,
             None if refused => &rt.refused_metrics,
             None => &rt.no_route_metrics,
         };

@@ -95,10 +95,11 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    let call = Call::of(&req)?.clone();
+    call.set_exchange();
     if req.method() != Method::POST {
         return Err(GatewayError::BadRequest(format!("{PATH} takes POST")));
     }
-    let call = Call::of(&req)?.clone();
     let rt = call.runtime();
     let Some(who) = call.caller() else {
         tracing::error!("the code exchange ran without the authenticate layer outside it");

@@ -122,6 +122,8 @@ impl AsRef<crate::body::BodyProgress> for CallInner {
 }
 
 const UNSET: usize = usize::MAX;
+/// The `route` of a code exchange ([`Call::is_exchange`]): no route of the table.
+const EXCHANGE: usize = usize::MAX - 1;
 
 impl Call {
     /// A request handled under `runtime`.
@@ -182,7 +184,17 @@ impl Call {
 
     /// The route matched, by index.
     pub fn route(&self) -> Option<usize> {
-        Some(self.0.route.load(Ordering::Relaxed)).filter(|&i| i != UNSET)
+        Some(self.0.route.load(Ordering::Relaxed)).filter(|&i| i < EXCHANGE)
+    }
+
+    /// Whether the gateway answers this request itself as `POST /_gateway/exchange_code`.
+    pub fn is_exchange(&self) -> bool {
+        self.0.route.load(Ordering::Relaxed) == EXCHANGE
+    }
+
+    /// Marks the request as the code exchange (counted under its own route label).
+    pub(crate) fn set_exchange(&self) {
+        self.0.route.store(EXCHANGE, Ordering::Relaxed);
     }
 
     pub(crate) fn set_route(&self, index: usize) {

@@ -1,9 +1,8 @@
 //! Serving a listener's connections: admission through its [`Table`], hyper's limits, each
 //! connection under its watchdog, and the proxy's connections handed to its threads.
 
-use super::admit::{accept, Refusals, Serving};
-use crate::config::ServerConfig;
-use crate::conn::{Activity, Admitted, Counted, HeadBudget, Limits, Origin, Tracked};
+use super::admit::{accept, admit, sweep, Lease, Open, Refusals, Serving};
+use crate::conn::{Activity, Admitted, Counted, Limits, Origin, Tracked};
 use crate::state::Shared;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -18,83 +17,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Every listener's limits, from `[server]`: the proxy's, the admin and public listeners' (small
-/// caps of their own, kept aside from the proxy's, so health checks and metrics stay reachable
-/// while the proxy is saturated), and the head budget they share.
-pub(super) struct Caps {
-    proxy: Limits,
-    admin: Limits,
-    pub(super) budget: Arc<HeadBudget>,
-    max_header_bytes: usize,
-}
-
-impl Caps {
-    /// The limits `server` sets, the defaults derived from the open-file limit (raised first).
-    pub(super) fn of(server: &ServerConfig) -> Caps {
-        let fd_limit = crate::conn::raise_fd_limit();
-        let max_connections = server
-            .max_connections
-            .unwrap_or_else(|| crate::conn::default_max_connections(fd_limit));
-        let proxy = Limits {
-            max_connections,
-            max_connections_per_address: server
-                .max_connections_per_ip
-                .unwrap_or_else(|| crate::conn::default_max_connections_per_address(max_connections)),
-            header_read: Duration::from_millis(server.header_read_timeout_ms),
-            idle: Duration::from_millis(server.idle_timeout_ms),
-        };
-        let admin = Limits {
-            max_connections: crate::conn::ADMIN_MAX_CONNECTIONS,
-            max_connections_per_address: server
-                .max_connections_per_ip
-                .map_or(crate::conn::ADMIN_MAX_CONNECTIONS_PER_ADDRESS, |n| {
-                    n.min(crate::conn::ADMIN_MAX_CONNECTIONS)
-                }),
-            ..proxy
-        };
-        tracing::info!(
-            fd_limit,
-            max_connections = proxy.max_connections,
-            max_connections_per_ip = proxy.max_connections_per_address,
-            max_pending_head_bytes = server.max_pending_head_bytes,
-            "connection limits"
-        );
-        Caps {
-            proxy,
-            admin,
-            budget: HeadBudget::new(server.max_pending_head_bytes),
-            max_header_bytes: server.max_header_bytes,
-        }
-    }
-
-    /// What the listener `name` (`proxy`, `admin`, `public`) serves with: its own table.
-    pub(super) fn serving(&self, name: &'static str, shared: &Shared) -> Serving {
-        let limits = if name == "proxy" { self.proxy } else { self.admin };
-        Serving::new(
-            name,
-            limits,
-            Arc::clone(&self.budget),
-            Arc::clone(&shared.metrics),
-            self.max_header_bytes,
-        )
-    }
-}
-
-/// The proxy listener served by `threads` threads, each with a current-thread runtime, the stack
-/// and a pool of upstream connections of its own: a call stays on the thread its connection was
-/// given to, from first byte to answer, with no wakeup of another thread and no pool shared
-/// under a lock. One accept loop (on the calling runtime) hands new connections to the threads in
-/// turn: a listening socket shared by several accept loops would leave one thread with them all
+/// The proxy's threads, each with a current-thread runtime, the stack and a pool of upstream
+/// connections of its own: a call stays on the thread its connection was given to, from first
+/// byte to answer, with no wakeup of another thread and no pool shared under a lock. One accept
+/// loop ([`hand_out`], on the calling runtime) gives new connections to the threads in turn: a
+/// listening socket shared by several accept loops would leave one thread with them all
 /// (whichever is awake takes the next), and `SO_REUSEPORT` cannot apply to a socket that is
 /// inherited or handed over. The connection cap counts all threads' connections together.
+/// Returns the threads' tasks and the hands that give them connections.
 pub(super) fn proxy_threads(
-    listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: &Arc<Shared>,
     rx: &watch::Receiver<bool>,
     grace: Duration,
-    serving: Serving,
-) -> Result<Vec<JoinHandle<()>>, String> {
+    serving: &Serving,
+) -> Result<(Vec<JoinHandle<()>>, Hands), String> {
     let threads = shared
         .runtime
         .load()
@@ -104,11 +41,12 @@ pub(super) fn proxy_threads(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // The routes' health is the retry policy's, one for all threads.
     let health = Arc::new(crate::proxy::health::Health::default());
-    let mut tasks = Vec::with_capacity(threads + 1);
+    let mut tasks = Vec::with_capacity(threads);
     let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let proxy = crate::proxy::stack(Arc::clone(shared), Arc::clone(&health))?;
-        let (rx, tls, serving) = (rx.clone(), tls.clone(), serving.clone());
+        let (tls, serving) = (tls.clone(), serving.clone());
+        let stops = Stops::global(rx);
         let (hand, given) = tokio::sync::mpsc::unbounded_channel();
         hands.push(hand);
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
@@ -123,7 +61,7 @@ pub(super) fn proxy_threads(
                     }
                 };
                 rt.block_on(async move {
-                    serve(Connections::Given(given), tls, proxy, rx, grace, serving).await;
+                    serve(Connections::Given(given), tls, proxy, stops, grace, serving).await;
                 });
                 drop(rt);
                 let _ = done.send(());
@@ -133,12 +71,37 @@ pub(super) fn proxy_threads(
             let _ = finished.await;
         }));
     }
-    tasks.push(tokio::spawn(hand_out(listener, hands, rx.clone(), serving)));
-    Ok(tasks)
+    Ok((tasks, Arc::new(hands)))
 }
 
 /// A new connection, admitted to its listener's table, on its way to a proxy thread.
-type Given = (std::net::TcpStream, SocketAddr, Arc<Activity>, Admitted);
+type Given = (std::net::TcpStream, SocketAddr, Arc<Activity>, Admitted, Lease);
+
+/// The proxy threads' inboxes, in turn.
+pub(super) type Hands = Arc<Vec<tokio::sync::mpsc::UnboundedSender<Given>>>;
+
+/// When an accept loop stops: `own` fires when its listener is retired (a reload moved it) or
+/// the gateway stops; `global` only when the gateway stops.
+#[derive(Clone)]
+pub(super) struct Stops {
+    pub(super) own: watch::Receiver<bool>,
+    pub(super) global: watch::Receiver<bool>,
+}
+
+impl Stops {
+    /// A loop that stops only with the gateway.
+    pub(super) fn global(rx: &watch::Receiver<bool>) -> Self {
+        Stops {
+            own: rx.clone(),
+            global: rx.clone(),
+        }
+    }
+
+    /// Whether the loop stopped because its listener was retired, not because the gateway stops.
+    fn retired(&self) -> bool {
+        !*self.global.borrow()
+    }
+}
 
 /// Where a serving loop's connections come from.
 pub(super) enum Connections {
@@ -148,33 +111,73 @@ pub(super) enum Connections {
     Given(tokio::sync::mpsc::UnboundedReceiver<Given>),
 }
 
-/// Accepts proxy connections until shutdown and gives them to the proxy threads in turn.
-async fn hand_out(
-    listener: TcpListener,
-    hands: Vec<tokio::sync::mpsc::UnboundedSender<Given>>,
-    mut shutdown: watch::Receiver<bool>,
-    serving: Serving,
-) {
+/// Accepts proxy connections until its listener is retired or the gateway stops, and gives them
+/// to the proxy threads in turn. Retired, it takes what waits in the accept queue, closes the
+/// socket, and waits (up to `grace`) for the connections it accepted.
+pub(super) async fn hand_out(listener: TcpListener, hands: Hands, stops: Stops, serving: Serving, grace: Duration) {
+    let open = Open::new();
     let mut refused = Refusals::default();
     let mut next = 0;
-    loop {
-        let Some((stream, peer, activity, admitted)) = accept(&listener, &serving, &mut refused, &mut shutdown).await
-        else {
-            break;
-        };
+    let mut own = stops.own.clone();
+    while let Some((stream, peer, activity, admitted)) = accept(&listener, &serving, &mut refused, &mut own).await {
         let Ok(stream) = stream.into_std().and_then(|s| s.set_nonblocking(true).map(|()| s)) else {
             continue;
         };
-        // In turn; a thread that has stopped is skipped.
-        let mut given = Some((stream, peer, activity, admitted));
-        for _ in 0..hands.len() {
-            let hand = &hands[next % hands.len()];
-            next = next.wrapping_add(1);
-            match hand.send(given.take().expect("present")) {
-                Ok(()) => break,
-                Err(tokio::sync::mpsc::error::SendError(back)) => given = Some(back),
-            }
+        give(
+            &hands,
+            &mut next,
+            (stream, peer, activity, admitted, open.lease(stops.own.clone())),
+        );
+    }
+    if !stops.retired() {
+        return;
+    }
+    let at = listener.local_addr().ok();
+    for (stream, peer) in sweep(listener) {
+        if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
+            // Served as any connection (not closed before its first call), until the gateway stops.
+            give(
+                &hands,
+                &mut next,
+                (stream, peer, activity, admitted, open.lease(stops.global.clone())),
+            );
         }
+    }
+    finish(open, grace, serving.name(), at, true).await;
+}
+
+/// Gives a connection to the next proxy thread in turn; a thread that has stopped is skipped.
+fn give(hands: &Hands, next: &mut usize, given: Given) {
+    let mut given = Some(given);
+    for _ in 0..hands.len() {
+        let hand = &hands[*next % hands.len()];
+        *next = next.wrapping_add(1);
+        match hand.send(given.take().expect("present")) {
+            Ok(()) => break,
+            Err(tokio::sync::mpsc::error::SendError(back)) => given = Some(back),
+        }
+    }
+}
+
+/// Waits (up to `grace`) for a stopped accept loop's connections, and says how it went.
+async fn finish(open: Open, grace: Duration, name: &'static str, at: Option<SocketAddr>, retired: bool) {
+    let left = open.wait(grace).await;
+    let at = at.map_or_else(|| "?".to_string(), |a| a.to_string());
+    match (retired, left) {
+        (true, 0) => tracing::info!(
+            listener = name,
+            addr = %at,
+            "the {name} listener's old address {at} is drained: its last connection ended"
+        ),
+        (true, n) => tracing::warn!(
+            listener = name,
+            addr = %at,
+            open = n,
+            "the {name} listener's old address {at} still has {n} connections after shutdown_grace_ms; \
+             each closes after its current call, or at idle_timeout_ms"
+        ),
+        (false, 0) => {}
+        (false, _) => tracing::warn!("shutdown grace period over; closing the remaining connections"),
     }
 }
 
@@ -183,13 +186,15 @@ async fn hand_out(
 /// hyper answers a bare 431 itself.
 const HEAD_SLACK: usize = 8 * 1024;
 
-/// Accepts connections until shutdown, then drains them. Admission is the listener's [`Table`]
-/// (a cap, a cap per address, and at the cap a slow head closed to make room).
+/// Accepts connections until its listener is retired or the gateway stops, then drains them.
+/// Admission is the listener's [`Table`] (a cap, a cap per address, and at the cap a slow head
+/// closed to make room). A retired listener's queued connections are taken and served before its
+/// socket closes.
 pub(super) async fn serve<S, B>(
     incoming: Connections,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
-    mut shutdown: watch::Receiver<bool>,
+    stops: Stops,
     grace: Duration,
     serving: Serving,
 ) where
@@ -209,36 +214,67 @@ pub(super) async fn serve<S, B>(
         .max_header_list_size(u32::try_from(serving.max_header_bytes()).unwrap_or(u32::MAX));
     let mut refused = Refusals::default();
     let mut incoming = incoming;
-    while let Some(accepted) = incoming.next(&serving, &mut refused, &mut shutdown).await {
-        spawn_connection(accepted, &builder, &service, &tls, &shutdown, &serving);
+    let open = Open::new();
+    let mut own = stops.own.clone();
+    while let Some(accepted) = incoming.next(&serving, &mut refused, &mut own, &open).await {
+        spawn_connection(accepted, &builder, &service, &tls, &serving);
     }
-    drop(incoming);
-    serving.drain(grace).await;
+    let listener = match incoming {
+        Connections::Given(given) => {
+            drop(given);
+            return serving.drain(grace).await;
+        }
+        Connections::Listener(listener) => listener,
+    };
+    let at = listener.local_addr().ok();
+    if stops.retired() {
+        for (stream, peer) in sweep(listener) {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                continue;
+            };
+            if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
+                // Served as any connection (not closed before its first call), until the gateway stops.
+                let lease = open.lease(stops.global.clone());
+                spawn_connection(
+                    (stream, peer, activity, admitted, lease),
+                    &builder,
+                    &service,
+                    &tls,
+                    &serving,
+                );
+            }
+        }
+    }
+    finish(open, grace, serving.name(), at, stops.retired()).await;
 }
 
 /// A connection accepted and admitted, ready to serve.
-type Accepted = (tokio::net::TcpStream, SocketAddr, Arc<Activity>, Admitted);
+type Accepted = (tokio::net::TcpStream, SocketAddr, Arc<Activity>, Admitted, Lease);
 
 impl Connections {
-    /// The next connection admitted, or `None` at shutdown.
+    /// The next connection admitted, or `None` when the loop stops.
     async fn next(
         &mut self,
         serving: &Serving,
         refused: &mut Refusals,
-        shutdown: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+        open: &Open,
     ) -> Option<Accepted> {
         loop {
             let given = match self {
-                Connections::Listener(l) => return accept(l, serving, refused, shutdown).await,
+                Connections::Listener(l) => {
+                    let (stream, peer, activity, admitted) = accept(l, serving, refused, stop).await?;
+                    return Some((stream, peer, activity, admitted, open.lease(stop.clone())));
+                }
                 Connections::Given(given) => given,
             };
             let next = tokio::select! {
                 g = given.recv() => g,
-                _ = shutdown.changed() => None,
+                _ = stop.changed() => None,
             };
-            let (stream, peer, activity, admitted) = next?;
+            let (stream, peer, activity, admitted, lease) = next?;
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => return Some((s, peer, activity, admitted)),
+                Ok(s) => return Some((s, peer, activity, admitted, lease)),
                 Err(e) => tracing::debug!("a handed connection could not be registered: {e}"),
             }
         }
@@ -246,13 +282,12 @@ impl Connections {
 }
 
 /// Serves one admitted connection on a task of its own (its TLS handshake first, within the
-/// head timeout), counting how it ended.
+/// head timeout), counting how it ended; it closes gracefully when its lease says so.
 fn spawn_connection<S, B>(
     accepted: Accepted,
     builder: &auto::Builder<TokioExecutor>,
     service: &S,
     tls: &Option<tokio_rustls::TlsAcceptor>,
-    shutdown: &watch::Receiver<bool>,
     serving: &Serving,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -260,10 +295,10 @@ fn spawn_connection<S, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (stream, peer, activity, admitted) = accepted;
+    let (stream, peer, activity, admitted, lease) = accepted;
     let _ = stream.set_nodelay(true);
     let svc = TowerToHyperService::new(Tracked::new(service.clone(), Arc::clone(&activity), peer));
-    let (builder, stop, serving, tls) = (builder.clone(), shutdown.clone(), serving.clone(), tls.clone());
+    let (builder, stop, serving, tls) = (builder.clone(), lease.stop.clone(), serving.clone(), tls.clone());
     let limits = serving.limits();
     let origin = Origin {
         listener: serving.name(),
@@ -289,6 +324,7 @@ fn spawn_connection<S, B>(
             serving.closed(reason);
         }
         drop(admitted);
+        drop(lease);
     });
 }
 

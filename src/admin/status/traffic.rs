@@ -3,7 +3,7 @@
 //! buckets drawn as inline SVG (no script, nothing fetched: the page's CSP needs nothing more).
 
 use crate::metrics::window::{CodeCount, ErrorCode, Snapshot, BUCKETS, BUCKET_SECS};
-use crate::metrics::{NO_ROUTE, REFUSED};
+use crate::metrics::{EXCHANGE_CODE, NO_ROUTE, REFUSED};
 use crate::runtime::Runtime;
 use maud::{html, Markup};
 use std::fmt::Write;
@@ -19,8 +19,8 @@ pub(super) struct RouteTraffic {
     pub(super) snap: Snapshot,
 }
 
-/// Every configured route, then the requests no route matched and those refused before routing
-/// when there were any.
+/// Every configured route, then the code exchanges, the requests no route matched and those
+/// refused before routing, when there were any.
 pub(super) fn gather(rt: &Runtime, now: Instant) -> Vec<RouteTraffic> {
     let configured = rt
         .config
@@ -31,13 +31,17 @@ pub(super) fn gather(rt: &Runtime, now: Instant) -> Vec<RouteTraffic> {
             route: r.name.to_string(),
             snap: m.window.snapshot(now),
         });
-    let pseudo = [(NO_ROUTE, &rt.no_route_metrics), (REFUSED, &rt.refused_metrics)]
-        .into_iter()
-        .map(|(name, m)| RouteTraffic {
-            route: name.to_owned(),
-            snap: m.window.snapshot(now),
-        })
-        .filter(|t| t.snap.total_calls() > 0);
+    let pseudo = [
+        (EXCHANGE_CODE, &rt.exchange_metrics),
+        (NO_ROUTE, &rt.no_route_metrics),
+        (REFUSED, &rt.refused_metrics),
+    ]
+    .into_iter()
+    .map(|(name, m)| RouteTraffic {
+        route: name.to_owned(),
+        snap: m.window.snapshot(now),
+    })
+    .filter(|t| t.snap.total_calls() > 0);
     configured.chain(pseudo).collect()
 }
 
