@@ -49,7 +49,7 @@ pub use oauth::{
     DEFAULT_OAUTH_PER_ADDRESS_PER_SEC,
 };
 pub(crate) use routes::OpenIdAt;
-pub use routes::{Inject, PathPattern, RouteConfig, TokenKind};
+pub use routes::{Inject, PathPattern, RouteConfig, Sign, TokenKind};
 pub use server::{
     ServerConfig, TlsConfig, DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HEAD_BYTES,

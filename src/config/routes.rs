@@ -30,7 +30,7 @@ pub enum TokenKind {
     Placeholder,
 }
 
-/// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.
+/// Where the token goes: `"header"`, `"query"`, `"header:NAME"`, `"json_body"` or `"form_body"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Inject {
@@ -44,6 +44,9 @@ pub enum Inject {
     /// The top-level `access_token` field of a JSON object body (developer.toutiao.com APIs),
     /// set or replaced; the body is read whole (at most `retry_buffer_bytes`).
     JsonBody,
+    /// The `access_token` field of an `application/x-www-form-urlencoded` body (`POST
+    /// /oauth/userinfo/`), set or replaced; the body is read whole (at most `retry_buffer_bytes`).
+    FormBody,
 }
 
 impl TryFrom<String> for Inject {
@@ -54,12 +57,13 @@ impl TryFrom<String> for Inject {
             "header" => Ok(Inject::Header),
             "query" => Ok(Inject::Query),
             "json_body" => Ok(Inject::JsonBody),
+            "form_body" => Ok(Inject::FormBody),
             _ => match s.split_once(':') {
                 Some(("header", name)) if !name.is_empty() => http::HeaderName::from_bytes(name.as_bytes())
                     .map(Inject::HeaderNamed)
                     .map_err(|_| format!("{name:?} is not a header name")),
                 _ => Err(format!(
-                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\" or \"json_body\""
+                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\", \"json_body\" or \"form_body\""
                 )),
             },
         }
@@ -80,16 +84,29 @@ pub struct RouteConfig {
     pub token: TokenKind,
     /// The app; optional when exactly one exists.
     pub app: Option<String>,
-    /// Where the token goes: `header`, `query`, `header:NAME` or `json_body`.
+    /// Where the token goes: `header`, `query`, `header:NAME`, `json_body` or `form_body`.
     #[serde(default)]
     pub inject: Inject,
-    /// `query:NAME` or `header:NAME`.
+    /// `query:NAME`, `header:NAME` or `form:NAME` (a field of a form body).
     #[serde(default = "default_open_id")]
     pub open_id: String,
     /// biz: the scope to request.
     pub biz_scope: Option<String>,
     /// The `[[upstreams]]` entry to forward to; absent: `[upstream]`.
     pub upstream: Option<String>,
+    /// `"byte_authorization"`: the forwarded request is signed with the app's RSA key.
+    pub sign: Option<Sign>,
+    /// Whether a signed route's answers must carry the platform's valid `Byte-Signature`;
+    /// absent: when the app has a platform public key.
+    pub verify_response: Option<bool>,
+}
+
+/// How a route's requests are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sign {
+    /// `Byte-Authorization: SHA256-RSA2048 …` over `METHOD\nURI\nTIMESTAMP\nNONCE\nBODY\n`.
+    ByteAuthorization,
 }
 
 fn default_open_id() -> String {
@@ -136,19 +153,21 @@ impl PathPattern {
     }
 }
 
-/// Where a user or biz route reads the open_id, as `open_id = "query:NAME"` or `"header:NAME"`
-/// writes it; routing compiles it (`route::OpenIdSource`).
+/// Where a user or biz route reads the open_id, as `open_id = "query:NAME"`, `"header:NAME"` or
+/// `"form:NAME"` writes it; routing compiles it (`route::OpenIdSource`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OpenIdAt<'a> {
     /// The query parameter of this name.
     Query(&'a str),
     /// The request header of this name.
     Header(http::HeaderName),
+    /// The field of this name in an `application/x-www-form-urlencoded` body.
+    Form(&'a str),
 }
 
 impl<'a> OpenIdAt<'a> {
-    /// `None` unless `s` is `query:NAME` or `header:NAME` with a non-empty name (a valid header
-    /// name for a header).
+    /// `None` unless `s` is `query:NAME`, `header:NAME` or `form:NAME` with a non-empty name (a
+    /// valid header name for a header).
     pub(crate) fn parse(s: &'a str) -> Option<Self> {
         let (kind, name) = s.split_once(':')?;
         if name.is_empty() {
@@ -156,6 +175,7 @@ impl<'a> OpenIdAt<'a> {
         }
         match kind {
             "query" => Some(OpenIdAt::Query(name)),
+            "form" => Some(OpenIdAt::Form(name)),
             "header" => http::HeaderName::from_bytes(name.as_bytes()).ok().map(OpenIdAt::Header),
             _ => None,
         }
@@ -188,7 +208,12 @@ impl Config {
             });
             self.check_route_app(c, idx, r);
             if matches!(r.token, TokenKind::User | TokenKind::Biz) && OpenIdAt::parse(&r.open_id).is_none() {
-                c.err("routes", idx, "open_id", "must be \"query:NAME\" or \"header:NAME\"");
+                c.err(
+                    "routes",
+                    idx,
+                    "open_id",
+                    "must be \"query:NAME\", \"header:NAME\" or \"form:NAME\"",
+                );
             }
             if let Some(u) = &r.upstream {
                 if !self.upstreams.iter().any(|x| &x.name == u) {
@@ -201,6 +226,7 @@ impl Config {
                 }
             }
             self.check_token_needs(c, idx, r);
+            self.check_signing(c, idx, r);
             if let Some((pi, _)) = pattern.as_ref().and_then(|p| {
                 patterns.iter().enumerate().find(|(_, prev)| {
                     prev.as_ref()
@@ -289,6 +315,69 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The app a route acts for: the one it names, or the only one.
+    fn route_app(&self, r: &RouteConfig) -> Option<&super::AppConfig> {
+        match &r.app {
+            Some(name) => self.apps.iter().find(|a| &a.name == name),
+            None if self.apps.len() == 1 => self.apps.first(),
+            None => None,
+        }
+    }
+
+    /// A signing route's app has a signing key (and a platform public key when the route asks
+    /// for answers to be verified); `verify_response` only on a signing route.
+    fn check_signing(&self, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
+        let Some(Sign::ByteAuthorization) = r.sign else {
+            if r.verify_response == Some(true) {
+                c.err(
+                    "routes",
+                    idx,
+                    "verify_response",
+                    "only a route with sign = \"byte_authorization\" gets signed answers to verify",
+                );
+            }
+            return;
+        };
+        let Some(app) = self.route_app(r) else {
+            if r.token == TokenKind::None {
+                c.err(
+                    "routes",
+                    idx,
+                    "sign",
+                    "a signing route needs app = \"…\" (whose key signs) when there is not exactly one [[apps]]",
+                );
+            }
+            return;
+        };
+        if app.signing_key_env.is_none() && app.signing_key_file.is_none() {
+            c.err(
+                "routes",
+                idx,
+                "sign",
+                format!(
+                    "app {:?} has no signing key: set its signing_key_file or signing_key_env (the RSA private \
+                     key whose public half is uploaded in the console)",
+                    app.name
+                ),
+            );
+        }
+        let platform_key = app.platform_public_key_env.is_some() || app.platform_public_key_file.is_some();
+        if r.verify_response == Some(true) && !platform_key {
+            c.err(
+                "routes",
+                idx,
+                "verify_response",
+                format!(
+                    "app {:?} has no platform public key to verify answers with: set its \
+                     platform_public_key_file or platform_public_key_env",
+                    app.name
+                ),
+            );
+        }
+    }
+}
+
 /// `methods`: not empty, upper-case HTTP methods, never CONNECT.
 fn check_methods(c: &mut Collector<'_>, idx: Option<usize>, ms: &[String]) {
     if ms.is_empty() {
@@ -346,7 +435,8 @@ mod tests {
             OpenIdAt::parse("header:X-Open-Id"),
             Some(OpenIdAt::Header(http::HeaderName::from_static("x-open-id")))
         );
-        for bad in ["query:", "header:", "header:bad name", "cookie:x", "open_id"] {
+        assert_eq!(OpenIdAt::parse("form:open_id"), Some(OpenIdAt::Form("open_id")));
+        for bad in ["query:", "header:", "form:", "header:bad name", "cookie:x", "open_id"] {
             assert_eq!(OpenIdAt::parse(bad), None, "{bad}");
         }
     }
