@@ -287,4 +287,24 @@ token = "none"
             .is_none());
         assert!(OpenIdSource::parse("body:x").is_none());
     }
+
+    #[test]
+    fn a_form_field_names_the_user_once() {
+        let form = OpenIdSource::parse("form:open_id").unwrap();
+        assert_eq!(form.extract_form(b"a=1&open_id=ou%5F1").unwrap().unwrap(), "ou_1");
+        assert!(form.extract_form(b"a=1").unwrap().is_none());
+        assert!(form.extract_form(b"open_id=").unwrap().is_none());
+        for repeated in [
+            &b"open_id=a&open_id=b"[..],
+            b"open_id=a;Open-Id=b",
+            b"open_id=a&open_id[]=b",
+        ] {
+            assert!(form.extract_form(repeated).is_err(), "{repeated:?}");
+        }
+        assert!(form.extract_form(b"open_id=a&x=\xff").is_err(), "not UTF-8");
+        assert_eq!(form.describe(), "form field \"open_id\"");
+        // The query and headers are not where a form route looks.
+        let req = http::Request::get("/v?open_id=q").body(()).unwrap();
+        assert!(form.extract(req.uri(), req.headers()).unwrap().is_none());
+    }
 }

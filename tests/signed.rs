@@ -312,3 +312,59 @@ fn check_refuses_a_signing_route_without_the_keys_it_needs() {
     .unwrap_err();
     assert!(err.contains("sign"), "{err}");
 }
+
+/// The gateway as a process: a refused answer is logged with the platform's X-Tt-Logid, and no
+/// line of its log holds the private key, whatever happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_answer_is_logged_with_the_platforms_log_id_and_never_a_key() {
+    use std::io::Write;
+    let sb = sandbox().await;
+    let k = keys_dir();
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .app(&format!(
+            "signing_key_file = {:?}\nplatform_public_key_file = {:?}",
+            k.join("app-private.pem"),
+            k.join("platform-public.pem")
+        ))
+        .routes_first("[[routes]]\nname = \"trade\"\npath = \"/api/apps/trade/v2/*\"\ntoken = \"client\"\nsign = \"byte_authorization\"")
+        .render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, port, _) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(
+        &["serve", "--config", cfg.path().to_str().unwrap()],
+        &[("NO_COLOR", "1")],
+        [l0, l1],
+    );
+    p.wait_for("gateway listening");
+    drop(listeners);
+    let http = Http::default();
+    let url = format!("http://127.0.0.1:{port}{QUERY_ORDER}");
+    let h = [("x-gateway-key", CALLER_KEY), ("content-type", "application/json")];
+    assert_eq!(http.send(http::Method::POST, &url, &h, "{}").await.status, 200);
+    http.control(&sb, "/sandbox/trade", serde_json::json!({ "next": "tampered" }))
+        .await;
+    assert_eq!(http.send(http::Method::POST, &url, &h, "{}").await.status, 502);
+    http.control(&sb, "/sandbox/trade", serde_json::json!({ "next": "status500" }))
+        .await;
+    assert_eq!(http.send(http::Method::POST, &url, &h, "{}").await.status, 504);
+    p.wait_for("sandbox-trade-500");
+    p.signal("-TERM");
+    let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let refused = log
+        .lines()
+        .find(|l| l.contains("did not verify"))
+        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
+    assert!(
+        refused.contains("sandbox-trade") && refused.contains("trade"),
+        "{refused}"
+    );
+    let pem = std::fs::read_to_string(k.join("app-private.pem")).unwrap();
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "a line of the private key in the log");
+    }
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+}
