@@ -30,6 +30,7 @@ mod oauth;
 mod parse;
 mod routes;
 mod server;
+mod signing;
 mod store;
 mod tokens;
 mod upstream;
@@ -49,12 +50,13 @@ pub use oauth::{
     DEFAULT_OAUTH_PER_ADDRESS_PER_SEC,
 };
 pub(crate) use routes::OpenIdAt;
-pub use routes::{Inject, PathPattern, RouteConfig, Sign, TokenKind};
+pub use routes::{Inject, PathPattern, RouteConfig, TokenKind};
 pub use server::{
     ServerConfig, TlsConfig, DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HEAD_BYTES,
     DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_RETRY_BUFFER_BYTES, DEFAULT_SHUTDOWN_GRACE_MS,
 };
+pub use signing::Sign;
 pub use store::{StoreConfig, StoreKind};
 pub use tokens::{
     TokenErrorsConfig, TokensConfig, DEFAULT_BACKOFF_INITIAL_MS, DEFAULT_BACKOFF_MAX_MS,
