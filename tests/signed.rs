@@ -173,6 +173,10 @@ async fn calls_are_signed_over_the_bytes_sent_and_the_callers_signature_removed(
     assert_eq!(seen.len(), 2, "{seen:?}");
     for call in &seen {
         assert_eq!(call["valid"], true, "{call:?}");
+        assert_eq!(
+            call["authorization_headers"], 1,
+            "the caller's, in any spelling, removed: {call:?}"
+        );
         assert_eq!(call["key_version"], "2");
         assert_eq!(call["nonce"].as_str().unwrap().len(), 32);
     }

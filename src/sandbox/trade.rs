@@ -72,6 +72,8 @@ pub struct SignedCall {
     pub access_token: String,
     /// Body SHA-256, hex.
     pub body_sha256: String,
+    /// Headers a lenient server would read as `Byte-Authorization` (`byte_authorization` too).
+    pub authorization_headers: usize,
 }
 
 /// What the trade endpoints remember.
@@ -139,6 +141,11 @@ pub(super) fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -
             valid: verdict.0.is_ok(),
             access_token: token.into(),
             body_sha256: hex::encode(Sha256::digest(body)),
+            authorization_headers: parts
+                .headers
+                .iter()
+                .filter(|(n, _)| n.as_str().replace('_', "-") == "byte-authorization")
+                .count(),
         });
     }
     if let Err(why) = verdict.0 {
