@@ -24,28 +24,43 @@ pub const DEMO_USER: &str = "demo-user";
 /// `{name}` wherever [`config_text`] puts a value.
 const CONFIG_TEMPLATE: &str = include_str!("demo/config.toml");
 
-/// The built-in config for a sandbox at `sandbox_url`, the app's secret in `secret_file`, and the
-/// admin listener (which the OAuth callback goes to) at `admin`.
+/// The built-in config for a sandbox at `sandbox_url`, the app's secret in `secret_file` (its keys
+/// beside it: `-app-private.pem`, `-platform-public.pem` in place of the extension), and the admin
+/// listener (which the OAuth callback goes to) at `admin`.
 pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path, admin: std::net::SocketAddr) -> String {
+    let dir = secret_file.parent().unwrap_or(std::path::Path::new("."));
+    let stem = secret_file
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let key_file = |suffix: &str| dir.join(format!("{stem}{suffix}")).display().to_string();
     CONFIG_TEMPLATE
         .replace("{sandbox_url}", sandbox_url)
         .replace("{client_key}", CLIENT_KEY)
         .replace("{admin_listen}", &admin.to_string())
         .replace("{admin_hash}", &crate::secret::hash_key(ADMIN_KEY))
         .replace("{caller_hash}", &crate::secret::hash_key(CALLER_KEY))
-        // Last: the only value that could hold a brace, so no other replacement looks inside it.
+        // Last: the only values that could hold a brace, so no other replacement looks inside them.
+        .replace("{signing_key_file}", &key_file("-app-private.pem"))
+        .replace("{platform_public_key_file}", &key_file("-platform-public.pem"))
         .replace("{secret_file}", &secret_file.display().to_string())
 }
 
-/// The demo's secret file: created readable by its owner only (0600), removed when the demo
-/// ends, however it ends.
-struct SecretFile(std::path::PathBuf);
+/// The app's signing key the demo configures: the published test key of `fixtures/keys/` (whose
+/// public half the sandbox checks signatures with), never to be trusted for anything real.
+const APP_PRIVATE_KEY: &str = include_str!("../fixtures/keys/app-private.pem");
+/// The platform's public key for the demo app (the sandbox signs answers with its private half).
+const PLATFORM_PUBLIC_KEY: &str = include_str!("../fixtures/keys/platform-public.pem");
 
-impl SecretFile {
-    fn create() -> Result<Self, String> {
+/// A file of the demo (its secret, its keys): created readable by its owner only (0600), removed
+/// when the demo ends, however it ends.
+struct DemoFile(std::path::PathBuf);
+
+impl DemoFile {
+    /// `douyin-gateway-demo-PID{suffix}` in the temp directory, holding `contents`.
+    fn create(suffix: &str, contents: &str) -> Result<Self, String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let path = std::env::temp_dir().join(format!("douyin-gateway-demo-{}.secret", std::process::id()));
+        let path = std::env::temp_dir().join(format!("douyin-gateway-demo-{}{suffix}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -53,23 +68,41 @@ impl SecretFile {
             .mode(0o600)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        f.write_all(CLIENT_SECRET.as_bytes())
+        f.write_all(contents.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(SecretFile(path))
+        Ok(DemoFile(path))
     }
 }
 
-impl Drop for SecretFile {
+impl Drop for DemoFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The demo's files: the app's secret, its signing key, the platform's public key.
+struct Files {
+    secret: DemoFile,
+    signing_key: DemoFile,
+    platform_key: DemoFile,
+}
+
+impl Files {
+    fn create() -> Result<Self, String> {
+        Ok(Files {
+            secret: DemoFile::create(".secret", CLIENT_SECRET)?,
+            signing_key: DemoFile::create("-app-private.pem", APP_PRIVATE_KEY)?,
+            platform_key: DemoFile::create("-platform-public.pem", PLATFORM_PUBLIC_KEY)?,
+        })
     }
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
     match start().await {
-        Ok((sb, gw, secret)) => {
+        Ok((sb, gw, files)) => {
             let (g, a, s) = (gw.addr, gw.admin_addr, sb.url());
+            let (key, platform) = (files.signing_key.0.display(), files.platform_key.0.display());
             println!(
                 r#"
 douyin-gateway demo: a sandbox Douyin platform at {s}, the gateway at http://{g}, its admin listener at http://{a}.
@@ -108,6 +141,17 @@ Paste these into another terminal:
   curl -s -X POST -d '{{"url":"http://{a}/callbacks/douyin","event":"trade"}}' {s}/sandbox/webhook
   curl -s {s}/sandbox/received
 
+  # a form body (POST /oauth/userinfo/): the user from its open_id field, their token set in its access_token field
+  curl -s -d 'open_id={DEMO_USER}' http://{g}/oauth/userinfo/
+
+  # a signed call (trade system v2): signed with the app's private key ({key}), checked by the
+  # sandbox with its public half; the answer's Byte-Signature verified with the platform's public key ({platform})
+  curl -s -X POST -H 'content-type: application/json' -d '{{"order_id":"demo-order"}}' http://{g}/api/apps/trade/v2/order/query_order
+
+  # the platform's next answer is altered after it was signed: 502 bad_upstream_signature, its body not passed on
+  curl -s -X POST -d '{{"next":"tampered"}}' {s}/sandbox/trade
+  curl -s -X POST -H 'content-type: application/json' -d '{{"order_id":"demo-order"}}' http://{g}/api/apps/trade/v2/order/query_order
+
   # the mini-app walkthrough in docs/tokens.md (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
   # against this demo after:
   export GW=http://{g} ADMIN=http://{a} SANDBOX={s}
@@ -137,7 +181,7 @@ Ctrl-C stops it.
             }
             gw.stop().await;
             drop(sb);
-            drop(secret);
+            drop(files);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -147,7 +191,7 @@ Ctrl-C stops it.
     }
 }
 
-async fn start() -> Result<(sandbox::Sandbox, server::Running, SecretFile), String> {
+async fn start() -> Result<(sandbox::Sandbox, server::Running, Files), String> {
     let bind = || async {
         TcpListener::bind("127.0.0.1:0")
             .await
@@ -158,13 +202,13 @@ async fn start() -> Result<(sandbox::Sandbox, server::Running, SecretFile), Stri
         ..SandboxOptions::default()
     };
     let sb = sandbox::start(opts, bind().await?)?;
-    let secret = SecretFile::create()?;
+    let files = Files::create()?;
     let (listen, admin) = (bind().await?, bind().await?);
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
-    let text = config_text(&sb.url(), &secret.0, admin_addr);
+    let text = config_text(&sb.url(), &files.secret.0, admin_addr);
     let (config, _) = Config::load_str(&text, "demo config").map_err(|e| e.to_string())?;
     let gw = server::start_on(config, None, listen, admin).await?;
-    Ok((sb, gw, secret))
+    Ok((sb, gw, files))
 }
 #[cfg(test)]
 mod tests {
@@ -184,6 +228,8 @@ mod tests {
             "client_key = \"awsandbox0000001\"",
             "client_secret_file = \"/tmp/demo.secret\"",
             "redirect_uri = \"http://127.0.0.1:2/oauth/callback\"",
+            "signing_key_file = \"/tmp/demo-app-private.pem\"",
+            "platform_public_key_file = \"/tmp/demo-platform-public.pem\"",
         ] {
             assert!(text.contains(value), "{value}");
         }

@@ -52,6 +52,20 @@ pub enum GatewayError {
          at most retry_buffer_bytes ({0}); send a larger one as multipart/form-data"
     )]
     FormTooLarge(u64),
+    /// A signing route's body over `retry_buffer_bytes`: it is signed whole, as sent.
+    #[error("this route's requests are signed over their whole body, so it may be at most retry_buffer_bytes ({0})")]
+    SignedBodyTooLarge(u64),
+    /// A signed route's answer whose `Byte-Signature` is missing or does not verify with the
+    /// app's platform public key: its body is not passed on.
+    #[error("the platform's answer did not verify ({0}); its body is not passed on")]
+    BadUpstreamSignature(String),
+    /// A signed route's answer was an unsigned 5xx, which the platform says to treat as a timeout:
+    /// whether the call took effect is unknown.
+    #[error(
+        "the platform answered HTTP {0} without a signature, which it says to treat as a timeout: whether the \
+         call took effect is unknown (query before retrying)"
+    )]
+    UpstreamUnsigned(u16),
     /// Connect/IO failure to the upstream.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -144,10 +158,12 @@ impl GatewayError {
             | CallbackRefused(_) => StatusCode::UNAUTHORIZED,
             CallerForbidden { .. } => StatusCode::FORBIDDEN,
             NoRoute { .. } | NotFound(_) | UnknownApp(_) => StatusCode::NOT_FOUND,
-            BodyTooLarge(_) | FormTooLarge(_) | AdminBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            BodyTooLarge(_) | FormTooLarge(_) | SignedBodyTooLarge(_) | AdminBodyTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            UpstreamUnavailable(_) | BadUpstreamSignature(_) => StatusCode::BAD_GATEWAY,
             TokenUnavailable(_) | StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamTimeout(_) | UpstreamUnsigned(_) => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Overloaded(_) | BodyReadsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -166,10 +182,11 @@ impl GatewayError {
             UserAuthorizationRequired { .. } => "user_authorization_required",
             CallerForbidden { .. } => "caller_forbidden",
             NoRoute { .. } => "no_route",
-            BodyTooLarge(_) | FormTooLarge(_) | AdminBodyTooLarge(_) => "body_too_large",
+            BodyTooLarge(_) | FormTooLarge(_) | SignedBodyTooLarge(_) | AdminBodyTooLarge(_) => "body_too_large",
             UpstreamUnavailable(_) => "upstream_unavailable",
+            BadUpstreamSignature(_) => "bad_upstream_signature",
             TokenUnavailable(_) => "token_unavailable",
-            UpstreamTimeout(_) => "upstream_timeout",
+            UpstreamTimeout(_) | UpstreamUnsigned(_) => "upstream_timeout",
             ClientTimeout(_) => "client_timeout",
             HeadersTooLarge(_) => "headers_too_large",
             Overloaded(_) | BodyReadsFull(_) => "overloaded",

@@ -18,6 +18,14 @@ pub enum OpenIdSource {
     },
     /// A request header (lower-cased).
     Header(http::HeaderName),
+    /// A field of an `application/x-www-form-urlencoded` body (read once the body is in:
+    /// [`OpenIdSource::extract_form`]).
+    Form {
+        /// Its name as configured.
+        name: String,
+        /// Its name as a lenient server reads it, computed once.
+        lenient: String,
+    },
 }
 
 impl OpenIdSource {
@@ -29,12 +37,37 @@ impl OpenIdSource {
         }
     }
 
-    /// Parses `"query:NAME"` / `"header:NAME"` (the syntax is config's, [`OpenIdAt`]).
+    /// Parses `"query:NAME"` / `"header:NAME"` / `"form:NAME"` (the syntax is config's, [`OpenIdAt`]).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match OpenIdAt::parse(s)? {
             OpenIdAt::Query(name) => OpenIdSource::query(name),
             OpenIdAt::Header(h) => OpenIdSource::Header(h),
+            OpenIdAt::Form(name) => OpenIdSource::Form {
+                name: name.to_string(),
+                lenient: crate::canonical::normalize_param_name(name),
+            },
         })
+    }
+
+    /// Where a human looks for it, for `open_id_missing`.
+    pub fn describe(&self) -> String {
+        match self {
+            OpenIdSource::Query { name, .. } => format!("query parameter {name:?}"),
+            OpenIdSource::Header(h) => format!("header {h:?}"),
+            OpenIdSource::Form { name, .. } => format!("form field {name:?}"),
+        }
+    }
+
+    /// The open_id a form body carries ([`OpenIdSource::Form`]), as the query's is read: `Err`
+    /// when it is given more than once (lookalike names count) or the body is not UTF-8; `None`
+    /// for another source.
+    pub fn extract_form<'a>(&self, body: &'a [u8]) -> Result<Option<std::borrow::Cow<'a, str>>, String> {
+        let OpenIdSource::Form { name, lenient } = self else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(body)
+            .map_err(|_| format!("the form body is not UTF-8, so its open_id field {name:?} cannot be read"))?;
+        one_param(text, name, lenient).map_err(|()| format!("the open_id form field {name:?} is given more than once"))
     }
 
     /// The open_id a request carries, if any; `Err` when it is given more than once. Lookalike
@@ -63,23 +96,31 @@ impl OpenIdSource {
             }
             OpenIdSource::Query { name, lenient } => {
                 let Some(q) = uri.query() else { return Ok(None) };
-                let mut found = None;
-                let mut count = 0;
-                for piece in crate::canonical::pieces(q) {
-                    if crate::canonical::param_is(piece, lenient) {
-                        count += 1;
-                        found = form_urlencoded::parse(piece.as_bytes())
-                            .next()
-                            .filter(|(k, _)| k == name);
-                    }
-                }
-                if count > 1 {
-                    return Err(format!("the open_id query parameter {name:?} is given more than once"));
-                }
-                Ok(found.map(|(_, v)| v).filter(|v| !v.is_empty()))
+                one_param(q, name, lenient)
+                    .map_err(|()| format!("the open_id query parameter {name:?} is given more than once"))
             }
+            OpenIdSource::Form { .. } => Ok(None),
         }
     }
+}
+
+/// The one parameter `name` of a query or form text (non-empty); `Err` when it, or a name a
+/// lenient server reads as it (`lenient`), is there more than once.
+fn one_param<'a>(q: &'a str, name: &str, lenient: &str) -> Result<Option<std::borrow::Cow<'a, str>>, ()> {
+    let mut found = None;
+    let mut count = 0;
+    for piece in crate::canonical::pieces(q) {
+        if crate::canonical::param_is(piece, lenient) {
+            count += 1;
+            found = form_urlencoded::parse(piece.as_bytes())
+                .next()
+                .filter(|(k, _)| k == name);
+        }
+    }
+    if count > 1 {
+        return Err(());
+    }
+    Ok(found.map(|(_, v)| v).filter(|v| !v.is_empty()))
 }
 
 /// A compiled route.
@@ -97,10 +138,15 @@ pub struct Route {
     pub token: TokenKind,
     /// Index into the app list (meaningless for `token = "none"`).
     pub app: usize,
-    /// Header or query.
+    /// Header, query, JSON or form body.
     pub inject: Inject,
     /// Where the open_id comes from (user/biz).
     pub open_id: OpenIdSource,
+    /// Whether requests are signed with the app's key (`sign = "byte_authorization"`).
+    pub sign: bool,
+    /// Whether a signed route's answers must carry the platform's valid `Byte-Signature`
+    /// (`verify_response`, by default when the app has a platform public key).
+    pub verify_response: bool,
     /// biz: the scope.
     pub biz_scope: Option<Arc<str>>,
     /// Where it forwards: 0 for `[upstream]`, else 1 + its `[[upstreams]]` position
@@ -121,7 +167,8 @@ impl RouteTable {
             .routes
             .iter()
             .enumerate()
-            .map(|(index, r)| Route {
+            .map(|(index, r)| (index, r, r.sign.is_some(), Self::verifies(config, r)))
+            .map(|(index, r, sign, verify_response)| Route {
                 name: r.name.as_str().into(),
                 index,
                 path: PathPattern::parse(&r.path).expect("validated"),
@@ -139,6 +186,8 @@ impl RouteTable {
                 inject: r.inject.clone(),
                 open_id: OpenIdSource::parse(&r.open_id).unwrap_or_else(|| OpenIdSource::query("open_id")),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
+                sign,
+                verify_response,
                 upstream: r
                     .upstream
                     .as_ref()
@@ -147,6 +196,20 @@ impl RouteTable {
             })
             .collect();
         RouteTable { routes }
+    }
+
+    /// Whether a signed route's answers are verified: as `verify_response` says, else when its app
+    /// has a platform public key.
+    fn verifies(config: &Config, r: &crate::config::RouteConfig) -> bool {
+        if r.sign.is_none() {
+            return false;
+        }
+        let app = match &r.app {
+            Some(a) => config.apps.iter().find(|x| &x.name == a),
+            None => config.apps.first(),
+        };
+        let has_key = app.is_some_and(|a| a.platform_public_key_env.is_some() || a.platform_public_key_file.is_some());
+        r.verify_response.unwrap_or(has_key)
     }
 
     /// The first route whose path and method fit.
@@ -223,5 +286,25 @@ token = "none"
             .unwrap()
             .is_none());
         assert!(OpenIdSource::parse("body:x").is_none());
+    }
+
+    #[test]
+    fn a_form_field_names_the_user_once() {
+        let form = OpenIdSource::parse("form:open_id").unwrap();
+        assert_eq!(form.extract_form(b"a=1&open_id=ou%5F1").unwrap().unwrap(), "ou_1");
+        assert!(form.extract_form(b"a=1").unwrap().is_none());
+        assert!(form.extract_form(b"open_id=").unwrap().is_none());
+        for repeated in [
+            &b"open_id=a&open_id=b"[..],
+            b"open_id=a;Open-Id=b",
+            b"open_id=a&open_id[]=b",
+        ] {
+            assert!(form.extract_form(repeated).is_err(), "{repeated:?}");
+        }
+        assert!(form.extract_form(b"open_id=a&x=\xff").is_err(), "not UTF-8");
+        assert_eq!(form.describe(), "form field \"open_id\"");
+        // The query and headers are not where a form route looks.
+        let req = http::Request::get("/v?open_id=q").body(()).unwrap();
+        assert!(form.extract(req.uri(), req.headers()).unwrap().is_none());
     }
 }

@@ -40,6 +40,8 @@ pub struct App {
     pub signing_key_version: Arc<str>,
     /// The platform's public key for this app: checks signed answers and callbacks.
     pub platform_public_key: Option<crate::signature::VerifyingKey>,
+    /// Its `douyin_gateway_signatures_total` handles.
+    pub signatures: crate::metrics::SignatureCounters,
 }
 
 /// Compiled config.
@@ -133,6 +135,7 @@ impl Runtime {
                 signing_key,
                 signing_key_version: a.signing_key_version.as_str().into(),
                 platform_public_key,
+                signatures: metrics.signatures(&a.name),
             });
         }
         let bases = config

@@ -343,10 +343,29 @@ async fn demo_prints_curl_lines_that_work() {
             .any(|l| l.contains("/status in a browser") && l.contains("password")),
         "the URL and how to log in"
     );
+    assert!(
+        out("/oauth/userinfo/", 0).contains("\"open_id\":\"demo-user\""),
+        "{}",
+        out("/oauth/userinfo/", 0)
+    );
+    assert!(
+        out("/trade/v2/", 0).contains("\"order_status\":\"SUCCESS\""),
+        "a signed call, its answer verified: {}",
+        out("/trade/v2/", 0)
+    );
+    let tampered = out("/trade/v2/", 1);
+    assert!(
+        tampered.contains("bad_upstream_signature") && !tampered.contains("order_status"),
+        "{tampered}"
+    );
+    let keys = ["-app-private.pem", "-platform-public.pem"]
+        .map(|k| std::env::temp_dir().join(format!("douyin-gateway-demo-{}{k}", p.child.id())));
+    assert!(keys.iter().all(|k| k.exists()), "the demo prints where its keys are");
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);
     assert!(!secret.exists(), "the demo removes its secret file on exit");
+    assert!(keys.iter().all(|k| !k.exists()), "and its key files");
 }
 
 /// systemd socket activation: `serve` takes the sockets it inherits (`LISTEN_FDS`: the proxy's,

@@ -31,6 +31,7 @@ mod oauth;
 mod parse;
 mod routes;
 mod server;
+mod signing;
 mod store;
 mod tokens;
 mod upstream;
@@ -57,6 +58,7 @@ pub use server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HEAD_BYTES,
     DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_RETRY_BUFFER_BYTES, DEFAULT_SHUTDOWN_GRACE_MS,
 };
+pub use signing::Sign;
 pub use store::{StoreConfig, StoreKind};
 pub use tokens::{
     TokenErrorsConfig, TokensConfig, DEFAULT_BACKOFF_INITIAL_MS, DEFAULT_BACKOFF_MAX_MS,

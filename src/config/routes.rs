@@ -30,7 +30,7 @@ pub enum TokenKind {
     Placeholder,
 }
 
-/// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.
+/// Where the token goes: `"header"`, `"query"`, `"header:NAME"`, `"json_body"` or `"form_body"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Inject {
@@ -44,6 +44,9 @@ pub enum Inject {
     /// The top-level `access_token` field of a JSON object body (developer.toutiao.com APIs),
     /// set or replaced; the body is read whole (at most `retry_buffer_bytes`).
     JsonBody,
+    /// The `access_token` field of an `application/x-www-form-urlencoded` body (`POST
+    /// /oauth/userinfo/`), set or replaced; the body is read whole (at most `retry_buffer_bytes`).
+    FormBody,
 }
 
 impl TryFrom<String> for Inject {
@@ -54,12 +57,13 @@ impl TryFrom<String> for Inject {
             "header" => Ok(Inject::Header),
             "query" => Ok(Inject::Query),
             "json_body" => Ok(Inject::JsonBody),
+            "form_body" => Ok(Inject::FormBody),
             _ => match s.split_once(':') {
                 Some(("header", name)) if !name.is_empty() => http::HeaderName::from_bytes(name.as_bytes())
                     .map(Inject::HeaderNamed)
                     .map_err(|_| format!("{name:?} is not a header name")),
                 _ => Err(format!(
-                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\" or \"json_body\""
+                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\", \"json_body\" or \"form_body\""
                 )),
             },
         }
@@ -80,16 +84,21 @@ pub struct RouteConfig {
     pub token: TokenKind,
     /// The app; optional when exactly one exists.
     pub app: Option<String>,
-    /// Where the token goes: `header`, `query`, `header:NAME` or `json_body`.
+    /// Where the token goes: `header`, `query`, `header:NAME`, `json_body` or `form_body`.
     #[serde(default)]
     pub inject: Inject,
-    /// `query:NAME` or `header:NAME`.
+    /// `query:NAME`, `header:NAME` or `form:NAME` (a field of a form body).
     #[serde(default = "default_open_id")]
     pub open_id: String,
     /// biz: the scope to request.
     pub biz_scope: Option<String>,
     /// The `[[upstreams]]` entry to forward to; absent: `[upstream]`.
     pub upstream: Option<String>,
+    /// `"byte_authorization"`: the forwarded request is signed with the app's RSA key.
+    pub sign: Option<super::Sign>,
+    /// Whether a signed route's answers must carry the platform's valid `Byte-Signature`;
+    /// absent: when the app has a platform public key.
+    pub verify_response: Option<bool>,
 }
 
 fn default_open_id() -> String {
@@ -136,19 +145,21 @@ impl PathPattern {
     }
 }
 
-/// Where a user or biz route reads the open_id, as `open_id = "query:NAME"` or `"header:NAME"`
-/// writes it; routing compiles it (`route::OpenIdSource`).
+/// Where a user or biz route reads the open_id, as `open_id = "query:NAME"`, `"header:NAME"` or
+/// `"form:NAME"` writes it; routing compiles it (`route::OpenIdSource`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OpenIdAt<'a> {
     /// The query parameter of this name.
     Query(&'a str),
     /// The request header of this name.
     Header(http::HeaderName),
+    /// The field of this name in an `application/x-www-form-urlencoded` body.
+    Form(&'a str),
 }
 
 impl<'a> OpenIdAt<'a> {
-    /// `None` unless `s` is `query:NAME` or `header:NAME` with a non-empty name (a valid header
-    /// name for a header).
+    /// `None` unless `s` is `query:NAME`, `header:NAME` or `form:NAME` with a non-empty name (a
+    /// valid header name for a header).
     pub(crate) fn parse(s: &'a str) -> Option<Self> {
         let (kind, name) = s.split_once(':')?;
         if name.is_empty() {
@@ -156,6 +167,7 @@ impl<'a> OpenIdAt<'a> {
         }
         match kind {
             "query" => Some(OpenIdAt::Query(name)),
+            "form" => Some(OpenIdAt::Form(name)),
             "header" => http::HeaderName::from_bytes(name.as_bytes()).ok().map(OpenIdAt::Header),
             _ => None,
         }
@@ -188,7 +200,12 @@ impl Config {
             });
             self.check_route_app(c, idx, r);
             if matches!(r.token, TokenKind::User | TokenKind::Biz) && OpenIdAt::parse(&r.open_id).is_none() {
-                c.err("routes", idx, "open_id", "must be \"query:NAME\" or \"header:NAME\"");
+                c.err(
+                    "routes",
+                    idx,
+                    "open_id",
+                    "must be \"query:NAME\", \"header:NAME\" or \"form:NAME\"",
+                );
             }
             if let Some(u) = &r.upstream {
                 if !self.upstreams.iter().any(|x| &x.name == u) {
@@ -201,6 +218,7 @@ impl Config {
                 }
             }
             self.check_token_needs(c, idx, r);
+            self.check_signing(c, idx, r);
             if let Some((pi, _)) = pattern.as_ref().and_then(|p| {
                 patterns.iter().enumerate().find(|(_, prev)| {
                     prev.as_ref()
@@ -346,7 +364,8 @@ mod tests {
             OpenIdAt::parse("header:X-Open-Id"),
             Some(OpenIdAt::Header(http::HeaderName::from_static("x-open-id")))
         );
-        for bad in ["query:", "header:", "header:bad name", "cookie:x", "open_id"] {
+        assert_eq!(OpenIdAt::parse("form:open_id"), Some(OpenIdAt::Form("open_id")));
+        for bad in ["query:", "header:", "form:", "header:bad name", "cookie:x", "open_id"] {
             assert_eq!(OpenIdAt::parse(bad), None, "{bad}");
         }
     }

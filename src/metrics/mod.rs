@@ -79,6 +79,12 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["route", "code"],
     ),
     (
+        "douyin_gateway_signatures_total",
+        "Signed calls, by app and outcome: signed (a request signed with the app's key), verified (an answer's \
+         Byte-Signature checked good), refused (an answer refused: bad or missing signature, or an unsigned 5xx).",
+        &["app", "outcome"],
+    ),
+    (
         "douyin_gateway_requests_in_flight",
         "Proxy requests in progress (bounded by server.max_in_flight).",
         &[],
@@ -164,6 +170,7 @@ pub struct Metrics {
     /// `douyin_gateway_store_ready`: 1 when the token store answered the last scrape's check.
     pub store_ready: prometheus::IntGauge,
     platform_errors: IntCounterVec,
+    signatures: IntCounterVec,
     /// `douyin_gateway_connections_closed_total{listener,reason}`: connections the gateway
     /// refused or closed itself.
     pub connections_closed: IntCounterVec,
@@ -178,6 +185,23 @@ pub struct Metrics {
     pub webhook_forwards: IntCounterVec,
     /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
     pub windows: window::Windows,
+}
+
+/// `douyin_gateway_signatures_total{app,outcome}` of one app, resolved once.
+#[derive(Clone)]
+pub struct SignatureCounters {
+    /// Requests signed with the app's key.
+    pub signed: prometheus::IntCounter,
+    /// Answers whose `Byte-Signature` verified.
+    pub verified: prometheus::IntCounter,
+    /// Answers refused: a bad or missing signature, or an unsigned 5xx.
+    pub refused: prometheus::IntCounter,
+}
+
+impl std::fmt::Debug for SignatureCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureCounters")
+    }
 }
 
 /// The `outcome`s of `douyin_gateway_callbacks_total`.
@@ -276,6 +300,7 @@ impl Metrics {
             in_flight: gauge("douyin_gateway_requests_in_flight"),
             store_ready: gauge("douyin_gateway_store_ready"),
             platform_errors: counter("douyin_gateway_platform_errors_total"),
+            signatures: counter("douyin_gateway_signatures_total"),
             connections_closed,
             pending_head_bytes: gauge("douyin_gateway_pending_head_bytes"),
             callbacks: counter("douyin_gateway_callbacks_total"),
@@ -311,6 +336,16 @@ impl Metrics {
             for outcome in WEBHOOK_FORWARD_OUTCOMES {
                 self.webhook_forwards.with_label_values(&[t, outcome]);
             }
+        }
+    }
+
+    /// The `douyin_gateway_signatures_total` handles of `app`, each series there from the start.
+    pub fn signatures(&self, app: &str) -> SignatureCounters {
+        let c = |outcome: &str| self.signatures.with_label_values(&[app, outcome]);
+        SignatureCounters {
+            signed: c("signed"),
+            verified: c("verified"),
+            refused: c("refused"),
         }
     }
 

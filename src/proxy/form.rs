@@ -84,6 +84,23 @@ pub fn clean_whole(fields: Fields, headers: &mut HeaderMap, body: Bytes) -> Resu
     }
 }
 
+/// A form body with its `access_token` field set to `token` (`inject = "form_body"`): every field
+/// named like a credential removed ([`super::headers::without_credentials`]: the caller's, or the
+/// token of an attempt being replayed), every other byte kept in order, the token appended last.
+pub fn with_token(body: &[u8], token: &str) -> Bytes {
+    let kept = super::headers::without_credentials(body);
+    let kept = kept.as_deref().unwrap_or(body);
+    let mut out = Vec::with_capacity(kept.len() + token.len() + 16);
+    out.extend_from_slice(kept);
+    if !kept.is_empty() {
+        out.push(b'&');
+    }
+    out.extend_from_slice(super::headers::ACCESS_TOKEN_PARAM.as_bytes());
+    out.push(b'=');
+    out.extend(form_urlencoded::byte_serialize(token.as_bytes()).flat_map(str::bytes));
+    Bytes::from(out)
+}
+
 /// A body that streams on after `prefix` (what was read of it, if anything): a form cannot (413);
 /// a multipart body's prefix is checked, and its scanner goes along for the rest.
 pub fn stream_on(
@@ -201,5 +218,15 @@ mod tests {
             stream_on(Fields::Form(100), None),
             Err(GatewayError::FormTooLarge(100))
         ));
+    }
+
+    #[test]
+    fn the_token_field_is_set_once_and_every_other_byte_kept() {
+        let once = with_token(b"open_id=ou%5F1&b=%20+&Access_Token=evil;c", "t/1");
+        assert_eq!(&once[..], b"open_id=ou%5F1&b=%20+;c&access_token=t%2F1");
+        // A replay after a refresh: the old token goes, the new one is set.
+        assert_eq!(&with_token(&once, "t2")[..], b"open_id=ou%5F1&b=%20+;c&access_token=t2");
+        assert_eq!(&with_token(b"", "t")[..], b"access_token=t");
+        assert_eq!(&with_token(b"access_token=x", "t")[..], b"access_token=t");
     }
 }

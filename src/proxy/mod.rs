@@ -17,6 +17,8 @@
 //!                           lock-free); header or query
 //!         ──► Retry         the platform's answer inspected (small JSON only); on a token
 //!                           rejection: one refresh (single flight), one replay of the kept body
+//!         ──► Sign          a signing route's request signed as sent (each replay again), its
+//!                           answer's Byte-Signature verified
 //!         ──► Forward       the pooled upstream client
 //! ```
 //!
@@ -38,6 +40,7 @@ pub mod keep;
 pub mod multipart;
 pub mod retry;
 pub mod routing;
+pub mod sign;
 
 pub use attach::{AttachToken, AttachTokenLayer, Attached, TokenFor};
 pub use authenticate::{Authenticate, AuthenticateLayer};
@@ -47,6 +50,7 @@ pub use forward::Forward;
 pub use keep::{KeepBody, KeepBodyLayer};
 pub use retry::{Retry, RetryLayer};
 pub use routing::{Routing, RoutingLayer};
+pub use sign::{Sign, SignLayer};
 
 pub use crate::head::{head_size, request_id, RequestId, X_REQUEST_ID};
 
@@ -88,12 +92,13 @@ pub fn stack_around<S>(shared: Arc<Shared>, health: Arc<health::Health>, forward
         .layer(KeepBodyLayer)
         .layer(AttachTokenLayer::new(Arc::clone(&tokens)))
         .layer(RetryLayer::new(tokens).with_health(health))
+        .layer(SignLayer)
         .service(forward)
 }
 
 /// The stack around an innermost service.
 pub type Wrapped<S> = tower_http::sensitive_headers::SetSensitiveRequestHeaders<
-    Edge<Authenticate<ExchangeCode<Routing<KeepBody<AttachToken<Retry<S>>>>>>>,
+    Edge<Authenticate<ExchangeCode<Routing<KeepBody<AttachToken<Retry<Sign<S>>>>>>>>,
 >;
 
 /// The proxy service stack [`stack`] builds.

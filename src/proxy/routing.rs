@@ -9,6 +9,8 @@
 //! - the token the route's class needs, keyed by app (and open_id, and biz call), goes in the
 //!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`]; a user or biz route
 //!   without its open_id: 400 `open_id_missing`, given twice (or under a lookalike name): 400;
+//!   with `open_id = "form:NAME"` the user is known only once the form body is in: a
+//!   [`FormOpenId`] goes in the extensions instead, for [`super::KeepBodyLayer`];
 //! - every credential the caller sent is stripped (its gateway key, any `access-token` header
 //!   or `access_token` parameter in any spelling a lenient server reads as one, and the route's
 //!   own token header for `inject = "header:NAME"`), with hop-by-hop headers and `Host`.
@@ -132,7 +134,13 @@ fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
     if declared.is_some_and(|n| n > max) {
         return Err(GatewayError::BodyTooLarge(max));
     }
-    let key = token_key(rt, route, req)?;
+    let key = match route.open_id {
+        OpenIdSource::Form { .. } if matches!(route.token, TokenKind::User | TokenKind::Biz) => {
+            req.extensions_mut().insert(FormOpenId(route.index));
+            None
+        }
+        _ => token_key(rt, route, req.uri(), req.headers(), None)?,
+    };
     headers::strip_request(req.headers_mut());
     if let crate::config::Inject::HeaderNamed(name) = &route.inject {
         // The token goes in this header: the caller's own, in any spelling read as it, is dropped.
@@ -161,20 +169,44 @@ fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
     Ok(Step::Forward)
 }
 
-/// The token a route needs for this request, or `None` for `token = "none"`.
-fn token_key<B>(rt: &Runtime, route: &Route, req: &Request<B>) -> Result<Option<TokenKey>, GatewayError> {
+/// A user or biz route's request whose open_id is a form field (`open_id = "form:NAME"`): the
+/// route, by index. [`super::KeepBodyLayer`] reads the field from the body and puts the
+/// [`TokenFor`] in its place ([`token_for_form`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormOpenId(pub usize);
+
+/// The token of a `form:NAME` route's request, from its form body (cleaned of credentials).
+pub fn token_for_form(
+    rt: &Runtime,
+    route: usize,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<TokenFor, GatewayError> {
+    let route = rt.routes.get(route).ok_or(GatewayError::Internal)?;
+    let key = token_key(rt, route, &parts.uri, &parts.headers, Some(body))?.ok_or(GatewayError::Internal)?;
+    Ok(TokenFor {
+        key,
+        inject: route.inject.clone(),
+    })
+}
+
+/// The token a route needs for this request, or `None` for `token = "none"`; `form` is the form
+/// body, once read, for a `form:NAME` route.
+fn token_key(
+    rt: &Runtime,
+    route: &Route,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    form: Option<&[u8]>,
+) -> Result<Option<TokenKey>, GatewayError> {
     let app = || &rt.apps[route.app];
     let open_id = || {
-        route
-            .open_id
-            .extract(req.uri(), req.headers())
-            .map_err(GatewayError::BadRequest)?
-            .ok_or_else(|| {
-                GatewayError::OpenIdMissing(match &route.open_id {
-                    OpenIdSource::Query { name, .. } => format!("query parameter {name:?}"),
-                    OpenIdSource::Header(h) => format!("header {h:?}"),
-                })
-            })
+        match form {
+            Some(body) => route.open_id.extract_form(body),
+            None => route.open_id.extract(uri, headers),
+        }
+        .map_err(GatewayError::BadRequest)?
+        .ok_or_else(|| GatewayError::OpenIdMissing(route.open_id.describe()))
     };
     Ok(match route.token {
         TokenKind::None | TokenKind::AppSecret | TokenKind::Placeholder => None,

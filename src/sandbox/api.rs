@@ -156,7 +156,7 @@ pub(super) fn answer(state: &State, r: &ApiRequest<'_>) -> Option<Reply> {
         query: r.query.map(str::to_string),
         access_token_headers: presented.headers.clone(),
         access_token_params: presented.params.clone(),
-        access_token_body: None,
+        access_token_body: presented.form.get("access_token").cloned(),
         body_len: r.body.len(),
         body_sha256: hex::encode(Sha256::digest(r.body)),
         accepted: verdict.is_ok(),

@@ -9,7 +9,8 @@
 //! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); the platform
 //! calling out, and a backend receiving what the gateway forwards ([`callbacks`]); for large
 //! transfers `POST /sandbox/sink`
-//! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes).
+//! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes); for signed calls
+//! `POST /sandbox/trade` and `GET /sandbox/signed` ([`trade`]).
 //!
 //! `oauth` and `mini` are the platform's token endpoints (douyin.com's and developer.toutiao.com's),
 //! `api` the sample APIs, `control` the test controls, `state` what the platform remembers; this
@@ -23,6 +24,7 @@ mod oauth;
 mod options;
 mod reply;
 pub mod state;
+pub mod trade;
 
 pub use options::{SandboxOptions, DEFAULT_APP};
 
@@ -214,6 +216,9 @@ fn route(state: &State, parts: &http::request::Parts, body: &[u8]) -> Option<Rep
         (&Method::POST, "/api/apps/v2/jscode2session") => mini::jscode2session(state, body),
         (&Method::POST, "/sandbox/auth_code") => control::auth_code(state, body),
         (&Method::POST, "/sandbox/login_code") => control::login_code(state, body),
+        (&Method::POST, "/sandbox/trade") | (&Method::GET, "/sandbox/signed") => {
+            trade::control(state, &parts.method, body)
+        }
         (method, p) if p.starts_with("/sandbox/") => control::control(state, method, p, parts.uri.query(), body),
         _ => return None,
     })
@@ -240,6 +245,7 @@ async fn api_call(state: &State, parts: &http::request::Parts, body: &[u8], faul
     } else {
         api::answer(state, &r)
             .or_else(|| mini::api(state, path, &parts.headers, body))
+            .or_else(|| trade::answer(state, parts, body))
             .unwrap_or_else(|| {
                 Reply::json(json!({"err_no": 404, "err_msg": "no such API in the sandbox", "log_id": "sandbox"}))
                     .with_status(StatusCode::NOT_FOUND)

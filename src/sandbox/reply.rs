@@ -12,6 +12,8 @@ pub(super) struct Reply {
     /// Where a redirect goes.
     pub(super) location: Option<String>,
     pub(super) body: Bytes,
+    /// More headers (the trade APIs' signature and log id).
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -22,6 +24,7 @@ impl Reply {
             content_type: "application/json",
             location: None,
             body: serde_json::to_vec(&v).expect("json").into(),
+            extra: Vec::new(),
         }
     }
     /// 302 to `to`.
@@ -31,6 +34,7 @@ impl Reply {
             content_type: "text/plain",
             location: Some(to.into()),
             body: Bytes::new(),
+            extra: Vec::new(),
         }
     }
     /// Any status, with a fixed body.
@@ -40,11 +44,18 @@ impl Reply {
             content_type,
             location: None,
             body: Bytes::from_static(body.as_bytes()),
+            extra: Vec::new(),
         }
     }
     /// The same answer with another status.
     pub(super) fn with_status(mut self, status: StatusCode) -> Reply {
         self.status = status;
+        self
+    }
+
+    /// The same answer with one more header.
+    pub(super) fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.extra.push((name, value));
         self
     }
 
@@ -56,6 +67,11 @@ impl Reply {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             r.headers_mut().insert(header::LOCATION, l);
+        }
+        for (name, value) in self.extra {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, v);
+            }
         }
         r
     }

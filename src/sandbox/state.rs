@@ -214,7 +214,7 @@ pub struct Logged {
     pub access_token_headers: Vec<String>,
     /// The `access_token` query values received.
     pub access_token_params: Vec<String>,
-    /// The JSON body's `access_token` field, for APIs that take it there.
+    /// The body's `access_token` field (JSON or form), for APIs that take it there.
     pub access_token_body: Option<String>,
     /// Body length.
     pub body_len: usize,
@@ -255,6 +255,8 @@ pub struct Inner {
     pub log: VecDeque<Logged>,
     /// `/sandbox/receiver`: a backend for callbacks and relayed webhook events.
     pub receiver: Receiver,
+    /// The trade APIs' signed calls and faults.
+    pub trade: super::trade::Trade,
 }
 
 /// What `/sandbox/receiver` (a backend standing in for a developer's) was sent, and how it answers.

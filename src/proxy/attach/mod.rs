@@ -4,8 +4,9 @@
 //!
 //! Which token: the [`TokenFor`] in the request's extensions ([`super::RoutingLayer`] puts it
 //! there from the route), else the layer's fixed one ([`AttachTokenLayer::fixed`]); a request
-//! with neither passes unchanged. Where: the `access-token` header, or an `access_token` query
-//! parameter. The token attached is recorded as [`Attached`] for [`super::RetryLayer`].
+//! with neither passes unchanged. Where: the `access-token` header (or another named one), an
+//! `access_token` query parameter, or the `access_token` member of a JSON body or field of a form
+//! body. The token attached is recorded as [`Attached`] for [`super::RetryLayer`].
 //!
 //! Used on its own, around any HTTP client service:
 //!
@@ -134,6 +135,16 @@ pub fn attach<B: TokenBody>(req: &mut Request<B>, token: &Token, inject: &Inject
                 )
             })?;
             let body = json_with_token(whole, token.value())?;
+            req.headers_mut().insert(header::CONTENT_LENGTH, body.len().into());
+            *req.body_mut() = B::from_bytes(body);
+        }
+        Inject::FormBody => {
+            let whole = req.body().whole().ok_or_else(|| {
+                GatewayError::BadRequest(
+                    "this route puts the token in the form body: the body must be at most retry_buffer_bytes".into(),
+                )
+            })?;
+            let body = super::form::with_token(whole, token.value());
             req.headers_mut().insert(header::CONTENT_LENGTH, body.len().into());
             *req.body_mut() = B::from_bytes(body);
         }
