@@ -152,6 +152,11 @@ Paste these into another terminal:
   curl -s -X POST -d '{{"next":"tampered"}}' {s}/sandbox/trade
   curl -s -X POST -H 'content-type: application/json' -d '{{"order_id":"demo-order"}}' http://{g}/api/apps/trade/v2/order/query_order
 
+  # a payment result called back, signed with the platform's key (Byte-Signature): verified, forwarded to the
+  # backend, its answer returned; the same nonce again is a replay: 401, nothing forwarded
+  curl -s -X POST -d '{{"url":"http://{a}/callbacks/pay","nonce":"demo-payment-1"}}' {s}/sandbox/callback
+  curl -s -X POST -d '{{"url":"http://{a}/callbacks/pay","nonce":"demo-payment-1"}}' {s}/sandbox/callback
+
   # the mini-app walkthrough in docs/tokens.md (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
   # against this demo after:
   export GW=http://{g} ADMIN=http://{a} SANDBOX={s}

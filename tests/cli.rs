@@ -353,6 +353,11 @@ async fn demo_prints_curl_lines_that_work() {
         "a signed call, its answer verified: {}",
         out("/trade/v2/", 0)
     );
+    // A payment callback signed with the platform's key: forwarded once; its nonce again: 401.
+    let paid: serde_json::Value = serde_json::from_str(out("/callbacks/pay", 0)).unwrap();
+    assert_eq!(paid["status"], 200, "{paid}");
+    let replayed: serde_json::Value = serde_json::from_str(out("/callbacks/pay", 1)).unwrap();
+    assert_eq!(replayed["status"], 401, "{replayed}");
     let tampered = out("/trade/v2/", 1);
     assert!(
         tampered.contains("bad_upstream_signature") && !tampered.contains("order_status"),
