@@ -33,7 +33,7 @@ enum Cmd {
     /// Run the gateway (refuses the example keys and placeholder secrets).
     Serve {
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
         /// Start even with the example keys or placeholder secrets (a deliberate test install);
         /// each is still warned about.
@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(value_name = "FILE", conflicts_with = "config")]
         file: Option<PathBuf>,
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
         /// Accept the example keys and placeholder secrets, as `serve --allow-example-keys` does;
         /// each is still warned about.
@@ -68,7 +68,7 @@ enum Cmd {
     /// Rewrite every stored token under the current encryption key (after a rotation).
     Rekey {
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
     },
     /// Read an API key on stdin; print its hex SHA-256 for `api_key_sha256`.

@@ -17,9 +17,9 @@ pub fn render(cmd: &clap::Command) -> String {
     let mut out = String::new();
     let _ = writeln!(out, ".TH {name} 1 \"\" \"{name} {version}\" \"User Commands\"");
     section(&mut out, "NAME");
-    text(&mut out, &format!("{name} \\- {}", about(&cmd)));
+    let _ = writeln!(out, "{} \\- {}", escape(&name), escape(&about(&cmd)));
     section(&mut out, "SYNOPSIS");
-    let _ = writeln!(out, ".B {name}\n.I COMMAND\n[\\fIOPTIONS\\fR]");
+    let _ = writeln!(out, ".B {}\n.I COMMAND\n[\\fIOPTIONS\\fR]", escape(&name));
     section(&mut out, "DESCRIPTION");
     text(&mut out, DESCRIPTION);
     section(&mut out, "COMMANDS");
@@ -38,43 +38,56 @@ pub fn render(cmd: &clap::Command) -> String {
 
 /// A command as `.TP`: its synopsis, what it does, then its options as `--help` lists them.
 fn command(out: &mut String, name: &str, sub: &clap::Command) {
-    let mut synopsis = format!("\\fB{name} {}\\fR", sub.get_name());
-    for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
-        let value = arg
-            .get_value_names()
-            .and_then(|v| v.first())
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
-        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
-        let shown = match (arg.get_long(), takes_value) {
-            (Some(long), true) => format!("\\-\\-{long} \\fI{value}\\fR"),
-            (Some(long), false) => format!("\\-\\-{long}"),
-            (None, _) => format!("\\fI{value}\\fR"),
-        };
-        synopsis.push_str(&format!(" [{shown}]"));
+    let args: Vec<&clap::Arg> = sub
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_id() != "help")
+        .collect();
+    let mut synopsis = format!("\\fB{name} {}\\fR", escape(sub.get_name()));
+    for arg in &args {
+        synopsis.push_str(&format!(" [{}]", shown(arg, true)));
     }
     let _ = writeln!(out, ".TP\n{synopsis}");
-    text(out, &about(sub));
-    for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
+    text(out, &sentence(&about(sub)));
+    for arg in &args {
         let Some(help) = arg.get_long_help().or_else(|| arg.get_help()) else {
             continue;
         };
-        let label = match arg.get_long() {
-            Some(long) => format!("\\-\\-{long}"),
-            None => arg.get_id().to_string().to_uppercase(),
-        };
+        let mut said = sentence(&help.to_string());
+        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
         let default: Vec<String> = arg
             .get_default_values()
             .iter()
             .map(|v| v.to_string_lossy().into())
             .collect();
-        let mut line = format!("{label}: {help}");
-        if !default.is_empty() {
-            line.push_str(&format!(" Default: {}.", default.join(", ")));
+        if takes_value && !default.is_empty() {
+            said.push_str(&format!(" Default: {}.", default.join(", ")));
         }
-        let _ = writeln!(out, ".RS\n.PP");
-        text(out, &line);
-        let _ = writeln!(out, ".RE");
+        let _ = writeln!(out, ".RS\n.PP\n{}: {}\n.RE", shown(arg, false), escape(&said));
+    }
+}
+
+/// An argument as roff: `--config FILE` (with its value when `with_value`), or `FILE`.
+fn shown(arg: &clap::Arg, with_value: bool) -> String {
+    let value = arg
+        .get_value_names()
+        .and_then(|v| v.first())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    match arg.get_long() {
+        Some(long) if takes_value && with_value => format!("\\fB\\-\\-{}\\fR \\fI{}\\fR", escape(long), escape(&value)),
+        Some(long) => format!("\\fB\\-\\-{}\\fR", escape(long)),
+        None => format!("\\fI{}\\fR", escape(&value)),
+    }
+}
+
+/// clap drops a doc comment's final period; a sentence in the page has one.
+fn sentence(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() || s.ends_with(['.', '?', '!']) {
+        s.to_string()
+    } else {
+        format!("{s}.")
     }
 }
 
@@ -89,22 +102,22 @@ fn section(out: &mut String, title: &str) {
     let _ = writeln!(out, ".SH {title}");
 }
 
-/// Text lines, escaped so that none starts a roff request and backslashes print.
+/// Plain text made safe for roff: backslashes print, hyphens are not broken.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// Text lines, escaped, none starting a roff request.
 fn text(out: &mut String, s: &str) {
     for line in s.lines() {
         let line = line.trim_end();
         if line.is_empty() {
             continue;
         }
-        let line = if line.contains("\\-") || line.contains("\\f") {
-            line.to_string() // already roff (made here)
-        } else {
-            line.replace('\\', "\\e").replace('-', "\\-")
-        };
         if line.starts_with('.') || line.starts_with('\'') {
             out.push_str("\\&");
         }
-        out.push_str(&line);
+        out.push_str(&escape(line));
         out.push('\n');
     }
 }

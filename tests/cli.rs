@@ -572,6 +572,100 @@ fn completions_and_the_man_page() {
     assert!(version.contains("(git "), "--version names the commit: {version}");
 }
 
+/// `man douyin-gateway` covers the commands (every one `--help` lists, with its options), the
+/// configuration file, signals, files, environment and exit status, and names no manual page or
+/// repository file that does not exist.
+#[test]
+fn the_man_page_covers_what_an_operator_needs_and_names_only_what_exists() {
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    let plain = page
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "");
+    for section in [
+        ".SH COMMANDS",
+        ".SH CONFIGURATION",
+        ".SH SIGNALS",
+        ".SH FILES",
+        ".SH ENVIRONMENT",
+        ".SH EXIT STATUS",
+    ] {
+        assert!(page.contains(section), "no {section}:\n{page}");
+    }
+    for word in [
+        "SIGHUP",
+        "SIGTERM",
+        "SIGINT",
+        "RUST_LOG",
+        "--allow-example-keys",
+        "check FILE",
+    ] {
+        assert!(plain.contains(word), "no {word}:\n{plain}");
+    }
+    // Every command `--help` lists, and every option of each.
+    let help = String::from_utf8(Command::new(BIN).arg("--help").output().unwrap().stdout).unwrap();
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{help}");
+    for c in commands {
+        assert!(
+            plain.contains(&format!("douyin-gateway {c} ")) || plain.contains(&format!("douyin-gateway {c}\n")),
+            "{c} missing"
+        );
+        let sub = String::from_utf8(Command::new(BIN).args([c, "--help"]).output().unwrap().stdout).unwrap();
+        for option in sub.split_whitespace().filter(|w| w.starts_with("--") && *w != "--help") {
+            let option = option.trim_end_matches([',', '.', '`']);
+            assert!(plain.contains(option), "{c} {option} missing");
+        }
+    }
+    // Manual pages it names: none but its own (the old page pointed at douyin-gateway-serve(1)…).
+    let named: Vec<&str> = plain
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .filter(|w| {
+            w.len() > 3
+                && w.ends_with(')')
+                && w[..w.len() - 1].ends_with(|c: char| c.is_ascii_digit())
+                && w.contains('(')
+        })
+        .collect();
+    assert!(named.is_empty(), "names pages that do not exist: {named:?}");
+    // Repository files it names exist.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = 0;
+    for word in plain.split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')') {
+        let word = word.trim_end_matches([':', '.']);
+        let relative = !word.starts_with('/') && !word.contains('*');
+        if relative && [".md", ".toml", ".service", ".env"].iter().any(|e| word.ends_with(e)) && word.len() > 5 {
+            assert!(root.join(word).is_file(), "{word} does not exist");
+            files += 1;
+        }
+    }
+    assert!(files >= 5, "{files} files named");
+    // roff that renders without warnings, when groff is here.
+    if let Ok(mut groff) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        groff.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        let done = groff.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success() && said.is_empty(), "{said}");
+    }
+}
+
 /// `serve` with no config file says how to give one.
 #[test]
 fn serve_without_a_config_file_says_how_to_give_one() {
