@@ -82,7 +82,11 @@ pub(super) fn parse_collecting(text: &str, file: &str) -> Parsed {
                 let dotted = strip_indices(&path);
                 out.problems
                     .push(Problem::error(file, &key, line, unknown_table(raw, &dotted, brackets)));
-                for section in sections(&out.text, &dotted) {
+                let found = sections(&out.text, &dotted);
+                if found.is_empty() {
+                    blank(&mut out.text, cut); // a header this reader does not follow
+                }
+                for section in found {
                     blank(&mut out.text, section);
                 }
             }
