@@ -338,7 +338,7 @@ async fn serve(path: PathBuf, examples: Examples) -> ExitCode {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    let running = match server::start(config, Some(path)).await {
+    let running = match server::start(config, Some(path.clone())).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -349,7 +349,8 @@ async fn serve(path: PathBuf, examples: Examples) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload() {
+            // A reload is held to what the start was: the example keys stay refused.
+            _ = hup.recv() => match examples_refused(&path, examples).and_then(|()| running.reload()) {
                 Ok(()) => tracing::info!("config reloaded"),
                 Err(e) => {
                     for line in e.lines().filter(|l| !l.is_empty()) {
@@ -364,6 +365,24 @@ async fn serve(path: PathBuf, examples: Examples) -> ExitCode {
     running.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The errors of the file at `path` when `examples` refuses what it holds (one per line, as a
+/// refused reload logs them); Ok when it does not, or when it is refused for other reasons too
+/// (the reload names those).
+fn examples_refused(path: &std::path::Path, examples: Examples) -> Result<(), String> {
+    if examples == Examples::Warn {
+        return Ok(());
+    }
+    match (Config::load_with(path, examples), Config::load(path)) {
+        (Err(e), Ok(_)) => Err(e
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| format!("{p}\n"))
+            .collect()),
+        _ => Ok(()),
+    }
 }
 
 /// GETs a plain-http health URL: Ok when it answers 200 within `timeout`.

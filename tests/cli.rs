@@ -942,6 +942,43 @@ fn serve_refuses_the_example_keys_and_a_placeholder_secret() {
     );
 }
 
+/// A reload is held to what the start was: example keys written into the file later are refused
+/// by SIGHUP as by the start, and the running config keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_refuses_the_example_keys_too() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path()).render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, _, admin_port) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let example = text.replace(
+        &douyin_gateway::caller::hash_key(ADMIN_KEY),
+        &douyin_gateway::caller::hash_key("example-admin-key"),
+    );
+    std::fs::write(cfg.path(), example).unwrap();
+    p.signal("-HUP");
+    let line = p.wait_for_any(&["config reload refused", "config reloaded"]);
+    assert!(
+        line.contains("config reload refused") && line.contains("admin.api_key_sha256: is the example's key"),
+        "{line}"
+    );
+    let tokens = format!("http://127.0.0.1:{admin_port}/admin/tokens");
+    let http = Http::default();
+    let r = http
+        .send(Method::GET, &tokens, &[("x-admin-key", "example-admin-key")], "")
+        .await;
+    assert_ne!(r.status, 200, "{}", r.text());
+    let r = http.send(Method::GET, &tokens, &[("x-admin-key", ADMIN_KEY)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.signal("-TERM");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}
+
 /// `--allow-example-keys` starts a deliberate test install with the example keys, warning of
 /// each; the example caller key then works.
 #[tokio::test(flavor = "multi_thread")]
