@@ -147,8 +147,8 @@ commented example.",
     ),
     (
         "SIGNALS",
-        "SIGHUP: reload the configuration file. A file that fails validation is refused (each problem \
-is logged) and the running configuration keeps serving.
+        "SIGHUP: reload the configuration file. A file that fails validation, or holds example keys the \
+start refused, is refused (each problem is logged) and the running configuration keeps serving.
 
 SIGTERM, SIGINT: stop accepting connections, finish the calls in flight for up to \
 shutdown_grace_ms, flush the token store, exit 0.",
