@@ -1,8 +1,10 @@
 //! `douyin-gateway`: serve, check, sandbox, demo, keygen, hash-key.
 #![forbid(unsafe_code)]
 
+mod man;
+
 use clap::{Parser, Subcommand};
-use douyin_gateway::config::{Config, Severity};
+use douyin_gateway::config::{Config, Examples, Severity};
 use douyin_gateway::{demo, sandbox, server};
 use std::io::Read;
 use std::path::PathBuf;
@@ -28,17 +30,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the gateway.
+    /// Run the gateway (refuses the example keys and placeholder secrets).
     Serve {
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
+        /// Start even with the example keys or placeholder secrets (a deliberate test install);
+        /// each is still warned about.
+        #[arg(long)]
+        allow_example_keys: bool,
     },
     /// Validate a config and the secrets it names; exit 1 listing every problem.
     Check {
+        /// Config file (the same as --config).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
+        /// Accept the example keys and placeholder secrets, as `serve --allow-example-keys` does;
+        /// each is still warned about.
+        #[arg(long)]
+        allow_example_keys: bool,
     },
     /// Run the Douyin Open Platform emulator.
     Sandbox {
@@ -55,7 +68,7 @@ enum Cmd {
     /// Rewrite every stored token under the current encryption key (after a rotation).
     Rekey {
         /// Config file.
-        #[arg(long, default_value = "config.toml")]
+        #[arg(long, value_name = "FILE", default_value = "config.toml")]
         config: PathBuf,
     },
     /// Read an API key on stdin; print its hex SHA-256 for `api_key_sha256`.
@@ -134,12 +147,19 @@ fn main() -> ExitCode {
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => check(&config),
-        Cmd::Serve { config } => {
+        Cmd::Check {
+            file,
+            config,
+            allow_example_keys,
+        } => check(&file.unwrap_or(config), examples(allow_example_keys)),
+        Cmd::Serve {
+            config,
+            allow_example_keys,
+        } => {
             init_logging_as(log_format_of(&config));
             // Proxy calls run on threads of their own (`server.worker_threads`, one current-thread
             // runtime each); this runtime carries the admin listener, maintenance and store events.
-            runtime_with(Some(1)).block_on(serve(config))
+            runtime_with(Some(1)).block_on(serve(config, examples(allow_example_keys)))
         }
         Cmd::Sandbox { listen, opts } => {
             init_logging();
@@ -198,7 +218,8 @@ async fn run_sandbox(listen: &str, opts: sandbox::SandboxOptions) -> ExitCode {
 /// `man`: the manual page, roff, on stdout.
 fn man() -> ExitCode {
     use clap::CommandFactory;
-    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+    use std::io::Write;
+    match std::io::stdout().write_all(man::render(&Cli::command()).as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("man: {e}");
@@ -250,8 +271,17 @@ async fn rekey(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+/// What `--allow-example-keys` makes of the example keys and placeholder secrets.
+fn examples(allowed: bool) -> Examples {
+    if allowed {
+        Examples::Warn
+    } else {
+        Examples::Refuse
+    }
+}
+
+fn check(path: &std::path::Path, examples: Examples) -> ExitCode {
+    match Config::load_with(path, examples) {
         Ok((config, warnings)) => {
             for w in &warnings {
                 println!("{w}");
@@ -279,8 +309,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+async fn serve(path: PathBuf, examples: Examples) -> ExitCode {
+    let config = match Config::load_with(&path, examples) {
         Ok((config, warnings)) => {
             for w in &warnings {
                 tracing::warn!("{}", w.located());
@@ -308,7 +338,7 @@ async fn serve(path: PathBuf) -> ExitCode {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    let running = match server::start(config, Some(path)).await {
+    let running = match server::start(config, Some(path.clone())).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -319,7 +349,8 @@ async fn serve(path: PathBuf) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload().await {
+            // A reload is held to what the start was: the example keys stay refused.
+            _ = hup.recv() => match async { examples_refused(&path, examples)?; running.reload().await }.await {
                 Ok(()) => tracing::info!("config reloaded"),
                 Err(e) => {
                     for line in e.lines().filter(|l| !l.is_empty()) {
@@ -334,6 +365,24 @@ async fn serve(path: PathBuf) -> ExitCode {
     running.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The errors of the file at `path` when `examples` refuses what it holds (one per line, as a
+/// refused reload logs them); Ok when it does not, or when it is refused for other reasons too
+/// (the reload names those).
+fn examples_refused(path: &std::path::Path, examples: Examples) -> Result<(), String> {
+    if examples == Examples::Warn {
+        return Ok(());
+    }
+    match (Config::load_with(path, examples), Config::load(path)) {
+        (Err(e), Ok(_)) => Err(e
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| format!("{p}\n"))
+            .collect()),
+        _ => Ok(()),
+    }
 }
 
 /// GETs a plain-http health URL: Ok when it answers 200 within `timeout`.

@@ -20,27 +20,35 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The example config is valid but not deployable as it is: `check` (and so the systemd unit's
+/// `ExecStartPre`) refuses its example keys, naming each, until they are replaced or
+/// `--allow-example-keys` says this is a test install.
 #[test]
-fn the_example_config_is_valid() {
+fn the_example_config_is_valid_and_its_example_keys_are_refused() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    let (code, out) = run(
-        &["check", "--config", path],
-        &[("DOUYIN_CLIENT_SECRET", "s"), ("DOUYIN_GATEWAY_KEY", key)],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("valid: 1 app(s), 5 route(s)"), "{out}");
-    // ...but what must be replaced before anyone uses it is said.
-    for want in [
+    let env = [("DOUYIN_CLIENT_SECRET", "s"), ("DOUYIN_GATEWAY_KEY", key)];
+    let must_replace = [
         "admin.api_key_sha256: is the example's key",
         "callers[0].api_key_sha256: is the example's key",
         "apps[0].client_key: is the example's placeholder",
-    ] {
+    ];
+    let (code, out) = run(&["check", "--config", path], &env);
+    assert_eq!(code, 1, "{out}");
+    for want in must_replace {
+        assert!(out.contains(&format!("error: {path}")), "{out}");
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(out.contains("invalid: 3 error(s)"), "{out}");
+    let (code, out) = run(&["check", "--allow-example-keys", "--config", path], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid: 1 app(s), 5 route(s)"), "{out}");
+    for want in must_replace {
+        assert!(out.contains(want), "still warned: {want:?} in:\n{out}");
     }
     // Without the secret it names, it is not.
     let out = Command::new(BIN)
-        .args(["check", "--config", path])
+        .args(["check", "--allow-example-keys", "--config", path])
         .env_remove("DOUYIN_CLIENT_SECRET")
         .output()
         .unwrap();
@@ -618,6 +626,100 @@ fn completions_and_the_man_page() {
     assert!(version.contains("(git "), "--version names the commit: {version}");
 }
 
+/// `man douyin-gateway` covers the commands (every one `--help` lists, with its options), the
+/// configuration file, signals, files, environment and exit status, and names no manual page or
+/// repository file that does not exist.
+#[test]
+fn the_man_page_covers_what_an_operator_needs_and_names_only_what_exists() {
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    let plain = page
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "");
+    for section in [
+        ".SH COMMANDS",
+        ".SH CONFIGURATION",
+        ".SH SIGNALS",
+        ".SH FILES",
+        ".SH ENVIRONMENT",
+        ".SH EXIT STATUS",
+    ] {
+        assert!(page.contains(section), "no {section}:\n{page}");
+    }
+    for word in [
+        "SIGHUP",
+        "SIGTERM",
+        "SIGINT",
+        "RUST_LOG",
+        "--allow-example-keys",
+        "check FILE",
+    ] {
+        assert!(plain.contains(word), "no {word}:\n{plain}");
+    }
+    // Every command `--help` lists, and every option of each.
+    let help = String::from_utf8(Command::new(BIN).arg("--help").output().unwrap().stdout).unwrap();
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{help}");
+    for c in commands {
+        assert!(
+            plain.contains(&format!("douyin-gateway {c} ")) || plain.contains(&format!("douyin-gateway {c}\n")),
+            "{c} missing"
+        );
+        let sub = String::from_utf8(Command::new(BIN).args([c, "--help"]).output().unwrap().stdout).unwrap();
+        for option in sub.split_whitespace().filter(|w| w.starts_with("--") && *w != "--help") {
+            let option = option.trim_end_matches([',', '.', '`']);
+            assert!(plain.contains(option), "{c} {option} missing");
+        }
+    }
+    // Manual pages it names: none but its own (the old page pointed at douyin-gateway-serve(1)…).
+    let named: Vec<&str> = plain
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .filter(|w| {
+            w.len() > 3
+                && w.ends_with(')')
+                && w[..w.len() - 1].ends_with(|c: char| c.is_ascii_digit())
+                && w.contains('(')
+        })
+        .collect();
+    assert!(named.is_empty(), "names pages that do not exist: {named:?}");
+    // Repository files it names exist.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = 0;
+    for word in plain.split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')') {
+        let word = word.trim_end_matches([':', '.']);
+        let relative = !word.starts_with('/') && !word.contains('*');
+        if relative && [".md", ".toml", ".service", ".env"].iter().any(|e| word.ends_with(e)) && word.len() > 5 {
+            assert!(root.join(word).is_file(), "{word} does not exist");
+            files += 1;
+        }
+    }
+    assert!(files >= 5, "{files} files named");
+    // roff that renders without warnings, when groff is here.
+    if let Ok(mut groff) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        groff.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        let done = groff.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success() && said.is_empty(), "{said}");
+    }
+}
+
 /// `serve` with no config file says how to give one.
 #[test]
 fn serve_without_a_config_file_says_how_to_give_one() {
@@ -674,9 +776,9 @@ inject = "json_body"
     assert_eq!(code, 1, "{out}");
     let wanted = [
         ":3: server.admin_listne: unknown field `admin_listne`",
-        ":4: server.max_body_bytes: invalid type: string \"big\", expected u64",
+        ":4: server.max_body_bytes: expected a whole number ≥ 0, not the string \"big\"",
         ":12: apps[0].client_secret_env: environment variable DG_TEST_SURELY_UNSET_VAR is not set",
-        ":17: routes[0].token: unknown variant `clinet`",
+        ":17: routes[0].token: unknown value \"clinet\"",
         ":19: routes[1]: missing field `token`",
         ":26: routes[2].tokn: unknown field `tokn`",
     ];
@@ -687,12 +789,296 @@ inject = "json_body"
         last = at;
     }
     assert!(out.contains("did you mean `admin_listen`?"), "{out}");
-    assert!(out.contains("did you mean `client`?"), "{out}");
+    assert!(out.contains("did you mean \"client\"?"), "{out}");
     assert!(out.contains("did you mean `token`?"), "{out}");
+    // `tokn` was the token key: its absence is not a second problem.
+    assert!(!out.contains(":24: routes[2]: missing field"), "{out}");
     assert!(
         !out.contains("no [[routes]]"),
         "no warning caused by the entries taken out: {out}"
     );
+}
+
+/// A config file written to a temporary file, and what `check FILE` says of it: exit code, the
+/// `error:` lines, everything.
+fn check_text(text: &str) -> (i32, Vec<String>, String) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    let (code, out) = run(&["check", f.path().to_str().unwrap()], &[]);
+    let errors = out
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(String::from)
+        .collect();
+    (code, errors, out)
+}
+
+/// A small valid config: one app whose secret is a file, a caller, two routes.
+fn small_config(secret: &std::path::Path) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:8080"
+
+[upstream]
+base_url = "https://open.douyin.com"
+
+[store]
+kind = "memory"
+
+[[apps]]
+name = "main"
+client_key = "aw0123456789abcd"
+client_secret_file = "{}"
+
+[[callers]]
+name = "backend"
+api_key_sha256 = "{}"
+routes = ["*"]
+
+[[routes]]
+name = "video-list"
+path = "/api/douyin/v1/video/video_list/"
+token = "user"
+
+[[routes]]
+name = "everything-else"
+path = "/*"
+token = "client"
+"#,
+        secret.display(),
+        douyin_gateway::caller::hash_key("a-key-of-our-own")
+    )
+}
+
+/// `check FILE`, as an operator types it first, is `check --config FILE`.
+#[test]
+fn check_takes_the_file_as_its_argument() {
+    let secret = secret_file();
+    let (code, errors, out) = check_text(&small_config(secret.path()));
+    assert_eq!((code, errors.len()), (0, 0), "{out}");
+    assert!(out.contains("valid: 1 app(s), 2 route(s)"), "{out}");
+    let (code, out) = run(&["check", "a.toml", "--config", "b.toml"], &[]);
+    assert_eq!(code, 2, "one file, not two: {out}");
+}
+
+/// A missing `client_key` is one error: not also "token = … needs app" for every route of the
+/// one app it took out.
+#[test]
+fn a_missing_key_is_reported_once() {
+    let secret = secret_file();
+    let text = small_config(secret.path()).replace("client_key = \"aw0123456789abcd\"\n", "");
+    let (code, errors, out) = check_text(&text);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(errors[0].contains(":10: apps[0]: missing field `client_key`"), "{out}");
+    assert!(!out.contains("needs app"), "{out}");
+}
+
+/// A misspelt table is an unknown table, with the one it means: its keys are not reported one by
+/// one under the table above it.
+#[test]
+fn an_unknown_table_is_reported_once_with_the_table_it_means() {
+    let secret = secret_file();
+    let text = small_config(secret.path()).replace("[upstream]", "[upstreem]");
+    let (code, errors, out) = check_text(&text);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(
+        errors[0].contains(":4: upstreem: unknown table [upstreem]; did you mean [upstream]?"),
+        "{out}"
+    );
+    assert!(!out.contains("server.base_url"), "{out}");
+    // An array of tables, and a table inside a known one, likewise.
+    let text = small_config(secret.path())
+        .replace("[[callers]]", "[[caller]]")
+        .replace(
+            "[store]\nkind = \"memory\"\n",
+            "[store]\nkind = \"memory\"\n[store.tls]\nca = \"x\"\n",
+        );
+    let (code, errors, out) = check_text(&text);
+    assert_eq!((code, errors.len()), (1, 2), "{out}");
+    assert!(out.contains("unknown table [store.tls]"), "{out}");
+    assert!(
+        out.contains("unknown table [[caller]]; did you mean [[callers]]?"),
+        "{out}"
+    );
+}
+
+/// A bad value of a key with a fixed set of values is one error, in the file's words, with the
+/// values it accepts: not also `missing field token`.
+#[test]
+fn a_bad_value_is_reported_once_in_the_files_words() {
+    let secret = secret_file();
+    let text = small_config(secret.path()).replacen("token = \"user\"", "token = \"users\"", 1);
+    let (code, errors, out) = check_text(&text);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(
+        errors[0]
+            .contains(":23: routes[0].token: unknown value \"users\", expected one of \"none\", \"client\", \"user\""),
+        "{out}"
+    );
+    assert!(errors[0].ends_with("did you mean \"user\"?"), "{out}");
+    assert!(!out.contains("missing field"), "{out}");
+}
+
+/// Numbers and values as the file writes them: "a whole number ≥ 0", not `usize`; `"user"`, not
+/// `User`.
+#[test]
+fn messages_use_the_files_words() {
+    let secret = secret_file();
+    let text = small_config(secret.path()).replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nmax_in_flight = -1\nallow_anonymous = \"no\"\n",
+    );
+    let (code, errors, out) = check_text(&text);
+    assert_eq!((code, errors.len()), (1, 2), "{out}");
+    assert!(
+        out.contains(":3: server.max_in_flight: expected a whole number ≥ 0, not -1"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":4: server.allow_anonymous: expected true or false, not the string \"no\""),
+        "{out}"
+    );
+    assert!(
+        !out.contains("usize") && !out.contains("u64") && !out.contains("boolean"),
+        "{out}"
+    );
+    // Two apps, a route naming neither.
+    let text = small_config(secret.path()).replace(
+        "[[callers]]",
+        &format!(
+            "[[apps]]\nname = \"second\"\nclient_key = \"aw2\"\nclient_secret_file = \"{}\"\n\n[[callers]]",
+            secret.path().display()
+        ),
+    );
+    let (code, _, out) = check_text(&text);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("routes[0].app: token = \"user\" needs app = \"…\" when there is not exactly one [[apps]]"),
+        "{out}"
+    );
+    assert!(!out.contains("User"), "{out}");
+}
+
+/// `serve` with the example keys and a placeholder secret (the repository's `config.toml` and the
+/// systemd env template, unedited) exits 1 before listening, naming each key and never the
+/// secret's value.
+#[test]
+fn serve_refuses_the_example_keys_and_a_placeholder_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let placeholder = "replace-me-with-the-client-secret";
+    let out = Command::new(BIN)
+        .args(["serve", "--config", path])
+        .env("DOUYIN_CLIENT_SECRET", placeholder)
+        .env("DOUYIN_GATEWAY_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    for key in [
+        "admin.api_key_sha256: is the example's key",
+        "apps[0].client_key: is the example's placeholder",
+        "apps[0].client_secret_env: environment variable DOUYIN_CLIENT_SECRET holds a placeholder",
+        "callers[0].api_key_sha256: is the example's key",
+    ] {
+        assert!(log.contains(key), "{key:?} not named in:\n{log}");
+    }
+    assert!(log.contains("--allow-example-keys"), "{log}");
+    assert!(!log.contains(placeholder), "the secret's value is never printed: {log}");
+    assert!(!log.contains("listening"), "{log}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no store created"
+    );
+}
+
+/// A reload is held to what the start was: example keys written into the file later are refused
+/// by SIGHUP as by the start, and the running config keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_refuses_the_example_keys_too() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path()).render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, _, admin_port) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let example = text.replace(
+        &douyin_gateway::caller::hash_key(ADMIN_KEY),
+        &douyin_gateway::caller::hash_key("example-admin-key"),
+    );
+    std::fs::write(cfg.path(), example).unwrap();
+    p.signal("-HUP");
+    let line = p.wait_for_any(&["config reload refused", "config reloaded"]);
+    assert!(
+        line.contains("config reload refused") && line.contains("admin.api_key_sha256: is the example's key"),
+        "{line}"
+    );
+    let tokens = format!("http://127.0.0.1:{admin_port}/admin/tokens");
+    let http = Http::default();
+    let r = http
+        .send(Method::GET, &tokens, &[("x-admin-key", "example-admin-key")], "")
+        .await;
+    assert_ne!(r.status, 200, "{}", r.text());
+    let r = http.send(Method::GET, &tokens, &[("x-admin-key", ADMIN_KEY)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.signal("-TERM");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}
+
+/// `--allow-example-keys` starts a deliberate test install with the example keys, warning of
+/// each; the example caller key then works.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_allow_example_keys_serves_and_warns() {
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .render()
+        .replace(
+            &douyin_gateway::caller::hash_key(ADMIN_KEY),
+            &douyin_gateway::caller::hash_key("example-admin-key"),
+        )
+        .replace(
+            &douyin_gateway::caller::hash_key(CALLER_KEY),
+            &douyin_gateway::caller::hash_key("example-caller-key"),
+        );
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg_path = cfg.path().to_str().unwrap();
+    let (code, out) = run(&["serve", "--config", cfg_path], &[]);
+    assert_eq!(code, 1, "refused without the flag: {out}");
+    let (listeners, port, _) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--allow-example-keys", "--config", cfg_path], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let warned = p.seen.join("\n");
+    assert!(
+        warned.contains("WARN") && warned.contains("admin.api_key_sha256: is the example's key"),
+        "{warned}"
+    );
+    assert!(
+        warned.contains("callers[0].api_key_sha256: is the example's key"),
+        "{warned}"
+    );
+    let r = Http::default()
+        .send(
+            Method::GET,
+            &format!("http://127.0.0.1:{port}/js/getticket/"),
+            &[("x-gateway-key", "example-caller-key")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.signal("-TERM");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
 }
 
 /// SIGHUP with a change that needs a restart: the reload goes ahead and each such key is named.

@@ -115,8 +115,14 @@ fn secrets_env() -> Vec<(String, String)> {
 }
 
 fn check(config: &Path, env: &[(String, String)], cwd: &Path) -> (bool, String) {
+    check_with(config, &[], env, cwd)
+}
+
+fn check_with(config: &Path, flags: &[&str], env: &[(String, String)], cwd: &Path) -> (bool, String) {
     let out = Command::new(BIN)
-        .args(["check", "--config"])
+        .arg("check")
+        .args(flags)
+        .arg("--config")
         .arg(config)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -133,10 +139,21 @@ fn check(config: &Path, env: &[(String, String)], cwd: &Path) -> (bool, String) 
     )
 }
 
-/// The config.toml inside the Kubernetes ConfigMap and the one compose.yaml mounts pass `check`
-/// with the secrets the manifests reference.
+/// What an operator puts in place of a shipped config's placeholders: a client_key and the hash
+/// of a key of their own.
+fn edited(text: &str) -> String {
+    let own = douyin_gateway::caller::hash_key("a-key-of-our-own");
+    text.replace("awxxxxxxxxxxxxxx", "aw0123456789abcd")
+        .replace(&"0".repeat(64), &own)
+        .replace(&douyin_gateway::caller::hash_key("example-admin-key"), &own)
+        .replace(&douyin_gateway::caller::hash_key("example-caller-key"), &own)
+}
+
+/// The config.toml inside the Kubernetes ConfigMap and the one compose.yaml mounts: as shipped,
+/// `check` refuses their placeholders, naming each (`--allow-example-keys` lets a test install
+/// through); with them replaced, they pass with the secrets the manifests reference.
 #[test]
-fn the_shipped_configs_pass_check() {
+fn the_shipped_configs_pass_check_once_their_placeholders_are_replaced() {
     let manifest = std::fs::read_to_string(format!("{DEPLOY}/k8s/douyin-gateway.yaml")).unwrap();
     let block = manifest
         .split_once("  config.toml: |\n")
@@ -156,7 +173,21 @@ fn the_shipped_configs_pass_check() {
     let env = secrets_env();
     for path in [k8s, Path::new(DEPLOY).join("compose/gateway.toml")] {
         let (ok, out) = check(&path, &env, dir.path());
+        assert!(!ok, "{}: {out}", path.display());
+        for key in [
+            "admin.api_key_sha256: is the example's placeholder",
+            "apps[0].client_key: is the example's placeholder",
+            "callers[0].api_key_sha256: is the example's placeholder",
+        ] {
+            assert!(out.contains(key), "{}: {key:?} not named: {out}", path.display());
+        }
+        let (ok, out) = check_with(&path, &["--allow-example-keys"], &env, dir.path());
         assert!(ok, "{}: {out}", path.display());
+        let mine = dir.path().join("edited.toml");
+        std::fs::write(&mine, edited(&std::fs::read_to_string(&path).unwrap())).unwrap();
+        let (ok, out) = check(&mine, &env, dir.path());
+        assert!(ok, "{}: {out}", path.display());
+        assert!(!out.contains("warning"), "{}: {out}", path.display());
     }
     // The Deployment gives the container exactly the variables the config names.
     for var in ["DOUYIN_CLIENT_SECRET", "DOUYIN_GATEWAY_KEY"] {
@@ -202,10 +233,11 @@ fn the_kubernetes_manifests_pass_a_strict_schema_check() {
     }
 }
 
-/// The systemd install steps: the env template plus the store key line they append give a
-/// config that passes the unit's own `ExecStartPre` check; the steps create the user.
+/// The systemd install steps: an unedited install (the example config.toml, the env template's
+/// placeholder secret) fails the unit's own `ExecStartPre` check, naming each key to replace;
+/// edited as the steps say, it passes; the steps create the user.
 #[test]
-fn the_systemd_steps_pass_their_own_check() {
+fn the_systemd_steps_refuse_an_unedited_install_and_pass_once_edited() {
     let unit = std::fs::read_to_string(format!("{DEPLOY}/douyin-gateway.service")).unwrap();
     assert!(unit.contains("useradd --system"), "the steps create the user");
     assert!(unit.contains("User=douyin-gateway"));
@@ -231,6 +263,26 @@ fn the_systemd_steps_pass_their_own_check() {
     let workdir = tempfile::tempdir().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
     let (ok, out) = check(&config, &env, workdir.path());
+    assert!(!ok, "an unedited install must not start: {out}");
+    for key in [
+        "admin.api_key_sha256",
+        "apps[0].client_key",
+        "apps[0].client_secret_env: environment variable DOUYIN_CLIENT_SECRET holds a placeholder",
+        "callers[0].api_key_sha256",
+    ] {
+        assert!(out.contains(&format!("error: {}", config.display())), "{out}");
+        assert!(out.contains(key), "{key:?} not named: {out}");
+    }
+    assert!(!out.contains("replace-me-with-the-client-secret"), "{out}");
+    // Edited: the config's keys, the secret in the env file.
+    let mine = workdir.path().join("config.toml");
+    std::fs::write(&mine, edited(&std::fs::read_to_string(&config).unwrap())).unwrap();
+    for (k, v) in &mut env {
+        if k == "DOUYIN_CLIENT_SECRET" {
+            *v = "3f9a2c7e1b5d".into();
+        }
+    }
+    let (ok, out) = check(&mine, &env, workdir.path());
     assert!(ok, "{out}");
 }
 

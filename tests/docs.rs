@@ -157,3 +157,54 @@ fn the_readme_stays_a_front_door() {
         assert!(readme.contains(&format!("]({page})")), "{page} not linked");
     }
 }
+
+/// The README names every program outside the repository a test runs (the Redis, Chromium and
+/// other tests skip or fail without them), and what only benches and scripts need.
+#[test]
+fn the_readme_names_every_program_the_tests_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut programs: HashSet<String> = ["chromium".to_string()].into();
+    for e in std::fs::read_dir(root.join("tests")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        for part in text.split("Command::new(\"").skip(1) {
+            programs.insert(part.split('"').next().unwrap().to_string());
+        }
+    }
+    // The POSIX shell and kill come with any system a Rust toolchain runs on.
+    programs.retain(|p| p != "sh" && p != "kill");
+    assert!(programs.len() >= 6, "{programs:?}");
+    for p in programs.iter().chain(&["nginx".to_string(), "wrk".to_string()]) {
+        assert!(readme.contains(&format!("`{p}`")), "the README does not name `{p}`");
+    }
+}
+
+/// Deploying starts from the release build, in docs/operations.md and in the systemd steps, and
+/// the release profile leaves debug info out of the installed binary.
+#[test]
+fn deploying_starts_from_a_release_build_without_debug_info() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ops = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let deploying = ops.split("## Deploying").nth(1).expect("a Deploying section");
+    let first_block = deploying.split("```").nth(1).unwrap_or_default();
+    assert!(first_block.contains("cargo build --release"), "{first_block}");
+    let unit = std::fs::read_to_string(root.join("deploy/douyin-gateway.service")).unwrap();
+    let build = unit.find("cargo build --release").expect("the steps build");
+    let install = unit.find("install -m 0755 target/release/douyin-gateway").unwrap();
+    assert!(build < install, "built before it is installed");
+    let cargo: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let release = &cargo["profile"]["release"];
+    assert_eq!(
+        release.get("debug").and_then(|d| d.as_bool()),
+        Some(false),
+        "{release:?}"
+    );
+    assert_eq!(
+        release.get("strip").and_then(|d| d.as_str()),
+        Some("debuginfo"),
+        "symbols kept for backtraces"
+    );
+}

@@ -24,6 +24,7 @@ mod admin;
 mod apps;
 mod callbacks;
 mod callers;
+mod examples;
 mod locate;
 mod log;
 mod notify;
@@ -36,6 +37,7 @@ mod store;
 mod tokens;
 mod upstream;
 mod validate;
+mod words;
 
 use parse::{original_path, parse_collecting, Parsed};
 use serde::Deserialize;
@@ -45,6 +47,7 @@ pub use admin::AdminConfig;
 pub use apps::{AppConfig, DEFAULT_CLIENT_TOKEN_ENDPOINT};
 pub use callbacks::{CallbackConfig, CallbackVerify, WebhookForwardConfig, DEFAULT_RELAY_TIMEOUT_MS};
 pub use callers::CallerConfig;
+pub use examples::Examples;
 pub use log::{LogConfig, LogFormat};
 pub use notify::{NotifyConfig, NOTIFY_EVENTS};
 pub use oauth::{
@@ -151,8 +154,15 @@ impl Config {
         }
     }
 
-    /// Reads, parses and validates a file; warnings are returned beside the config.
+    /// Reads, parses and validates a file; warnings are returned beside the config. The example
+    /// keys and placeholder secrets are warnings ([`Config::load_with`] can refuse them).
     pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), LoadError> {
+        Self::load_with(path, Examples::Warn)
+    }
+
+    /// [`Config::load`], with the example keys and placeholder secrets warned about or refused
+    /// as `examples` says (`serve` and `check` refuse them unless `--allow-example-keys`).
+    pub fn load_with(path: &Path, examples: Examples) -> Result<(Config, Vec<Problem>), LoadError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             let message = match e.kind() {
@@ -166,26 +176,32 @@ impl Config {
                 problems: vec![Problem::error(&file, "", None, message)],
             }
         })?;
-        Self::load_str(&text, &file)
+        Self::load_str_with(&text, &file, examples)
     }
 
     /// Parses and validates text: every problem, TOML-level ones (unknown keys, wrong types, bad
     /// values) and the rest, in file order.
     pub fn load_str(text: &str, file: &str) -> Result<(Config, Vec<Problem>), LoadError> {
-        let parsed = parse_collecting(text, file);
-        let mut problems = parsed.problems;
-        let Some(config) = parsed.config else {
+        Self::load_str_with(text, file, Examples::Warn)
+    }
+
+    /// [`Config::load_str`], with the example keys and placeholder secrets as `examples` says.
+    pub fn load_str_with(text: &str, file: &str, examples: Examples) -> Result<(Config, Vec<Problem>), LoadError> {
+        let mut parsed = parse_collecting(text, file);
+        let mut problems = std::mem::take(&mut parsed.problems);
+        let Some(config) = parsed.config.take() else {
             return Err(LoadError { problems });
         };
         // Validated on the text as parsed (entries taken out blanked, lines kept), its key paths
         // then numbered as in the file.
         // (A warning about a whole array, such as "no [[routes]]", is moot when its entries were
-        // taken out for the errors above.)
+        // taken out for the errors above; so is a reference to an entry taken out.)
         problems.extend(
             config
-                .validate(&parsed.text, file)
+                .validate_with(&parsed.text, file, examples)
                 .into_iter()
                 .filter(|p| !parsed.removed.iter().any(|(name, _)| p.key == *name))
+                .filter(|p| !follows_from_removed(p, &parsed))
                 .map(|mut p| {
                     p.key = original_path(&p.key, &parsed.removed);
                     p
@@ -197,4 +213,25 @@ impl Config {
         }
         Ok((config, problems))
     }
+}
+
+/// Whether a problem of validation only follows from `[[array]]` entries the parse took out:
+/// "no [[apps]] named \"main\"" when the entry named `main` lacked a key, "not exactly one
+/// [[apps]]" when the only app did. The entry's own error said it already.
+fn follows_from_removed(p: &Problem, parsed: &Parsed) -> bool {
+    parsed.removed.iter().any(|(array, _)| {
+        let tag = format!("[[{array}]]");
+        let Some((_, after)) = p.message.split_once(&tag) else {
+            return false;
+        };
+        match after.strip_prefix(" named \"").and_then(|r| r.split('"').next()) {
+            // A name the file does define, in an entry taken out (or one whose name is unknown).
+            Some(name) => {
+                parsed.removed_names.iter().any(|(a, n)| a == array && n == name)
+                    || parsed.removed_names.iter().filter(|(a, _)| a == array).count()
+                        < parsed.removed.iter().filter(|(a, _)| a == array).count()
+            }
+            None => true,
+        }
+    })
 }

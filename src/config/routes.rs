@@ -266,8 +266,8 @@ impl Config {
                     idx,
                     "app",
                     format!(
-                        "token = {:?} needs app = \"…\" when there is not exactly one [[apps]]",
-                        r.token
+                        "token = {} needs app = \"…\" when there is not exactly one [[apps]]",
+                        super::words::as_written(&r.token)
                     ),
                 ),
                 _ => {}

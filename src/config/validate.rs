@@ -1,7 +1,7 @@
 //! `Config::validate`: every semantic problem at once, each with its key path
 //! and line, so `douyin-gateway check` can list them all.
 
-use super::{locate::line_of, Config};
+use super::{locate::line_of, Config, Examples};
 use std::fmt;
 
 /// How bad a problem is.
@@ -91,6 +91,14 @@ impl Collector<'_> {
     pub(super) fn err(&mut self, table: &str, index: Option<usize>, key: &str, msg: impl Into<String>) {
         self.push(Severity::Error, table, index, key, msg.into());
     }
+    /// How many problems are gathered so far.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+    /// The problems gathered so far.
+    pub(super) fn out_mut(&mut self) -> &mut Vec<Problem> {
+        &mut self.out
+    }
     pub(super) fn warn(&mut self, table: &str, index: Option<usize>, key: &str, msg: impl Into<String>) {
         self.push(Severity::Warning, table, index, key, msg.into());
     }
@@ -122,45 +130,15 @@ pub(super) fn secret_present(env: &Option<String>, file: &Option<std::path::Path
 }
 
 impl Config {
-    /// Warns about values copied from the repository's example `config.toml` that must be
-    /// replaced before the gateway faces anyone: the example admin and caller keys (whose
-    /// plaintext is in the example's comments) and the placeholder client_key.
-    fn warn_example_values(&self, c: &mut Collector<'_>) {
-        let example_admin = crate::secret::hash_key("example-admin-key");
-        let example_caller = crate::secret::hash_key("example-caller-key");
-        if self.admin.api_key_sha256.as_deref() == Some(example_admin.as_str()) {
-            c.warn(
-                "admin",
-                None,
-                "api_key_sha256",
-                "is the example's key (\"example-admin-key\", printed in config.toml): anyone can use the admin API; \
-                 set your own (echo -n KEY | douyin-gateway hash-key)",
-            );
-        }
-        for (i, caller) in self.callers.iter().enumerate() {
-            if caller.api_key_sha256 == example_caller || caller.api_key_sha256 == example_admin {
-                c.warn(
-                    "callers",
-                    Some(i),
-                    "api_key_sha256",
-                    "is the example's key (printed in config.toml): anyone can call as this caller; set your own",
-                );
-            }
-        }
-        for (i, app) in self.apps.iter().enumerate() {
-            if app.client_key == "awxxxxxxxxxxxxxx" {
-                c.warn(
-                    "apps",
-                    Some(i),
-                    "client_key",
-                    "is the example's placeholder: put the app's client_key from the Douyin Open Platform console",
-                );
-            }
-        }
+    /// Every problem of the config; also checks that named secrets exist. The example keys and
+    /// placeholder secrets are warnings here ([`Config::validate_with`] can refuse them).
+    pub fn validate(&self, text: &str, file: &str) -> Vec<Problem> {
+        self.validate_with(text, file, Examples::Warn)
     }
 
-    /// Every problem of the config; also checks that named secrets exist.
-    pub fn validate(&self, text: &str, file: &str) -> Vec<Problem> {
+    /// [`Config::validate`], with the example keys and placeholder secrets warned about or
+    /// refused as `examples` says.
+    pub fn validate_with(&self, text: &str, file: &str, examples: Examples) -> Vec<Problem> {
         let mut c = Collector {
             text,
             file,
@@ -180,7 +158,7 @@ impl Config {
         self.validate_notify(&mut c);
         self.validate_callbacks(&mut c);
         self.validate_webhook_forward(&mut c);
-        self.warn_example_values(&mut c);
+        self.check_example_values(&mut c, text, examples);
         c.out
     }
 }
