@@ -78,7 +78,7 @@ enum Cmd {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1`.
+    /// Print the manual page (roff), e.g. `target/release/douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1`.
     Man,
     /// Exit 0 if the gateway's `/healthz` answers 200 (a container health check without curl).
     Healthcheck {

@@ -3,7 +3,7 @@
 //! signals, files, environment, exit status) are written here, naming only what exists.
 //!
 //! ```text
-//! douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1 && man douyin-gateway
+//! target/release/douyin-gateway man > /usr/local/share/man/man1/douyin-gateway.1 && man douyin-gateway
 //! ```
 
 use std::fmt::Write as _;

@@ -102,7 +102,11 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
     let answer = match stage {
         // Handled before, but a relay target did not take it: only the relay is done again.
         Some(_) => json(StatusCode::OK, json!({"relayed_again": true})),
-        None => process(cx.shared, app, &event).await?,
+        None => {
+            let name = event["event"].as_str().unwrap_or("");
+            let relayed = rt.webhook_forwards.iter().any(|f| f.wants(&app.name, name));
+            process(cx.shared, app, &event, relayed).await?
+        }
     };
     if let Some(id) = msg_id {
         cx.own.webhooks.remember(id, Stage::Handled);
@@ -142,7 +146,7 @@ fn bad(m: &str) -> GatewayError {
 }
 
 /// What a signed event does.
-async fn process(shared: &Shared, app: &App, event: &Value) -> Answer {
+async fn process(shared: &Shared, app: &App, event: &Value, relayed: bool) -> Answer {
     // `content` arrives as an object or as a JSON string holding one.
     let content = match &event["content"] {
         Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
@@ -168,9 +172,10 @@ async fn process(shared: &Shared, app: &App, event: &Value) -> Answer {
                     open_id,
                     reason: "the user revoked the app (unauthorize event)",
                 });
-            {}
             Ok(json(StatusCode::OK, json!({"dropped": dropped})))
         }
+        // Nothing for the gateway itself to do; said so, unless a relay target takes it.
+        other if relayed => Ok(json(StatusCode::OK, json!({"relayed": other}))),
         other => Ok(json(StatusCode::OK, json!({"ignored": other}))),
     }
 }

@@ -51,6 +51,7 @@ pub const GATEWAY_CODES: &[&str] = &[
     "admin_unauthenticated",
     "store_unavailable",
     "bad_signature",
+    "bad_upstream_signature",
 ];
 
 /// One 10-second slot's counters.
@@ -344,6 +345,27 @@ impl Windows {
 
 #[cfg(test)]
 mod tests {
+    /// Every code `GatewayError::code` can answer has its own counter, so none shows as "other"
+    /// on the status page (`bad_upstream_signature` did, before this test).
+    #[test]
+    fn every_gateway_error_code_is_kept_apart() {
+        let source = include_str!("../error.rs");
+        let start = source.find("pub fn code(&self)").expect("GatewayError::code");
+        let body = &source[start..start + source[start..].find("\n    }\n").expect("its end")];
+        let codes: Vec<&str> = body
+            .split("=> \"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').expect("a closing quote")])
+            .collect();
+        assert!(codes.len() >= 20, "{codes:?}");
+        for code in codes {
+            assert!(
+                super::GATEWAY_CODES.contains(&code),
+                "{code} is missing from GATEWAY_CODES"
+            );
+        }
+    }
+
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
