@@ -66,9 +66,11 @@ impl std::fmt::Debug for MessageKey {
 }
 
 impl MessageKey {
-    /// Decodes the console's 43-character key (base64 of 32 bytes without its `=`).
+    /// Decodes the console's 43-character key (base64 of 32 bytes without its `=`; with it, 44
+    /// characters, is accepted too).
     pub fn parse(text: &str) -> Result<Self, Error> {
         let text = text.trim();
+        let text = text.strip_suffix('=').unwrap_or(text);
         if text.len() != MESSAGE_KEY_LEN {
             return Err(Error::BadKey);
         }
@@ -176,7 +178,13 @@ mod tests {
         let want = hex::encode(hash.finalize());
         assert_eq!(msg_signature("abc", "1535551395", "4464221", "Zed"), want);
         assert_eq!(msg_signature("Zed", "4464221", "abc", "1535551395"), want);
-        assert!(verify_signature("abc", "1535551395", "4464221", "Zed", &want.to_uppercase()));
+        assert!(verify_signature(
+            "abc",
+            "1535551395",
+            "4464221",
+            "Zed",
+            &want.to_uppercase()
+        ));
         assert!(!verify_signature("abd", "1535551395", "4464221", "Zed", &want));
         assert!(!verify_signature("abc", "1535551395", "4464221", "Zed", &want[..39]));
         assert!(!verify_signature("abc", "1535551395", "4464221", "Zed", ""));
@@ -203,7 +211,12 @@ mod tests {
     fn keys_are_checked() {
         assert_eq!(MessageKey::parse("short").unwrap_err(), Error::BadKey);
         assert_eq!(MessageKey::parse(&"*".repeat(43)).unwrap_err(), Error::BadKey);
-        assert_eq!(MessageKey::parse(&format!("{KEY}=")).unwrap_err(), Error::BadKey);
+        assert_eq!(MessageKey::parse(&format!("{KEY}==")).unwrap_err(), Error::BadKey);
+        assert_eq!(
+            MessageKey::parse(&format!("{KEY}=")).unwrap().0,
+            key().0,
+            "its padding is allowed"
+        );
         assert!(!format!("{:?}", key()).contains(KEY));
     }
 
