@@ -221,7 +221,7 @@ mod tests {
     }
 
     /// Encrypts raw bytes under the key, no framing.
-    fn seal_raw(plain: &mut Vec<u8>) -> String {
+    fn seal_raw(plain: &mut [u8]) -> String {
         let len = plain.len();
         let k = key();
         let out = cbc::Encryptor::<Aes256>::new(&k.0.into(), &k.iv().into())

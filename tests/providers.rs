@@ -326,3 +326,70 @@ async fn a_pushed_ticket_survives_a_restart_on_redis() {
     assert_eq!(ticket_of(&gw).await.as_deref(), Some(ticket.as_str()));
     gw.running.stop().await;
 }
+
+/// The sandbox's own sealing and signature (written apart from the gateway's) against the
+/// gateway's event URL: a push is stored; a tampered one and a replay are refused and change
+/// nothing; the sandbox issues a component token only for a ticket it pushed.
+#[tokio::test]
+async fn the_sandbox_platform_pushes_and_the_gateway_verifies() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = provider_gateway(&sb, "[store]\nkind = \"memory\"\n").await;
+    let url = gw.admin("/providers/tp/events");
+    let r = http.control(&sb, "/sandbox/provider/push", json!({"url": url})).await;
+    assert_eq!(
+        (r["status"].as_u64(), r["body"].as_str()),
+        (Some(200), Some("success")),
+        "{r}"
+    );
+    let ticket = r["ticket"].as_str().unwrap().to_string();
+    assert_eq!(ticket_of(&gw).await.as_deref(), Some(ticket.as_str()));
+
+    let r = http
+        .control(&sb, "/sandbox/provider/push", json!({"url": url, "replay": true}))
+        .await;
+    assert_eq!(r["status"].as_u64(), Some(401), "{r}");
+    let r = http
+        .control(&sb, "/sandbox/provider/push", json!({"url": url, "tamper": true}))
+        .await;
+    assert_eq!(r["status"].as_u64(), Some(401), "{r}");
+    let r = http
+        .control(
+            &sb,
+            "/sandbox/provider/push",
+            json!({"url": url, "timestamp_offset_secs": -700}),
+        )
+        .await;
+    assert_eq!(r["status"].as_u64(), Some(401), "{r}");
+    assert_eq!(
+        ticket_of(&gw).await.as_deref(),
+        Some(ticket.as_str()),
+        "nothing changed"
+    );
+    for event in ["AUTHORIZED", "UPDATE_AUTHORIZED", "UNAUTHORIZED"] {
+        let r = http
+            .control(&sb, "/sandbox/provider/push", json!({"url": url, "event": event}))
+            .await;
+        assert_eq!(
+            (r["status"].as_u64(), r["body"].as_str()),
+            (Some(200), Some("success")),
+            "{event}: {r}"
+        );
+    }
+
+    // The sandbox's component token endpoint takes the tickets it pushed, and no other.
+    let tp = |t: &str| {
+        format!(
+            "{}/openapi/v1/auth/tp/token?component_appid={APPID}&component_appsecret=sandbox-component-secret&component_ticket={t}",
+            sb.url()
+        )
+    };
+    let r = http.get(&tp(&ticket)).await.json();
+    assert!(
+        r["component_access_token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{r}"
+    );
+    assert_eq!(r["expires_in"], 7200);
+    assert!(http.get(&tp("made-up")).await.json()["errno"].as_i64().is_some());
+    gw.running.stop().await;
+}

@@ -255,6 +255,8 @@ pub struct Inner {
     pub log: VecDeque<Logged>,
     /// `/sandbox/receiver`: a backend for callbacks and relayed webhook events.
     pub receiver: Receiver,
+    /// The third-party platform: tickets pushed, component tokens issued.
+    pub provider: super::provider::ProviderState,
 }
 
 /// What `/sandbox/receiver` (a backend standing in for a developer's) was sent, and how it answers.
