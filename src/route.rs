@@ -103,6 +103,8 @@ pub struct Route {
     pub open_id: OpenIdSource,
     /// biz: the scope.
     pub biz_scope: Option<Arc<str>>,
+    /// `token = "component"`: the provider's component token.
+    pub provider: Option<crate::vocab::TokenKey>,
     /// Where it forwards: 0 for `[upstream]`, else 1 + its `[[upstreams]]` position
     /// ([`Config::all_upstreams`] order).
     pub upstream: usize,
@@ -139,6 +141,10 @@ impl RouteTable {
                 inject: r.inject.clone(),
                 open_id: OpenIdSource::parse(&r.open_id).unwrap_or_else(|| OpenIdSource::query("open_id")),
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
+                provider: r
+                    .provider
+                    .as_deref()
+                    .map(|p| crate::vocab::TokenKey::component(p.into())),
                 upstream: r
                     .upstream
                     .as_ref()

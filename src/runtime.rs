@@ -228,6 +228,7 @@ fn route_kind(token: TokenKind) -> RouteKind {
         TokenKind::User => RouteKind::Token(TokenClass::User),
         TokenKind::Biz => RouteKind::Token(TokenClass::Biz),
         TokenKind::MiniApp => RouteKind::Token(TokenClass::MiniApp),
+        TokenKind::Component => RouteKind::Token(TokenClass::Component),
         TokenKind::None | TokenKind::AppSecret => RouteKind::Forwarded,
         TokenKind::Placeholder => RouteKind::Local,
     }

@@ -393,3 +393,112 @@ async fn the_sandbox_platform_pushes_and_the_gateway_verifies() {
     assert!(http.get(&tp("made-up")).await.json()["errno"].as_i64().is_some());
     gw.running.stop().await;
 }
+
+const COMPONENT_ROUTE: &str = "[[routes]]\nname = \"tp-info\"\npath = \"/api/tpapp/sandbox/component_info\"\n\
+                               token = \"component\"\nprovider = \"tp\"\ninject = \"query\"\n";
+
+async fn component_gateway(sb: &douyin_gateway::sandbox::Sandbox) -> Gateway {
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .routes_first(COMPONENT_ROUTE)
+        .extra(&provider_table())
+        .render();
+    gateway_text(&text, secret).await
+}
+
+async fn call_component_api(http: &Http, gw: &Gateway) -> Resp {
+    http.get(&gw.url("/api/tpapp/sandbox/component_info")).await
+}
+
+#[tokio::test]
+async fn a_component_route_without_a_ticket_yet_is_a_clear_503() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = component_gateway(&sb).await;
+    let r = call_component_api(&http, &gw).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.gateway_error().as_deref(), Some("token_unavailable"));
+    let message = r.json()["gateway_error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("component_ticket") && message.contains("/providers/tp/events"),
+        "{message}"
+    );
+    let s = http.get(&format!("{}/sandbox/provider", sb.url())).await.json();
+    assert_eq!(s["token_calls"], 0, "no call to the platform without a ticket");
+    gw.running.stop().await;
+}
+
+#[tokio::test]
+async fn a_component_route_gets_one_token_from_the_ticket_for_many_concurrent_calls() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = component_gateway(&sb).await;
+    let r = http
+        .control(
+            &sb,
+            "/sandbox/provider/push",
+            json!({"url": gw.admin("/providers/tp/events")}),
+        )
+        .await;
+    assert_eq!(r["status"].as_u64(), Some(200), "{r}");
+    let calls = (0..50).map(|_| call_component_api(&http, &gw));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["err_no"], 0, "the sandbox took the token: {}", r.text());
+    }
+    let s = http.get(&format!("{}/sandbox/provider", sb.url())).await.json();
+    assert_eq!(
+        (s["token_calls"].as_u64(), s["tokens_issued"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_token_fetches_total{app="tp",class="component",outcome="ok"}"#
+        ),
+        Some(1.0)
+    );
+    gw.running.stop().await;
+}
+
+#[tokio::test]
+async fn the_component_token_is_kept_across_a_restart_on_sqlite() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir.path().join("tokens.db"));
+    let start = || async {
+        let secret = secret_file();
+        let text = TestConfig::standard(&sb.url(), secret.path())
+            .store(&store)
+            .routes_first(COMPONENT_ROUTE)
+            .extra(&provider_table())
+            .render();
+        gateway_text(&text, secret).await
+    };
+    let gw = start().await;
+    http.control(
+        &sb,
+        "/sandbox/provider/push",
+        json!({"url": gw.admin("/providers/tp/events")}),
+    )
+    .await;
+    assert_eq!(call_component_api(&http, &gw).await.status, 200);
+    gw.running.stop().await;
+    let gw = start().await;
+    let r = call_component_api(&http, &gw).await;
+    assert_eq!(
+        (r.status.as_u16(), &r.json()["err_no"]),
+        (200, &json!(0)),
+        "{}",
+        r.text()
+    );
+    let s = http.get(&format!("{}/sandbox/provider", sb.url())).await.json();
+    assert_eq!(
+        s["token_calls"], 1,
+        "the stored component token was used after the restart: {s}"
+    );
+    gw.running.stop().await;
+}

@@ -286,4 +286,30 @@ mod tests {
         let twice = format!("{GOOD}api_version = \"v1\"\n[[providers]]\n{GOOD}api_version = \"v1\"");
         assert!(problems(&twice).iter().any(|m| m.starts_with("providers[1].name:")));
     }
+
+    #[test]
+    fn a_component_route_names_a_provider() {
+        let route = |extra: &str| {
+            let text = format!(
+                "[store]\nkind = \"memory\"\n[[providers]]\n{GOOD}api_version = \"v1\"\n[[routes]]\nname = \"c\"\npath = \"/c\"\n\
+                 token = \"component\"\n{extra}"
+            );
+            match Config::load_str(&text, "t") {
+                Ok((_, w)) => w
+                    .into_iter()
+                    .map(|p| p.key)
+                    .filter(|k| k.starts_with("routes[0].provider"))
+                    .collect(),
+                Err(e) => e
+                    .problems
+                    .into_iter()
+                    .map(|p| p.key)
+                    .filter(|k| k.starts_with("routes"))
+                    .collect::<Vec<_>>(),
+            }
+        };
+        assert_eq!(route("provider = \"tp\"\n"), Vec::<String>::new());
+        assert_eq!(route(""), vec!["routes[0].provider".to_string()]);
+        assert_eq!(route("provider = \"nobody\"\n"), vec!["routes[0].provider".to_string()]);
+    }
 }

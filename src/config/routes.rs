@@ -24,6 +24,8 @@ pub enum TokenKind {
     /// `jscode2session`), so the app's backend never holds the secret. Needs `inject = "json_body"`.
     #[serde(rename = "app_secret")]
     AppSecret,
+    /// A service provider's component_access_token (route key `provider`).
+    Component,
     /// A token endpoint an SDK calls itself (`/oauth/client_token/`, `/api/apps/v2/token`),
     /// answered by the gateway with a placeholder token in that endpoint's envelope; the platform
     /// is never contacted. The placeholder is replaced by the real token on every API route.
@@ -90,6 +92,8 @@ pub struct RouteConfig {
     pub biz_scope: Option<String>,
     /// The `[[upstreams]]` entry to forward to; absent: `[upstream]`.
     pub upstream: Option<String>,
+    /// `token = "component"`: the `[[providers]]` whose token it attaches.
+    pub provider: Option<String>,
 }
 
 fn default_open_id() -> String {
@@ -238,7 +242,17 @@ impl Config {
 
     /// A route attaching a token names an app that exists (or there is exactly one).
     fn check_route_app(&self, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-        if r.token != TokenKind::None {
+        if r.token == TokenKind::Component {
+            check_route_provider(self, c, idx, r);
+        } else if r.provider.is_some() {
+            c.err(
+                "routes",
+                idx,
+                "provider",
+                "provider is for token = \"component\" routes",
+            );
+        }
+        if r.token != TokenKind::None && r.token != TokenKind::Component {
             match &r.app {
                 Some(app) if !self.apps.iter().any(|a| &a.name == app) => {
                     c.err("routes", idx, "app", format!("no [[apps]] named {app:?}"))
@@ -286,6 +300,22 @@ impl Config {
         if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
             c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
         }
+    }
+}
+
+/// `token = "component"` names a `[[providers]]` entry.
+fn check_route_provider(config: &Config, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
+    match &r.provider {
+        None => c.err(
+            "routes",
+            idx,
+            "provider",
+            "token = \"component\" needs provider = \"NAME\" (a [[providers]] entry)",
+        ),
+        Some(p) if !config.providers.iter().any(|x| &x.name == p) => {
+            c.err("routes", idx, "provider", format!("no [[providers]] named {p:?}"))
+        }
+        Some(_) => {}
     }
 }
 

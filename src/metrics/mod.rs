@@ -300,7 +300,8 @@ impl Metrics {
     /// scrape, and a graph of it shows "no data" rather than 0).
     pub fn app_at_zero(&self, app: &str, mini_app: bool) {
         for class in crate::vocab::TokenClass::ALL {
-            if class == crate::vocab::TokenClass::MiniApp && !mini_app {
+            if (class == crate::vocab::TokenClass::MiniApp && !mini_app) || class == crate::vocab::TokenClass::Component
+            {
                 continue;
             }
             self.token_fetches.with_label_values(&[app, class.as_str(), "ok"]);

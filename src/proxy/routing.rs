@@ -180,6 +180,7 @@ fn token_key<B>(rt: &Runtime, route: &Route, req: &Request<B>) -> Result<Option<
         TokenKind::None | TokenKind::AppSecret | TokenKind::Placeholder => None,
         TokenKind::Client => Some(app().client_key.clone()),
         TokenKind::MiniApp => Some(app().mini_app_key.clone()),
+        TokenKind::Component => route.provider.clone(),
         TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
         TokenKind::Biz => Some(TokenKey::biz(
             Arc::clone(&app().name),

@@ -150,9 +150,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
     };
     let path = parts.uri.path();
-    if path.starts_with("/sandbox/provider") || path.starts_with("/openapi/v1/auth/tp/token") {
+    if path.starts_with("/sandbox/provider")
+        || path.starts_with("/openapi/v1/auth/tp/token")
+        || path.starts_with("/api/tpapp/sandbox/")
+    {
         let query = parts.uri.query().unwrap_or("");
-        if let Some(reply) = provider::handle(&state, &parts.method, path, query, &body).await {
+        if let Some(reply) = provider::handle(&state, &parts.method, path, query, &parts.headers, &body).await {
             return Ok(reply.into_response());
         }
     }

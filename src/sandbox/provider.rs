@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /sandbox/provider/push` `{"url", "event"?, "authorizer_appid"?, "tamper"?, "replay"?, "timestamp_offset_secs"?}` | an event (`PUSH`, the default, with a fresh ticket; `AUTHORIZED`, `UPDATE_AUTHORIZED` with an authorization code; `UNAUTHORIZED`) sealed with [`MESSAGE_KEY`] for [`COMPONENT_APPID`] and signed with [`MESSAGE_TOKEN`], POSTed as `{"Nonce","TimeStamp","Encrypt","MsgSignature"}`; `tamper` swaps `Encrypt` after signing, `replay` sends the previous event again byte for byte. Answers `{"status","body","ticket"}` |
 //! | `GET /openapi/v1/auth/tp/token?component_appid=&component_appsecret=&component_ticket=` | a component_access_token (`{"component_access_token","expires_in":7200}`) for the right appid and secret and one of the last two tickets pushed; else `{"errno","message"}` |
+//! | `/api/tpapp/sandbox/component_info` | an API that takes a component token (`component_access_token` or `access_token` in the query, or `access-token`): `{"err_no":0,"data":{"component_appid"}}`, or 11016 for a token not in force |
 //! | `GET /sandbox/provider` | `{"tickets_pushed","token_calls","tokens_issued"}` |
 //!
 //! The sealing and the signature are written here again, with the RustCrypto crates directly,
@@ -59,7 +60,14 @@ impl ProviderState {
 }
 
 /// The requests this file answers; `None` for others.
-pub(super) async fn handle(state: &State, method: &Method, path: &str, query: &str, body: &Bytes) -> Option<Reply> {
+pub(super) async fn handle(
+    state: &State,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Option<Reply> {
     Some(match (method, path) {
         (&Method::POST, "/sandbox/provider/push") => match serde_json::from_slice(body) {
             Ok(p) => push(state, p).await,
@@ -72,6 +80,7 @@ pub(super) async fn handle(state: &State, method: &Method, path: &str, query: &s
                 "tokens_issued": p.tokens_issued}))
         }
         (&Method::GET, "/openapi/v1/auth/tp/token" | "/openapi/v1/auth/tp/token/") => component_token(state, query),
+        (_, "/api/tpapp/sandbox/component_info") => component_info(state, query, headers),
         _ => return None,
     })
 }
@@ -218,6 +227,27 @@ fn component_token(state: &State, query: &str) -> Reply {
     }
     p.tokens_issued += 1;
     Reply::json(json!({"component_access_token": token, "expires_in": 7200}))
+}
+
+/// `/api/tpapp/sandbox/component_info`: checks the component token, as the provider APIs do.
+fn component_info(state: &State, query: &str, headers: &http::HeaderMap) -> Reply {
+    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let token = q
+        .get("component_access_token")
+        .or_else(|| q.get("access_token"))
+        .cloned()
+        .or_else(|| {
+            headers
+                .get("access-token")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    if state.inner.lock().unwrap().provider.valid_token(&token) {
+        Reply::json(json!({"err_no": 0, "err_tips": "success", "data": {"component_appid": COMPONENT_APPID}}))
+    } else {
+        Reply::json(json!({"err_no": 11016, "err_tips": "access_token不正确或者已过期"}))
+    }
 }
 
 fn unix_now() -> u64 {

@@ -98,11 +98,12 @@ impl Tokens {
     /// are gone, are dropped.
     pub fn reconfigure(&self, settings: Settings) {
         let old = self.settings.load();
-        self.cache.retain(|k| {
-            matches!(
+        self.cache.retain(|k| match k.class {
+            TokenClass::Component => old.same_provider(&settings, &k.app),
+            _ => matches!(
                 (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
                 (Some(a), Some(b)) if a.client_key == b.client_key
-            )
+            ),
         });
         self.settings.store(Arc::new(settings));
     }
