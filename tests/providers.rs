@@ -502,3 +502,42 @@ async fn the_component_token_is_kept_across_a_restart_on_sqlite() {
     );
     gw.running.stop().await;
 }
+
+/// `inject = "query:component_access_token"`, as the V1 APIs take it: the caller's own
+/// parameter of that name (any case or separator) is dropped, the rest kept.
+#[tokio::test]
+async fn a_v1_route_puts_the_component_token_in_its_named_query_parameter() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let secret = secret_file();
+    let route = COMPONENT_ROUTE.replace("inject = \"query\"", "inject = \"query:component_access_token\"");
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .routes_first(&route)
+        .extra(&provider_table())
+        .render();
+    let gw = gateway_text(&text, secret).await;
+    http.control(
+        &sb,
+        "/sandbox/provider/push",
+        json!({"url": gw.admin("/providers/tp/events")}),
+    )
+    .await;
+    for query in [
+        "",
+        "?x=1",
+        "?component_access_token=forged&x=1",
+        "?Component-Access-Token=forged",
+        "?x=1;component_access_token=forged",
+    ] {
+        let r = http
+            .get(&gw.url(&format!("/api/tpapp/sandbox/component_info{query}")))
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), &r.json()["err_no"]),
+            (200, &json!(0)),
+            "{query}: {}",
+            r.text()
+        );
+    }
+    gw.running.stop().await;
+}

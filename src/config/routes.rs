@@ -32,7 +32,7 @@ pub enum TokenKind {
     Placeholder,
 }
 
-/// Where the token goes: `"header"`, `"query"`, `"header:NAME"` or `"json_body"`.
+/// Where the token goes: `"header"`, `"query"`, `"header:NAME"`, `"query:NAME"` or `"json_body"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Inject {
@@ -43,6 +43,9 @@ pub enum Inject {
     Query,
     /// `NAME: T` (the webcast APIs' `X-Token`); the caller's own header of that name is stripped.
     HeaderNamed(http::HeaderName),
+    /// `NAME=T` in the query (the third-party platform's V1 APIs: `component_access_token`,
+    /// `authorizer_access_token`); the caller's own `NAME` (and `access_token`) are dropped.
+    QueryNamed(String),
     /// The top-level `access_token` field of a JSON object body (developer.toutiao.com APIs),
     /// set or replaced; the body is read whole (at most `retry_buffer_bytes`).
     JsonBody,
@@ -60,8 +63,13 @@ impl TryFrom<String> for Inject {
                 Some(("header", name)) if !name.is_empty() => http::HeaderName::from_bytes(name.as_bytes())
                     .map(Inject::HeaderNamed)
                     .map_err(|_| format!("{name:?} is not a header name")),
+                Some(("query", name))
+                    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+                {
+                    Ok(Inject::QueryNamed(name.to_string()))
+                }
                 _ => Err(format!(
-                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\" or \"json_body\""
+                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\", \"query:NAME\" or \"json_body\""
                 )),
             },
         }

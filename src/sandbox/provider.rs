@@ -231,7 +231,15 @@ fn component_token(state: &State, query: &str) -> Reply {
 
 /// `/api/tpapp/sandbox/component_info`: checks the component token, as the provider APIs do.
 fn component_info(state: &State, query: &str, headers: &http::HeaderMap) -> Reply {
-    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let tokens = pairs
+        .iter()
+        .filter(|(k, _)| k == "component_access_token" || k == "access_token")
+        .count();
+    if tokens > 1 {
+        return Reply::json(json!({"err_no": 40001, "err_tips": "more than one token in the query"}));
+    }
+    let q: std::collections::HashMap<String, String> = pairs.into_iter().collect();
     let token = q
         .get("component_access_token")
         .or_else(|| q.get("access_token"))
