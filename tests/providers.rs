@@ -541,3 +541,52 @@ async fn a_v1_route_puts_the_component_token_in_its_named_query_parameter() {
     }
     gw.running.stop().await;
 }
+
+/// A component token with 30 minutes or less left is fetched again in the background on its next
+/// use, the old one serving that call; one with more left is not.
+#[tokio::test]
+async fn a_component_token_is_fetched_again_once_under_30_minutes_remain() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = component_gateway(&sb).await;
+    http.control(
+        &sb,
+        "/sandbox/provider/push",
+        json!({"url": gw.admin("/providers/tp/events")}),
+    )
+    .await;
+    let token_calls = || async {
+        http.get(&format!("{}/sandbox/provider", sb.url())).await.json()["token_calls"]
+            .as_u64()
+            .unwrap()
+    };
+    // 31 minutes of life: used twice, fetched once.
+    http.control(&sb, "/sandbox/provider", json!({"expires_in": 1860}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(call_component_api(&http, &gw).await.json()["err_no"], 0);
+    }
+    assert_eq!(token_calls().await, 1);
+    gw.running.stop().await;
+
+    // 30 minutes of life: the second use starts a fetch, and is served with the token at hand.
+    let gw = component_gateway(&sb).await;
+    http.control(
+        &sb,
+        "/sandbox/provider/push",
+        json!({"url": gw.admin("/providers/tp/events")}),
+    )
+    .await;
+    http.control(&sb, "/sandbox/provider", json!({"expires_in": 1800}))
+        .await;
+    let before = token_calls().await;
+    for _ in 0..2 {
+        assert_eq!(call_component_api(&http, &gw).await.json()["err_no"], 0);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while token_calls().await < before + 2 {
+        assert!(std::time::Instant::now() < deadline, "no second fetch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.running.stop().await;
+}

@@ -6,6 +6,7 @@
 //! | `POST /sandbox/provider/push` `{"url", "event"?, "authorizer_appid"?, "tamper"?, "replay"?, "timestamp_offset_secs"?}` | an event (`PUSH`, the default, with a fresh ticket; `AUTHORIZED`, `UPDATE_AUTHORIZED` with an authorization code; `UNAUTHORIZED`) sealed with [`MESSAGE_KEY`] for [`COMPONENT_APPID`] and signed with [`MESSAGE_TOKEN`], POSTed as `{"Nonce","TimeStamp","Encrypt","MsgSignature"}`; `tamper` swaps `Encrypt` after signing, `replay` sends the previous event again byte for byte. Answers `{"status","body","ticket"}` |
 //! | `GET /openapi/v1/auth/tp/token?component_appid=&component_appsecret=&component_ticket=` | a component_access_token (`{"component_access_token","expires_in":7200}`) for the right appid and secret and one of the last two tickets pushed; else `{"errno","message"}` |
 //! | `/api/tpapp/sandbox/component_info` | an API that takes a component token (`component_access_token` or `access_token` in the query, or `access-token`): `{"err_no":0,"data":{"component_appid"}}`, or 11016 for a token not in force |
+//! | `POST /sandbox/provider` `{"expires_in"}` | the lifetime of the component tokens issued next (7200) |
 //! | `GET /sandbox/provider` | `{"tickets_pushed","token_calls","tokens_issued"}` |
 //!
 //! The sealing and the signature are written here again, with the RustCrypto crates directly,
@@ -50,6 +51,8 @@ pub struct ProviderState {
     tokens_issued: u64,
     /// The last event body sent, for `replay`.
     last_sent: Option<String>,
+    /// The lifetime of the component tokens issued next (default 7200 s).
+    expires_in: Option<u64>,
 }
 
 impl ProviderState {
@@ -73,6 +76,11 @@ pub(super) async fn handle(
             Ok(p) => push(state, p).await,
             Err(e) => Reply::json(json!({"error": format!("push: {e}")})).with_status(StatusCode::BAD_REQUEST),
         },
+        (&Method::POST, "/sandbox/provider") => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            state.inner.lock().unwrap().provider.expires_in = v["expires_in"].as_u64();
+            Reply::json(json!({"ok": true}))
+        }
         (&Method::GET, "/sandbox/provider") => {
             let g = state.inner.lock().unwrap();
             let p = &g.provider;
@@ -226,7 +234,7 @@ fn component_token(state: &State, query: &str) -> Reply {
         p.tokens.pop_front();
     }
     p.tokens_issued += 1;
-    Reply::json(json!({"component_access_token": token, "expires_in": 7200}))
+    Reply::json(json!({"component_access_token": token, "expires_in": p.expires_in.unwrap_or(7200)}))
 }
 
 /// `/api/tpapp/sandbox/component_info`: checks the component token, as the provider APIs do.
