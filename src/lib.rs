@@ -21,6 +21,7 @@ pub mod limit;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod provider_crypto;
 pub mod proxy;
 pub mod relay;
 pub mod route;

@@ -149,6 +149,8 @@ pub struct Route {
     pub verify_response: bool,
     /// biz: the scope.
     pub biz_scope: Option<Arc<str>>,
+    /// `token = "component"`: the provider's component token.
+    pub provider: Option<crate::vocab::TokenKey>,
     /// Where it forwards: 0 for `[upstream]`, else 1 + its `[[upstreams]]` position
     /// ([`Config::all_upstreams`] order).
     pub upstream: usize,
@@ -188,6 +190,10 @@ impl RouteTable {
                 biz_scope: r.biz_scope.as_deref().map(Into::into),
                 sign,
                 verify_response,
+                provider: r
+                    .provider
+                    .as_deref()
+                    .map(|p| crate::vocab::TokenKey::component(p.into())),
                 upstream: r
                     .upstream
                     .as_ref()

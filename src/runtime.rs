@@ -44,6 +44,42 @@ pub struct App {
     pub signatures: crate::metrics::SignatureCounters,
 }
 
+/// A service provider (`[[providers]]`) as its event URL needs it.
+#[derive(Debug)]
+pub struct Provider {
+    /// Its name (`/providers/{name}/events`).
+    pub name: Arc<str>,
+    /// The appid every event it receives must end with.
+    pub component_appid: String,
+    /// The message verification token `MsgSignature` is made with.
+    pub message_token: Secret,
+    /// The message encryption key `Encrypt` is opened with.
+    pub message_key: crate::provider_crypto::MessageKey,
+}
+
+impl Provider {
+    fn compile(p: &crate::config::ProviderConfig) -> Result<Provider, String> {
+        let what = format!("provider {:?}", p.name);
+        let need = |s: Option<Secret>, key: &str| s.ok_or_else(|| format!("{what}: no {key}"));
+        let message_token = need(
+            crate::secret::read(&p.name, &p.message_token_env, &p.message_token_file)?,
+            "message_token",
+        )?;
+        let key = need(
+            crate::secret::read(&p.name, &p.message_key_env, &p.message_key_file)?,
+            "message_key",
+        )?;
+        let message_key =
+            crate::provider_crypto::MessageKey::parse(key.expose()).map_err(|e| format!("{what}: message_key: {e}"))?;
+        Ok(Provider {
+            name: p.name.as_str().into(),
+            component_appid: p.component_appid.trim().to_string(),
+            message_token,
+            message_key,
+        })
+    }
+}
+
 /// Compiled config.
 pub struct Runtime {
     /// The source.
@@ -72,6 +108,8 @@ pub struct Runtime {
     pub webhook_forwards: Vec<crate::relay::Forward>,
     /// Metrics of `POST /_gateway/exchange_code`, answered by the gateway itself.
     pub exchange_metrics: RouteMetrics,
+    /// `[[providers]]`, in config order.
+    pub providers: Vec<Provider>,
 }
 
 impl Runtime {
@@ -157,7 +195,16 @@ impl Runtime {
             callbacks.iter().map(|c| &*c.name),
             webhook_forwards.iter().map(|f| &*f.target.label),
         );
+        let providers: Vec<Provider> = config
+            .providers
+            .iter()
+            .map(Provider::compile)
+            .collect::<Result<_, _>>()?;
+        for p in &providers {
+            metrics.provider_at_zero(&p.name);
+        }
         let runtime = Runtime {
+            providers,
             callbacks,
             webhook_forwards,
             callers,
@@ -184,6 +231,7 @@ fn route_kind(token: TokenKind) -> RouteKind {
         TokenKind::User => RouteKind::Token(TokenClass::User),
         TokenKind::Biz => RouteKind::Token(TokenClass::Biz),
         TokenKind::MiniApp => RouteKind::Token(TokenClass::MiniApp),
+        TokenKind::Component => RouteKind::Token(TokenClass::Component),
         TokenKind::None | TokenKind::AppSecret => RouteKind::Forwarded,
         TokenKind::Placeholder => RouteKind::Local,
     }

@@ -18,6 +18,9 @@ pub enum TokenClass {
     /// The mini-app server access_token (`/api/apps/v2/token` on developer.toutiao.com): app-level,
     /// like the client_token.
     MiniApp,
+    /// A service provider's component_access_token (the key's app is the provider's name), from
+    /// its latest component_ticket.
+    Component,
 }
 
 impl TokenClass {
@@ -28,6 +31,7 @@ impl TokenClass {
             TokenClass::User => "user",
             TokenClass::Biz => "biz",
             TokenClass::MiniApp => "mini_app",
+            TokenClass::Component => "component",
         }
     }
 
@@ -35,15 +39,16 @@ impl TokenClass {
     /// credentials, and a new one shortens the previous one's life (so one owner must fetch it,
     /// within a budget).
     pub fn is_app_level(self) -> bool {
-        matches!(self, TokenClass::Client | TokenClass::MiniApp)
+        matches!(self, TokenClass::Client | TokenClass::MiniApp | TokenClass::Component)
     }
 
     /// All classes, for metric handles.
-    pub const ALL: [TokenClass; 4] = [
+    pub const ALL: [TokenClass; 5] = [
         TokenClass::Client,
         TokenClass::User,
         TokenClass::Biz,
         TokenClass::MiniApp,
+        TokenClass::Component,
     ];
 }
 
@@ -75,6 +80,15 @@ impl TokenKey {
         TokenKey {
             app,
             class: TokenClass::MiniApp,
+            subject: Arc::from(""),
+        }
+    }
+
+    /// A service provider's component_access_token (`provider`: its `[[providers]]` name).
+    pub fn component(provider: Arc<str>) -> Self {
+        TokenKey {
+            app: provider,
+            class: TokenClass::Component,
             subject: Arc::from(""),
         }
     }
@@ -115,7 +129,7 @@ impl TokenKey {
     /// The user a user or biz token acts for; `None` for a client token.
     pub fn open_id(&self) -> Option<&str> {
         match self.class {
-            TokenClass::Client | TokenClass::MiniApp => None,
+            TokenClass::Client | TokenClass::MiniApp | TokenClass::Component => None,
             TokenClass::User => Some(&self.subject),
             TokenClass::Biz => Some(self.subject.split_once('\n').map_or(&*self.subject, |(o, _)| o)),
         }

@@ -17,6 +17,7 @@ fn scraped_families(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
     std::env::set_var("DG_TEST_METRICS_NOTIFY_KEY", "k");
+    std::env::set_var("DG_TEST_METRICS_TP_KEY", "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds");
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
@@ -26,6 +27,10 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
         .extra(
             "[[callbacks]]\nname = \"pay\"\npath = \"/callbacks/pay\"\napp = \"main\"\nverify = \"douyin_webhook\"\n\
              forward_to = \"http://127.0.0.1:9/pay\"\n[[webhook_forward]]\nurl = \"http://127.0.0.1:9/events\"\n",
+        )
+        .extra(
+            "[[providers]]\nname = \"tp\"\ncomponent_appid = \"tt1\"\ncomponent_appsecret_env = \"DG_TEST_METRICS_NOTIFY_KEY\"\n\
+             message_token_env = \"DG_TEST_METRICS_NOTIFY_KEY\"\nmessage_key_env = \"DG_TEST_METRICS_TP_KEY\"\napi_version = \"v1\"\n",
         )
         .render();
     let gw = gateway_text(&text, secret).await;
@@ -53,6 +58,7 @@ async fn every_family_is_there_from_the_start_and_the_readme_names_them_all() {
         "douyin_gateway_notify_queue{receiver=\"ops\"}",
         "douyin_gateway_callbacks_total{callback=\"pay\",outcome=\"bad_signature\"}",
         "douyin_gateway_callback_nonces",
+        "douyin_gateway_provider_events_total{event=\"-\",outcome=\"bad_signature\",provider=\"tp\"}",
         "douyin_gateway_webhook_forwards_total{outcome=\"refused\",target=\"0:127.0.0.1:9\"}",
     ] {
         assert_eq!(metric(&m, series), Some(0.0), "{series}");

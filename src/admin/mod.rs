@@ -10,6 +10,7 @@ mod api;
 mod body;
 mod callbacks;
 mod oauth;
+mod providers;
 mod relay;
 mod status;
 mod webhook;
@@ -45,6 +46,8 @@ pub struct State {
     pub body_slots: BodySlots,
     /// Nonces of verified `[[callbacks]]`, against replays.
     pub nonces: crate::relay::Nonces,
+    /// (`Nonce`, `MsgSignature`) of verified `[[providers]]` events, against replays.
+    pub provider_nonces: crate::relay::Nonces,
 }
 
 impl State {
@@ -57,6 +60,7 @@ impl State {
             webhooks: Delivered::default(),
             body_slots: BodySlots::default(),
             nonces: crate::relay::Nonces::default(),
+            provider_nonces: providers::event_nonces(),
         }
     }
 }
@@ -104,9 +108,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// Whether a path is what the internet must reach (the OAuth flow, the platform's webhook, the
-/// `[[callbacks]]`).
+/// `[[callbacks]]`, the providers' event URLs).
 fn is_public_path(rt: &crate::runtime::Runtime, path: &str) -> bool {
-    path.starts_with("/oauth/") || path == "/webhooks/douyin" || is_callback(rt, path)
+    path.starts_with("/oauth/")
+        || path == "/webhooks/douyin"
+        || path.starts_with("/providers/")
+        || is_callback(rt, path)
 }
 
 fn is_callback(rt: &crate::runtime::Runtime, path: &str) -> bool {
@@ -165,7 +172,8 @@ fn listener_serves(cx: Ctx<'_>, path: &str) -> Result<(), GatewayError> {
     let public_set = rt.config.server.public_listen.is_some();
     match cx.side {
         Side::Public if !is_public_path(&rt, path) => Err(GatewayError::NotFound(
-            "this listener serves /oauth/*, /webhooks/douyin and the [[callbacks]] paths only".into(),
+            "this listener serves /oauth/*, /webhooks/douyin, /providers/*/events and the [[callbacks]] paths only"
+                .into(),
         )),
         Side::Admin if public_set && is_public_path(&rt, path) => Err(GatewayError::NotFound(format!(
             "{path} is served on server.public_listen"
@@ -182,6 +190,7 @@ async fn route(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
         (&Method::GET, "/metrics") => Ok(metrics(shared).await),
         (_, p) if p.starts_with("/oauth/") => oauth::handle(cx, req).await,
         (&Method::POST, "/webhooks/douyin") => webhook::handle(cx, req).await,
+        (_, p) if p.starts_with("/providers/") => providers::handle(cx, req).await,
         (_, p) if is_callback(&shared.runtime.load(), p) => callbacks::handle(cx, req).await,
         (&Method::GET, "/status") => match api::authorized(shared, req.headers()) {
             None => Err(GatewayError::NotFound(

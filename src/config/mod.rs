@@ -30,6 +30,7 @@ mod log;
 mod notify;
 mod oauth;
 mod parse;
+mod providers;
 mod routes;
 mod server;
 mod signing;
@@ -54,6 +55,7 @@ pub use oauth::{
     OAuthConfig, DEFAULT_OAUTH_MAX_EXCHANGES_PER_SEC, DEFAULT_OAUTH_PER_ADDRESS_BURST,
     DEFAULT_OAUTH_PER_ADDRESS_PER_SEC,
 };
+pub use providers::{ProviderApiVersion, ProviderConfig};
 pub(crate) use routes::OpenIdAt;
 pub use routes::{Inject, PathPattern, RouteConfig, TokenKind};
 pub use server::{
@@ -120,6 +122,9 @@ pub struct Config {
     /// What the authorization flow, open to anyone, may cost.
     #[serde(default)]
     pub oauth: OAuthConfig,
+    /// Service providers (third-party platforms): their event URL and component token (extension).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
 }
 
 /// A config that failed to load, with every problem found.

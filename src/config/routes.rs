@@ -24,13 +24,16 @@ pub enum TokenKind {
     /// `jscode2session`), so the app's backend never holds the secret. Needs `inject = "json_body"`.
     #[serde(rename = "app_secret")]
     AppSecret,
+    /// A service provider's component_access_token (route key `provider`).
+    Component,
     /// A token endpoint an SDK calls itself (`/oauth/client_token/`, `/api/apps/v2/token`),
     /// answered by the gateway with a placeholder token in that endpoint's envelope; the platform
     /// is never contacted. The placeholder is replaced by the real token on every API route.
     Placeholder,
 }
 
-/// Where the token goes: `"header"`, `"query"`, `"header:NAME"`, `"json_body"` or `"form_body"`.
+/// Where the token goes: `"header"`, `"query"`, `"header:NAME"`, `"query:NAME"`, `"json_body"` or
+/// `"form_body"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Inject {
@@ -41,6 +44,9 @@ pub enum Inject {
     Query,
     /// `NAME: T` (the webcast APIs' `X-Token`); the caller's own header of that name is stripped.
     HeaderNamed(http::HeaderName),
+    /// `NAME=T` in the query (the third-party platform's V1 APIs: `component_access_token`,
+    /// `authorizer_access_token`); the caller's own `NAME` (and `access_token`) are dropped.
+    QueryNamed(String),
     /// The top-level `access_token` field of a JSON object body (developer.toutiao.com APIs),
     /// set or replaced; the body is read whole (at most `retry_buffer_bytes`).
     JsonBody,
@@ -62,8 +68,13 @@ impl TryFrom<String> for Inject {
                 Some(("header", name)) if !name.is_empty() => http::HeaderName::from_bytes(name.as_bytes())
                     .map(Inject::HeaderNamed)
                     .map_err(|_| format!("{name:?} is not a header name")),
+                Some(("query", name))
+                    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+                {
+                    Ok(Inject::QueryNamed(name.to_string()))
+                }
                 _ => Err(format!(
-                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\", \"json_body\" or \"form_body\""
+                    "inject {s:?}: expected \"header\", \"query\", \"header:NAME\", \"query:NAME\", \"json_body\" or \"form_body\""
                 )),
             },
         }
@@ -99,6 +110,8 @@ pub struct RouteConfig {
     /// Whether a signed route's answers must carry the platform's valid `Byte-Signature`;
     /// absent: when the app has a platform public key.
     pub verify_response: Option<bool>,
+    /// `token = "component"`: the `[[providers]]` whose token it attaches.
+    pub provider: Option<String>,
 }
 
 fn default_open_id() -> String {
@@ -256,7 +269,17 @@ impl Config {
 
     /// A route attaching a token names an app that exists (or there is exactly one).
     fn check_route_app(&self, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-        if r.token != TokenKind::None {
+        if r.token == TokenKind::Component {
+            check_route_provider(self, c, idx, r);
+        } else if r.provider.is_some() {
+            c.err(
+                "routes",
+                idx,
+                "provider",
+                "provider is for token = \"component\" routes",
+            );
+        }
+        if r.token != TokenKind::None && r.token != TokenKind::Component {
             match &r.app {
                 Some(app) if !self.apps.iter().any(|a| &a.name == app) => {
                     c.err("routes", idx, "app", format!("no [[apps]] named {app:?}"))
@@ -304,6 +327,22 @@ impl Config {
         if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
             c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
         }
+    }
+}
+
+/// `token = "component"` names a `[[providers]]` entry.
+fn check_route_provider(config: &Config, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
+    match &r.provider {
+        None => c.err(
+            "routes",
+            idx,
+            "provider",
+            "token = \"component\" needs provider = \"NAME\" (a [[providers]] entry)",
+        ),
+        Some(p) if !config.providers.iter().any(|x| &x.name == p) => {
+            c.err("routes", idx, "provider", format!("no [[providers]] named {p:?}"))
+        }
+        Some(_) => {}
     }
 }
 

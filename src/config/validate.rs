@@ -158,6 +158,7 @@ impl Config {
         self.validate_notify(&mut c);
         self.validate_callbacks(&mut c);
         self.validate_webhook_forward(&mut c);
+        self.validate_providers(&mut c);
         self.check_example_values(&mut c, text, examples);
         c.out
     }

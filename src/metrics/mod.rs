@@ -127,6 +127,13 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
          refused (another status), failed (no answer in timeout_ms).",
         &["target", "outcome"],
     ),
+    (
+        "douyin_gateway_provider_events_total",
+        "Events POSTed to a [[providers]] event URL, by provider, event (PUSH, AUTHORIZED, UPDATE_AUTHORIZED, \
+         UNAUTHORIZED, other; - when unread) and outcome: ok, bad_signature, stale, replayed, nonces_full, \
+         bad_message (did not decrypt or parse, or another appid), store_failed.",
+        &["provider", "event", "outcome"],
+    ),
 ];
 
 /// A family of [`FAMILIES`] by name.
@@ -183,6 +190,8 @@ pub struct Metrics {
     pub callback_nonces: prometheus::IntGauge,
     /// `douyin_gateway_webhook_forwards_total{target,outcome}`.
     pub webhook_forwards: IntCounterVec,
+    /// `douyin_gateway_provider_events_total{provider,event,outcome}`.
+    pub provider_events: IntCounterVec,
     /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
     pub windows: window::Windows,
 }
@@ -306,6 +315,7 @@ impl Metrics {
             callbacks: counter("douyin_gateway_callbacks_total"),
             callback_nonces: gauge("douyin_gateway_callback_nonces"),
             webhook_forwards: counter("douyin_gateway_webhook_forwards_total"),
+            provider_events: counter("douyin_gateway_provider_events_total"),
             windows: Default::default(),
             registry,
         }
@@ -315,13 +325,29 @@ impl Metrics {
     /// scrape, and a graph of it shows "no data" rather than 0).
     pub fn app_at_zero(&self, app: &str, mini_app: bool) {
         for class in crate::vocab::TokenClass::ALL {
-            if class == crate::vocab::TokenClass::MiniApp && !mini_app {
+            if (class == crate::vocab::TokenClass::MiniApp && !mini_app) || class == crate::vocab::TokenClass::Component
+            {
                 continue;
             }
             self.token_fetches.with_label_values(&[app, class.as_str(), "ok"]);
             self.evicted_early.with_label_values(&[app, class.as_str()]);
         }
         self.renewals.with_label_values(&[app, "ok"]);
+    }
+
+    /// Puts `douyin_gateway_provider_events_total` at zero for a provider: the outcomes an alert
+    /// watches.
+    pub fn provider_at_zero(&self, provider: &str) {
+        for (event, outcome) in [
+            ("PUSH", "ok"),
+            ("PUSH", "store_failed"),
+            ("-", "bad_signature"),
+            ("-", "stale"),
+            ("-", "replayed"),
+            ("-", "bad_message"),
+        ] {
+            self.provider_events.with_label_values(&[provider, event, outcome]);
+        }
     }
 
     /// Puts the `[[callbacks]]` and `[[webhook_forward]]` families at zero for each callback and

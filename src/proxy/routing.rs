@@ -212,6 +212,7 @@ fn token_key(
         TokenKind::None | TokenKind::AppSecret | TokenKind::Placeholder => None,
         TokenKind::Client => Some(app().client_key.clone()),
         TokenKind::MiniApp => Some(app().mini_app_key.clone()),
+        TokenKind::Component => route.provider.clone(),
         TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
         TokenKind::Biz => Some(TokenKey::biz(
             Arc::clone(&app().name),

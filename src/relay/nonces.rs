@@ -30,6 +30,7 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Nonces {
     cap: usize,
+    window: u64,
     inner: Mutex<Inner>,
 }
 
@@ -50,8 +51,15 @@ impl Default for Nonces {
 impl Nonces {
     /// A table of at most `cap` nonces.
     pub fn new(cap: usize) -> Self {
+        Nonces::with_window(cap, NONCE_WINDOW_SECS)
+    }
+
+    /// A table of at most `cap` nonces, each remembered `window` seconds (a provider's events,
+    /// whose timestamps may be older than a callback's).
+    pub fn with_window(cap: usize, window: u64) -> Self {
         Nonces {
             cap,
+            window,
             inner: Mutex::default(),
         }
     }
@@ -73,7 +81,7 @@ impl Nonces {
         if seen.len() >= self.cap {
             return Err(Refused::Full);
         }
-        let expires = order.back().map_or(0, |(e, _)| *e).max(now + NONCE_WINDOW_SECS);
+        let expires = order.back().map_or(0, |(e, _)| *e).max(now + self.window);
         seen.insert(key.clone());
         order.push_back((expires, key));
         Ok(())

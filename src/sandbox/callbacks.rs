@@ -236,7 +236,7 @@ fn receive(r: &mut Receiver, path: &str, headers: &http::HeaderMap, body: &Bytes
 }
 
 /// POSTs `body`: the status and body of the answer, or 0 and why none came.
-async fn post(url: &str, headers: &[(&str, String)], body: String) -> (u16, String) {
+pub(super) async fn post(url: &str, headers: &[(&str, String)], body: String) -> (u16, String) {
     let client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = http::Request::builder().method(Method::POST).uri(url);

@@ -7,7 +7,8 @@
 //! `GET /sandbox/stats`, `POST /sandbox/faults`, `POST /sandbox/revoke`,
 //! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`, `POST /sandbox/login_code` (a `tt.login`
 //! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); the platform
-//! calling out, and a backend receiving what the gateway forwards ([`callbacks`]); for large
+//! calling out, and a backend receiving what the gateway forwards ([`callbacks`]); the third-party
+//! platform pushing a service provider's events and issuing its component tokens ([`provider`]); for large
 //! transfers `POST /sandbox/sink`
 //! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes); for signed calls
 //! `POST /sandbox/trade` and `GET /sandbox/signed` ([`trade`]).
@@ -22,6 +23,7 @@ mod control;
 mod mini;
 mod oauth;
 mod options;
+pub mod provider;
 mod reply;
 pub mod state;
 pub mod trade;
@@ -150,6 +152,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
     };
     let path = parts.uri.path();
+    if path.starts_with("/sandbox/provider")
+        || path.starts_with("/openapi/v1/auth/tp/token")
+        || path.starts_with("/api/tpapp/sandbox/")
+    {
+        let query = parts.uri.query().unwrap_or("");
+        if let Some(reply) = provider::handle(&state, &parts.method, path, query, &parts.headers, &body).await {
+            return Ok(reply.into_response());
+        }
+    }
     if path.starts_with("/sandbox/") {
         if let Some(reply) = callbacks::handle(&state, &parts.method, path, &body, &parts.headers).await {
             return Ok(reply.into_response());

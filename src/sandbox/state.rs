@@ -257,6 +257,8 @@ pub struct Inner {
     pub receiver: Receiver,
     /// The trade APIs' signed calls and faults.
     pub trade: super::trade::Trade,
+    /// The third-party platform: tickets pushed, component tokens issued.
+    pub provider: super::provider::ProviderState,
 }
 
 /// What `/sandbox/receiver` (a backend standing in for a developer's) was sent, and how it answers.

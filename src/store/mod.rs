@@ -56,6 +56,24 @@ pub enum Put {
     Conflict(Option<Record>),
 }
 
+/// The kind of a provider's latest component_ticket ([`Store::put_value`]).
+pub const KIND_TICKET: &str = "provider_ticket";
+
+/// The associated data binding a sealed value to its kind and name.
+fn value_aad(kind: &str, name: &str) -> Vec<u8> {
+    format!("douyin-gateway/v1/value\n{kind}\n{name}").into_bytes()
+}
+
+/// Opens a sealed value.
+fn open_value(keys: &crypto::Keys, kind: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    keys.open(&value_aad(kind, name), sealed)
+        .map(|(v, _)| v)
+        .map_err(|e| StoreError::Unreadable {
+            key: format!("{kind}/{name}"),
+            reason: e.to_string(),
+        })
+}
+
 /// The configured store.
 pub enum Store {
     /// Nothing persisted.
@@ -212,6 +230,26 @@ impl Store {
             Store::Memory => Ok(()),
             Store::Sqlite(s) => s.ping().await,
             Store::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// Keeps a sealed value that is not a token, by kind and name (a provider's component
+    /// ticket: kind [`KIND_TICKET`], the provider's name), encrypted as tokens are; the memory
+    /// store keeps nothing. Tokens' reads never see these.
+    pub async fn put_value(&self, kind: &'static str, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Sqlite(s) => s.put_value(kind, name, value).await,
+            Store::Redis(r) => r.put_value(kind, name, value).await,
+        }
+    }
+
+    /// A value [`Self::put_value`] kept.
+    pub async fn get_value(&self, kind: &'static str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory => Ok(None),
+            Store::Sqlite(s) => s.get_value(kind, name).await,
+            Store::Redis(r) => r.get_value(kind, name).await,
         }
     }
 

@@ -200,6 +200,40 @@ impl SqliteStore {
         .await
     }
 
+    /// A sealed value of another kind than a token (a provider's ticket): a row whose class
+    /// names the kind, which reading tokens skips. Written whole, durable when it returns.
+    pub async fn put_value(&self, kind: &'static str, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (name, value) = (name.to_string(), value.to_vec());
+        self.run(move |c, keys| {
+            let sealed = keys.seal(&super::value_aad(kind, &name), &value);
+            c.execute(
+                "INSERT INTO tokens (app, class, subject, version, sealed, updated_unix) VALUES (?1, ?2, '', 1, ?3, ?4)
+                 ON CONFLICT (app, class, subject) DO UPDATE SET version = version + 1, sealed = ?3, updated_unix = ?4",
+                params![name, kind, sealed, crate::vocab::unix_now() as i64],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A value [`Self::put_value`] wrote, opened.
+    pub async fn get_value(&self, kind: &'static str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_string();
+        self.run(move |c, keys| {
+            let sealed: Option<Vec<u8>> = c
+                .query_row(
+                    "SELECT sealed FROM tokens WHERE app = ?1 AND class = ?2 AND subject = ''",
+                    params![name, kind],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            sealed.map(|s| super::open_value(keys, kind, &name, &s)).transpose()
+        })
+        .await
+    }
+
     /// Whether the file answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c, _| {

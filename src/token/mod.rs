@@ -18,6 +18,7 @@ mod persist;
 mod settings;
 mod slot;
 mod stored;
+mod tickets;
 pub mod upkeep;
 mod value;
 
@@ -28,6 +29,7 @@ pub use error::TokenError;
 pub use obtain::CodeFailure;
 pub use settings::{Settings, Tuning};
 pub use slot::{FetchState, Slot};
+pub use tickets::Ticket;
 pub use upkeep::TokenInfo;
 pub use value::{Flag, Token};
 
@@ -50,6 +52,7 @@ pub struct Tokens {
     budgets: budget::Budgets,
     upkeep: upkeep::Upkeep,
     names: names::Names,
+    tickets: tickets::Tickets,
 }
 
 impl Tokens {
@@ -64,6 +67,7 @@ impl Tokens {
             budgets: Default::default(),
             upkeep: Default::default(),
             names: Default::default(),
+            tickets: Default::default(),
         })
     }
 
@@ -94,11 +98,12 @@ impl Tokens {
     /// are gone, are dropped.
     pub fn reconfigure(&self, settings: Settings) {
         let old = self.settings.load();
-        self.cache.retain(|k| {
-            matches!(
+        self.cache.retain(|k| match k.class {
+            TokenClass::Component => old.same_provider(&settings, &k.app),
+            _ => matches!(
                 (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
                 (Some(a), Some(b)) if a.client_key == b.client_key
-            )
+            ),
         });
         self.settings.store(Arc::new(settings));
     }

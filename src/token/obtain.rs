@@ -17,6 +17,9 @@ use crate::store::Lease;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A component token is fetched again once less than this remains (seconds).
+const COMPONENT_RENEW_BEFORE_SECS: f64 = 30.0 * 60.0;
+
 /// Why authorizing a user with a code failed ([`Tokens::authorize_with_code`]).
 #[derive(Debug)]
 pub enum CodeFailure {
@@ -154,12 +157,37 @@ impl Tokens {
         current: Option<&Token>,
         need: Need,
     ) -> Result<Token, TokenError> {
-        let tuning = settings.tuning;
-        let fetch = issuer::fetch(&self.client, &settings.issuer, key, current);
+        let mut tuning = settings.tuning;
+        let fetch = async {
+            if key.class != TokenClass::Component {
+                return issuer::fetch(&self.client, &settings.issuer, key, current).await;
+            }
+            let Some(ticket) = self
+                .ticket(&key.app)
+                .await
+                .map_err(|e| TokenError::Network(e.to_string()))?
+            else {
+                return Err(TokenError::Refused {
+                    code: 0,
+                    description: format!(
+                        "provider {:?} has no component_ticket yet: the platform pushes one every 10 minutes to \
+                         /providers/{}/events",
+                        key.app, key.app
+                    ),
+                });
+            };
+            issuer::fetch_component(&settings.issuer, key, &ticket.value).await
+        };
         let fetched = match tokio::time::timeout(tuning.fetch_timeout, fetch).await {
             Ok(r) => r?,
             Err(_) => return Err(TokenError::Timeout(tuning.fetch_timeout.as_millis() as u64)),
         };
+        if key.class == TokenClass::Component {
+            // Fetched again once under 30 minutes remain (the old one served meanwhile).
+            let life = fetched.expires_in.max(1) as f64;
+            let fraction = ((life - COMPONENT_RENEW_BEFORE_SECS) / life).max(0.0);
+            tuning.refresh_at_fraction = tuning.refresh_at_fraction.min(fraction);
+        }
         let mut t = self.build(fetched, tuning)?;
         t.replaced_rejected = matches!(need, Need::Rejected(_));
         Ok(t)

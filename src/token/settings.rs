@@ -1,7 +1,7 @@
 //! The engine's settings, built from the config by the engine itself: token endpoints and app
 //! credentials for the issuer, and the tuning of `[tokens]`. Swapped whole on reload.
 
-use super::issuer::{AppCreds, IssuerConfig, MiniAppIssuer};
+use super::issuer::{AppCreds, IssuerConfig, MiniAppIssuer, ProviderCreds};
 use crate::config::Config;
 use crate::inspect::CodeTable;
 use crate::upstream::Base;
@@ -75,9 +75,15 @@ impl Settings {
                 },
             );
         }
+        let providers = providers(config)?;
         let t = &config.tokens;
         Ok(Settings {
-            issuer: IssuerConfig { base, apps, codes },
+            issuer: IssuerConfig {
+                base,
+                apps,
+                codes,
+                providers,
+            },
             tuning: Tuning {
                 refresh_at_fraction: t.refresh_at_fraction,
                 backoff_initial: Duration::from_millis(t.backoff_initial_ms),
@@ -91,8 +97,43 @@ impl Settings {
         })
     }
 
+    /// Whether `key`'s provider is configured with the same component_appid in both settings
+    /// (a component token survives a reload then).
+    pub(crate) fn same_provider(&self, other: &Settings, provider: &str) -> bool {
+        matches!((self.issuer.providers.get(provider), other.issuer.providers.get(provider)),
+            (Some(a), Some(b)) if a.component_appid == b.component_appid)
+    }
+
     /// An app's client secret (for `token = "app_secret"` routes and the webhook's default key).
     pub fn client_secret(&self, app: &str) -> Option<&crate::secret::Secret> {
         self.issuer.apps.get(app).map(|a| &a.client_secret)
     }
+}
+
+/// Each `[[providers]]`'s credentials and the upstream that issues its tokens.
+fn providers(config: &Config) -> Result<std::collections::HashMap<Arc<str>, ProviderCreds>, String> {
+    let mut out = std::collections::HashMap::new();
+    for p in &config.providers {
+        let secret = crate::secret::read(&p.name, &p.component_appsecret_env, &p.component_appsecret_file)?
+            .ok_or_else(|| format!("provider {:?}: no component_appsecret configured", p.name))?;
+        let up = match &p.upstream {
+            None => config.upstream.clone(),
+            Some(u) => config
+                .upstreams
+                .iter()
+                .find(|x| &x.name == u)
+                .ok_or_else(|| format!("provider {:?}: no [[upstreams]] named {u:?}", p.name))?
+                .settings(),
+        };
+        out.insert(
+            Arc::from(p.name.as_str()),
+            ProviderCreds {
+                component_appid: p.component_appid.trim().to_string(),
+                component_appsecret: secret,
+                base: Base::parse(&up.base_url)?,
+                client: crate::upstream::client(&up)?,
+            },
+        );
+    }
+    Ok(out)
 }

@@ -93,9 +93,8 @@ impl Tokens {
     /// it, and the renewal sweep pages through the rest ([`Tokens::maintain`]).
     pub async fn load(&self) -> Result<usize, StoreError> {
         let records = if self.persist.store().is_shared() {
-            let keys: Vec<TokenKey> = self
-                .settings
-                .load()
+            let settings = self.settings.load();
+            let keys: Vec<TokenKey> = settings
                 .issuer
                 .apps
                 .iter()
@@ -103,6 +102,13 @@ impl Tokens {
                     let mini = app.mini_app.is_some().then(|| TokenKey::mini_app(Arc::clone(name)));
                     std::iter::once(TokenKey::client(Arc::clone(name))).chain(mini)
                 })
+                .chain(
+                    settings
+                        .issuer
+                        .providers
+                        .keys()
+                        .map(|p| TokenKey::component(Arc::clone(p))),
+                )
                 .collect();
             self.persist
                 .store()

@@ -153,9 +153,42 @@ pub fn attach<B: TokenBody>(req: &mut Request<B>, token: &Token, inject: &Inject
             *req.uri_mut() = headers::with_query(req.uri(), q.as_deref())
                 .map_err(|e| GatewayError::BadRequest(format!("request target: {e}")))?;
         }
+        Inject::QueryNamed(name) => {
+            let q = query_named(req.uri().query(), name, token.value());
+            *req.uri_mut() = headers::with_query(req.uri(), Some(&q))
+                .map_err(|e| GatewayError::BadRequest(format!("request target: {e}")))?;
+        }
     }
     req.headers_mut().remove(header::ACCEPT_ENCODING);
     Ok(())
+}
+
+/// `query` without credentials and without any `name` parameter (compared as credential names
+/// are: letters and digits, any case, so `Component-Access-Token` is dropped too), then
+/// `name=token`.
+fn query_named(query: Option<&str>, name: &str, token: &str) -> String {
+    let skeleton: String = name
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect();
+    let kept = headers::rewrite_query(query, None);
+    let mut out: Vec<&str> = kept
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            !p.split(';')
+                .any(|q| crate::canonical::field_is(q.split('=').next().unwrap_or("").as_bytes(), &skeleton))
+        })
+        .collect();
+    let pair = format!(
+        "{name}={}",
+        form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+    );
+    out.push(&pair);
+    out.join("&")
 }
 
 /// Sets the app's `appid` (its client_key) and `secret` in a JSON body, replacing any the caller

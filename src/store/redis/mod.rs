@@ -16,6 +16,7 @@ mod connection;
 mod events;
 mod lease;
 mod records;
+mod values;
 mod write;
 
 pub use connection::redact_url;

@@ -7,12 +7,16 @@
 //! | user | code exchange `access_token` (form) | `refresh_token` (form) | `renew_refresh_token` (form) |
 //! | biz | `business_token` (JSON) | `refresh_biz_token` (JSON) | — |
 //! | mini_app | `/api/apps/v2/token` (JSON, on the app's `mini_app_upstream`) | fetch again | — |
+//! | component | `/openapi/v1/auth/tp/token` (GET, the provider's latest ticket) | fetch again | — |
 
 mod biz;
 mod client;
+mod component;
 mod mini_app;
 mod user;
 
+pub(crate) use component::fetch as fetch_component;
+pub use component::{ProviderCreds, COMPONENT_TOKEN_PATH};
 pub use mini_app::MINI_APP_TOKEN_PATH;
 
 use super::{Grant, Token, TokenClass, TokenError, TokenKey};
@@ -78,6 +82,8 @@ pub struct IssuerConfig {
     pub apps: HashMap<Arc<str>, AppCreds>,
     /// Code tables.
     pub codes: CodeTable,
+    /// Service providers by name (component tokens).
+    pub providers: HashMap<Arc<str>, ProviderCreds>,
 }
 
 /// The fields of an A-envelope (oauth) answer's `data`.
@@ -130,6 +136,8 @@ pub async fn fetch(
         TokenClass::MiniApp => mini_app::fetch(cfg, key, app).await,
         TokenClass::User => user::refresh(client, cfg, app, grant).await,
         TokenClass::Biz => biz::fetch(client, cfg, key, app, grant).await,
+        // Fetched with the provider's latest ticket, by `fetch_component`.
+        TokenClass::Component => Err(TokenError::UnknownApp(key.app.to_string())),
     }
 }
 
