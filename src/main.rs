@@ -84,9 +84,17 @@ fn init_logging() {
 
 /// Logs to stderr, one event per line: readable text, or JSON objects (`[log] format = "json"`).
 /// Text lines have their control characters escaped and no colours ([`douyin_gateway::logs`]).
+/// The access log is written in batches by a thread of its own, in the same format
+/// ([`douyin_gateway::logs::access`]); [`main`] flushes it before the process ends.
 fn init_logging_as(format: douyin_gateway::config::LogFormat) {
+    use douyin_gateway::logs::{access, Format};
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    let batched = match format {
+        douyin_gateway::config::LogFormat::Text => Format::Text,
+        douyin_gateway::config::LogFormat::Json => Format::Json,
+    };
+    access::install(batched, Box::new(std::io::stderr()));
     match format {
         douyin_gateway::config::LogFormat::Text => fmt
             .with_writer(douyin_gateway::logs::EscapeControls(std::io::stderr))
@@ -133,6 +141,13 @@ fn main() -> ExitCode {
     // happens to pass by.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
+    let code = run(cli);
+    // The access lines still buffered (bounded: the writer may be stuck on a pipe nobody reads).
+    douyin_gateway::logs::access::flush(Duration::from_secs(2));
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Serve { config } => {
@@ -319,15 +334,19 @@ async fn serve(path: PathBuf) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload() {
-                Ok(()) => tracing::info!("config reloaded"),
-                Err(e) => {
-                    for line in e.lines().filter(|l| !l.is_empty()) {
-                        let line = line.strip_prefix("error: ").unwrap_or(line);
-                        tracing::error!("config reload refused, the old config keeps serving: {line}");
+            _ = hup.recv() => {
+                // The access lines buffered so far go out now, whatever the reload's outcome.
+                douyin_gateway::logs::access::flush_soon();
+                match running.reload() {
+                    Ok(()) => tracing::info!("config reloaded"),
+                    Err(e) => {
+                        for line in e.lines().filter(|l| !l.is_empty()) {
+                            let line = line.strip_prefix("error: ").unwrap_or(line);
+                            tracing::error!("config reload refused, the old config keeps serving: {line}");
+                        }
                     }
                 }
-            },
+            }
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");

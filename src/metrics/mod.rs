@@ -100,6 +100,11 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         "Bytes of request heads not yet complete, held by all connections together.",
         &[],
     ),
+    (
+        "douyin_gateway_access_log_dropped_total",
+        "Access lines dropped because the log's writer was behind (stderr blocked), never delaying a call.",
+        &[],
+    ),
 ];
 
 /// A family of [`FAMILIES`] by name.
@@ -149,6 +154,11 @@ pub struct Metrics {
     /// `douyin_gateway_pending_head_bytes`: bytes of unfinished request heads held by all
     /// connections, set at scrape time.
     pub pending_head_bytes: prometheus::IntGauge,
+    /// `douyin_gateway_access_log_dropped_total`: brought up to [`crate::logs::access::dropped`]
+    /// at each scrape.
+    access_log_dropped: prometheus::IntCounter,
+    /// What of [`crate::logs::access::dropped`] the counter counts already.
+    access_log_counted: std::sync::atomic::AtomicU64,
 }
 
 /// The `reason`s of `douyin_gateway_connections_closed_total`.
@@ -235,6 +245,13 @@ impl Metrics {
             platform_errors: counter("douyin_gateway_platform_errors_total"),
             connections_closed,
             pending_head_bytes: gauge("douyin_gateway_pending_head_bytes"),
+            access_log_dropped: {
+                let (n, help, _) = family("douyin_gateway_access_log_dropped_total");
+                let c = prometheus::IntCounter::new(n, help).expect("a valid family");
+                registry.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
+            access_log_counted: Default::default(),
             registry,
         }
     }
@@ -261,6 +278,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
+        let dropped = crate::logs::access::dropped();
+        let counted = self
+            .access_log_counted
+            .fetch_max(dropped, std::sync::atomic::Ordering::AcqRel);
+        if dropped > counted {
+            self.access_log_dropped.inc_by(dropped - counted);
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
