@@ -112,9 +112,9 @@ impl Batch {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            line(&mut *buf, self.format);
+            line(&mut buf, self.format);
             if self.format == Format::Text {
-                escape_from(&mut *buf, start);
+                escape_from(&mut buf, start);
             }
             let len = buf.len();
             drop(buf);
