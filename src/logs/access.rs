@@ -123,8 +123,7 @@ impl std::fmt::Display for Peer {
     }
 }
 
-/// Appends `line` to `buf` in `format`, ending in a newline. Text is escaped afterwards, where it
-/// is pushed ([`super::batch`]).
+/// Appends `line` to `buf` in `format`, ending in a newline.
 pub(super) fn format_line(buf: &mut Vec<u8>, format: Format, line: &AccessLine<'_>) {
     match format {
         Format::Text => text(buf, line),
@@ -133,7 +132,10 @@ pub(super) fn format_line(buf: &mut Vec<u8>, format: Format, line: &AccessLine<'
 }
 
 /// tracing-subscriber's full text format: time, level, message, then `name=value`: `%` fields
-/// as they display, strings quoted as `Debug` quotes them.
+/// as they display, strings quoted as `Debug` quotes them. Escaped as [`super::EscapeControls`]
+/// escapes a whole line, field by field: only the path can hold what it escapes (bytes over 0x7F
+/// pass hyper's parser); the ids are plain ASCII, the peer and the method cannot, and `Debug`
+/// has escaped every such character of the quoted strings already.
 fn text(buf: &mut Vec<u8>, l: &AccessLine<'_>) {
     super::clock::timestamp(buf);
     buf.extend_from_slice(b"  INFO access request_id=");
@@ -151,7 +153,11 @@ fn text(buf: &mut Vec<u8>, l: &AccessLine<'_>) {
     buf.extend_from_slice(b" method=");
     buf.extend_from_slice(l.method.as_str().as_bytes());
     buf.extend_from_slice(b" path=");
-    buf.extend_from_slice(l.path.as_bytes());
+    if super::needs_escape(l.path.as_bytes()) {
+        super::escape_into(l.path.as_bytes(), buf);
+    } else {
+        buf.extend_from_slice(l.path.as_bytes());
+    }
     buf.extend_from_slice(b" status=");
     number(buf, l.status.into());
     buf.extend_from_slice(b" ms=");
@@ -198,6 +204,17 @@ fn json(buf: &mut Vec<u8>, l: &AccessLine<'_>) {
 /// A socket address as it displays (nothing in it needs escaping, in either format).
 fn peer(buf: &mut Vec<u8>, peer: Option<SocketAddr>) {
     match peer {
+        // The usual case without a formatter.
+        Some(SocketAddr::V4(a)) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                number(buf, octet.into());
+            }
+            buf.push(b':');
+            number(buf, a.port().into());
+        }
         Some(a) => {
             let _ = write!(buf, "{a}");
         }

@@ -26,7 +26,7 @@ const KEEP: usize = 256 * 1024;
 /// How lines are written: `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// tracing-subscriber's text, control characters escaped ([`super::EscapeControls`]).
+    /// tracing-subscriber's text, control characters escaped as [`super::EscapeControls`] does.
     Text,
     /// One JSON object per line.
     Json,
@@ -97,8 +97,8 @@ impl Batch {
             .expect("a thread for the access log");
     }
 
-    /// Appends a line (`line` writes it, ending in a newline) to this thread's buffer, or drops
-    /// it when the buffer is full.
+    /// Appends a line (`line` writes it, whole, escaped, ending in a newline) to this thread's
+    /// buffer, or drops it when the buffer is full.
     pub(super) fn push(&self, line: impl FnOnce(&mut Vec<u8>, Format)) {
         SLOT.with_borrow_mut(|slot| {
             if !matches!(slot, Some((id, _)) if *id == self.id) {
@@ -113,9 +113,6 @@ impl Batch {
                 return;
             }
             line(&mut buf, self.format);
-            if self.format == Format::Text {
-                escape_from(&mut buf, start);
-            }
             let len = buf.len();
             drop(buf);
             if len >= KICK {
@@ -220,17 +217,4 @@ impl Batch {
             Arc::strong_count(slot) > 1
         });
     }
-}
-
-/// Escapes the control characters of the text line that starts at `start` (as
-/// [`super::Escaping`] does; almost every line has none and is left as it is).
-fn escape_from(buf: &mut Vec<u8>, start: usize) {
-    let end = buf.len() - usize::from(buf.last() == Some(&b'\n'));
-    if !super::needs_escape(&buf[start..end]) {
-        return;
-    }
-    let line = buf[start..end].to_vec();
-    buf.truncate(start);
-    super::escape_into(&line, buf);
-    buf.push(b'\n');
 }

@@ -118,6 +118,11 @@ fn the_buffered_line_is_the_traced_line_in_both_formats() {
             status: 503,
             ..line(&get)
         },
+        AccessLine {
+            peer: Some("255.0.10.9:0".parse().unwrap()),
+            path: "/é/%E2%80%A8",
+            ..line(&get)
+        },
         // Names and values with what `{:?}` and JSON escape, and what the text log escapes.
         AccessLine {
             caller: "we \"quote\" \\ and é 中",
