@@ -235,9 +235,20 @@ fn escaped(buf: &mut Vec<u8>, v: &[u8], json: bool) {
     }
 }
 
+/// Bytes `{:?}` shows as they are in a string: printable ASCII but `"` and `\\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        t[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    t
+};
+
 /// A string as `{:?}` shows it: quoted, written directly when nothing in it needs escaping.
 fn debug_str(buf: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');
