@@ -15,6 +15,8 @@
 //! [`Escaped`] shows untrusted bytes as a field value that cannot pass for other fields either
 //! (no space, no quote), for a caller's request id.
 //!
+//! [`access`] writes the access log off the request path, in batches.
+//!
 //! ```
 //! use std::io::Write;
 //! use tracing_subscriber::fmt::MakeWriter;
@@ -23,6 +25,12 @@
 //! w.write_all(b"description=x\r\nFAKE level=ERROR\n").unwrap();
 //! assert_eq!(w.into_inner(), b"description=x\\r\\nFAKE level=ERROR\n");
 //! ```
+
+pub mod access;
+mod batch;
+mod clock;
+
+pub use batch::Format;
 
 use std::fmt;
 use std::io;
@@ -66,10 +74,8 @@ impl<W: io::Write> io::Write for Escaping<W> {
             Some(body) => (body, b"\n"),
             None => (buf, b""),
         };
-        // Almost every line has nothing to escape: written as it is, without a copy. 0xC2 and
-        // 0xE2 lead the UTF-8 of the C1 controls and of U+2028/U+2029 (and of other characters,
-        // which the slow path leaves alone).
-        if !body.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2) {
+        // Almost every line has nothing to escape: written as it is, without a copy.
+        if !needs_escape(body) {
             return self.0.write_all(buf);
         }
         let mut out = Vec::with_capacity(buf.len() + 32);
@@ -84,6 +90,12 @@ impl<W: io::Write> io::Write for Escaping<W> {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether a line may hold something [`escape_into`] escapes. 0xC2 and 0xE2 lead the UTF-8 of
+/// the C1 controls and of U+2028/U+2029 (and of other characters, which it leaves alone).
+fn needs_escape(body: &[u8]) -> bool {
+    body.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+}
 
 fn escape_into(s: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;

@@ -97,9 +97,17 @@ fn init_logging() {
 
 /// Logs to stderr, one event per line: readable text, or JSON objects (`[log] format = "json"`).
 /// Text lines have their control characters escaped and no colours ([`douyin_gateway::logs`]).
+/// The access log is written in batches by a thread of its own, in the same format
+/// ([`douyin_gateway::logs::access`]); [`main`] flushes it before the process ends.
 fn init_logging_as(format: douyin_gateway::config::LogFormat) {
+    use douyin_gateway::logs::{access, Format};
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    let batched = match format {
+        douyin_gateway::config::LogFormat::Text => Format::Text,
+        douyin_gateway::config::LogFormat::Json => Format::Json,
+    };
+    access::install(batched, Box::new(std::io::stderr()));
     match format {
         douyin_gateway::config::LogFormat::Text => fmt
             .with_writer(douyin_gateway::logs::EscapeControls(std::io::stderr))
@@ -146,6 +154,13 @@ fn main() -> ExitCode {
     // happens to pass by.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
+    let code = run(cli);
+    // The access lines still buffered (bounded: the writer may be stuck on a pipe nobody reads).
+    douyin_gateway::logs::access::flush(Duration::from_secs(2));
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.cmd {
         Cmd::Check {
             file,
@@ -349,16 +364,20 @@ async fn serve(path: PathBuf, examples: Examples) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            // A reload is held to what the start was: the example keys stay refused.
-            _ = hup.recv() => match async { examples_refused(&path, examples)?; running.reload().await }.await {
-                Ok(()) => tracing::info!("config reloaded"),
-                Err(e) => {
-                    for line in e.lines().filter(|l| !l.is_empty()) {
-                        let line = line.strip_prefix("error: ").unwrap_or(line);
-                        tracing::error!("config reload refused, the old config keeps serving: {line}");
+            _ = hup.recv() => {
+                // The access lines buffered so far go out now, whatever the reload's outcome.
+                douyin_gateway::logs::access::flush_soon();
+                // A reload is held to what the start was: the example keys stay refused.
+                match async { examples_refused(&path, examples)?; running.reload().await }.await {
+                    Ok(()) => tracing::info!("config reloaded"),
+                    Err(e) => {
+                        for line in e.lines().filter(|l| !l.is_empty()) {
+                            let line = line.strip_prefix("error: ").unwrap_or(line);
+                            tracing::error!("config reload refused, the old config keeps serving: {line}");
+                        }
                     }
                 }
-            },
+            }
         }
     }
     tracing::info!("shutting down: finishing in-flight requests");

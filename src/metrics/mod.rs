@@ -110,7 +110,8 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         "douyin_gateway_pending_head_bytes",
         "Bytes of request heads not yet complete, held by all connections together.",
         &[],
-    ),    (
+    ),
+    (
         "douyin_gateway_callbacks_total",
         "[[callbacks]] requests, by callback and outcome: forwarded (the backend answered), bad_signature, \
          stale (timestamp over 300 s off), replayed (nonce seen), nonces_full, backend_failed.",
@@ -133,6 +134,11 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
          UNAUTHORIZED, other; - when unread) and outcome: ok, bad_signature, stale, replayed, nonces_full, \
          bad_message (did not decrypt or parse, or another appid), store_failed.",
         &["provider", "event", "outcome"],
+    ),
+    (
+        "douyin_gateway_access_log_dropped_total",
+        "Access lines dropped because the log's writer was behind (stderr blocked), never delaying a call.",
+        &[],
     ),
 ];
 
@@ -194,6 +200,11 @@ pub struct Metrics {
     pub provider_events: IntCounterVec,
     /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
     pub windows: window::Windows,
+    /// `douyin_gateway_access_log_dropped_total`: brought up to [`crate::logs::access::dropped`]
+    /// at each scrape.
+    access_log_dropped: prometheus::IntCounter,
+    /// What of [`crate::logs::access::dropped`] the counter counts already.
+    access_log_counted: std::sync::atomic::AtomicU64,
 }
 
 /// `douyin_gateway_signatures_total{app,outcome}` of one app, resolved once.
@@ -317,6 +328,13 @@ impl Metrics {
             webhook_forwards: counter("douyin_gateway_webhook_forwards_total"),
             provider_events: counter("douyin_gateway_provider_events_total"),
             windows: Default::default(),
+            access_log_dropped: {
+                let (n, help, _) = family("douyin_gateway_access_log_dropped_total");
+                let c = prometheus::IntCounter::new(n, help).expect("a valid family");
+                registry.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
+            access_log_counted: Default::default(),
             registry,
         }
     }
@@ -384,6 +402,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
+        let dropped = crate::logs::access::dropped();
+        let counted = self
+            .access_log_counted
+            .fetch_max(dropped, std::sync::atomic::Ordering::AcqRel);
+        if dropped > counted {
+            self.access_log_dropped.inc_by(dropped - counted);
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

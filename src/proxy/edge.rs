@@ -18,6 +18,7 @@
 use super::{canonical, request_id, Call, X_REQUEST_ID};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
+use crate::logs::access::AccessLine;
 use crate::logs::Escaped;
 use crate::runtime::Runtime;
 use crate::state::Shared;
@@ -68,18 +69,6 @@ struct InFlight(Arc<Shared>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A peer address as the access log shows it (`-` when unknown), formatted only if the line is.
-struct Peer(Option<std::net::SocketAddr>);
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("-"),
-        }
     }
 }
 
@@ -321,23 +310,24 @@ impl Done {
                 None => "-",
             };
             let upstream_status = call.as_ref().and_then(Call::upstream_status);
-            tracing::info!(
-                target: "access",
-                request_id = %rid.to_str().unwrap_or("-"),
-                peer = %Peer(peer),
-                caller_request_id = caller_rid.as_ref().map(|v| tracing::field::display(Escaped(v.as_bytes()))),
+            crate::logs::access::log(&AccessLine {
+                request_id: rid.to_str().unwrap_or("-"),
+                peer,
+                caller_request_id: caller_rid.as_ref().map(HeaderValue::as_bytes),
                 caller,
                 route,
-                %method,
-                path = %uri.path(),
-                status = resp.status().as_u16(),
-                // Milliseconds to the microsecond.
-                ms = elapsed.as_micros() as f64 / 1000.0,
-                upstream_status = upstream_status.map_or(0, u64::from),
+                method: &method,
+                path: uri.path(),
+                status: resp.status().as_u16(),
+                micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                upstream_status: upstream_status.unwrap_or(0),
                 // What the platform's support asks for.
-                logid = resp.headers().get(&PLATFORM_LOG_ID).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                "access"
-            );
+                logid: resp
+                    .headers()
+                    .get(&PLATFORM_LOG_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+            });
         }
         resp.headers_mut().insert(&X_REQUEST_ID, rid);
         if close {

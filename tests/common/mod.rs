@@ -680,6 +680,11 @@ impl Proc {
     /// hands over sockets (`LISTEN_FDS`: the proxy's, then the admin's): the test knows the ports
     /// before the process starts, and no other process can take them in between.
     pub fn spawn_on(args: &[&str], env: &[(&str, &str)], listeners: [&std::net::TcpListener; 2]) -> Proc {
+        Proc::spawn_command(Proc::command_on(args, env, listeners))
+    }
+
+    /// The command [`Proc::spawn_on`] runs, for a test that sets its output itself.
+    pub fn command_on(args: &[&str], env: &[(&str, &str)], listeners: [&std::net::TcpListener; 2]) -> Command {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let fds = listeners.map(|l| l.as_raw_fd());
@@ -709,7 +714,7 @@ impl Proc {
                 Ok(())
             });
         }
-        Proc::spawn_command(cmd)
+        cmd
     }
 
     /// Runs a command (the gateway under a wrapper such as a shell setting limits).

@@ -144,17 +144,24 @@ where
             };
         };
         // A copy to replay only when the body can be sent again: a streamed body keeps no headers.
+        // The head: method and target (reference-counted) and the headers. In the gateway, not
+        // the extensions: the one the layers inside read, the call, is kept in the policy anyway
+        // and goes into the replay when there is one ([`replay::rejected`]). Around another
+        // client (no call), the extensions are copied, whatever they are.
+        let call = req.extensions().get::<Call>().cloned();
         let replay = req.body().replay().map(|body| {
             let mut r = Request::new(body);
             *r.method_mut() = req.method().clone();
             *r.uri_mut() = req.uri().clone();
             *r.version_mut() = req.version();
             *r.headers_mut() = req.headers().clone();
-            *r.extensions_mut() = req.extensions().clone();
+            if call.is_none() {
+                *r.extensions_mut() = req.extensions().clone();
+            }
             (r, self.inner.clone())
         });
         let policy = Policy {
-            call: req.extensions().get::<Call>().cloned(),
+            call,
             codes: Arc::clone(&self.codes),
             tokens: Arc::clone(&self.tokens),
             health: Arc::clone(&self.health),

@@ -121,6 +121,9 @@ where
                 return Err(token_error(policy.call.as_ref(), e));
             }
         };
+        if let Some(call) = &policy.call {
+            req.extensions_mut().insert(call.clone());
+        }
         attach(&mut req, &fresh, &need.inject)?;
         let resp = inner.oneshot(req).await.map_err(Into::into)?;
         let (parts, body) = resp.into_parts();
