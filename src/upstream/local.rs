@@ -1,0 +1,233 @@
+//! The proxy's client: each thread drives its own upstream connections (`hyper::client::conn`,
+//! HTTP/1.1, or HTTP/2 where ALPN says so), kept in the thread's own [pool](super::pool). A call
+//! never crosses threads nor takes a lock; connecting is the shared [`super::connector`] (TCP,
+//! rustls, `ca_file`, connect timeout, resumed TLS sessions).
+
+use super::pool::{self, Conn, Key, Life, Sender};
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The proxy's client to the upstreams: cheap to clone, shared by every proxy thread (and with
+/// it the TLS session store); each thread's calls use that thread's connections.
+#[derive(Clone)]
+pub struct LocalClient(Arc<Inner>);
+
+struct Inner {
+    /// Tells this client's connections from another's (another `ca_file`) in a pool.
+    id: u64,
+    connector: HttpsConnector<HttpConnector>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// The answer to a call on a [`LocalClient`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
+
+impl LocalClient {
+    /// A client trusting the webpki roots plus `ca_file`, with `connect_timeout_ms`.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        Ok(LocalClient(Arc::new(Inner {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            connector: super::connector(cfg)?,
+            h1: http1::Builder::new(),
+            h2: http2::Builder::new(TokioExecutor::new()),
+        })))
+    }
+
+    /// Sends a request whose URI is absolute (`Base::place`): on a connection of this thread's
+    /// pool, or a new one. A pooled connection that turns out closed before the request was sent
+    /// gives way to a new connection, once.
+    pub fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
+        let this = self.clone();
+        Box::pin(async move { this.send(req).await })
+    }
+
+    async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
+        let key = self.key(req.uri())?;
+        let (mut conn, mut fresh) = match pool::checkout(&key) {
+            Some(c) => (c, false),
+            None => (self.connect(&key).await?, true),
+        };
+        loop {
+            prepare(&mut req, &key, matches!(conn.sender, Sender::H2(_)));
+            let sent = match &mut conn.sender {
+                Sender::H1(s) => s.try_send_request(req).await,
+                Sender::H2(s) => s.try_send_request(req).await,
+            };
+            match sent {
+                Ok(resp) => {
+                    release(&key, conn);
+                    return Ok(resp);
+                }
+                Err(mut e) => {
+                    conn.life.release();
+                    match e.take_message() {
+                        // A pooled connection closed before it took the request: a new one.
+                        Some(back) if !fresh => {
+                            tracing::debug!("a pooled upstream connection was closed: {}", e.error());
+                            req = back;
+                            conn = self.connect(&key).await?;
+                            fresh = true;
+                        }
+                        _ => return Err(Error::send(e.into_error())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a request goes, as the pool knows it.
+    fn key(&self, uri: &Uri) -> Result<Key, Error> {
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| Error::connect("the request's URI has no host".into()))?;
+        Ok(Key {
+            client: self.0.id,
+            https: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+            authority,
+        })
+    }
+
+    /// A new connection to `key`'s host, taken; an HTTP/2 one is also kept for the next calls.
+    async fn connect(&self, key: &Key) -> Result<Conn, Error> {
+        let scheme = if key.https { "https" } else { "http" };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Error::connect(e.into()))?;
+        let io = tower::ServiceExt::oneshot(self.0.connector.clone(), uri)
+            .await
+            .map_err(Error::connect)?;
+        let life = Life::taken();
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = self.0.h2.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
+            tokio::spawn(pool::drive(conn, Arc::clone(&life)));
+            pool::share(key, &sender, &life);
+            Ok(Conn {
+                sender: Sender::H2(sender),
+                life,
+            })
+        } else {
+            let (sender, conn) = self.0.h1.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
+            tokio::spawn(pool::drive(conn, Arc::clone(&life)));
+            Ok(Conn {
+                sender: Sender::H1(sender),
+                life,
+            })
+        }
+    }
+}
+
+/// The request's target as the connection's protocol wants it: origin-form and a `Host` header
+/// for HTTP/1.1; absolute for HTTP/2 (its `:scheme` and `:authority`).
+fn prepare(req: &mut Request<ProxyBody>, key: &Key, h2: bool) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    if h2 {
+        parts.scheme = Some(if key.https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = Some(key.authority.clone());
+    } else {
+        parts.scheme = None;
+        parts.authority = None;
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(host) = host_header(key) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Parts from a valid URI, the scheme and authority ours: valid.
+    *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+}
+
+/// `Host` for HTTP/1.1: the authority, without the scheme's default port.
+fn host_header(key: &Key) -> Option<HeaderValue> {
+    let default = if key.https { 443 } else { 80 };
+    let a = &key.authority;
+    match a.port_u16() {
+        Some(p) if p == default => HeaderValue::from_str(a.host()).ok(),
+        _ => HeaderValue::from_str(a.as_str()).ok(),
+    }
+}
+
+/// A call has its answer's head: an HTTP/2 connection is free at once; an HTTP/1.1 one goes back
+/// to the pool once the answer's body is read (at once when it came with the head).
+fn release(key: &Key, conn: Conn) {
+    match conn.sender {
+        Sender::H2(_) => conn.life.release(),
+        Sender::H1(ref s) if s.is_ready() => pool::checkin(key, conn),
+        Sender::H1(ref s) if s.is_closed() => {}
+        Sender::H1(_) => {
+            let key = key.clone();
+            let mut conn = conn;
+            tokio::spawn(async move {
+                let Sender::H1(s) = &mut conn.sender else { return };
+                if std::future::poll_fn(|cx| s.poll_ready(cx)).await.is_ok() {
+                    pool::checkin(&key, conn);
+                }
+            });
+        }
+    }
+}
+
+/// What went wrong with a call: connecting (TCP, TLS, the handshake) or sending it. Its chain of
+/// causes names hosts and OS errors, never headers or bodies.
+#[derive(Debug)]
+pub struct Error {
+    connect: bool,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    fn connect(cause: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Error { connect: true, cause }
+    }
+
+    fn send(e: hyper::Error) -> Self {
+        Error {
+            connect: false,
+            cause: Box::new(e),
+        }
+    }
+
+    /// Whether the call failed before a connection was open.
+    pub fn is_connect(&self) -> bool {
+        self.connect
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As hyper-util's pooled client says it, so logs and messages read as before.
+        f.write_str(if self.connect {
+            "client error (Connect)"
+        } else {
+            "client error (SendRequest)"
+        })
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
