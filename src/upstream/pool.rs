@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(life.idle_left(), IDLE_TIMEOUT);
         life.release();
         let left = life.idle_left();
-        assert!(left <= IDLE_TIMEOUT && left > IDLE_TIMEOUT - Duration::from_secs(5), "{left:?}");
+        assert!(
+            left <= IDLE_TIMEOUT && left > IDLE_TIMEOUT - Duration::from_secs(5),
+            "{left:?}"
+        );
         life.take();
         assert_eq!(life.idle_left(), IDLE_TIMEOUT);
         life.release();
