@@ -57,7 +57,8 @@ impl LocalClient {
         let key = self.key(req.uri())?;
         let (mut conn, mut fresh) = match pool::checkout(&key) {
             Some(c) => (c, false),
-            None => (self.connect(&key).await?, true),
+            // Boxed: the call's own future stays small (it is moved and polled on every call).
+            None => (Box::pin(self.connect(&key)).await?, true),
         };
         loop {
             prepare(&mut req, &key, matches!(conn.sender, Sender::H2(_)));
@@ -77,7 +78,7 @@ impl LocalClient {
                         Some(back) if !fresh => {
                             tracing::debug!("a pooled upstream connection was closed: {}", e.error());
                             req = back;
-                            conn = self.connect(&key).await?;
+                            conn = Box::pin(self.connect(&key)).await?;
                             fresh = true;
                         }
                         _ => return Err(Error::send(e.into_error())),
