@@ -232,3 +232,91 @@ impl std::error::Error for Error {
         Some(&*self.cause)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A plain-HTTP upstream answering `{}`: counts the connections it accepted; with `keep_alive`
+    /// false it closes each after its answer.
+    async fn upstream(keep_alive: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let host = req.headers().get(header::HOST).cloned();
+                    let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(req.uri().to_string())));
+                    if let Some(h) = host {
+                        resp.headers_mut().insert("x-host", h);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn call(client: &LocalClient, url: &str) -> (String, String) {
+        use http_body_util::BodyExt;
+        let req = Request::get(format!("{url}/a/b?c=d")).body(ProxyBody::empty()).unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let host = resp.headers()["x-host"].to_str().unwrap().to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (String::from_utf8(body.to_vec()).unwrap(), host)
+    }
+
+    /// Calls in turn on one thread share one connection; the upstream sees origin-form targets
+    /// and a `Host` header naming it.
+    #[tokio::test]
+    async fn calls_in_turn_reuse_the_threads_connection() {
+        let (url, accepted) = upstream(true).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        for _ in 0..3 {
+            let (target, host) = call(&client, &url).await;
+            assert_eq!(target, "/a/b?c=d");
+            assert_eq!(format!("http://{host}"), url);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An upstream that closes its connections after each answer: every call still gets its
+    /// answer, each on a new connection.
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (url, accepted) = upstream(false).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A host that refuses connections: the error says it was the connection.
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = reserved.local_addr().unwrap();
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let req = Request::get(format!("http://{at}/x")).body(ProxyBody::empty()).unwrap();
+        let e = client.request(req).await.unwrap_err();
+        assert!(e.is_connect());
+        let text = super::super::describe(&e);
+        assert!(text.starts_with("client error (Connect)"), "{text}");
+        assert!(text.contains("refused"), "{text}");
+    }
+}
