@@ -72,7 +72,6 @@ impl LocalClient {
                     return Ok(resp);
                 }
                 Err(mut e) => {
-                    conn.life.release();
                     match e.take_message() {
                         // A pooled connection closed before it took the request: a new one.
                         Some(back) if !fresh => {
@@ -118,17 +117,11 @@ impl LocalClient {
             let (sender, conn) = self.0.h2.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
             tokio::spawn(pool::drive(conn, Arc::clone(&life)));
             pool::share(key, &sender, &life);
-            Ok(Conn {
-                sender: Sender::H2(sender),
-                life,
-            })
+            Ok(Conn::opened(Sender::H2(sender), life))
         } else {
             let (sender, conn) = self.0.h1.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
             tokio::spawn(pool::drive(conn, Arc::clone(&life)));
-            Ok(Conn {
-                sender: Sender::H1(sender),
-                life,
-            })
+            Ok(Conn::opened(Sender::H1(sender), life))
         }
     }
 }
@@ -170,24 +163,26 @@ fn host_header(key: &Key) -> Option<HeaderValue> {
     }
 }
 
-/// A call has its answer's head: an HTTP/2 connection is free at once; an HTTP/1.1 one goes back
-/// to the pool once the answer's body is read (at once when it came with the head).
+/// A call has its answer's head: an HTTP/2 connection is free at once (dropping the call's
+/// handle puts it down); an HTTP/1.1 one goes back to the pool once the answer's body is read (at
+/// once when it came with the head), still taken until then so its driver does not close it.
 fn release(key: &Key, conn: Conn) {
-    match conn.sender {
-        Sender::H2(_) => conn.life.release(),
-        Sender::H1(ref s) if s.is_ready() => pool::checkin(key, conn),
-        Sender::H1(ref s) if s.is_closed() => {}
-        Sender::H1(_) => {
-            let key = key.clone();
-            let mut conn = conn;
-            tokio::spawn(async move {
-                let Sender::H1(s) = &mut conn.sender else { return };
-                if std::future::poll_fn(|cx| s.poll_ready(cx)).await.is_ok() {
-                    pool::checkin(&key, conn);
-                }
-            });
-        }
+    let ready = match &conn.sender {
+        Sender::H2(_) => return,
+        Sender::H1(s) if s.is_closed() => return,
+        Sender::H1(s) => s.is_ready(),
+    };
+    if ready {
+        return pool::checkin(key, conn);
     }
+    let key = key.clone();
+    let mut conn = conn;
+    tokio::spawn(async move {
+        let Sender::H1(s) = &mut conn.sender else { return };
+        if std::future::poll_fn(|cx| s.poll_ready(cx)).await.is_ok() {
+            pool::checkin(&key, conn);
+        }
+    });
 }
 
 /// What went wrong with a call: connecting (TCP, TLS, the handshake) or sending it. Its chain of

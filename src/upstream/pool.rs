@@ -23,10 +23,36 @@ pub(super) enum Sender {
     H2(http2::SendRequest<ProxyBody>),
 }
 
-/// A connection taken for one call: its handle, and what it shares with its driver.
+/// A connection, taken for a call (until dropped or given back) or waiting in the pool: its
+/// handle, and what it shares with its driver.
 pub(super) struct Conn {
     pub(super) sender: Sender,
-    pub(super) life: Arc<Life>,
+    life: Arc<Life>,
+    taken: bool,
+}
+
+impl Conn {
+    /// A connection just opened, taken by the call that opened it.
+    pub(super) fn opened(sender: Sender, life: Arc<Life>) -> Self {
+        Conn {
+            sender,
+            life,
+            taken: true,
+        }
+    }
+
+    /// The call is done with it (a call that is dropped, its future cancelled, too).
+    fn put_down(&mut self) {
+        if std::mem::take(&mut self.taken) {
+            self.life.release();
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.put_down();
+    }
 }
 
 /// What a connection's driver and its users share: how many calls use it, since when none has.
@@ -54,7 +80,7 @@ impl Life {
     }
 
     /// A call is done with the connection.
-    pub(super) fn release(&self) {
+    fn release(&self) {
         self.released.store(now_ms(), Ordering::Relaxed);
         self.in_use.fetch_sub(1, Ordering::Release);
     }
@@ -122,16 +148,14 @@ pub(super) fn checkout(key: &Key) -> Option<Conn> {
         if let Some((s, life)) = &host.shared {
             if !s.is_closed() && !life.retired.load(Ordering::Relaxed) {
                 life.take();
-                return Some(Conn {
-                    sender: Sender::H2(s.clone()),
-                    life: Arc::clone(life),
-                });
+                return Some(Conn::opened(Sender::H2(s.clone()), Arc::clone(life)));
             }
             host.shared = None;
         }
-        while let Some(c) = host.idle.pop_back() {
+        while let Some(mut c) = host.idle.pop_back() {
             if usable(&c) {
                 c.life.take();
+                c.taken = true;
                 return Some(c);
             }
         }
@@ -146,8 +170,8 @@ pub(super) fn share(key: &Key, sender: &http2::SendRequest<ProxyBody>, life: &Ar
 
 /// Gives back an HTTP/1.1 connection ready for its next call; closed when the host already has
 /// [`MAX_IDLE`] waiting.
-pub(super) fn checkin(key: &Key, conn: Conn) {
-    conn.life.release();
+pub(super) fn checkin(key: &Key, mut conn: Conn) {
+    conn.put_down();
     with_host(key, |host| {
         while host.idle.front().is_some_and(|c| !usable(c)) {
             host.idle.pop_front();
