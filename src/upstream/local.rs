@@ -102,6 +102,7 @@ impl LocalClient {
 
     /// A new connection to `key`'s host, taken; an HTTP/2 one is also kept for the next calls.
     async fn connect(&self, key: &Key) -> Result<Conn, Error> {
+        pool::prune();
         let scheme = if key.https { "https" } else { "http" };
         let uri = Uri::builder()
             .scheme(scheme)
@@ -298,6 +299,55 @@ mod tests {
             assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// Lets this thread's other tasks run until `done` holds.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..100_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never so: {:?}", pool::hosts());
+    }
+
+    /// A host whose connections have closed leaves the pool as the next connection opens (an
+    /// upstream a reload replaced holds nothing).
+    #[tokio::test]
+    async fn a_host_whose_connections_closed_leaves_the_pool() {
+        // An upstream that answers as if it kept the connection, then closes it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing = format!("http://{}", listener.local_addr().unwrap());
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .unwrap();
+            let _ = closed.await;
+        });
+        let (other, _) = upstream(true).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let req = Request::get(format!("{closing}/x")).body(ProxyBody::empty()).unwrap();
+        let resp = client.request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"{}");
+        // Back in the pool (on this thread), then closed by the upstream: its driver sees it end.
+        until(|| matches!(&pool::hosts()[..], [(_, true)])).await;
+        close.send(()).unwrap();
+        until(|| matches!(&pool::hosts()[..], [(_, false)])).await;
+        call(&client, &other).await;
+        let hosts: Vec<String> = pool::hosts().iter().map(|(a, _)| format!("http://{a}")).collect();
+        assert_eq!(hosts, [other]);
     }
 
     /// A host that refuses connections: the error says it was the connection.

@@ -163,6 +163,37 @@ pub(super) fn checkout(key: &Key) -> Option<Conn> {
     })
 }
 
+/// Drops the handles of connections that have closed, and the hosts left with none (an upstream
+/// a reload no longer names). Called as a connection opens, not per call.
+pub(super) fn prune() {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for host in pool.iter_mut() {
+            host.idle.retain(usable);
+            if host
+                .shared
+                .as_ref()
+                .is_some_and(|(s, life)| s.is_closed() || life.retired.load(Ordering::Relaxed))
+            {
+                host.shared = None;
+            }
+        }
+        pool.retain(|h| !h.idle.is_empty() || h.shared.is_some());
+    });
+}
+
+/// How many hosts this thread's pool holds, and whether each one's waiting connections are all
+/// still open (for tests).
+#[cfg(test)]
+pub(super) fn hosts() -> Vec<(http::uri::Authority, bool)> {
+    POOL.with(|pool| {
+        pool.borrow()
+            .iter()
+            .map(|h| (h.key.authority.clone(), h.idle.iter().all(usable)))
+            .collect()
+    })
+}
+
 /// Keeps an HTTP/2 connection for the calls that follow (replacing a former one).
 pub(super) fn share(key: &Key, sender: &http2::SendRequest<ProxyBody>, life: &Arc<Life>) {
     with_host(key, |host| host.shared = Some((sender.clone(), Arc::clone(life))));
