@@ -272,29 +272,41 @@ pub fn json_response<B>(status: StatusCode, v: &serde_json::Value) -> Response<P
 }
 
 impl From<hyper_util::client::legacy::Error> for GatewayError {
-    /// A client error: the caller's body failing is the caller's fault (400, 408, 413), never the
-    /// upstream's; anything else is 502 with the chain of causes (hosts and OS errors, never
-    /// headers or bodies).
+    /// A client error: see [`client_error`].
     fn from(e: hyper_util::client::legacy::Error) -> Self {
-        use crate::body::{CallerBody, Stalled, TooLarge};
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = src {
-            if let Some(t) = s.downcast_ref::<TooLarge>() {
-                return GatewayError::BodyTooLarge(t.0);
-            }
-            if let Some(b) = s.downcast_ref::<CallerBody>() {
-                return GatewayError::BadRequest(b.to_string());
-            }
-            if let Some(t) = s.downcast_ref::<Stalled>() {
-                return GatewayError::ClientTimeout(t.0);
-            }
-            if let Some(r) = s.downcast_ref::<crate::body::Refused>() {
-                return GatewayError::BadRequest(r.to_string());
-            }
-            src = s.source();
-        }
-        GatewayError::UpstreamUnavailable(crate::upstream::describe(&e))
+        client_error(&e)
     }
+}
+
+impl From<crate::upstream::Error> for GatewayError {
+    /// The proxy's client's error: see [`client_error`].
+    fn from(e: crate::upstream::Error) -> Self {
+        client_error(&e)
+    }
+}
+
+/// A client error: the caller's body failing is the caller's fault (400, 408, 413), never the
+/// upstream's; anything else is 502 with the chain of causes (hosts and OS errors, never headers
+/// or bodies).
+fn client_error(e: &(dyn std::error::Error + 'static)) -> GatewayError {
+    use crate::body::{CallerBody, Stalled, TooLarge};
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<TooLarge>() {
+            return GatewayError::BodyTooLarge(t.0);
+        }
+        if let Some(b) = s.downcast_ref::<CallerBody>() {
+            return GatewayError::BadRequest(b.to_string());
+        }
+        if let Some(t) = s.downcast_ref::<Stalled>() {
+            return GatewayError::ClientTimeout(t.0);
+        }
+        if let Some(r) = s.downcast_ref::<crate::body::Refused>() {
+            return GatewayError::BadRequest(r.to_string());
+        }
+        src = s.source();
+    }
+    GatewayError::UpstreamUnavailable(crate::upstream::describe(e))
 }
 
 impl From<std::convert::Infallible> for GatewayError {

@@ -1,4 +1,5 @@
-//! The innermost service: the request to the platform over the pooled keep-alive client.
+//! The innermost service: the request to the platform over the thread's own keep-alive
+//! connections ([`LocalClient`]).
 //!
 //! The request's origin-form target goes to the route's upstream (scheme and authority from
 //! `[upstream]` or the route's `[[upstreams]]` entry, never from the caller), over that
@@ -10,7 +11,7 @@
 use super::{headers, Call};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
-use crate::upstream::HttpClient;
+use crate::upstream::LocalClient;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::future::Future;
@@ -22,15 +23,26 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct Forward {
     /// One per upstream, in `Config::all_upstreams` order.
-    clients: std::sync::Arc<[HttpClient]>,
+    clients: std::sync::Arc<[LocalClient]>,
 }
 
 impl Forward {
     /// Forwards over one client per upstream, in `Config::all_upstreams` order.
-    pub fn over(clients: Vec<HttpClient>) -> Self {
+    pub fn over(clients: Vec<LocalClient>) -> Self {
         Forward {
             clients: clients.into(),
         }
+    }
+
+    /// One client per upstream of `config`: built once and shared by every proxy thread (each
+    /// thread still drives its own connections), so TLS sessions resume across threads.
+    pub fn build(config: &crate::config::Config) -> Result<Self, String> {
+        let clients = config
+            .all_upstreams()
+            .iter()
+            .map(LocalClient::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Forward::over(clients))
     }
 }
 
@@ -73,7 +85,7 @@ impl tower::Service<Request<ProxyBody>> for Forward {
 
 /// The future of [`Forward`].
 pub struct ForwardFuture {
-    inner: Option<hyper_util::client::legacy::ResponseFuture>,
+    inner: Option<crate::upstream::ResponseFuture>,
     error: Option<GatewayError>,
     start: Instant,
     call: Option<Call>,
@@ -97,7 +109,7 @@ impl Future for ForwardFuture {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(Err(self.error.take().expect("polled after completion")));
         };
-        let mut resp = std::task::ready!(Pin::new(inner).poll(cx)).map_err(GatewayError::from)?;
+        let mut resp = std::task::ready!(inner.as_mut().poll(cx)).map_err(GatewayError::from)?;
         if let Some(call) = self.call.as_ref() {
             call.set_upstream_status(resp.status().as_u16());
             if let Some(m) = call.route_metrics() {

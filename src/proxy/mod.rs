@@ -19,7 +19,7 @@
 //!                           rejection: one refresh (single flight), one replay of the kept body
 //!         ──► Sign          a signing route's request signed as sent (each replay again), its
 //!                           answer's Byte-Signature verified
-//!         ──► Forward       the pooled upstream client
+//!         ──► Forward       the upstream client (connections per thread)
 //! ```
 //!
 //! [`AttachTokenLayer`] and [`RetryLayer`] work around any HTTP client service, without the
@@ -61,21 +61,14 @@ use http::{header, Request};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The gateway's whole stack around pooled clients of its own, one per upstream (the server
-/// builds one such stack per proxy thread).
+/// The gateway's whole stack around clients of its own, one per upstream (the server builds one
+/// [`Forward`] and a stack around it per proxy thread).
 pub fn stack(shared: Arc<Shared>, health: Arc<health::Health>) -> Result<Stack, String> {
-    let clients = shared
-        .runtime
-        .load()
-        .config
-        .all_upstreams()
-        .iter()
-        .map(crate::upstream::client)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(stack_around(shared, health, Forward::over(clients)))
+    let forward = Forward::build(&shared.runtime.load().config)?;
+    Ok(stack_around(shared, health, forward))
 }
 
-/// The stack of [`stack`] around any innermost service (the pooled client; a test's).
+/// The stack of [`stack`] around any innermost service ([`Forward`]; a test's).
 /// `health` is the routes' health the retry policy keeps, shared by every stack of a gateway.
 pub fn stack_around<S>(shared: Arc<Shared>, health: Arc<health::Health>, forward: S) -> Wrapped<S> {
     let tokens = Arc::clone(&shared.tokens);

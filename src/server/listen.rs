@@ -41,10 +41,12 @@ pub(super) fn proxy_threads(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // The routes' health is the retry policy's, one for all threads.
     let health = Arc::new(crate::proxy::health::Health::default());
+    // One client per upstream for all threads (one TLS session store); connections per thread.
+    let forward = crate::proxy::Forward::build(&shared.runtime.load().config)?;
     let mut tasks = Vec::with_capacity(threads);
     let mut hands = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
-        let proxy = crate::proxy::stack(Arc::clone(shared), Arc::clone(&health))?;
+        let proxy = crate::proxy::stack_around(Arc::clone(shared), Arc::clone(&health), forward.clone());
         let (tls, serving) = (tls.clone(), serving.clone());
         let stops = Stops::global(rx);
         let (hand, given) = tokio::sync::mpsc::unbounded_channel();

@@ -1,5 +1,12 @@
-//! The pooled keep-alive client to the platform: HTTP/1.1 or HTTP/2 (ALPN)
-//! over rustls, TCP_NODELAY, idle connections reaped.
+//! The clients to the platform: HTTP/1.1 or HTTP/2 (ALPN) over rustls, TCP_NODELAY, idle
+//! connections reaped. The proxy's calls go over [`LocalClient`] (each thread drives its own
+//! connections, pooled per thread); the token engine, `[[notify]]` and the status checks use the
+//! pooled [`HttpClient`]. Both connect the same way ([`connector`]).
+
+mod local;
+mod pool;
+
+pub use local::{Error, LocalClient, ResponseFuture};
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
@@ -18,6 +25,9 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per host: enough for bursts of a few hundred calls.
 const POOL_MAX_IDLE_PER_HOST: usize = 512;
+
+/// TLS sessions kept for resumption, per connector (a few per upstream host are used).
+const TLS_SESSIONS: usize = 256;
 
 /// The scheme and authority requests are sent to.
 #[derive(Debug, Clone)]
@@ -63,8 +73,20 @@ impl Base {
     }
 }
 
-/// Builds the client: webpki roots plus the configured extra CA.
+/// Builds the pooled client: webpki roots plus the configured extra CA.
 pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .build(connector(cfg)?))
+}
+
+/// The connector both clients use: TCP (TCP_NODELAY, `connect_timeout_ms`), then rustls for
+/// `https` with ALPN offering h2 and http/1.1, trusting the webpki roots plus `ca_file`. TLS
+/// sessions are resumed from the config's in-memory store (rustls' default, 256 sessions),
+/// shared by every connection this connector makes, on any thread.
+pub fn connector(cfg: &UpstreamConfig) -> Result<HttpsConnector<HttpConnector>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let mut pinned = Vec::new();
@@ -87,7 +109,7 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
         .build()
         .map_err(|e| e.to_string())?;
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous() // the verifier below verifies: it only adds exact pins from ca_file
@@ -97,21 +119,18 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, String> {
             provider,
         }))
         .with_no_client_auth();
+    // Resumed sessions skip the certificate chain's verification and a round trip's key exchange.
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(TLS_SESSIONS);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .build(https))
+        .wrap_connector(http))
 }
 
 /// Describes a client error for a log line or a 502 message: the chain of

@@ -1,0 +1,367 @@
+//! The proxy's client: each thread drives its own upstream connections (`hyper::client::conn`,
+//! HTTP/1.1, or HTTP/2 where ALPN says so), kept in the thread's own [pool](super::pool). A call
+//! never crosses threads nor takes a lock; connecting is the shared [`super::connector`] (TCP,
+//! rustls, `ca_file`, connect timeout, resumed TLS sessions).
+
+use super::pool::{self, Conn, Key, Life, Sender};
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The proxy's client to the upstreams: cheap to clone, shared by every proxy thread (and with
+/// it the TLS session store); each thread's calls use that thread's connections.
+#[derive(Clone)]
+pub struct LocalClient(Arc<Inner>);
+
+struct Inner {
+    /// Tells this client's connections from another's (another `ca_file`) in a pool.
+    id: u64,
+    connector: HttpsConnector<HttpConnector>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// The answer to a call on a [`LocalClient`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
+
+impl LocalClient {
+    /// A client trusting the webpki roots plus `ca_file`, with `connect_timeout_ms`.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        Ok(LocalClient(Arc::new(Inner {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            connector: super::connector(cfg)?,
+            h1: http1::Builder::new(),
+            h2: http2::Builder::new(TokioExecutor::new()),
+        })))
+    }
+
+    /// Sends a request whose URI is absolute (`Base::place`): on a connection of this thread's
+    /// pool, or a new one. A pooled connection that turns out closed before the request was sent
+    /// gives way to a new connection, once.
+    pub fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
+        let this = self.clone();
+        Box::pin(async move { this.send(req).await })
+    }
+
+    async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
+        let key = self.key(req.uri())?;
+        let (mut conn, mut fresh) = match pool::checkout(&key) {
+            Some(c) => (c, false),
+            // Boxed: the call's own future stays small (it is moved and polled on every call).
+            None => (Box::pin(self.connect(&key)).await?, true),
+        };
+        loop {
+            prepare(&mut req, &key, matches!(conn.sender, Sender::H2(_)));
+            let sent = match &mut conn.sender {
+                Sender::H1(s) => s.try_send_request(req).await,
+                Sender::H2(s) => s.try_send_request(req).await,
+            };
+            match sent {
+                Ok(resp) => {
+                    release(&key, conn);
+                    return Ok(resp);
+                }
+                Err(mut e) => {
+                    match e.take_message() {
+                        // A pooled connection closed before it took the request: a new one.
+                        Some(back) if !fresh => {
+                            tracing::debug!("a pooled upstream connection was closed: {}", e.error());
+                            req = back;
+                            conn = Box::pin(self.connect(&key)).await?;
+                            fresh = true;
+                        }
+                        _ => return Err(Error::send(e.into_error())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a request goes, as the pool knows it.
+    fn key(&self, uri: &Uri) -> Result<Key, Error> {
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| Error::connect("the request's URI has no host".into()))?;
+        Ok(Key {
+            client: self.0.id,
+            https: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+            authority,
+        })
+    }
+
+    /// A new connection to `key`'s host, taken; an HTTP/2 one is also kept for the next calls.
+    async fn connect(&self, key: &Key) -> Result<Conn, Error> {
+        pool::prune();
+        let scheme = if key.https { "https" } else { "http" };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Error::connect(e.into()))?;
+        let io = tower::ServiceExt::oneshot(self.0.connector.clone(), uri)
+            .await
+            .map_err(Error::connect)?;
+        let life = Life::taken();
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = self.0.h2.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
+            tokio::spawn(pool::drive(conn, Arc::clone(&life)));
+            pool::share(key, &sender, &life);
+            Ok(Conn::opened(Sender::H2(sender), life))
+        } else {
+            let (sender, conn) = self.0.h1.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
+            tokio::spawn(pool::drive(conn, Arc::clone(&life)));
+            Ok(Conn::opened(Sender::H1(sender), life))
+        }
+    }
+}
+
+/// The request's target as the connection's protocol wants it: origin-form and a `Host` header
+/// for HTTP/1.1; absolute for HTTP/2 (its `:scheme` and `:authority`).
+fn prepare(req: &mut Request<ProxyBody>, key: &Key, h2: bool) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    if h2 {
+        parts.scheme = Some(if key.https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = Some(key.authority.clone());
+    } else {
+        parts.scheme = None;
+        parts.authority = None;
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(host) = host_header(key) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Parts from a valid URI, the scheme and authority ours: valid.
+    *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+}
+
+/// `Host` for HTTP/1.1: the authority, without the scheme's default port.
+fn host_header(key: &Key) -> Option<HeaderValue> {
+    let default = if key.https { 443 } else { 80 };
+    let a = &key.authority;
+    match a.port_u16() {
+        Some(p) if p == default => HeaderValue::from_str(a.host()).ok(),
+        _ => HeaderValue::from_str(a.as_str()).ok(),
+    }
+}
+
+/// A call has its answer's head: an HTTP/2 connection is free at once (dropping the call's
+/// handle puts it down); an HTTP/1.1 one goes back to the pool once the answer's body is read (at
+/// once when it came with the head), still taken until then so its driver does not close it.
+fn release(key: &Key, conn: Conn) {
+    let ready = match &conn.sender {
+        Sender::H2(_) => return,
+        Sender::H1(s) if s.is_closed() => return,
+        Sender::H1(s) => s.is_ready(),
+    };
+    if ready {
+        return pool::checkin(key, conn);
+    }
+    let key = key.clone();
+    let mut conn = conn;
+    tokio::spawn(async move {
+        let Sender::H1(s) = &mut conn.sender else { return };
+        if std::future::poll_fn(|cx| s.poll_ready(cx)).await.is_ok() {
+            pool::checkin(&key, conn);
+        }
+    });
+}
+
+/// What went wrong with a call: connecting (TCP, TLS, the handshake) or sending it. Its chain of
+/// causes names hosts and OS errors, never headers or bodies.
+#[derive(Debug)]
+pub struct Error {
+    connect: bool,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    fn connect(cause: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Error { connect: true, cause }
+    }
+
+    fn send(e: hyper::Error) -> Self {
+        Error {
+            connect: false,
+            cause: Box::new(e),
+        }
+    }
+
+    /// Whether the call failed before a connection was open.
+    pub fn is_connect(&self) -> bool {
+        self.connect
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As hyper-util's pooled client says it, so logs and messages read as before.
+        f.write_str(if self.connect {
+            "client error (Connect)"
+        } else {
+            "client error (SendRequest)"
+        })
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A plain-HTTP upstream answering `{}`: counts the connections it accepted; with `keep_alive`
+    /// false it closes each after its answer.
+    async fn upstream(keep_alive: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let host = req.headers().get(header::HOST).cloned();
+                    let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(req.uri().to_string())));
+                    if let Some(h) = host {
+                        resp.headers_mut().insert("x-host", h);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn call(client: &LocalClient, url: &str) -> (String, String) {
+        use http_body_util::BodyExt;
+        let req = Request::get(format!("{url}/a/b?c=d")).body(ProxyBody::empty()).unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let host = resp.headers()["x-host"].to_str().unwrap().to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (String::from_utf8(body.to_vec()).unwrap(), host)
+    }
+
+    /// Calls in turn on one thread share one connection; the upstream sees origin-form targets
+    /// and a `Host` header naming it.
+    #[tokio::test]
+    async fn calls_in_turn_reuse_the_threads_connection() {
+        let (url, accepted) = upstream(true).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        for _ in 0..3 {
+            let (target, host) = call(&client, &url).await;
+            assert_eq!(target, "/a/b?c=d");
+            assert_eq!(format!("http://{host}"), url);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An upstream that closes its connections after each answer: every call still gets its
+    /// answer, each on a new connection.
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (url, accepted) = upstream(false).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// Lets this thread's other tasks run until `done` holds.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..100_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never so: {:?}", pool::hosts());
+    }
+
+    /// A host whose connections have closed leaves the pool as the next connection opens (an
+    /// upstream a reload replaced holds nothing).
+    #[tokio::test]
+    async fn a_host_whose_connections_closed_leaves_the_pool() {
+        // An upstream that answers as if it kept the connection, then closes it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing = format!("http://{}", listener.local_addr().unwrap());
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .unwrap();
+            let _ = closed.await;
+        });
+        let (other, _) = upstream(true).await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let req = Request::get(format!("{closing}/x")).body(ProxyBody::empty()).unwrap();
+        let resp = client.request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"{}");
+        // Back in the pool (on this thread), then closed by the upstream: its driver sees it end.
+        until(|| matches!(&pool::hosts()[..], [(_, true)])).await;
+        close.send(()).unwrap();
+        until(|| matches!(&pool::hosts()[..], [(_, false)])).await;
+        call(&client, &other).await;
+        let hosts: Vec<String> = pool::hosts().iter().map(|(a, _)| format!("http://{a}")).collect();
+        assert_eq!(hosts, [other]);
+    }
+
+    /// A host that refuses connections: the error says it was the connection.
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = reserved.local_addr().unwrap();
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let req = Request::get(format!("http://{at}/x")).body(ProxyBody::empty()).unwrap();
+        let e = client.request(req).await.unwrap_err();
+        assert!(e.is_connect());
+        let text = super::super::describe(&e);
+        assert!(text.starts_with("client error (Connect)"), "{text}");
+        assert!(text.contains("refused"), "{text}");
+    }
+}
