@@ -29,6 +29,7 @@
 pub mod access;
 mod batch;
 mod clock;
+pub use clock::civil_from_days;
 
 pub use batch::Format;
 

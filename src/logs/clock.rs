@@ -37,11 +37,10 @@ fn write_at(buf: &mut Vec<u8>, secs: u64, micros: u32) {
     buf.extend_from_slice(&digits);
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` of a Unix second (years 0 to 9999; the civil calendar from days, as
-/// Howard Hinnant's `civil_from_days`).
-fn second(secs: u64) -> [u8; 20] {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
+/// The civil date (year, month 1–12, day 1–31) of a count of days since 1970-01-01: Howard
+/// Hinnant's `civil_from_days`.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -49,7 +48,14 @@ fn second(secs: u64) -> [u8; 20] {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a Unix second (years 0 to 9999; the civil calendar from days, as
+/// Howard Hinnant's `civil_from_days`).
+fn second(secs: u64) -> [u8; 20] {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
     let mut out = *b"0000-00-00T00:00:00.";
     let mut put = |at: usize, width: usize, mut v: u64| {
         for i in (at..at + width).rev() {

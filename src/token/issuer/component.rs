@@ -3,14 +3,13 @@
 //! with the latest pushed ticket, answered `{"component_access_token","expires_in"}` (or
 //! `{"errno","message"}`); fetched again to renew, like the client_token.
 
-use super::{Fetched, IssuerConfig, MAX_TOKEN_RESPONSE};
+use super::{Fetched, IssuerConfig};
 use crate::body::ProxyBody;
 use crate::inspect::Lenient;
 use crate::secret::Secret;
 use crate::token::{TokenError, TokenKey};
-use crate::upstream::{describe, Base, HttpClient};
+use crate::upstream::{Base, HttpClient};
 use http::{header, HeaderValue, Method, Request};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 /// The path of the component token endpoint.
@@ -60,17 +59,7 @@ pub(crate) async fn fetch(cfg: &IssuerConfig, key: &TokenKey, ticket: &Secret) -
         .header(header::ACCEPT, HeaderValue::from_static("application/json"))
         .body(ProxyBody::empty())
         .expect("request");
-    let resp = p
-        .client
-        .request(req)
-        .await
-        .map_err(|e| TokenError::Network(describe(&e)))?;
-    let status = resp.status();
-    let bytes = http_body_util::Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE)
-        .collect()
-        .await
-        .map_err(|e| TokenError::Network(format!("reading the answer: {e}")))?
-        .to_bytes();
+    let (status, bytes) = super::exchange(&p.client, req).await?;
     if status.is_server_error() {
         return Err(TokenError::Status(status.as_u16()));
     }

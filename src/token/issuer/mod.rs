@@ -204,6 +204,25 @@ pub(super) async fn post_json(
     post(client, base, path, JSON, serde_json::to_vec(&body).expect("json")).await
 }
 
+/// Sends `req` to a token endpoint: the answer's status and body (at most
+/// [`MAX_TOKEN_RESPONSE`] bytes).
+pub(super) async fn exchange(
+    client: &HttpClient,
+    req: Request<ProxyBody>,
+) -> Result<(http::StatusCode, Bytes), TokenError> {
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| TokenError::Network(describe(&e)))?;
+    let status = resp.status();
+    let bytes = http_body_util::Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| TokenError::Network(format!("reading the answer: {e}")))?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
 /// POSTs to a token endpoint; the answer body when the status is not an error.
 pub async fn post(
     client: &HttpClient,
@@ -220,17 +239,7 @@ pub async fn post(
         .header(header::ACCEPT, HeaderValue::from_static("application/json"))
         .body(ProxyBody::full(body))
         .expect("request");
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| TokenError::Network(describe(&e)))?;
-    let status = resp.status();
-    let limited = http_body_util::Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE);
-    let bytes = limited
-        .collect()
-        .await
-        .map_err(|e| TokenError::Network(format!("reading the answer: {e}")))?
-        .to_bytes();
+    let (status, bytes) = exchange(client, req).await?;
     // Errors come with 200; a 4xx that still carries a platform envelope is read as one.
     if status.is_server_error() || (status.is_client_error() && inspect::codes(&bytes).is_none_or(|c| c.is_ok())) {
         return Err(TokenError::Status(status.as_u16()));
