@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use hmac::Mac;
 use http::Method;
 use serde_json::{json, Value};
 
@@ -58,19 +57,6 @@ async fn callback_gateway(sb: &douyin_gateway::sandbox::Sandbox) -> Gateway {
     let secret = secret_file();
     let text = config(sb, secret.path(), false);
     gateway_text(&text, secret).await
-}
-
-async fn received(http: &Http, sb: &douyin_gateway::sandbox::Sandbox) -> Vec<Value> {
-    let r = http
-        .send(Method::GET, &format!("{}/sandbox/received", sb.url()), &[], "")
-        .await;
-    r.json()["received"].as_array().unwrap().clone()
-}
-
-fn hmac_hex(key: &str, body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The gateway's error code in an answer body the sandbox relays as text.

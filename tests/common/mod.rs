@@ -890,3 +890,20 @@ pub async fn import_dead_user(http: &Http, gw: &Gateway, open_id: &str) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// What the sandbox's receiver (a backend standing in for a developer's) was sent, oldest first.
+pub async fn received(http: &Http, sb: &douyin_gateway::sandbox::Sandbox) -> Vec<Value> {
+    let r = http
+        .send(Method::GET, &format!("{}/sandbox/received", sb.url()), &[], "")
+        .await;
+    r.json()["received"].as_array().unwrap().clone()
+}
+
+/// `X-Gateway-Signature`'s value for `body`, computed here independently of the gateway:
+/// `sha256=` and the hex HMAC-SHA256 with `key`.
+pub fn hmac_hex(key: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
