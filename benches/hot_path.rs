@@ -90,6 +90,13 @@ fn fixture() -> (tokio::runtime::Runtime, per_call::Fixture) {
             .obtain(&TokenKey::client("main".into()), Need::Any)
             .await
             .unwrap();
+        // A user's and an enterprise's token, as an import puts them in the cache.
+        for key in [
+            TokenKey::user("main".into(), per_call::OPEN_ID),
+            TokenKey::biz("main".into(), per_call::OPEN_ID, per_call::BIZ_SCOPE),
+        ] {
+            tokens.install(&key, per_call::fetched()).await.unwrap();
+        }
         std::mem::forget(sb);
         let settings = douyin_gateway::token::Settings::from_config(&cfg).unwrap();
         let runtime = douyin_gateway::runtime::Runtime::build(cfg, &settings, &metrics).unwrap();

@@ -6,6 +6,10 @@
 use crate::secret::Secret;
 use std::sync::Arc;
 
+mod lookup;
+
+pub use lookup::{KeyRef, Lookup};
+
 /// The platform's token classes: three of the Open Platform, and the mini-app server token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TokenClass {
@@ -53,8 +57,9 @@ impl TokenClass {
 }
 
 /// Which token: app, class and subject: nothing for client tokens, the open_id for user tokens,
-/// open_id and scope for biz tokens ([`TokenKey::open_id`], [`TokenKey::biz_scope`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// open_id and scope for biz tokens ([`TokenKey::open_id`], [`TokenKey::biz_scope`]). Found
+/// in a map from its borrowed parts too ([`KeyRef`]; its `Hash` is there).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenKey {
     /// App name.
     pub app: Arc<str>,

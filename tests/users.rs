@@ -63,6 +63,15 @@ async fn authorization_round_trip_then_user_calls_work() {
     assert_eq!(r.json()["data"]["error_code"], 0, "{}", r.text());
     let log = http.requests(&sb).await;
     assert!(log[0]["access_token_headers"][0].as_str().unwrap().starts_with("act."));
+    // The callback put the token in the cache: the call was a hit, counted once.
+    let m = http.metrics(&gw).await;
+    let cache = |result: &str| {
+        metric(
+            &m,
+            &format!(r#"douyin_gateway_token_cache_total{{class="user",result="{result}"}}"#),
+        )
+    };
+    assert_eq!((cache("hit"), cache("miss")), (Some(1.0), Some(0.0)));
 
     let list = tokens_of(&http, &gw).await;
     let user = list.iter().find(|t| t["class"] == "user").unwrap();
@@ -319,6 +328,16 @@ async fn biz_tokens_are_generated_refreshed_and_injected() {
         http.get(&url).await;
     }
     assert_eq!(n(&http.stats(&sb).await["business_token_calls"]), 1, "cached");
+    // Each cached call counted once, as a hit, and the first one a miss (the routing layer finds
+    // a hit from the request's parts; a miss is counted where the key is built).
+    let m = http.metrics(&gw).await;
+    let cache = |result: &str| {
+        metric(
+            &m,
+            &format!(r#"douyin_gateway_token_cache_total{{class="biz",result="{result}"}}"#),
+        )
+    };
+    assert_eq!((cache("hit"), cache("miss")), (Some(5.0), Some(1.0)));
 
     http.control(&sb, "/sandbox/revoke", json!({"expire_user": "ent_1"}))
         .await;

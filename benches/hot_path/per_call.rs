@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use douyin_gateway::config::Inject;
 use douyin_gateway::proxy::{Attached, TokenFor};
-use douyin_gateway::token::{Token, TokenKey, Tokens};
+use douyin_gateway::token::{KeyRef, Token, TokenKey, Tokens};
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +49,28 @@ pub struct Fixture {
     pub call: douyin_gateway::proxy::Call,
 }
 
+/// The user of the fixture's user and biz tokens (an open_id's usual length), and the biz
+/// token's scope.
+pub const OPEN_ID: &str = "_000Hq2RzkAcVZtIm8pCL4xU1eRbMIUsZkd7";
+pub const BIZ_SCOPE: &str = "data.external.item";
+
+/// A user or biz token as an import brings it, good for a day.
+pub fn fetched() -> douyin_gateway::token::issuer::Fetched {
+    use douyin_gateway::token::{unix_now, Grant, GrantState};
+    douyin_gateway::token::issuer::Fetched {
+        value: "act.bench-user-token".into(),
+        expires_in: 86_400,
+        grant: Some(Grant {
+            refresh_token: douyin_gateway::secret::Secret::new("rft.bench"),
+            refresh_expires_unix: unix_now() + 30 * 86_400,
+            refresh_lifetime_secs: 30 * 86_400,
+            renewals: 0,
+            scope: Arc::from(BIZ_SCOPE),
+            state: GrantState::Active,
+        }),
+    }
+}
+
 /// The head a forwarded call carries (its credentials already stripped, the token attached).
 fn request(token: &Token) -> http::Request<Bytes> {
     let mut req = http::Request::get("/js/getticket/?cursor=0&count=10")
@@ -77,6 +99,10 @@ pub const STEPS: &[&str] = &[
     "cache_hit",
     "attach",
     "biz_key",
+    "user_hit",
+    "biz_hit",
+    "user_hit_owned",
+    "biz_hit_owned",
     "replay_copy",
     "access_line",
     "access_buffered",
@@ -110,6 +136,25 @@ pub fn run(f: &Fixture, step: &str, n: u64) -> u64 {
             }),
             "biz_key" => measure(&mut || {
                 std::hint::black_box(TokenKey::biz(Arc::clone(&app), "ou_0123456789", "video.data"));
+            }),
+            // As the routing layer looks a user's token up: the key (the cache's copy) and the
+            // token, from the request's parts.
+            "user_hit" => measure(&mut || {
+                let parts = KeyRef::user(&app, std::hint::black_box(OPEN_ID));
+                std::hint::black_box(f.tokens.cached_by(parts).expect("cached"));
+            }),
+            "biz_hit" => measure(&mut || {
+                let parts = KeyRef::biz(&app, std::hint::black_box(OPEN_ID), BIZ_SCOPE);
+                std::hint::black_box(f.tokens.cached_by(parts).expect("cached"));
+            }),
+            // The same with the key built first, as the routing layer did before.
+            "user_hit_owned" => measure(&mut || {
+                let key = TokenKey::user(Arc::clone(&app), std::hint::black_box(OPEN_ID));
+                std::hint::black_box(f.tokens.cached(&key).expect("cached"));
+            }),
+            "biz_hit_owned" => measure(&mut || {
+                let key = TokenKey::biz(Arc::clone(&app), std::hint::black_box(OPEN_ID), BIZ_SCOPE);
+                std::hint::black_box(f.tokens.cached(&key).expect("cached"));
             }),
             "replay_copy" => {
                 // The extensions a request has there: the connection's peer, the call, the token.
@@ -198,7 +243,7 @@ pub fn main(f: &Fixture, step: &str) {
             // Once first: what a thread or a token does only the first time is not per call.
             run(f, s, 1);
             let a = run(f, s, N);
-            println!("allocations per call: {s:<12} {:.2}", a as f64 / N as f64);
+            println!("allocations per call: {s:<15} {:.2}", a as f64 / N as f64);
         }
         return;
     }

@@ -8,7 +8,7 @@
 //! ```
 //! use douyin_gateway::proxy::{AuthenticateLayer, RoutingLayer};
 //! # fn stack<S>(forward: S) -> impl Sized {
-//! tower::ServiceBuilder::new().layer(AuthenticateLayer).layer(RoutingLayer).service(forward)
+//! tower::ServiceBuilder::new().layer(AuthenticateLayer).layer(RoutingLayer::default()).service(forward)
 //! # }
 //! ```
 

@@ -42,7 +42,7 @@ pub mod retry;
 pub mod routing;
 pub mod sign;
 
-pub use attach::{AttachToken, AttachTokenLayer, Attached, TokenFor};
+pub use attach::{AttachToken, AttachTokenLayer, Attached, Found, TokenFor};
 pub use authenticate::{Authenticate, AuthenticateLayer};
 pub use edge::{Edge, EdgeLayer};
 pub use exchange_code::{ExchangeCode, ExchangeCodeLayer};
@@ -81,7 +81,7 @@ pub fn stack_around<S>(shared: Arc<Shared>, health: Arc<health::Health>, forward
         .layer(EdgeLayer::new(Arc::clone(&shared)))
         .layer(AuthenticateLayer)
         .layer(ExchangeCodeLayer::new(shared))
-        .layer(RoutingLayer)
+        .layer(RoutingLayer::new(Arc::clone(&tokens)))
         .layer(KeepBodyLayer)
         .layer(AttachTokenLayer::new(Arc::clone(&tokens)))
         .layer(RetryLayer::new(tokens).with_health(health))

@@ -15,33 +15,62 @@
 //!   or `access_token` parameter in any spelling a lenient server reads as one, and the route's
 //!   own token header for `inject = "header:NAME"`), with hop-by-hop headers and `Host`.
 
-use super::{headers, Call, Checked, TokenFor};
+use super::{headers, Attached, Call, Checked, Found, TokenFor};
 use crate::config::TokenKind;
 use crate::error::GatewayError;
 use crate::route::{OpenIdSource, Route};
 use crate::runtime::Runtime;
-use crate::token::TokenKey;
+use crate::token::{KeyRef, Token, TokenKey, Tokens};
 use http::{header, Request};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Wraps a service in [`Routing`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RoutingLayer;
+#[derive(Clone, Default)]
+pub struct RoutingLayer {
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl RoutingLayer {
+    /// A user or biz route's token is looked up in `tokens` from the request's parts: on a hit
+    /// the key is the cache's own copy and the token goes on as a [`Found`], so a hit allocates
+    /// nothing; on a miss (and without the cache: [`RoutingLayer::default`]) the key is built.
+    pub fn new(tokens: Arc<Tokens>) -> Self {
+        RoutingLayer { tokens: Some(tokens) }
+    }
+}
+
+impl std::fmt::Debug for RoutingLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingLayer").finish_non_exhaustive()
+    }
+}
 
 impl<S> tower::Layer<S> for RoutingLayer {
     type Service = Routing<S>;
 
     fn layer(&self, inner: S) -> Routing<S> {
-        Routing { inner }
+        Routing {
+            inner,
+            tokens: self.tokens.clone(),
+        }
     }
 }
 
 /// See the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Routing<S> {
     inner: S,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Routing<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routing")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The future of [`Routing`].
@@ -65,7 +94,7 @@ where
             Ok(s) => s.clone(),
             Err(e) => return Checked::refused(e),
         };
-        match prepare(&call, &mut req) {
+        match prepare(&call, self.tokens.as_ref(), &mut req) {
             Ok(Step::Forward) => Checked::inner(self.inner.call(req)),
             Ok(Step::Placeholder) => Checked::answered(placeholder(req.uri().path())),
             Err(e) => Checked::refused(e),
@@ -101,7 +130,7 @@ fn placeholder<RB>(path: &str) -> http::Response<crate::body::ProxyBody<RB>> {
     crate::error::json_response(http::StatusCode::OK, &body)
 }
 
-fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
+fn prepare<B>(call: &Call, keys: Option<&Arc<Tokens>>, req: &mut Request<B>) -> Result<Step, GatewayError> {
     let rt = call.runtime();
     let route = rt
         .routes
@@ -134,12 +163,13 @@ fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
     if declared.is_some_and(|n| n > max) {
         return Err(GatewayError::BodyTooLarge(max));
     }
+    let mut found = None;
     let key = match route.open_id {
         OpenIdSource::Form { .. } if matches!(route.token, TokenKind::User | TokenKind::Biz) => {
             req.extensions_mut().insert(FormOpenId(route.index));
             None
         }
-        _ => token_key(rt, route, req.uri(), req.headers(), None)?,
+        _ => token_key(rt, (keys, &mut found), route, req.uri(), req.headers(), None)?,
     };
     headers::strip_request(req.headers_mut());
     if let crate::config::Inject::HeaderNamed(name) = &route.inject {
@@ -161,10 +191,14 @@ fn prepare<B>(call: &Call, req: &mut Request<B>) -> Result<Step, GatewayError> {
         req.extensions_mut().insert(super::attach::AppSecretFor(route.app));
     }
     if let Some(key) = key {
-        req.extensions_mut().insert(TokenFor {
+        let need = TokenFor {
             key,
             inject: route.inject.clone(),
-        });
+        };
+        match found {
+            Some(token) => req.extensions_mut().insert(Found(Attached { need, token })).map(drop),
+            None => req.extensions_mut().insert(need).map(drop),
+        };
     }
     Ok(Step::Forward)
 }
@@ -183,7 +217,8 @@ pub fn token_for_form(
     body: &[u8],
 ) -> Result<TokenFor, GatewayError> {
     let route = rt.routes.get(route).ok_or(GatewayError::Internal)?;
-    let key = token_key(rt, route, &parts.uri, &parts.headers, Some(body))?.ok_or(GatewayError::Internal)?;
+    let key = token_key(rt, (None, &mut None), route, &parts.uri, &parts.headers, Some(body))?
+        .ok_or(GatewayError::Internal)?;
     Ok(TokenFor {
         key,
         inject: route.inject.clone(),
@@ -191,9 +226,11 @@ pub fn token_for_form(
 }
 
 /// The token a route needs for this request, or `None` for `token = "none"`; `form` is the form
-/// body, once read, for a `form:NAME` route.
+/// body, once read, for a `form:NAME` route. A user or biz token is looked up in `keys.0` (the
+/// token cache): on a hit the key is the cache's copy and the token goes in `keys.1`.
 fn token_key(
     rt: &Runtime,
+    keys: (Option<&Arc<Tokens>>, &mut Option<Arc<Token>>),
     route: &Route,
     uri: &http::Uri,
     headers: &http::HeaderMap,
@@ -213,11 +250,28 @@ fn token_key(
         TokenKind::Client => Some(app().client_key.clone()),
         TokenKind::MiniApp => Some(app().mini_app_key.clone()),
         TokenKind::Component => route.provider.clone(),
-        TokenKind::User => Some(TokenKey::user(Arc::clone(&app().name), &open_id()?)),
-        TokenKind::Biz => Some(TokenKey::biz(
-            Arc::clone(&app().name),
-            &open_id()?,
-            route.biz_scope.as_deref().unwrap_or(""),
-        )),
+        TokenKind::User => {
+            let open_id = open_id()?;
+            Some(key_of(keys, &app().name, KeyRef::user(&app().name, &open_id)))
+        }
+        TokenKind::Biz => {
+            let open_id = open_id()?;
+            let scope = route.biz_scope.as_deref().unwrap_or("");
+            Some(key_of(keys, &app().name, KeyRef::biz(&app().name, &open_id, scope)))
+        }
     })
+}
+
+fn key_of(
+    (tokens, found): (Option<&Arc<Tokens>>, &mut Option<Arc<Token>>),
+    app: &Arc<str>,
+    parts: KeyRef<'_>,
+) -> TokenKey {
+    match tokens.and_then(|t| t.cached_by(parts)) {
+        Some((key, token)) => {
+            *found = Some(token);
+            key
+        }
+        None => parts.to_key(Arc::clone(app)),
+    }
 }

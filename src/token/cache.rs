@@ -6,6 +6,7 @@
 
 use super::events::Event;
 use super::{Slot, Token, TokenKey, Tokens};
+use crate::vocab::{KeyRef, Lookup};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,14 @@ impl Cache {
     /// `key`'s slot, if it has one.
     pub(crate) fn get(&self, key: &TokenKey) -> Option<Arc<Slot>> {
         self.slots.get(key).map(|s| Arc::clone(&s))
+    }
+
+    /// The key as the map holds it (a copy by reference count) and its slot, found from its
+    /// parts.
+    pub(crate) fn find(&self, key: KeyRef<'_>) -> Option<(TokenKey, Arc<Slot>)> {
+        self.slots
+            .get(&key as &dyn Lookup)
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
     }
 
     /// `key`'s slot, made empty if it had none.
@@ -82,28 +91,46 @@ impl Tokens {
     /// The hot path: a live cached token, without waiting. Counts hit or miss,
     /// and starts a background refresh once the token is getting old.
     pub fn cached(self: &Arc<Self>, key: &TokenKey) -> Option<Arc<Token>> {
-        let class = key.class;
-        let slot = self.cache.get(key);
-        let token = slot.as_ref().and_then(|s| s.current());
-        let now = Instant::now();
-        match (slot, token) {
-            (Some(slot), Some(t)) if now < t.expires_at() => {
-                self.events.publish(&Event::Cache { class, hit: true });
-                if now >= t.refresh_at() && slot.start_refresh() {
-                    let this = Arc::clone(self);
-                    let (key, generation) = (key.clone(), t.generation);
-                    tokio::spawn(async move {
-                        let _ = this.obtain_in(&slot, &key, Need::Newer(generation)).await;
-                        slot.end_refresh();
-                    });
-                }
-                Some(t)
-            }
-            _ => {
-                self.events.publish(&Event::Cache { class, hit: false });
-                None
-            }
+        let hit = self.cache.get(key).and_then(|slot| self.live(slot, key));
+        if hit.is_none() {
+            self.events.publish(&Event::Cache {
+                class: key.class,
+                hit: false,
+            });
         }
+        hit
+    }
+
+    /// [`Tokens::cached`] from a key's parts, in one lookup and without allocating: on a hit the
+    /// key as the cache holds it and the token. A miss is not counted: the caller goes on with
+    /// [`KeyRef::to_key`] and [`Tokens::cached`] or [`Tokens::obtain`], which count it.
+    pub fn cached_by(self: &Arc<Self>, parts: KeyRef<'_>) -> Option<(TokenKey, Arc<Token>)> {
+        let (key, slot) = self.cache.find(parts)?;
+        let token = self.live(slot, &key)?;
+        Some((key, token))
+    }
+
+    /// The slot's token if live (a hit, counted; a background refresh started once it is
+    /// getting old).
+    fn live(self: &Arc<Self>, slot: Arc<Slot>, key: &TokenKey) -> Option<Arc<Token>> {
+        let t = slot.current()?;
+        let now = Instant::now();
+        if now >= t.expires_at() {
+            return None;
+        }
+        self.events.publish(&Event::Cache {
+            class: key.class,
+            hit: true,
+        });
+        if now >= t.refresh_at() && slot.start_refresh() {
+            let this = Arc::clone(self);
+            let (key, generation) = (key.clone(), t.generation);
+            tokio::spawn(async move {
+                let _ = this.obtain_in(&slot, &key, Need::Newer(generation)).await;
+                slot.end_refresh();
+            });
+        }
+        Some(t)
     }
 
     /// Counts and explains a token the platform rejected in the first half of its life, once per

@@ -22,7 +22,7 @@ mod tickets;
 pub mod upkeep;
 mod value;
 
-pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, TokenClass, TokenKey};
+pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, KeyRef, TokenClass, TokenKey};
 pub use budget::BUDGET_WINDOW;
 pub use cache::Need;
 pub use error::TokenError;

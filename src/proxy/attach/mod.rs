@@ -3,8 +3,8 @@
 //! them); on a miss (or an expired token), after the one fetch in flight for it, however many calls wait.
 //!
 //! Which token: the [`TokenFor`] in the request's extensions ([`super::RoutingLayer`] puts it
-//! there from the route), else the layer's fixed one ([`AttachTokenLayer::fixed`]); a request
-//! with neither passes unchanged. Where: the `access-token` header (or another named one), an
+//! there from the route, or a [`Found`] when it found the token already), else the layer's fixed
+//! one ([`AttachTokenLayer::fixed`]); a request with none passes unchanged. Where: the `access-token` header (or another named one), an
 //! `access_token` query parameter, or the `access_token` member of a JSON body or field of a form
 //! body. The token attached is recorded as [`Attached`] for [`super::RetryLayer`].
 //!
@@ -64,6 +64,12 @@ pub struct Attached {
     /// The token (its generation names it when the platform rejects it).
     pub token: Arc<Token>,
 }
+
+/// A token [`super::RoutingLayer`] found in the cache with the key, in the same lookup (a user
+/// or biz token: the key from the request's parts, without building it): attached as it is while
+/// it lives, without a second lookup.
+#[derive(Debug, Clone)]
+pub struct Found(pub Attached);
 
 /// A request body the token can be written into (`inject = "json_body"`): one held whole.
 pub trait TokenBody: Sized {
@@ -295,12 +301,26 @@ where
                 Err(error) => AttachFuture::Failed { error: Some(error) },
             };
         }
-        let Some(need) = req.extensions_mut().remove::<TokenFor>().or_else(|| self.fixed.clone()) else {
-            return AttachFuture::Calling {
-                future: self.inner.call(req),
-            };
+        let (need, hit) = match req.extensions_mut().remove::<Found>() {
+            Some(Found(Attached { need, token })) if std::time::Instant::now() < token.expires_at() => {
+                (need, Some(token))
+            }
+            // It expired while the body was read (it was counted a hit then): as any lookup.
+            Some(Found(Attached { need, .. })) => {
+                let hit = self.tokens.cached(&need.key);
+                (need, hit)
+            }
+            None => {
+                let Some(need) = req.extensions_mut().remove::<TokenFor>().or_else(|| self.fixed.clone()) else {
+                    return AttachFuture::Calling {
+                        future: self.inner.call(req),
+                    };
+                };
+                let hit = self.tokens.cached(&need.key);
+                (need, hit)
+            }
         };
-        if let Some(token) = self.tokens.cached(&need.key) {
+        if let Some(token) = hit {
             return match attach(&mut req, &token, &need.inject) {
                 Ok(()) => {
                     req.extensions_mut().insert(Attached { need, token });
