@@ -97,6 +97,7 @@ impl<'a> Borrow<dyn Lookup + 'a> for TokenKey {
 }
 
 impl Hash for dyn Lookup + '_ {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.parts().hash(state)
     }
@@ -112,12 +113,14 @@ impl Eq for dyn Lookup + '_ {}
 
 /// Hashed as [`TokenKey`] is, by the same function: `Borrow` asks that the two agree.
 impl Hash for TokenKey {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.parts().hash(state)
     }
 }
 
 impl Hash for KeyRef<'_> {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         let mut bytes = Chunks::new(state);
         // 0xff never occurs in UTF-8: it ends the app's name.
@@ -174,6 +177,7 @@ struct Chunks<'h, H> {
 }
 
 impl<'h, H: Hasher> Chunks<'h, H> {
+    #[inline]
     fn new(state: &'h mut H) -> Self {
         Chunks {
             state,
@@ -183,6 +187,7 @@ impl<'h, H: Hasher> Chunks<'h, H> {
         }
     }
 
+    #[inline]
     fn push(&mut self, mut bytes: &[u8]) {
         self.total += bytes.len();
         while !bytes.is_empty() {
@@ -197,6 +202,7 @@ impl<'h, H: Hasher> Chunks<'h, H> {
         }
     }
 
+    #[inline]
     fn finish(mut self) {
         let total = self.total as u64;
         self.push(&total.to_le_bytes());
