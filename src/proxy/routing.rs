@@ -7,10 +7,12 @@
 //!   `caller_forbidden`; no route: 404 `no_route`;
 //! - a declared body over `max_body_bytes`: 413 at once, before any byte is read;
 //! - the token the route's class needs, keyed by app (and open_id, and biz call), goes in the
-//!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`]; a user or biz route
-//!   without its open_id: 400 `open_id_missing`, given twice (or under a lookalike name): 400;
-//!   with `open_id = "form:NAME"` the user is known only once the form body is in: a
-//!   [`FormOpenId`] goes in the extensions instead, for [`super::KeepBodyLayer`];
+//!   request's extensions as a [`TokenFor`] for [`super::AttachTokenLayer`] (a user or biz token
+//!   already in the cache, found from the request's parts without building its key: as a
+//!   [`Found`]); a user or biz route without its open_id: 400 `open_id_missing`, given twice
+//!   (or under a lookalike name): 400; with `open_id = "form:NAME"` the user is known only once
+//!   the form body is in: a [`FormOpenId`] goes in the extensions instead, for
+//!   [`super::KeepBodyLayer`];
 //! - every credential the caller sent is stripped (its gateway key, any `access-token` header
 //!   or `access_token` parameter in any spelling a lenient server reads as one, and the route's
 //!   own token header for `inject = "header:NAME"`), with hop-by-hop headers and `Host`.
