@@ -229,7 +229,9 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Answer {
             Some(s) => TokenKey::biz(Arc::clone(&app.name), o, s),
             None => return bad("class biz needs scope"),
         },
-        (Some(TokenClass::Component), _) => return bad("component tokens are the providers': not refreshed here yet"),
+        (Some(TokenClass::Component | TokenClass::Authorizer), _) => {
+            return bad("component and authorizer tokens are the providers': see /admin/providers")
+        }
         (Some(_), None) => return bad("class user/biz needs open_id"),
         (None, _) => return bad("class must be client, mini_app, user or biz"),
     };

@@ -343,7 +343,9 @@ impl Metrics {
     /// scrape, and a graph of it shows "no data" rather than 0).
     pub fn app_at_zero(&self, app: &str, mini_app: bool) {
         for class in crate::vocab::TokenClass::ALL {
-            if (class == crate::vocab::TokenClass::MiniApp && !mini_app) || class == crate::vocab::TokenClass::Component
+            use crate::vocab::TokenClass;
+            if (class == TokenClass::MiniApp && !mini_app)
+                || matches!(class, TokenClass::Component | TokenClass::Authorizer)
             {
                 continue;
             }

@@ -6,8 +6,8 @@ use prometheus::{IntCounter, IntCounterVec};
 
 /// The token engine's events as counters (subscribed with [`Metrics::token_observer`]).
 pub struct TokenMetrics {
-    hits: [IntCounter; 5],
-    misses: [IntCounter; 5],
+    hits: [IntCounter; crate::vocab::TokenClass::ALL.len()],
+    misses: [IntCounter; crate::vocab::TokenClass::ALL.len()],
     fetches: IntCounterVec,
     evicted_early: IntCounterVec,
     renewals: IntCounterVec,
@@ -58,7 +58,9 @@ impl Metrics {
         self.reauthorization.reset();
         for (app, mini_app) in &census.apps {
             for class in TokenClass::ALL {
-                if (class == TokenClass::MiniApp && !mini_app) || class == TokenClass::Component {
+                if (class == TokenClass::MiniApp && !mini_app)
+                    || matches!(class, TokenClass::Component | TokenClass::Authorizer)
+                {
                     continue;
                 }
                 for state in TokenState::ALL.into_iter().filter(|s| s.applies_to(class)) {

@@ -58,6 +58,9 @@ pub enum Put {
 
 /// The kind of a provider's latest component_ticket ([`Store::put_value`]).
 pub const KIND_TICKET: &str = "provider_ticket";
+/// The kind of the fingerprint of a merchant app's refresh token sent to the platform (name
+/// `provider/authorizer_appid`): a stored grant whose token it matches was spent already.
+pub const KIND_SPENT_REFRESH: &str = "authorizer_refresh_spent";
 
 /// The associated data binding a sealed value to its kind and name.
 fn value_aad(kind: &str, name: &str) -> Vec<u8> {

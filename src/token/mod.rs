@@ -7,6 +7,7 @@
 //!   instances), owned by [`Tokens`] and knowing nothing of its slots.
 //! - [`upkeep`]: renewals, store events, what the admin API and gauges see.
 
+mod authorizer;
 mod budget;
 pub mod cache;
 mod error;
@@ -99,7 +100,7 @@ impl Tokens {
     pub fn reconfigure(&self, settings: Settings) {
         let old = self.settings.load();
         self.cache.retain(|k| match k.class {
-            TokenClass::Component => old.same_provider(&settings, &k.app),
+            TokenClass::Component | TokenClass::Authorizer => old.same_provider(&settings, &k.app),
             _ => matches!(
                 (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
                 (Some(a), Some(b)) if a.client_key == b.client_key

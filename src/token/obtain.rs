@@ -54,6 +54,14 @@ impl Tokens {
                     )
                 })?,
             },
+            // Likewise a merchant app: only an authorization or an import makes its slot.
+            TokenClass::Authorizer => match self.cache.get(key) {
+                Some(s) => s,
+                None => self
+                    .slot_from_store(key)
+                    .await
+                    .ok_or_else(|| super::authorizer::not_authorized(&key.app, key.subject()))?,
+            },
             _ => self.cache.slot(key),
         };
         self.obtain_in(&slot, key, need).await
@@ -159,6 +167,9 @@ impl Tokens {
     ) -> Result<Token, TokenError> {
         let mut tuning = settings.tuning;
         let fetch = async {
+            if key.class == TokenClass::Authorizer {
+                return self.fetch_authorizer(settings, key, current).await;
+            }
             if key.class != TokenClass::Component {
                 return issuer::fetch(&self.client, &settings.issuer, key, current).await;
             }
@@ -214,8 +225,11 @@ impl Tokens {
                 self.put(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
                     .await;
                 tracing::warn!(app = %key.app, class = key.class.as_str(), open_id = key.open_id().unwrap_or("-"),
-                    "user must authorize again: {why}");
+                    authorizer_appid = key.authorizer_appid().unwrap_or("-"), "must authorize again: {why}");
                 told = true;
+                if key.class == TokenClass::Authorizer {
+                    self.authorizer_lost(key, why, false);
+                }
                 if let Some(open_id) = key.open_id() {
                     self.events.publish(&Event::ReauthorizationRequired {
                         app: &key.app,

@@ -40,9 +40,10 @@ impl TokenState {
         }
     }
 
-    /// Whether a token of `class` can be in this state (only users must re-authorize).
+    /// Whether a token of `class` can be in this state (only users and merchant apps must
+    /// re-authorize).
     pub fn applies_to(self, class: TokenClass) -> bool {
-        self != TokenState::ReauthorizationRequired || class == TokenClass::User
+        self != TokenState::ReauthorizationRequired || matches!(class, TokenClass::User | TokenClass::Authorizer)
     }
 }
 
@@ -180,7 +181,14 @@ impl Tokens {
             .as_deref()
             .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
         let state = match current {
+            // A merchant app's grant is spent by design (single use): only a dead one counts.
             Some(_) if dead && key.class == TokenClass::User => TokenState::ReauthorizationRequired,
+            Some(_)
+                if key.class == TokenClass::Authorizer
+                    && grant.as_deref().is_some_and(|g| matches!(g.state, GrantState::Dead(_))) =>
+            {
+                TokenState::ReauthorizationRequired
+            }
             Some(t) if now < t.expires_at() => TokenState::Valid,
             Some(_) => TokenState::Expired,
             None => TokenState::Failed,
