@@ -368,6 +368,7 @@ async fn a_retrieved_code_gives_a_working_grant_in_either_version() {
 async fn v1_and_v2_tokens_do_not_mix() {
     let p = Provider::start().await;
     let v1 = p.v1(("code", &p.authorize(MERCHANT).await)).await;
+    // Codes are not versioned (a V1 retrieve's code works at V2); tokens are.
     let code2 = s(&p.v1_retrieve(MERCHANT).await, "authorization_code");
     let v2 = p.v2(("code", &code2)).await["data"].clone();
     let (a1, r1) = (s(&v1, "authorizer_access_token"), s(&v1, "authorizer_refresh_token"));
@@ -381,7 +382,6 @@ async fn v1_and_v2_tokens_do_not_mix() {
     // Refused at the other version, each refresh token still works once at its own.
     assert!(p.v1(("refresh", &r1)).await["authorizer_access_token"].is_string());
     assert_eq!(p.v2(("refresh", &r2)).await["err_no"], 0);
-    // A V1 code is any version's: codes are not versioned, tokens are.
     let st = p.stats().await;
     assert_eq!(
         (&st["v1"]["refreshes"], &st["v2"]["refreshes"]),
@@ -485,4 +485,38 @@ async fn the_apis_answer_11016_for_a_token_not_in_force() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// With the token endpoints slowed down, many refreshes of one refresh token arrive together:
+/// exactly one succeeds, every other is refused and counted as a reuse.
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_succeed_once() {
+    let p = std::sync::Arc::new(Provider::start().await);
+    let g = p.v2(("code", &p.authorize(MERCHANT).await)).await;
+    let rt = s(&g["data"], "authorizer_refresh_token");
+    p.control("/sandbox/provider", json!({"token_delay_ms": 50})).await;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (p, rt) = (std::sync::Arc::clone(&p), rt.clone());
+            tokio::spawn(async move { p.v2(("refresh", &rt)).await["err_no"].as_i64().unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.unwrap());
+    }
+    answers.sort_unstable();
+    let mut expected = vec![20040021; 19];
+    expected.insert(0, 0);
+    assert_eq!(answers, expected);
+    let st = p.stats().await;
+    assert_eq!(
+        (
+            &st["v2"]["refresh_calls"],
+            &st["v2"]["refreshes"],
+            &st["v2"]["refresh_reused"]
+        ),
+        (&json!(20), &json!(1), &json!(19)),
+        "{st}"
+    );
 }
