@@ -22,6 +22,7 @@ mod api;
 pub mod authorizer;
 mod callbacks;
 mod control;
+mod grants;
 mod mini;
 mod oauth;
 mod options;

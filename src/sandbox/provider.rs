@@ -55,7 +55,7 @@ pub struct ProviderState {
     /// The lifetime of the component tokens issued next (default 7200 s).
     expires_in: Option<u64>,
     /// Merchants' authorizations: codes, authorizer tokens ([`super::authorizer`]).
-    pub(super) auth: super::authorizer::Authorizers,
+    pub(super) auth: super::grants::Authorizers,
 }
 
 impl ProviderState {
