@@ -209,7 +209,13 @@ async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
 async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
     let sb = sandbox().await;
     let http = Http::default();
-    let gw = start(&sb, MEMORY, "").await;
+    std::env::set_var("DG_AZ_NOTIFY_KEY", "notify-key");
+    let notify = format!(
+        "[[notify]]\nurl = \"{}/sandbox/receiver/notify\"\nsecret_env = \"DG_AZ_NOTIFY_KEY\"\n\
+         events = [\"authorizer.unauthorized\", \"authorizer.reauthorization_required\"]\n",
+        sb.url()
+    );
+    let gw = start(&sb, MEMORY, &notify).await;
     authorize_both(&http, &sb, &gw, "tt_u1", "tt_u2").await;
     assert_eq!(call_v1(&http, &gw, "tt_u1").await.status, 200);
     let r = push(&http, &sb, &gw, "tp1", "UNAUTHORIZED", "tt_u1").await;
@@ -255,6 +261,40 @@ async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
             r#"douyin_gateway_provider_events_total{event="UNAUTHORIZED",outcome="ok",provider="tp1"}"#
         ),
         Some(1.0)
+    );
+    // [[notify]] heard both, once each, naming provider and merchant app.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let got = http.get(&format!("{}/sandbox/received", sb.url())).await.json();
+        let events: Vec<Value> = got["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == "/sandbox/receiver/notify")
+            .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+            .collect();
+        if events.len() >= 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["provider"].as_str().unwrap(),
+                e["authorizer_appid"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("authorizer.unauthorized", "tp1", "tt_u1"),
+            ("authorizer.reauthorization_required", "tp2", "tt_u2")
+        ],
+        "{events:?}"
     );
     gw.running.stop().await;
 }
