@@ -371,8 +371,37 @@ async fn demo_prints_curl_lines_that_work() {
         tampered.contains("bad_upstream_signature") && !tampered.contains("order_status"),
         "{tampered}"
     );
-    let keys = ["-app-private.pem", "-platform-public.pem"]
-        .map(|k| std::env::temp_dir().join(format!("douyin-gateway-demo-{}{k}", p.child.id())));
+    // The service provider: both merchant apps authorized by the pushed events and served with their
+    // own tokens; one refreshed after expiry; one withdrawn, then refused.
+    let pushes: Vec<&str> = (0..4).map(|i| out("/sandbox/provider/push", i)).collect();
+    assert!(pushes.iter().all(|r| r.contains("\"body\":\"success\"")), "{pushes:?}");
+    let info = |nth| out("authorizer_info", nth);
+    for (nth, appid) in [(0, "tt_merchant_a"), (1, "tt_merchant_b"), (2, "tt_merchant_a")] {
+        assert!(
+            info(nth).contains(&format!("\"authorizer_appid\":\"{appid}\"")) && info(nth).contains("\"err_no\":0"),
+            "{nth}: {}",
+            info(nth)
+        );
+    }
+    assert!(info(3).contains("authorizer_authorization_required"), "{}", info(3));
+    let seen = curls.iter().position(|c| c.ends_with("/sandbox/provider")).unwrap();
+    let platform: serde_json::Value = serde_json::from_str(&outputs[seen]).unwrap();
+    assert_eq!(
+        (
+            &platform["code_exchanges"],
+            &platform["refreshes"],
+            &platform["refresh_reused"]
+        ),
+        (&json!(2), &json!(1), &json!(0)),
+        "{platform}"
+    );
+    let keys = [
+        "-app-private.pem",
+        "-platform-public.pem",
+        "-tp.secret",
+        "-tp-client.secret",
+    ]
+    .map(|k| std::env::temp_dir().join(format!("douyin-gateway-demo-{}{k}", p.child.id())));
     assert!(keys.iter().all(|k| k.exists()), "the demo prints where its keys are");
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
