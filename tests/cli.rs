@@ -520,6 +520,77 @@ async fn readme_mini_app_walkthrough_runs_against_demo() {
     assert_eq!(code, 0);
 }
 
+/// The service-provider walkthrough of docs/tokens.md, exactly as written, against `demo`: two
+/// merchant apps authorized by pushed events, one refreshed once, one withdrawn, replayed and
+/// tampered events refused.
+#[cfg_attr(
+    not(has_curl),
+    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_walkthrough_runs_against_demo() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
+    let block = doc
+        .split_once("<!-- walkthrough:providers -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the providers block in docs/tokens.md")
+        .0
+        .to_string();
+    let mut p = Proc::spawn(&["demo"], &[]);
+    p.wait_for("Ctrl-C stops it.");
+    let export = p
+        .seen
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("export GW="))
+        .expect("demo prints the export line")
+        .to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-ec")
+            .arg(format!("{export}\n{block}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // One JSON answer per line, the sandbox's and the gateway's without a newline between them.
+    let lines: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|e| panic!("{stdout}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 11, "{stdout}");
+    for i in [0, 1, 2, 6] {
+        assert_eq!(lines[i]["body"], "success", "push {i}: {}", lines[i]);
+    }
+    for i in [3, 5] {
+        assert_eq!(lines[i]["err_no"], 0, "call {i}: {}", lines[i]);
+        assert_eq!(lines[i]["data"]["authorizer_appid"], "tt_merchant_a");
+    }
+    assert_eq!(
+        lines[7]["gateway_error"]["code"], "authorizer_authorization_required",
+        "{}",
+        lines[7]
+    );
+    let seen = &lines[8];
+    assert_eq!(
+        (
+            n(&seen["code_exchanges"]),
+            n(&seen["refreshes"]),
+            n(&seen["refresh_reused"])
+        ),
+        (2, 1, 0),
+        "{seen}"
+    );
+    assert_eq!(lines[9]["status"], 401, "replayed: {}", lines[9]);
+    assert_eq!(lines[10]["status"], 401, "tampered: {}", lines[10]);
+    p.signal("-INT");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}
+
 /// `[log] format = "json"`: one JSON object per line, the access log at info with what an
 /// operator ships (request id, caller, route, method, path without the query, status, ms to the
 /// microsecond, upstream status, the platform's log id), an audit line per admin action, and no
