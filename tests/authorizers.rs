@@ -52,10 +52,12 @@ fn providers(vars: &[(String, String); 4]) -> (String, String) {
         }
     }
     let routes = format!(
-        "[[routes]]\nname = \"merchant_v1\"\npath = \"{V1_API}\"\ntoken = \"authorizer\"\nprovider = \"tp1\"\n\
+        "[[routes]]\nname = \"merchant_v2_query\"\npath = \"{V2_API}\"\nmethods = [\"POST\"]\ntoken = \"authorizer\"\n\
+         provider = \"tp2\"\nauthorizer = \"query:appid\"\n\n\
+         [[routes]]\nname = \"merchant_v1\"\npath = \"{V1_API}\"\ntoken = \"authorizer\"\nprovider = \"tp1\"\n\
          inject = \"query:authorizer_access_token\"\n\n\
          [[routes]]\nname = \"merchant_v2\"\npath = \"{V2_API}\"\ntoken = \"authorizer\"\nprovider = \"tp2\"\n\
-         authorizer = \"query:appid\"\n"
+         authorizer = \"header:x-merchant\"\n"
     );
     (tables, routes)
 }
@@ -122,7 +124,8 @@ async fn call_v1(http: &Http, gw: &Gateway, appid: &str) -> Resp {
 }
 
 async fn call_v2(http: &Http, gw: &Gateway, appid: &str) -> Resp {
-    http.get(&gw.url(&format!("{V2_API}?appid={appid}"))).await
+    let headers = [("x-merchant", appid), ("x-gateway-key", CALLER_KEY)];
+    http.send(http::Method::GET, &gw.url(V2_API), &headers, "").await
 }
 
 #[tokio::test]
@@ -141,6 +144,36 @@ async fn authorized_merchant_apps_get_their_tokens_on_v1_and_v2_side_by_side() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"]["authorizer_appid"], "tt_m2");
     assert_eq!(r.json()["data"]["version"], "v2");
+
+    // A header-named merchant app's header is the gateway's: the platform never sees it.
+    let r = http
+        .send(
+            http::Method::GET,
+            &gw.url(V2_API),
+            &[("x-gateway-key", CALLER_KEY), ("x-merchant", "tt_m2")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = http.requests(&sb).await;
+    let last = seen.iter().rev().find(|r| r["path"] == V2_API).unwrap();
+    let names: Vec<&str> = last["header_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"access-token") && !names.contains(&"x-merchant"),
+        "{names:?}"
+    );
+
+    // The appid from the query (authorizer = "query:appid").
+    let url = gw.url(&format!("{V2_API}?appid=tt_m2"));
+    let r = http
+        .send(http::Method::POST, &url, &[("x-gateway-key", CALLER_KEY)], "")
+        .await;
+    assert_eq!(r.json()["data"]["authorizer_appid"], "tt_m2", "{}", r.text());
 
     // Not interchangeable: tt_m1 authorized only V1's provider.
     let r = call_v2(&http, &gw, "tt_m1").await;

@@ -295,13 +295,27 @@ fn v2_authorizer_info(state: &State, q: &QueryView, headers: &HeaderMap) -> Repl
     if n > 1 {
         return v2_reply(40001, "more than one token", Value::Null).with_status(StatusCode::BAD_REQUEST);
     }
-    let g = state.inner.lock().unwrap();
+    let mut g = state.inner.lock().unwrap();
     let now = g.now();
-    match g
+    let app = g
         .provider
         .auth
         .access_app(token.as_deref().unwrap_or(""), Version::V2, now)
-    {
+        .map(|a| a.to_string());
+    // In the request log (`GET /sandbox/requests`), so a test sees which headers arrived.
+    g.log(super::state::Logged {
+        method: "GET".into(),
+        path: "/api/tpapp/sandbox/authorizer_info".into(),
+        query: None,
+        access_token_headers: Vec::new(),
+        access_token_params: Vec::new(),
+        access_token_body: None,
+        body_len: 0,
+        body_sha256: String::new(),
+        accepted: app.is_some(),
+        header_names: headers.keys().map(|k| k.as_str().to_string()).collect(),
+    });
+    match app {
         Some(app) => v2_reply(0, "", json!({"authorizer_appid": app, "version": "v2"})),
         None => v2_reply(11016, TOKEN_REFUSED, Value::Null),
     }
