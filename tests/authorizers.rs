@@ -376,6 +376,64 @@ async fn a_reauthorization_replaces_the_grant_and_a_forged_event_changes_nothing
     gw.running.stop().await;
 }
 
+/// The platform pushes each code a provider retrieves back to its event URL as
+/// `UPDATE_AUTHORIZED`. The gateway that retrieved it has spent it: it must not retrieve again
+/// (which would push again, without end).
+#[tokio::test]
+async fn a_retrieved_code_pushed_back_as_update_authorized_is_not_retrieved_again() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = start(&sb, MEMORY, "").await;
+    authorize_both(&http, &sb, &gw, "tt_loop1", "tt_loop2").await;
+    http.control(
+        &sb,
+        "/sandbox/provider",
+        json!({"event_url": gw.admin("/providers/tp1/events")}),
+    )
+    .await;
+    // The merchant authorizes again without the gateway hearing (the event went elsewhere): the
+    // refresh token it holds is dead; the next refresh is refused and a code retrieved.
+    let sink = format!("{}/sandbox/sink", sb.url());
+    http.control(
+        &sb,
+        "/sandbox/provider/push",
+        json!({"url": sink, "event": "UPDATE_AUTHORIZED", "authorizer_appid": "tt_loop1"}),
+    )
+    .await;
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_loop1"}),
+    )
+    .await;
+    let r = call_v1(&http, &gw, "tt_loop1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The pushed-back event arrives and is taken (`success`); then nothing more happens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ok = r#"douyin_gateway_provider_events_total{event="UPDATE_AUTHORIZED",outcome="ok",provider="tp1"}"#;
+    while metric(&http.metrics(&gw).await, ok) != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pushed-back event was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = platform(&http, &sb).await;
+    assert_eq!((n(&p["retrieves"]), n(&p["retrieved_pushed"])), (1, 1), "{p}");
+    // The grant the retrieval gave is the one in use, and it renews.
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_loop1"}),
+    )
+    .await;
+    assert_eq!(call_v1(&http, &gw, "tt_loop1").await.status, 200);
+    let p = platform(&http, &sb).await;
+    assert_eq!((n(&p["retrieves"]), n(&p["refresh_reused"])), (1, 0), "{p}");
+    gw.running.stop().await;
+}
+
 #[cfg_attr(
     not(has_redis),
     ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"

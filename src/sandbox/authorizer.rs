@@ -225,8 +225,12 @@ fn v1_retrieve(state: &State, q: &QueryView) -> Reply {
         return v1_err(r);
     }
     let now = g.now();
-    match g.provider.auth.retrieve(q.get("authorization_appid"), Version::V1, now) {
-        Ok(v) => Reply::json(v),
+    let appid = q.get("authorization_appid").to_string();
+    match g.provider.auth.retrieve(&appid, Version::V1, now) {
+        Ok(v) => {
+            super::provider::push_retrieved(&mut g, &appid, v["authorization_code"].as_str().unwrap_or(""));
+            Reply::json(v)
+        }
         Err(r) => v1_err(r),
     }
 }
@@ -243,7 +247,10 @@ fn v2_retrieve(state: &State, headers: &HeaderMap, body: &[u8]) -> Reply {
     let now = g.now();
     let appid = v["authorization_appid"].as_str().unwrap_or("");
     match g.provider.auth.retrieve(appid, Version::V2, now) {
-        Ok(data) => v2_reply(0, "", data),
+        Ok(data) => {
+            super::provider::push_retrieved(&mut g, appid, data["authorization_code"].as_str().unwrap_or(""));
+            v2_reply(0, "", data)
+        }
         Err(r) => v2_err(r),
     }
 }

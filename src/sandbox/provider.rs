@@ -7,7 +7,7 @@
 //! | `POST /sandbox/provider/push` `{"url", "event"?, "authorizer_appid"?, "permissions"?, "tamper"?, "replay"?, "timestamp_offset_secs"?}` | an event (`PUSH`, the default, with a fresh ticket; `AUTHORIZED`, `UPDATE_AUTHORIZED` with an authorization code the platform now knows, for `permissions` (ids, default `[1,2,3,4]`); `UNAUTHORIZED`, whose app's tokens stop) sealed with [`MESSAGE_KEY`] for [`COMPONENT_APPID`] and signed with [`MESSAGE_TOKEN`], POSTed as `{"Nonce","TimeStamp","Encrypt","MsgSignature"}`; `tamper` swaps `Encrypt` after signing (and changes nothing at the platform), `replay` sends the previous event again byte for byte. Answers `{"status","body","ticket","code"}` |
 //! | `GET /openapi/v1/auth/tp/token?component_appid=&component_appsecret=&component_ticket=` | a component_access_token (`{"component_access_token","expires_in":7200}`) for the right appid and secret and one of the last two tickets pushed; else `{"errno","message"}` |
 //! | `/api/tpapp/sandbox/component_info` | an API that takes a component token (`component_access_token` or `access_token` in the query, or `access-token`): `{"err_no":0,"data":{"component_appid"}}`, or 11016 for a token not in force |
-//! | `POST /sandbox/provider` `{"expires_in"?, "authorizer_expires_in"?, "token_delay_ms"?}` | the lifetime of the component tokens issued next (7200), of the authorizer tokens issued next (7200), and a delay before the authorizer token endpoints answer |
+//! | `POST /sandbox/provider` `{"expires_in"?, "authorizer_expires_in"?, "token_delay_ms"?, "event_url"?}` | the lifetime of the component tokens issued next (7200), of the authorizer tokens issued next (7200), a delay before the authorizer token endpoints answer, and the provider's event URL: once set, each retrieved code is also pushed there as `UPDATE_AUTHORIZED`, as the platform does (counted in `retrieved_pushed`) |
 //! | `GET /sandbox/provider` | `{"tickets_pushed","token_calls","tokens_issued"}` and the authorizer counters ([`super::authorizer`]) |
 //!
 //! The sealing and the signature are written here again, with the RustCrypto crates directly,
@@ -56,6 +56,28 @@ pub struct ProviderState {
     expires_in: Option<u64>,
     /// Merchants' authorizations: codes, authorizer tokens ([`super::authorizer`]).
     pub(super) auth: super::grants::Authorizers,
+    /// The provider's authorization event URL, when a test set it: a retrieved code is pushed
+    /// there too, as `UPDATE_AUTHORIZED` (the platform's "授权码找回通知").
+    pub(super) event_url: Option<String>,
+    /// `UPDATE_AUTHORIZED` events pushed for retrieved codes.
+    pub(super) retrieved_pushed: u64,
+}
+
+/// What the platform does after a provider retrieves `code` for `app`: when the event URL is
+/// known, it pushes `UPDATE_AUTHORIZED` with that code (after answering the retrieval).
+pub(super) fn push_retrieved(g: &mut super::state::Inner, app: &str, code: &str) {
+    let Some(url) = g.provider.event_url.clone() else {
+        return;
+    };
+    let message = json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": "2026-12-05 12:00:00",
+        "Event": "UPDATE_AUTHORIZED", "AuthorizationCode": code, "AuthorizationCodeExpiresIn": 3600});
+    let sent = envelope(&message, 0, false);
+    g.provider.retrieved_pushed += 1;
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let headers = [("content-type", "application/json".to_string())];
+        let _ = super::callbacks::post(&url, &headers, sent).await;
+    });
 }
 
 impl ProviderState {
@@ -85,6 +107,9 @@ pub(super) async fn handle(
             if let Some(e) = v.get("expires_in") {
                 g.provider.expires_in = e.as_u64();
             }
+            if let Some(u) = v.get("event_url") {
+                g.provider.event_url = u.as_str().map(str::to_string);
+            }
             g.provider.auth.set_controls(&v);
             Reply::json(json!({"ok": true}))
         }
@@ -93,6 +118,7 @@ pub(super) async fn handle(
             let p = &g.provider;
             let mut stats = p.auth.stats();
             stats.insert("tickets_pushed".into(), p.tickets_pushed.into());
+            stats.insert("retrieved_pushed".into(), p.retrieved_pushed.into());
             stats.insert("token_calls".into(), p.token_calls.into());
             stats.insert("tokens_issued".into(), p.tokens_issued.into());
             Reply::json(Value::Object(stats))

@@ -216,6 +216,18 @@ impl Tokens {
                 f
             }
             Err(e) if matches!(Refusal::of(&e), Some(Refusal::Other | Refusal::RefreshToken)) => {
+                let key = TokenKey::authorizer(Arc::clone(name), appid);
+                if let Some(held) = self.held_grant(&key).await {
+                    // The platform pushes every code a provider retrieves back as
+                    // UPDATE_AUTHORIZED; that code was spent by the retrieval itself. Retrieving
+                    // again would push again, without end.
+                    tracing::info!(
+                        provider,
+                        authorizer_appid = appid,
+                        "the event's code was used already ({e}) and a grant is held: nothing to do"
+                    );
+                    return Ok(held);
+                }
                 tracing::warn!(
                     provider,
                     authorizer_appid = appid,
@@ -227,6 +239,19 @@ impl Tokens {
         };
         let key = TokenKey::authorizer(Arc::clone(name), appid);
         self.install(&key, fetched).await
+    }
+
+    /// The token of `key` if a live grant is held for it (in memory, or in a shared store).
+    async fn held_grant(&self, key: &TokenKey) -> Option<Arc<Token>> {
+        let slot = match self.cache.get(key) {
+            Some(s) => s,
+            None => self.slot_from_store(key).await?,
+        };
+        slot.current().filter(|t| {
+            t.grant
+                .as_deref()
+                .is_some_and(|g| !matches!(g.state, super::GrantState::Dead(_)))
+        })
     }
 
     /// A merchant app withdrew its authorization (`UNAUTHORIZED`), or the admin API forgets it:
