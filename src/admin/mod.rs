@@ -7,6 +7,7 @@
 //! into the contract's JSON, with the request's id.
 
 mod api;
+mod authorizers;
 mod body;
 mod callbacks;
 mod oauth;
@@ -215,9 +216,22 @@ async fn store_ready(shared: &Shared) -> Result<(), GatewayError> {
     }
 }
 
+/// Each provider's ticket's age in seconds; `None` while it holds none (or the store cannot say).
+async fn ticket_ages(shared: &Shared) -> Vec<(Arc<str>, Option<u64>)> {
+    let now = crate::vocab::unix_now();
+    let rt = shared.runtime.load_full();
+    let mut out = Vec::with_capacity(rt.providers.len());
+    for p in &rt.providers {
+        let ticket = shared.tokens.ticket(&p.name).await.ok().flatten();
+        out.push((Arc::clone(&p.name), ticket.map(|t| now.saturating_sub(t.received_unix))));
+    }
+    out
+}
+
 /// `GET /metrics`: the gauges read at scrape time are set first.
 async fn metrics(shared: &Shared) -> Response<ProxyBody> {
     shared.metrics.set_token_gauges(&shared.tokens.census());
+    shared.metrics.set_ticket_ages(&ticket_ages(shared).await);
     let ready = store_ready(shared).await;
     shared.metrics.store_ready.set(i64::from(ready.is_ok()));
     let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! `GET /status` on the admin listener: one server-rendered page, no script and no external
 //! asset, of what an operator checks first: the store, each app's own tokens, user and biz
-//! tokens by state, each route's traffic over the last 5 minutes ([`traffic`]), who must
+//! tokens by state, each service provider's ticket, component token and merchant apps
+//! ([`providers`]), each route's traffic over the last 5 minutes ([`traffic`]), who must
 //! re-authorize within 7 days (searchable by open_id, paged), the last token events and the
 //! latest token errors. Token values never appear.
 //!
@@ -9,6 +10,7 @@
 
 mod events;
 mod page;
+mod providers;
 mod traffic;
 
 use crate::body::ProxyBody;
@@ -56,6 +58,8 @@ struct View {
     store_kind: String,
     apps: Vec<AppToken>,
     users: Vec<Users>,
+    /// The service providers (none: no section).
+    providers: Vec<providers::ProviderRow>,
     forecast: Forecast,
     traffic: Vec<traffic::RouteTraffic>,
     events: Vec<RecentEvent>,
@@ -122,6 +126,7 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         store_kind: format!("{:?}", shared.runtime.load().config.store.kind),
         apps: app_tokens(shared),
         users: users(shared),
+        providers: providers::gather(shared).await,
         forecast: Forecast {
             search,
             page_no,
@@ -186,7 +191,11 @@ fn users(shared: &Shared) -> Vec<Users> {
     let rt = shared.runtime.load();
     let mut out = Vec::new();
     for app in &rt.apps {
-        for class in TokenClass::ALL.into_iter().filter(|c| !c.is_app_level()) {
+        // Merchant apps are the providers' ([`providers`]), not an app's.
+        for class in TokenClass::ALL
+            .into_iter()
+            .filter(|c| !c.is_app_level() && *c != TokenClass::Authorizer)
+        {
             let count = |state: TokenState| {
                 census
                     .tokens
