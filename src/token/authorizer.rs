@@ -65,15 +65,13 @@ impl Tokens {
         let key = match (&p.v2, &p.client_app) {
             (false, _) => TokenKey::component(Arc::clone(name)),
             (true, Some(app)) => TokenKey::client(Arc::clone(app)),
-            (true, None) => {
-                return Err(TokenError::BadCredentials {
-                    code: 0,
-                    description: format!(
+            (true, None) => return Err(TokenError::BadCredentials {
+                code: 0,
+                description: format!(
                     "provider {name:?} uses api_version \"v2\", whose authorizer tokens need its own client_key and \
                          client_secret_env"
                 ),
-                })
-            }
+            }),
         };
         Box::pin(self.obtain(&key, need)).await
     }
