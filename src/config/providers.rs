@@ -47,6 +47,8 @@ pub struct ProviderConfig {
     pub client_key: Option<String>,
     /// V2: environment variable holding that client_key's secret.
     pub client_secret_env: Option<String>,
+    /// V2: file holding that client_key's secret.
+    pub client_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -162,24 +164,31 @@ fn check_message_key(c: &mut Collector<'_>, i: Option<usize>, p: &ProviderConfig
     }
 }
 
-/// `client_key` and `client_secret_env` come together; V2 needs them (for authorizer tokens).
+/// `client_key` and its secret (`client_secret_env` or `_file`) come together; V2 needs them (for
+/// authorizer tokens).
 fn check_client(c: &mut Collector<'_>, i: Option<usize>, p: &ProviderConfig) {
-    match (&p.client_key, &p.client_secret_env) {
+    let secret = p
+        .client_secret_env
+        .as_ref()
+        .map(|_| ())
+        .or(p.client_secret_file.as_ref().map(|_| ()));
+    match (&p.client_key, &secret) {
         (Some(k), _) if k.trim().is_empty() => c.err("providers", i, "client_key", "must not be empty"),
         (Some(_), None) => c.err(
             "providers",
             i,
             "client_secret_env",
-            "client_key needs its secret: name the environment variable in client_secret_env",
+            "client_key needs its secret: name the environment variable in client_secret_env, or the file in \
+             client_secret_file",
         ),
         (None, Some(_)) => c.err(
             "providers",
             i,
             "client_key",
-            "client_secret_env needs the client_key it belongs to",
+            "client_secret_env/client_secret_file needs the client_key it belongs to",
         ),
         (Some(_), Some(_)) => {
-            if let Err(e) = secret_present(&p.client_secret_env, &None) {
+            if let Err(e) = secret_present(&p.client_secret_env, &p.client_secret_file) {
                 c.err("providers", i, "client_secret_env", e);
             }
         }

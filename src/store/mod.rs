@@ -62,6 +62,9 @@ pub const KIND_TICKET: &str = "provider_ticket";
 /// `provider/authorizer_appid`): a stored grant whose token it matches was spent already.
 pub const KIND_SPENT_REFRESH: &str = "authorizer_refresh_spent";
 
+/// Every kind of sealed value ([`Store::put_value`]).
+pub const VALUE_KINDS: [&str; 2] = [KIND_TICKET, KIND_SPENT_REFRESH];
+
 /// The associated data binding a sealed value to its kind and name.
 fn value_aad(kind: &str, name: &str) -> Vec<u8> {
     format!("douyin-gateway/v1/value\n{kind}\n{name}").into_bytes()
@@ -273,6 +276,20 @@ impl Store {
         for r in &records {
             if let Put::Written(_) = self.put(r, r.version).await? {
                 n += 1;
+            }
+        }
+        // And the sealed values beside them (providers' tickets, spent refresh tokens).
+        for kind in VALUE_KINDS {
+            let names = match self {
+                Store::Memory => Vec::new(),
+                Store::Sqlite(s) => s.value_names(kind).await?,
+                Store::Redis(r) => r.value_names(kind).await?,
+            };
+            for name in names {
+                if let Some(v) = self.get_value(kind, &name).await? {
+                    self.put_value(kind, &name, &v).await?;
+                    n += 1;
+                }
             }
         }
         Ok(n)

@@ -65,13 +65,15 @@ impl Tokens {
         let key = match (&p.v2, &p.client_app) {
             (false, _) => TokenKey::component(Arc::clone(name)),
             (true, Some(app)) => TokenKey::client(Arc::clone(app)),
-            (true, None) => return Err(TokenError::BadCredentials {
-                code: 0,
-                description: format!(
+            (true, None) => {
+                return Err(TokenError::BadCredentials {
+                    code: 0,
+                    description: format!(
                     "provider {name:?} uses api_version \"v2\", whose authorizer tokens need its own client_key and \
                          client_secret_env"
                 ),
-            }),
+                })
+            }
         };
         Box::pin(self.obtain(&key, need)).await
     }
@@ -121,6 +123,9 @@ impl Tokens {
         let store = self.persist.store();
         let spent = match store.get_value(KIND_SPENT_REFRESH, &spent_name(key)).await {
             Ok(v) => v.as_deref() == Some(&print[..]),
+            // Sealed under a key no longer configured: whether this token was sent is unknown,
+            // so it is treated as sent.
+            Err(StoreError::Unreadable { .. }) => true,
             Err(e) => {
                 // Without the marker a crash could not be told from a refusal: do not spend the
                 // token blind.

@@ -81,7 +81,7 @@ impl Settings {
                 continue;
             };
             let name = super::issuer::provider_client_app(&p.name);
-            let secret = crate::secret::read(&name, &p.client_secret_env, &None)?
+            let secret = crate::secret::read(&name, &p.client_secret_env, &p.client_secret_file)?
                 .ok_or_else(|| format!("provider {:?}: no client_secret configured for its client_key", p.name))?;
             let creds = AppCreds {
                 client_key: key.trim().to_string(),
