@@ -84,10 +84,10 @@ async fn providers(shared: &Shared) -> http::Response<crate::body::ProxyBody> {
     let mut out = Vec::with_capacity(rt.config.providers.len());
     for p in &rt.config.providers {
         let name: Arc<str> = Arc::from(p.name.as_str());
-        let ticket = match shared.tokens.ticket(&p.name).await {
-            Ok(Some(t)) => json!({"received_unix": t.received_unix, "age_s": now.saturating_sub(t.received_unix)}),
+        let ticket = match super::ticket_received(shared, &p.name).await {
+            Ok(Some(t)) => json!({"received_unix": t, "age_s": now.saturating_sub(t)}),
             Ok(None) => Value::Null,
-            Err(e) => json!({"error": e.to_string()}),
+            Err(e) => json!({ "error": e }),
         };
         let component = shared.tokens.info_of(&TokenKey::component(Arc::clone(&name))).map_or(
             Value::Null,

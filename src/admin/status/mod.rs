@@ -16,7 +16,7 @@ mod traffic;
 use crate::body::ProxyBody;
 use crate::state::Shared;
 use crate::token::events::{RecentError, RecentEvent};
-use crate::token::upkeep::TokenState;
+use crate::token::upkeep::{Census, TokenState};
 use crate::token::FetchState;
 use crate::token::{unix_now, TokenClass, TokenInfo, TokenKey};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -120,13 +120,14 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         Err(_) => Err("no answer within 1 s".to_owned()),
     };
     let (total, due) = shared.tokens.forecast(&search, (page_no - 1) * PAGE, PAGE);
+    let census = shared.tokens.census();
     let view = View {
         now: unix_now(),
         store,
         store_kind: format!("{:?}", shared.runtime.load().config.store.kind),
         apps: app_tokens(shared),
-        users: users(shared),
-        providers: providers::gather(shared).await,
+        users: users(shared, &census),
+        providers: providers::gather(shared, &census).await,
         forecast: Forecast {
             search,
             page_no,
@@ -186,8 +187,7 @@ fn app_tokens(shared: &Shared) -> Vec<AppToken> {
 /// Each app's user-held tokens (every class that is not app-level: user, biz, and any class
 /// added later) by state, as the gauges count them: with a shared store, every stored token (the
 /// engine's last pass over the store), not only those this instance has read.
-fn users(shared: &Shared) -> Vec<Users> {
-    let census = shared.tokens.census();
+fn users(shared: &Shared, census: &Census) -> Vec<Users> {
     let rt = shared.runtime.load();
     let mut out = Vec::new();
     for app in &rt.apps {

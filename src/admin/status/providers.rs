@@ -4,7 +4,7 @@
 use super::page::date;
 use super::state;
 use crate::state::Shared;
-use crate::token::upkeep::TokenState;
+use crate::token::upkeep::{Census, TokenState};
 use crate::token::{GrantState, TokenClass, TokenKey};
 use maud::{html, Markup};
 use std::sync::Arc;
@@ -28,19 +28,12 @@ pub(super) struct ProviderRow {
     pub(super) reauthorize: Vec<(String, String)>,
 }
 
-/// Each configured provider, in config order.
-pub(super) async fn gather(shared: &Shared) -> Vec<ProviderRow> {
+/// Each configured provider, in config order, its merchant apps counted from `census`.
+pub(super) async fn gather(shared: &Shared, census: &Census) -> Vec<ProviderRow> {
     let rt = shared.runtime.load_full();
-    if rt.providers.is_empty() {
-        return Vec::new();
-    }
-    let census = shared.tokens.census();
     let mut out = Vec::with_capacity(rt.providers.len());
     for p in &rt.providers {
-        let ticket_unix = match shared.tokens.ticket(&p.name).await {
-            Ok(t) => Ok(t.map(|t| t.received_unix)),
-            Err(e) => Err(e.to_string()),
-        };
+        let ticket_unix = super::super::ticket_received(shared, &p.name).await;
         let component = shared
             .tokens
             .info_of(&TokenKey::component(Arc::clone(&p.name)))
