@@ -158,6 +158,22 @@ async fn an_imported_merchant_app_is_listed_without_a_live_token_survives_a_rest
     };
     check(&authorizers(&http, &gw).await);
     assert_eq!(provider(&http, &gw).await["authorizers"]["expired"], 2);
+    // /admin/tokens names the merchant app too (its provider as the app).
+    let r = http.admin(&gw, Method::GET, "/admin/tokens", "").await;
+    assert!(!r.text().contains(REFRESH), "{}", r.text());
+    let tokens = r.json()["tokens"].as_array().unwrap().clone();
+    let named: Vec<(&Value, &Value, &Value)> = tokens
+        .iter()
+        .filter(|t| t["class"] == "authorizer")
+        .map(|t| (&t["app"], &t["authorizer_appid"], &t["state"]))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (&json!("tp"), &json!(MERCHANT), &json!("expired")),
+            (&json!("tp"), &json!("tt_merchant_2"), &json!("expired"))
+        ]
+    );
 
     // Durable: a restart lists both again, still without a live token.
     gw.running.stop().await;

@@ -131,6 +131,10 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
                 "state": i.state,
                 "version": i.version,
             });
+            if let Some(appid) = i.key.authorizer_appid() {
+                // The merchant app's; its provider is the `app`.
+                v["authorizer_appid"] = appid.into();
+            }
             if let Some(g) = &i.grant {
                 v["scope"] = match i.key.class {
                     TokenClass::Biz => i.key.biz_scope().unwrap_or("").into(),
