@@ -440,3 +440,50 @@ async fn the_status_page_and_the_metrics_show_the_provider_and_its_merchant_apps
     // Merchant apps are the provider's, not an app's.
     assert!(!page.contains("<td>main</td><td>authorizer</td>"), "{page}");
 }
+
+/// Each admin action on a merchant app is an `audit` line naming the provider and the appid, and
+/// no refresh token reaches the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_deletions_and_refreshes_of_merchant_apps_are_audited() {
+    use std::io::Write;
+    let sb = sandbox().await;
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .extra(&provider_table())
+        .extra("[log]\nformat = \"json\"\n")
+        .render();
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    cfg.write_all(text.as_bytes()).unwrap();
+    let (listeners, _, admin_port) = listeners();
+    let [l0, l1] = &listeners;
+    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
+    p.wait_for("gateway listening");
+    let http = Http::default();
+    let url = |suffix: &str| format!("http://127.0.0.1:{admin_port}/admin/providers/tp/authorizers/{MERCHANT}{suffix}");
+    let key = [("x-admin-key", ADMIN_KEY)];
+    let body = json!({"authorizer_refresh_token": REFRESH}).to_string();
+    for (method, suffix, want) in [
+        (Method::PUT, "", 200),
+        (Method::DELETE, "", 200),
+        (Method::POST, "/refresh", 401),
+    ] {
+        let r = http.send(method.clone(), &url(suffix), &key, body.clone()).await;
+        assert_eq!(r.status, want, "{method} {suffix}: {}", r.text());
+    }
+    p.wait_for("admin asked for a token refresh");
+    p.signal("-TERM");
+    let (code, log) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let audited: Vec<(String, String, String)> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == "audit")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+            (s("action"), s("provider"), s("authorizer_appid"))
+        })
+        .collect();
+    let want = |action: &str| (action.to_string(), "tp".to_string(), MERCHANT.to_string());
+    assert_eq!(audited, [want("import"), want("delete"), want("refresh")], "{log}");
+    assert!(!log.contains(REFRESH), "{log}");
+}
