@@ -15,6 +15,7 @@ use douyin_gateway::sandbox::Sandbox;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+const MEMORY: &str = "[store]\nkind = \"memory\"\n";
 const V1_API: &str = "/openapi/v1/microapp/app/info";
 const V2_API: &str = "/api/tpapp/sandbox/authorizer_info";
 
@@ -111,8 +112,13 @@ async fn authorize_both(http: &Http, sb: &Sandbox, gw: &Gateway, appid1: &str, a
 
 async fn call_v1(http: &Http, gw: &Gateway, appid: &str) -> Resp {
     let url = gw.url(&format!("{V1_API}?component_appid=tt_component_sandbox"));
-    http.send(http::Method::GET, &url, &[("x-authorizer-appid", appid)], "")
-        .await
+    http.send(
+        http::Method::GET,
+        &url,
+        &[("x-authorizer-appid", appid), ("x-gateway-key", CALLER_KEY)],
+        "",
+    )
+    .await
 }
 
 async fn call_v2(http: &Http, gw: &Gateway, appid: &str) -> Resp {
@@ -123,7 +129,7 @@ async fn call_v2(http: &Http, gw: &Gateway, appid: &str) -> Resp {
 async fn authorized_merchant_apps_get_their_tokens_on_v1_and_v2_side_by_side() {
     let sb = sandbox().await;
     let http = Http::default();
-    let gw = start(&sb, "", "").await;
+    let gw = start(&sb, MEMORY, "").await;
     authorize_both(&http, &sb, &gw, "tt_m1", "tt_m2").await;
     let p = platform(&http, &sb).await;
     assert_eq!(n(&p["code_exchanges"]), 2, "{p}");
@@ -162,7 +168,7 @@ async fn authorized_merchant_apps_get_their_tokens_on_v1_and_v2_side_by_side() {
 async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
     let sb = sandbox().await;
     let http = Http::default();
-    let gw = start(&sb, "", "").await;
+    let gw = start(&sb, MEMORY, "").await;
     authorize_both(&http, &sb, &gw, "tt_r1", "tt_r2").await;
     for round in 0..3 {
         for (appid, call) in [("tt_r1", 1), ("tt_r2", 2)] {
@@ -180,8 +186,20 @@ async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
             assert_eq!(r.status, 200, "round {round} {appid}: {}", r.text());
         }
     }
+    // The platform revokes the V2 provider's own client_token: the refresh is refused for it, a
+    // new client_token is fetched, and the refresh goes through with it.
+    http.control(&sb, "/sandbox/revoke", json!({"client_key": "tt_provider_sandbox"}))
+        .await;
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_r2"}),
+    )
+    .await;
+    let r = call_v2(&http, &gw, "tt_r2").await;
+    assert_eq!(r.status, 200, "after the client_token's revocation: {}", r.text());
     let p = platform(&http, &sb).await;
-    assert_eq!(n(&p["refreshes"]), 6, "{p}");
+    assert_eq!(n(&p["refreshes"]), 7, "{p}");
     assert_eq!(n(&p["refresh_reused"]), 0, "a refresh token was sent twice: {p}");
     assert_eq!(n(&p["retrieves"]), 0, "{p}");
     gw.running.stop().await;
@@ -191,7 +209,13 @@ async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
 async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
     let sb = sandbox().await;
     let http = Http::default();
-    let gw = start(&sb, "", "").await;
+    std::env::set_var("DG_AZ_NOTIFY_KEY", "notify-key");
+    let notify = format!(
+        "[[notify]]\nurl = \"{}/sandbox/receiver/notify\"\nsecret_env = \"DG_AZ_NOTIFY_KEY\"\n\
+         events = [\"authorizer.unauthorized\", \"authorizer.reauthorization_required\"]\n",
+        sb.url()
+    );
+    let gw = start(&sb, MEMORY, &notify).await;
     authorize_both(&http, &sb, &gw, "tt_u1", "tt_u2").await;
     assert_eq!(call_v1(&http, &gw, "tt_u1").await.status, 200);
     let r = push(&http, &sb, &gw, "tp1", "UNAUTHORIZED", "tt_u1").await;
@@ -238,6 +262,40 @@ async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
         ),
         Some(1.0)
     );
+    // [[notify]] heard both, once each, naming provider and merchant app.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let got = http.get(&format!("{}/sandbox/received", sb.url())).await.json();
+        let events: Vec<Value> = got["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == "/sandbox/receiver/notify")
+            .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+            .collect();
+        if events.len() >= 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["provider"].as_str().unwrap(),
+                e["authorizer_appid"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("authorizer.unauthorized", "tp1", "tt_u1"),
+            ("authorizer.reauthorization_required", "tp2", "tt_u2")
+        ],
+        "{events:?}"
+    );
     gw.running.stop().await;
 }
 
@@ -245,7 +303,7 @@ async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
 async fn a_reauthorization_replaces_the_grant_and_a_forged_event_changes_nothing() {
     let sb = sandbox().await;
     let http = Http::default();
-    let gw = start(&sb, "", "").await;
+    let gw = start(&sb, MEMORY, "").await;
     authorize_both(&http, &sb, &gw, "tt_a1", "tt_a2").await;
     // UPDATE_AUTHORIZED: the platform ends the old refresh token; the new grant must be the one used.
     let r = push(&http, &sb, &gw, "tp1", "UPDATE_AUTHORIZED", "tt_a1").await;
@@ -333,9 +391,14 @@ async fn two_instances_on_one_redis_spend_one_refresh_token_for_200_calls_at_exp
             [&a, &b][i % 2].url(&format!("{V1_API}?component_appid=tt_component_sandbox")),
         );
         calls.spawn(async move {
-            http.send(http::Method::GET, &url, &[("x-authorizer-appid", "tt_redis1")], "")
-                .await
-                .status
+            http.send(
+                http::Method::GET,
+                &url,
+                &[("x-authorizer-appid", "tt_redis1"), ("x-gateway-key", CALLER_KEY)],
+                "",
+            )
+            .await
+            .status
         });
     }
     let mut ok = 0;
@@ -395,8 +458,13 @@ async fn crash_at(point: &str) -> (Value, Value) {
         let http = http.clone();
         async move {
             let url = format!("http://127.0.0.1:{port}{V1_API}?component_appid=tt_component_sandbox");
-            http.send(http::Method::GET, &url, &[("x-authorizer-appid", "tt_crash")], "")
-                .await
+            http.send(
+                http::Method::GET,
+                &url,
+                &[("x-authorizer-appid", "tt_crash"), ("x-gateway-key", CALLER_KEY)],
+                "",
+            )
+            .await
         }
     };
     let events = format!("http://127.0.0.1:{admin_port}/providers/tp1/events");
@@ -424,8 +492,9 @@ async fn crash_at(point: &str) -> (Value, Value) {
             json!({"authorizer_appid": "tt_crash"}),
         )
         .await;
-        // The refresh answers; the process dies before writing the new grant.
-        let _ = tokio::time::timeout(Duration::from_secs(10), call(port)).await;
+        // The refresh answers; the process dies before writing the new grant (the call's
+        // connection drops with it: the task's panic is that).
+        let _ = tokio::time::timeout(Duration::from_secs(10), tokio::spawn(call(port))).await;
     }
     p.wait_for(&format!("crash point {point}"));
     let status = p.child.wait().unwrap();

@@ -36,7 +36,8 @@ pub const V2_RETRIEVE_PATH: &str = "/api/tpapp/v2/auth/retrieve_auth_code/";
 pub enum Refusal {
     /// 40021: the refresh token is wrong, expired or used (a code can be retrieved).
     RefreshToken,
-    /// 40009/40010: the component_access_token (V2: the client_token) expired or is wrong.
+    /// 40009/40010: the component_access_token expired or is wrong; V2's client_token
+    /// (28001003/28001008, as open.douyin.com's other APIs say it).
     Credential,
     /// 40004/40022: the merchant app has not authorized the provider (any more).
     NotAuthorized,
@@ -50,7 +51,14 @@ impl Refusal {
         let TokenError::Refused { code, .. } = e else {
             return None;
         };
-        let code = if *code >= 20_000_000 { code - 20_000_000 } else { *code };
+        // V2's open.douyin.com answers a bad or expired client_token as its other APIs do.
+        if matches!(*code, 28001003 | 28001008 | 2190002 | 2190008 | 10008) {
+            return Some(Refusal::Credential);
+        }
+        let code = match *code {
+            c @ 20_000_000..20_100_000 => c - 20_000_000,
+            c => c,
+        };
         Some(match code {
             40021 => Refusal::RefreshToken,
             40009 | 40010 => Refusal::Credential,
@@ -271,6 +279,10 @@ mod tests {
             (br#"{"errno":40010,"message":"x"}"#, Refusal::Credential),
             (br#"{"err_no":20040022,"err_msg":"x"}"#, Refusal::NotAuthorized),
             (br#"{"errno":40020,"message":"x"}"#, Refusal::Other),
+            (
+                br#"{"err_no":28001003,"err_msg":"access_token is invalid"}"#,
+                Refusal::Credential,
+            ),
         ] {
             let e = Answer::read(body).err().unwrap();
             assert_eq!(Refusal::of(&e), Some(want), "{}", String::from_utf8_lossy(body));
