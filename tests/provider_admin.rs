@@ -5,8 +5,8 @@
 //! `/status` shows the provider and its merchant apps; the provider's metrics are there at zero
 //! (the ticket's age at -1) from the first scrape. No token value in any answer.
 //!
-//! No call reaches the platform's authorizer endpoints here (the sandbox's are another slice):
-//! a refresh is tested only where the gateway answers without them.
+//! A migration is played against the sandbox's third-party platform: the imported refresh token
+//! is spent once by the gateway's refresh, and a merchant app that never authorized must.
 
 mod common;
 
@@ -486,4 +486,151 @@ async fn imports_deletions_and_refreshes_of_merchant_apps_are_audited() {
     let want = |action: &str| (action.to_string(), "tp".to_string(), MERCHANT.to_string());
     assert_eq!(audited, [want("import"), want("delete"), want("refresh")], "{log}");
     assert!(!log.contains(REFRESH), "{log}");
+}
+
+/// A migration over the sandbox's third-party platform: the refresh token a home-made server got
+/// for a merchant app is imported, the gateway's first refresh spends it (once: the platform then
+/// refuses the home-made server's copy), the next refresh uses the gateway's own; a merchant app
+/// imported with a refresh token the platform never issued, and which never authorized the
+/// provider, must authorize: 401, listed so by the admin API, the gauges and the status page.
+#[tokio::test]
+async fn an_imported_refresh_token_is_spent_once_and_an_app_that_never_authorized_must_authorize() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = provider_gateway(&sb, "[store]\nkind = \"memory\"\n").await;
+    let r = http
+        .control(
+            &sb,
+            "/sandbox/provider/push",
+            json!({"url": gw.admin("/providers/tp/events")}),
+        )
+        .await;
+    assert_eq!(r["body"], "success", "{r}");
+    let ticket = r["ticket"].as_str().unwrap().to_string();
+
+    // The home-made server: the merchant app authorized it, and it exchanged the code itself.
+    let code = http
+        .control(
+            &sb,
+            "/sandbox/provider/authorize",
+            json!({"authorizer_appid": MERCHANT, "permissions": [1, 2]}),
+        )
+        .await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let platform_get = |path: String| {
+        let http = http.clone();
+        let url = format!("{}{path}", sb.url());
+        async move { http.send(Method::GET, &url, &[], "").await.json() }
+    };
+    let component = platform_get(format!(
+        "/openapi/v1/auth/tp/token?component_appid={APPID}&component_appsecret=sandbox-component-secret\
+         &component_ticket={ticket}"
+    ))
+    .await["component_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let grant = platform_get(format!(
+        "/openapi/v1/oauth/token?component_appid={APPID}&component_access_token={component}\
+         &grant_type=app_to_tp_authorization_code&authorization_code={code}"
+    ))
+    .await;
+    let home_made = grant["authorizer_refresh_token"].as_str().unwrap().to_string();
+
+    let r = import(
+        &http,
+        &gw,
+        MERCHANT,
+        json!({"authorizer_refresh_token": home_made, "refresh_expires_in": grant["refresh_expires_in"],
+               "permissions": [1, 2]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stats = |http: Http| {
+        let url = format!("{}/sandbox/provider", sb.url());
+        async move { http.send(Method::GET, &url, &[], "").await.json() }
+    };
+    let before = stats(http.clone()).await;
+    let refresh = |appid: &'static str| {
+        let (http, path) = (http.clone(), format!("/admin/providers/tp/authorizers/{appid}/refresh"));
+        let gw = &gw;
+        async move { http.admin(gw, Method::POST, &path, "").await }
+    };
+    for round in 1..=2 {
+        let r = refresh(MERCHANT).await;
+        assert_eq!(r.status, 200, "refresh {round}: {}", r.text());
+        assert!(!r.text().contains("act."), "{}", r.text());
+        assert_eq!(r.json()["refreshed"], true);
+        assert!(n(&r.json()["expires_unix"]) > now() + 3600, "{}", r.text());
+        let after = stats(http.clone()).await;
+        assert_eq!(
+            (
+                n(&after["refreshes"]) - n(&before["refreshes"]),
+                n(&after["refresh_reused"]) - n(&before["refresh_reused"]),
+                n(&after["code_exchanges"]) - n(&before["code_exchanges"])
+            ),
+            (round, 0, 0),
+            "one refresh per round, no refresh token sent twice, no code needed: {after}"
+        );
+        let m = authorizers(&http, &gw).await;
+        assert_eq!(
+            (&m[0]["state"], &m[0]["renewals"], &m[0]["permissions"]),
+            (&json!("valid"), &json!(round), &json!(["1", "2"])),
+            "{m:?}"
+        );
+        assert!(n(&m[0]["refresh_token_age_s"]) < 60, "{m:?}");
+    }
+    // The home-made server's copy was spent by the gateway's first refresh.
+    let refused = platform_get(format!(
+        "/openapi/v1/oauth/token?component_appid={APPID}&component_access_token={component}\
+         &grant_type=app_to_tp_refresh_token&authorizer_refresh_token={home_made}"
+    ))
+    .await;
+    assert_eq!(refused["errno"], 40021, "{refused}");
+
+    // Never authorized: the made-up refresh token is refused, no code can be retrieved.
+    let r = import(
+        &http,
+        &gw,
+        "tt_never",
+        json!({"authorizer_refresh_token": "rft.made-up"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = refresh("tt_never").await;
+    assert_eq!(
+        (r.status.as_u16(), r.gateway_error().as_deref()),
+        (401, Some("authorizer_authorization_required")),
+        "{}",
+        r.text()
+    );
+    let list = authorizers(&http, &gw).await;
+    let never = list.iter().find(|a| a["authorizer_appid"] == "tt_never").unwrap();
+    assert_eq!(never["state"], "reauthorization_required", "{never}");
+    assert!(never["reason"].as_str().is_some_and(|r| !r.is_empty()), "{never}");
+    assert_eq!(
+        provider(&http, &gw).await["authorizers"],
+        json!({"valid": 1, "expired": 0, "failed": 0, "reauthorization_required": 1})
+    );
+    let m = http.metrics(&gw).await;
+    for (state, want) in [("valid", 1.0), ("reauthorization_required", 1.0), ("expired", 0.0)] {
+        let series = format!("douyin_gateway_authorizers{{provider=\"tp\",state=\"{state}\"}}");
+        assert_eq!(metric(&m, &series), Some(want), "{series}");
+    }
+    let page = http
+        .send(Method::GET, &gw.admin("/status"), &[("x-admin-key", ADMIN_KEY)], "")
+        .await
+        .text();
+    let table = &page[page.find("<table id=\"merchant-reauthorization\">").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains("<tr><td>tp</td><td><code>tt_never</code></td><td>"),
+        "{table}"
+    );
+    assert!(!table.contains(MERCHANT), "{table}");
+    // The component token the refreshes used is on the page, valid.
+    let row = &page[page.find("<table id=\"providers\">").unwrap()..];
+    assert!(row.contains("<td class=\"ok\">valid</td>"), "{row}");
 }
