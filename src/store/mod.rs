@@ -189,6 +189,16 @@ impl Store {
         }
     }
 
+    /// A shared store's records of one app (or provider) and class, as every instance wrote
+    /// them (a merchant app authorized through another instance); a private store answers none,
+    /// its records being all in memory since the start.
+    pub async fn shared_records(&self, app: &str, class: crate::vocab::TokenClass) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::Redis(r) => r.records_of(app, class).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Several records, in the order of `keys`: one round trip to Redis per call.
     pub async fn get_many(&self, keys: &[TokenKey]) -> Result<Vec<Option<Record>>, StoreError> {
         match self {

@@ -12,6 +12,7 @@ mod budget;
 pub mod cache;
 mod error;
 pub mod events;
+mod import;
 pub mod issuer;
 mod names;
 mod obtain;
@@ -27,6 +28,7 @@ pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, TokenClass, TokenK
 pub use budget::BUDGET_WINDOW;
 pub use cache::Need;
 pub use error::TokenError;
+pub use import::ImportedGrant;
 pub use obtain::CodeFailure;
 pub use settings::{Settings, Tuning};
 pub use slot::{FetchState, Slot};

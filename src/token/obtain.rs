@@ -297,21 +297,7 @@ impl Tokens {
     /// Stores tokens obtained elsewhere (authorization callback, admin import), replacing
     /// whatever the slot held and clearing any back-off.
     pub async fn install(&self, key: &TokenKey, fetched: Fetched) -> Result<Arc<Token>, TokenError> {
-        let settings = self.settings.load();
-        let token = self.build(fetched, settings.tuning)?;
-        // The key under the config's copy of the app's name: not one copy per user.
-        let key = &self.names.key(&settings, key.clone());
-        let slot = self.cache.slot(key);
-        let mut flight = slot.flight().await;
-        let expected = slot.current().map_or(0, |c| c.version);
-        let token = self.put(&slot, key, token, expected, Mode::Overwrite, None).await;
-        flight.reset();
-        if slot.is_dirty() {
-            // In use, and written by the next sweep; but not durable yet, which the caller must hear.
-            return Err(TokenError::Network(
-                "the token store is unavailable: the tokens are in use but only in memory until it answers".into(),
-            ));
-        }
-        Ok(token)
+        let token = self.build(fetched, self.settings.load().tuning)?;
+        self.install_token(key, token).await
     }
 }

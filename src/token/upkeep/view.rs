@@ -60,12 +60,15 @@ impl serde::Serialize for TokenState {
 }
 
 /// What the gauges show: tokens by app, class and state, and users by re-consent forecast
-/// (`required`, `within_7d`), with every configured app (and whether it has a mini-app token) so
-/// that its series can start at zero.
+/// (`required`, `within_7d`), with every configured app (and whether it has a mini-app token) and
+/// provider so that its series can start at zero.
 #[derive(Debug, Default)]
 pub struct Census {
     /// The configured apps, and whether each has a mini-app token.
     pub apps: Vec<(Arc<str>, bool)>,
+    /// The configured service providers: their merchant apps count in `tokens` as
+    /// [`TokenClass::Authorizer`], the provider's name as the app.
+    pub providers: Vec<Arc<str>>,
     /// Tokens by app, class and state.
     pub tokens: std::collections::HashMap<(Arc<str>, TokenClass, TokenState), i64>,
     /// Users by app and forecast.
@@ -239,9 +242,12 @@ impl Tokens {
             .map(|(app, creds)| (Arc::clone(app), creds.mini_app.is_some()))
             .collect();
         apps.sort();
+        let mut providers: Vec<Arc<str>> = settings.issuer.providers.keys().cloned().collect();
+        providers.sort();
         let (tokens, reauthorization) = tally.into_counts();
         Census {
             apps,
+            providers,
             tokens,
             reauthorization,
         }
