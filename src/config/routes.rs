@@ -278,32 +278,7 @@ impl Config {
 
     /// A route attaching a token names an app that exists (or there is exactly one).
     fn check_route_app(&self, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-        let provided = matches!(r.token, TokenKind::Component | TokenKind::Authorizer);
-        if provided {
-            check_route_provider(self, c, idx, r);
-        } else if r.provider.is_some() {
-            c.err(
-                "routes",
-                idx,
-                "provider",
-                "provider is for token = \"component\" and \"authorizer\" routes",
-            );
-        }
-        match (&r.authorizer, r.token) {
-            (Some(a), TokenKind::Authorizer) if matches!(OpenIdAt::parse(a), None | Some(OpenIdAt::Form(_))) => c.err(
-                "routes",
-                idx,
-                "authorizer",
-                "must be \"header:NAME\" or \"query:NAME\" (where the merchant app's appid is)",
-            ),
-            (Some(_), t) if t != TokenKind::Authorizer => c.err(
-                "routes",
-                idx,
-                "authorizer",
-                "authorizer is for token = \"authorizer\" routes",
-            ),
-            _ => {}
-        }
+        let provided = super::providers::check_provider_route(self, c, idx, r);
         if r.token != TokenKind::None && !provided {
             match &r.app {
                 Some(app) if !self.apps.iter().any(|a| &a.name == app) => {
@@ -352,25 +327,6 @@ impl Config {
         if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
             c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
         }
-    }
-}
-
-/// `token = "component"` names a `[[providers]]` entry.
-fn check_route_provider(config: &Config, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-    match &r.provider {
-        None => c.err(
-            "routes",
-            idx,
-            "provider",
-            format!(
-                "token = {} needs provider = \"NAME\" (a [[providers]] entry)",
-                super::words::as_written(&r.token)
-            ),
-        ),
-        Some(p) if !config.providers.iter().any(|x| &x.name == p) => {
-            c.err("routes", idx, "provider", format!("no [[providers]] named {p:?}"))
-        }
-        Some(_) => {}
     }
 }
 
