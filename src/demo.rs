@@ -41,6 +41,10 @@ pub fn config_text(sandbox_url: &str, secret_file: &std::path::Path, admin: std:
         .replace("{caller_hash}", &crate::secret::hash_key(CALLER_KEY))
         // Last: the only values that could hold a brace, so no other replacement looks inside them.
         .replace("{signing_key_file}", &key_file("-app-private.pem"))
+        .replace("{provider_secret_file}", &key_file("-tp.secret"))
+        .replace("{provider_token_file}", &key_file("-tp.token"))
+        .replace("{provider_key_file}", &key_file("-tp.key"))
+        .replace("{provider_client_secret_file}", &key_file("-tp-client.secret"))
         .replace("{platform_public_key_file}", &key_file("-platform-public.pem"))
         .replace("{secret_file}", &secret_file.display().to_string())
 }
@@ -80,19 +84,28 @@ impl Drop for DemoFile {
     }
 }
 
-/// The demo's files: the app's secret, its signing key, the platform's public key.
+/// The demo's files: the app's secret, its signing key, the platform's public key, and the
+/// service provider's secrets (the sandbox's provider, [`crate::sandbox::provider`]).
 struct Files {
     secret: DemoFile,
     signing_key: DemoFile,
     platform_key: DemoFile,
+    _provider: [DemoFile; 4],
 }
 
 impl Files {
     fn create() -> Result<Self, String> {
+        use crate::sandbox::{authorizer, provider};
         Ok(Files {
             secret: DemoFile::create(".secret", CLIENT_SECRET)?,
             signing_key: DemoFile::create("-app-private.pem", APP_PRIVATE_KEY)?,
             platform_key: DemoFile::create("-platform-public.pem", PLATFORM_PUBLIC_KEY)?,
+            _provider: [
+                DemoFile::create("-tp.secret", provider::COMPONENT_APPSECRET)?,
+                DemoFile::create("-tp.token", provider::MESSAGE_TOKEN)?,
+                DemoFile::create("-tp.key", provider::MESSAGE_KEY)?,
+                DemoFile::create("-tp-client.secret", authorizer::PROVIDER_CLIENT_SECRET)?,
+            ],
         })
     }
 }
@@ -156,6 +169,27 @@ Paste these into another terminal:
   # backend, its answer returned; the same nonce again is a replay: 401, nothing forwarded
   curl -s -X POST -d '{{"url":"http://{a}/callbacks/pay","nonce":"demo-payment-1"}}' {s}/sandbox/callback
   curl -s -X POST -d '{{"url":"http://{a}/callbacks/pay","nonce":"demo-payment-1"}}' {s}/sandbox/callback
+
+  # a service provider ("tp", V2): the platform pushes its component_ticket, then two merchant apps authorize it;
+  # each AUTHORIZED code is exchanged at once (with the provider's own client_token) and the grant stored
+  curl -s -X POST -d '{{"url":"http://{a}/providers/tp/events"}}' {s}/sandbox/provider/push
+  curl -s -X POST -d '{{"url":"http://{a}/providers/tp/events","event":"AUTHORIZED","authorizer_appid":"tt_merchant_a"}}' {s}/sandbox/provider/push
+  curl -s -X POST -d '{{"url":"http://{a}/providers/tp/events","event":"AUTHORIZED","authorizer_appid":"tt_merchant_b"}}' {s}/sandbox/provider/push
+
+  # each merchant app's calls carry its own authorizer_access_token (the x-authorizer-appid header is not forwarded)
+  curl -s -H 'x-authorizer-appid: tt_merchant_a' http://{g}/api/tpapp/sandbox/authorizer_info
+  curl -s -H 'x-authorizer-appid: tt_merchant_b' http://{g}/api/tpapp/sandbox/authorizer_info
+
+  # merchant a's token expires: refreshed with its single-use refresh token (the new grant stored first), replayed
+  curl -s -X POST -d '{{"authorizer_appid":"tt_merchant_a"}}' {s}/sandbox/provider/authorizer/expire
+  curl -s -H 'x-authorizer-appid: tt_merchant_a' http://{g}/api/tpapp/sandbox/authorizer_info
+
+  # merchant b withdraws (UNAUTHORIZED): its tokens are dropped, its calls get 401 authorizer_authorization_required
+  curl -s -X POST -d '{{"url":"http://{a}/providers/tp/events","event":"UNAUTHORIZED","authorizer_appid":"tt_merchant_b"}}' {s}/sandbox/provider/push
+  curl -s -H 'x-authorizer-appid: tt_merchant_b' http://{g}/api/tpapp/sandbox/authorizer_info
+
+  # what the platform saw: two code exchanges, one refresh, no refresh token used twice ("refresh_reused":0)
+  curl -s {s}/sandbox/provider
 
   # the mini-app walkthrough in docs/tokens.md (tt.login, tt.showDouyinOpenAuth, token in the body, an SDK) runs
   # against this demo after:

@@ -27,6 +27,9 @@ pub enum GatewayError {
         /// Where to send the user, when the app has a redirect_uri.
         authorize_url: Option<String>,
     },
+    /// No grant for a merchant app, or it must authorize the service provider again.
+    #[error("{0}")]
+    AuthorizerAuthorizationRequired(String),
     /// The caller may not use this route.
     #[error("caller {caller:?} may not use route {route:?}")]
     CallerForbidden {
@@ -153,6 +156,7 @@ impl GatewayError {
             OpenIdMissing(_) | BadRequest(_) | CodeRefused { .. } => StatusCode::BAD_REQUEST,
             CallerUnauthenticated
             | UserAuthorizationRequired { .. }
+            | AuthorizerAuthorizationRequired(_)
             | AdminUnauthenticated { .. }
             | BadSignature
             | CallbackRefused(_) => StatusCode::UNAUTHORIZED,
@@ -180,6 +184,7 @@ impl GatewayError {
             BadRequest(_) => "bad_request",
             CallerUnauthenticated => "caller_unauthenticated",
             UserAuthorizationRequired { .. } => "user_authorization_required",
+            AuthorizerAuthorizationRequired(_) => "authorizer_authorization_required",
             CallerForbidden { .. } => "caller_forbidden",
             NoRoute { .. } => "no_route",
             BodyTooLarge(_) | FormTooLarge(_) | SignedBodyTooLarge(_) | AdminBodyTooLarge(_) => "body_too_large",

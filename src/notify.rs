@@ -193,6 +193,19 @@ impl crate::token::events::Observer for Notifier {
             Event::ReauthorizationRequired { app, open_id, reason } => {
                 self.reauthorization_required(app, open_id, reason)
             }
+            Event::AuthorizerLost {
+                provider,
+                authorizer_appid,
+                reason,
+                unauthorized,
+            } => self.emit(
+                if unauthorized {
+                    "authorizer.unauthorized"
+                } else {
+                    "authorizer.reauthorization_required"
+                },
+                json!({"provider": provider, "authorizer_appid": authorizer_appid, "reason": reason}),
+            ),
             Event::ReauthorizationDue { app, open_id, by_unix } => self.emit(
                 "user.reauthorization_due",
                 json!({"app": app, "open_id": open_id, "reauthorize_by": by_unix}),

@@ -149,8 +149,11 @@ pub struct Route {
     pub verify_response: bool,
     /// biz: the scope.
     pub biz_scope: Option<Arc<str>>,
-    /// `token = "component"`: the provider's component token.
+    /// `token = "component"`: the provider's component token (`"authorizer"`: its app is the
+    /// provider's name).
     pub provider: Option<crate::vocab::TokenKey>,
+    /// `token = "authorizer"`: where the merchant app's appid is (`authorizer`).
+    pub authorizer_from: Option<OpenIdSource>,
     /// Where it forwards: 0 for `[upstream]`, else 1 + its `[[upstreams]]` position
     /// ([`Config::all_upstreams`] order).
     pub upstream: usize,
@@ -194,6 +197,13 @@ impl RouteTable {
                     .provider
                     .as_deref()
                     .map(|p| crate::vocab::TokenKey::component(p.into())),
+                authorizer_from: (r.token == crate::config::TokenKind::Authorizer).then(|| {
+                    let from = r
+                        .authorizer
+                        .as_deref()
+                        .unwrap_or(crate::config::DEFAULT_AUTHORIZER_FROM);
+                    OpenIdSource::parse(from).expect("validated")
+                }),
                 upstream: r
                     .upstream
                     .as_ref()

@@ -232,6 +232,7 @@ fn route_kind(token: TokenKind) -> RouteKind {
         TokenKind::Biz => RouteKind::Token(TokenClass::Biz),
         TokenKind::MiniApp => RouteKind::Token(TokenClass::MiniApp),
         TokenKind::Component => RouteKind::Token(TokenClass::Component),
+        TokenKind::Authorizer => RouteKind::Token(TokenClass::Authorizer),
         TokenKind::None | TokenKind::AppSecret => RouteKind::Forwarded,
         TokenKind::Placeholder => RouteKind::Local,
     }

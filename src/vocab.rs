@@ -25,6 +25,10 @@ pub enum TokenClass {
     /// A service provider's component_access_token (the key's app is the provider's name), from
     /// its latest component_ticket.
     Component,
+    /// A merchant app's authorizer_access_token, held by a service provider (the key's app is the
+    /// provider's name, its subject the `authorizer_appid`), renewed with a single-use refresh
+    /// token.
+    Authorizer,
 }
 
 impl TokenClass {
@@ -36,6 +40,7 @@ impl TokenClass {
             TokenClass::Biz => "biz",
             TokenClass::MiniApp => "mini_app",
             TokenClass::Component => "component",
+            TokenClass::Authorizer => "authorizer",
         }
     }
 
@@ -47,12 +52,13 @@ impl TokenClass {
     }
 
     /// All classes, for metric handles.
-    pub const ALL: [TokenClass; 5] = [
+    pub const ALL: [TokenClass; 6] = [
         TokenClass::Client,
         TokenClass::User,
         TokenClass::Biz,
         TokenClass::MiniApp,
         TokenClass::Component,
+        TokenClass::Authorizer,
     ];
 }
 
@@ -95,6 +101,15 @@ impl TokenKey {
             app: provider,
             class: TokenClass::Component,
             subject: Arc::from(""),
+        }
+    }
+
+    /// A merchant app's authorizer_access_token, held by `provider` (its `[[providers]]` name).
+    pub fn authorizer(provider: Arc<str>, authorizer_appid: &str) -> Self {
+        TokenKey {
+            app: provider,
+            class: TokenClass::Authorizer,
+            subject: Arc::from(authorizer_appid),
         }
     }
 
@@ -146,10 +161,15 @@ impl TokenKey {
     /// The user a user or biz token acts for; `None` for a client token.
     pub fn open_id(&self) -> Option<&str> {
         match self.class {
-            TokenClass::Client | TokenClass::MiniApp | TokenClass::Component => None,
+            TokenClass::Client | TokenClass::MiniApp | TokenClass::Component | TokenClass::Authorizer => None,
             TokenClass::User => Some(&self.subject),
             TokenClass::Biz => Some(self.subject.split_once('\n').map_or(&*self.subject, |(o, _)| o)),
         }
+    }
+
+    /// The merchant app an authorizer token acts for; `None` for the other classes.
+    pub fn authorizer_appid(&self) -> Option<&str> {
+        (self.class == TokenClass::Authorizer).then_some(&*self.subject)
     }
 
     /// A biz token's scope; `None` for the other classes.
@@ -165,6 +185,12 @@ impl TokenKey {
     pub fn subject(&self) -> &str {
         &self.subject
     }
+}
+
+/// An appid as the platform writes them (`tt` and hex; letters, digits, `_`, `-`), at most 64
+/// bytes: what a merchant app's key may be made of.
+pub fn valid_appid(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
 }
 
 /// Seconds since the Unix epoch, now.

@@ -371,8 +371,37 @@ async fn demo_prints_curl_lines_that_work() {
         tampered.contains("bad_upstream_signature") && !tampered.contains("order_status"),
         "{tampered}"
     );
-    let keys = ["-app-private.pem", "-platform-public.pem"]
-        .map(|k| std::env::temp_dir().join(format!("douyin-gateway-demo-{}{k}", p.child.id())));
+    // The service provider: both merchant apps authorized by the pushed events and served with their
+    // own tokens; one refreshed after expiry; one withdrawn, then refused.
+    let pushes: Vec<&str> = (0..4).map(|i| out("/sandbox/provider/push", i)).collect();
+    assert!(pushes.iter().all(|r| r.contains("\"body\":\"success\"")), "{pushes:?}");
+    let info = |nth| out("authorizer_info", nth);
+    for (nth, appid) in [(0, "tt_merchant_a"), (1, "tt_merchant_b"), (2, "tt_merchant_a")] {
+        assert!(
+            info(nth).contains(&format!("\"authorizer_appid\":\"{appid}\"")) && info(nth).contains("\"err_no\":0"),
+            "{nth}: {}",
+            info(nth)
+        );
+    }
+    assert!(info(3).contains("authorizer_authorization_required"), "{}", info(3));
+    let seen = curls.iter().position(|c| c.ends_with("/sandbox/provider")).unwrap();
+    let platform: serde_json::Value = serde_json::from_str(&outputs[seen]).unwrap();
+    assert_eq!(
+        (
+            &platform["code_exchanges"],
+            &platform["refreshes"],
+            &platform["refresh_reused"]
+        ),
+        (&json!(2), &json!(1), &json!(0)),
+        "{platform}"
+    );
+    let keys = [
+        "-app-private.pem",
+        "-platform-public.pem",
+        "-tp.secret",
+        "-tp-client.secret",
+    ]
+    .map(|k| std::env::temp_dir().join(format!("douyin-gateway-demo-{}{k}", p.child.id())));
     assert!(keys.iter().all(|k| k.exists()), "the demo prints where its keys are");
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
@@ -486,6 +515,77 @@ async fn readme_mini_app_walkthrough_runs_against_demo() {
         (1, 1, 1, 0),
         "{stats}"
     );
+    p.signal("-INT");
+    let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
+    assert_eq!(code, 0);
+}
+
+/// The service-provider walkthrough of docs/tokens.md, exactly as written, against `demo`: two
+/// merchant apps authorized by pushed events, one refreshed once, one withdrawn, replayed and
+/// tampered events refused.
+#[cfg_attr(
+    not(has_curl),
+    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_walkthrough_runs_against_demo() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
+    let block = doc
+        .split_once("<!-- walkthrough:providers -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the providers block in docs/tokens.md")
+        .0
+        .to_string();
+    let mut p = Proc::spawn(&["demo"], &[]);
+    p.wait_for("Ctrl-C stops it.");
+    let export = p
+        .seen
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("export GW="))
+        .expect("demo prints the export line")
+        .to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-ec")
+            .arg(format!("{export}\n{block}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // One JSON answer per line, the sandbox's and the gateway's without a newline between them.
+    let lines: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|e| panic!("{stdout}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 11, "{stdout}");
+    for i in [0, 1, 2, 6] {
+        assert_eq!(lines[i]["body"], "success", "push {i}: {}", lines[i]);
+    }
+    for i in [3, 5] {
+        assert_eq!(lines[i]["err_no"], 0, "call {i}: {}", lines[i]);
+        assert_eq!(lines[i]["data"]["authorizer_appid"], "tt_merchant_a");
+    }
+    assert_eq!(
+        lines[7]["gateway_error"]["code"], "authorizer_authorization_required",
+        "{}",
+        lines[7]
+    );
+    let seen = &lines[8];
+    assert_eq!(
+        (
+            n(&seen["code_exchanges"]),
+            n(&seen["refreshes"]),
+            n(&seen["refresh_reused"])
+        ),
+        (2, 1, 0),
+        "{seen}"
+    );
+    assert_eq!(lines[9]["status"], 401, "replayed: {}", lines[9]);
+    assert_eq!(lines[10]["status"], 401, "tampered: {}", lines[10]);
     p.signal("-INT");
     let (code, _) = tokio::task::spawn_blocking(move || p.finish()).await.unwrap();
     assert_eq!(code, 0);

@@ -198,11 +198,22 @@ async fn forged_tampered_replayed_stale_and_misaddressed_events_change_nothing()
         );
     }
     assert!(!m.contains(first), "no ticket in the metrics");
-    // Authorization events: verified, counted, answered `success`.
+    // An authorization event, verified, whose code the platform never issued: the exchange is
+    // refused, nothing is stored, and the answer is not `success` (the platform delivers it
+    // again). tests/authorizers.rs has the platform's own codes.
     let authorized = json!({"AppId": "tt_merchant_1", "TpAppId": APPID, "EventTime": "2026-12-05 12:00:00",
                             "Event": "AUTHORIZED", "AuthorizationCode": "code-1", "AuthorizationCodeExpiresIn": 3600});
     let r = post(&http, &gw, &event(&authorized, APPID, TOKEN, now())).await;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "success"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.gateway_error().as_deref(), Some("token_unavailable"));
+    let m = http.metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"douyin_gateway_provider_events_total{event="AUTHORIZED",outcome="exchange_failed",provider="tp"}"#
+        ),
+        Some(1.0)
+    );
     gw.running.stop().await;
 }
 
@@ -588,5 +599,44 @@ async fn a_component_token_is_fetched_again_once_under_30_minutes_remain() {
         assert!(std::time::Instant::now() < deadline, "no second fetch");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    gw.running.stop().await;
+}
+
+/// `douyin-gateway rekey` rewrites the sealed values too: a ticket stored under one key is read
+/// under the next one alone, after a rekey with the first as previous.
+#[tokio::test]
+async fn rekey_rewrites_the_stored_ticket_under_the_new_key() {
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokens.db");
+    let http = Http::default();
+    let old = sqlite_store(&db);
+    let gw = provider_gateway(&sb, &old).await;
+    let r = post(&http, &gw, &event(&push("ticket-to-rekey"), APPID, TOKEN, now())).await;
+    assert_eq!(r.status, 200);
+    gw.running.stop().await;
+
+    let old_var = old
+        .lines()
+        .find_map(|l| l.strip_prefix("encryption_key_env = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let fresh = sqlite_store(&db);
+    let rotated = format!("{fresh}previous_encryption_key_env = \"{old_var}\"\n");
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .store(&rotated)
+        .extra(&provider_table())
+        .render();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["rekey", "--config", cfg.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gw = provider_gateway(&sb, &fresh).await;
+    assert_eq!(ticket_of(&gw).await.as_deref(), Some("ticket-to-rekey"));
     gw.running.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The admin API behind `X-Admin-Key` (or `Authorization: Bearer`): list
-//! tokens (never their values), import and forget users, refresh now.
+//! tokens (never their values), import and forget users, refresh now; service providers'
+//! merchant apps under `/admin/providers` ([`super::authorizers`]).
 
 use super::body::read_body;
 use super::{json, Answer, Ctx};
@@ -81,6 +82,10 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
         (&Method::DELETE, ["admin", "users", app, open_id]) if !open_id.is_empty() => {
             forget(shared, decode(app), decode(open_id)).await
         }
+        (method, ["admin", "providers", rest @ ..]) => {
+            let rest: Vec<String> = rest.iter().map(|s| decode(s)).collect();
+            super::authorizers::handle(cx, method, &rest, body).await
+        }
         (&Method::POST, ["admin", "refresh"]) => {
             let body = read_body(cx, body).await?;
             refresh(shared, &body).await
@@ -126,6 +131,10 @@ fn list(shared: &Shared) -> Response<ProxyBody> {
                 "state": i.state,
                 "version": i.version,
             });
+            if let Some(appid) = i.key.authorizer_appid() {
+                // The merchant app's; its provider is the `app`.
+                v["authorizer_appid"] = appid.into();
+            }
             if let Some(g) = &i.grant {
                 v["scope"] = match i.key.class {
                     TokenClass::Biz => i.key.biz_scope().unwrap_or("").into(),
@@ -229,7 +238,9 @@ async fn refresh(shared: &Shared, body: &[u8]) -> Answer {
             Some(s) => TokenKey::biz(Arc::clone(&app.name), o, s),
             None => return bad("class biz needs scope"),
         },
-        (Some(TokenClass::Component), _) => return bad("component tokens are the providers': not refreshed here yet"),
+        (Some(TokenClass::Component | TokenClass::Authorizer), _) => {
+            return bad("component and authorizer tokens are the providers': see /admin/providers")
+        }
         (Some(_), None) => return bad("class user/biz needs open_id"),
         (None, _) => return bad("class must be client, mini_app, user or biz"),
     };

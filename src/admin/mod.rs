@@ -7,6 +7,7 @@
 //! into the contract's JSON, with the request's id.
 
 mod api;
+mod authorizers;
 mod body;
 mod callbacks;
 mod oauth;
@@ -215,9 +216,32 @@ async fn store_ready(shared: &Shared) -> Result<(), GatewayError> {
     }
 }
 
+/// When `provider`'s latest component_ticket was received (Unix seconds; `None`: it holds none),
+/// or why that is unknown: read from memory, else from the store within [`READY_TIMEOUT`].
+async fn ticket_received(shared: &Shared, provider: &str) -> Result<Option<u64>, String> {
+    match tokio::time::timeout(READY_TIMEOUT, shared.tokens.ticket(provider)).await {
+        Ok(Ok(t)) => Ok(t.map(|t| t.received_unix)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the token store did not answer within 1 s".into()),
+    }
+}
+
+/// Each provider's ticket's age in seconds; `None` while it holds none (or the store cannot say).
+async fn ticket_ages(shared: &Shared) -> Vec<(Arc<str>, Option<u64>)> {
+    let now = crate::vocab::unix_now();
+    let rt = shared.runtime.load_full();
+    let mut out = Vec::with_capacity(rt.providers.len());
+    for p in &rt.providers {
+        let received = ticket_received(shared, &p.name).await.ok().flatten();
+        out.push((Arc::clone(&p.name), received.map(|t| now.saturating_sub(t))));
+    }
+    out
+}
+
 /// `GET /metrics`: the gauges read at scrape time are set first.
 async fn metrics(shared: &Shared) -> Response<ProxyBody> {
     shared.metrics.set_token_gauges(&shared.tokens.census());
+    shared.metrics.set_ticket_ages(&ticket_ages(shared).await);
     let ready = store_ready(shared).await;
     shared.metrics.store_ready.set(i64::from(ready.is_ok()));
     let in_flight = shared.in_flight.load(std::sync::atomic::Ordering::Relaxed);

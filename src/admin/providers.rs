@@ -9,8 +9,10 @@
 //!    [`MAX_EVENT_NONCES`]);
 //! 3. decrypts `Encrypt` and checks the appid it ends with is the provider's `component_appid`;
 //! 4. acts: `PUSH` stores the `Ticket` (durably, encrypted: [`crate::token::Tokens::store_ticket`]);
-//!    `AUTHORIZED`, `UPDATE_AUTHORIZED` and `UNAUTHORIZED` are logged (the merchant's appid only)
-//!    and counted;
+//!    `AUTHORIZED` and `UPDATE_AUTHORIZED` exchange `AuthorizationCode` at once and store the
+//!    merchant app's grant before answering ([`crate::token::Tokens::authorize_authorizer`]; a
+//!    failure answers 503, so the platform delivers the event again); `UNAUTHORIZED` drops the
+//!    merchant app's tokens and tells `[[notify]]` (`authorizer.unauthorized`);
 //! 5. answers the plain string `success`, as the platform requires.
 //!
 //! The platform's docs give no window for `TimeStamp`: the gateway's is the push interval (10
@@ -57,6 +59,7 @@ struct Message {
     event: String,
     ticket: Option<String>,
     app_id: Option<String>,
+    authorization_code: Option<String>,
 }
 
 /// The table of verified events, for the listeners' state.
@@ -201,12 +204,48 @@ async fn act(cx: Ctx<'_>, p: &Provider, m: Message, count: &(dyn Fn(&str, &str) 
             count("PUSH", "ok");
             tracing::info!(provider = %p.name, "component_ticket received and stored");
         }
-        // TODO(issue 18, next slice): AUTHORIZED / UPDATE_AUTHORIZED exchange AuthorizationCode
-        // for the authorizer's grant at once (stored before it is served); UNAUTHORIZED drops that
-        // authorizer's tokens and sends the `authorizer.unauthorized` notify event.
-        event @ ("AUTHORIZED" | "UPDATE_AUTHORIZED" | "UNAUTHORIZED") => {
-            count(event, "ok");
-            tracing::info!(provider = %p.name, authorizer_appid = %app_id, event, "authorization event received (not acted on yet)");
+        event @ ("AUTHORIZED" | "UPDATE_AUTHORIZED") => {
+            let (Some(appid), Some(code)) = (
+                m.app_id.as_deref().filter(|a| crate::vocab::valid_appid(a)),
+                m.authorization_code.filter(|c| !c.is_empty()),
+            ) else {
+                count(event, "bad_message");
+                return Err(GatewayError::BadRequest(format!(
+                    "{event} without an AppId or AuthorizationCode"
+                )));
+            };
+            match cx.shared.tokens.authorize_authorizer(&p.name, appid, &code).await {
+                Ok(_) => {
+                    count(event, "ok");
+                    tracing::info!(provider = %p.name, authorizer_appid = %appid, event, "merchant app authorized; its grant is stored");
+                }
+                Err(e) => {
+                    // Not `success`: the platform delivers the event again.
+                    count(event, "exchange_failed");
+                    tracing::warn!(provider = %p.name, authorizer_appid = %appid, event, "merchant app authorized, but its code could not be exchanged and stored: {e}");
+                    return Err(GatewayError::TokenUnavailable(e.to_string()));
+                }
+            }
+        }
+        "UNAUTHORIZED" => {
+            let Some(appid) = m.app_id.as_deref().filter(|a| crate::vocab::valid_appid(a)) else {
+                count("UNAUTHORIZED", "bad_message");
+                return Err(GatewayError::BadRequest("UNAUTHORIZED without an AppId".into()));
+            };
+            let held = cx
+                .shared
+                .tokens
+                .remove_authorizer(&p.name, appid)
+                .await
+                .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?;
+            cx.shared.tokens.announce(&crate::token::events::Event::AuthorizerLost {
+                provider: &p.name,
+                authorizer_appid: appid,
+                reason: "the merchant app withdrew its authorization (UNAUTHORIZED)",
+                unauthorized: true,
+            });
+            count("UNAUTHORIZED", "ok");
+            tracing::info!(provider = %p.name, authorizer_appid = %appid, held, "merchant app withdrew its authorization; its tokens are dropped");
         }
         other => {
             count("other", "ok");

@@ -57,7 +57,7 @@ pub use oauth::{
 };
 pub use providers::{ProviderApiVersion, ProviderConfig};
 pub(crate) use routes::OpenIdAt;
-pub use routes::{Inject, PathPattern, RouteConfig, TokenKind};
+pub use routes::{Inject, PathPattern, RouteConfig, TokenKind, DEFAULT_AUTHORIZER_FROM};
 pub use server::{
     ServerConfig, TlsConfig, DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HEAD_BYTES,

@@ -35,6 +35,8 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "token.fetch_failing",
     "token.fetch_recovered",
     "token.evicted_early",
+    "authorizer.unauthorized",
+    "authorizer.reauthorization_required",
 ];
 
 fn all_notify_events() -> Vec<String> {

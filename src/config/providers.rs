@@ -47,6 +47,8 @@ pub struct ProviderConfig {
     pub client_key: Option<String>,
     /// V2: environment variable holding that client_key's secret.
     pub client_secret_env: Option<String>,
+    /// V2: file holding that client_key's secret.
+    pub client_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -162,24 +164,31 @@ fn check_message_key(c: &mut Collector<'_>, i: Option<usize>, p: &ProviderConfig
     }
 }
 
-/// `client_key` and `client_secret_env` come together; V2 needs them (for authorizer tokens).
+/// `client_key` and its secret (`client_secret_env` or `_file`) come together; V2 needs them (for
+/// authorizer tokens).
 fn check_client(c: &mut Collector<'_>, i: Option<usize>, p: &ProviderConfig) {
-    match (&p.client_key, &p.client_secret_env) {
+    let secret = p
+        .client_secret_env
+        .as_ref()
+        .map(|_| ())
+        .or(p.client_secret_file.as_ref().map(|_| ()));
+    match (&p.client_key, &secret) {
         (Some(k), _) if k.trim().is_empty() => c.err("providers", i, "client_key", "must not be empty"),
         (Some(_), None) => c.err(
             "providers",
             i,
             "client_secret_env",
-            "client_key needs its secret: name the environment variable in client_secret_env",
+            "client_key needs its secret: name the environment variable in client_secret_env, or the file in \
+             client_secret_file",
         ),
         (None, Some(_)) => c.err(
             "providers",
             i,
             "client_key",
-            "client_secret_env needs the client_key it belongs to",
+            "client_secret_env/client_secret_file needs the client_key it belongs to",
         ),
         (Some(_), Some(_)) => {
-            if let Err(e) = secret_present(&p.client_secret_env, &None) {
+            if let Err(e) = secret_present(&p.client_secret_env, &p.client_secret_file) {
                 c.err("providers", i, "client_secret_env", e);
             }
         }
@@ -192,6 +201,57 @@ fn check_client(c: &mut Collector<'_>, i: Option<usize>, p: &ProviderConfig) {
         ),
         (None, None) => {}
     }
+}
+
+/// A route's provider keys: `token = "component"` and `"authorizer"` name a `[[providers]]`
+/// entry (`provider`), other routes none; `authorizer` (where the merchant app's appid is) only on
+/// `"authorizer"` routes, as `header:NAME` or `query:NAME`. Whether the route is a provider's.
+pub(super) fn check_provider_route(
+    config: &Config,
+    c: &mut Collector<'_>,
+    idx: Option<usize>,
+    r: &super::RouteConfig,
+) -> bool {
+    use super::routes::OpenIdAt;
+    use super::TokenKind;
+    let provided = matches!(r.token, TokenKind::Component | TokenKind::Authorizer);
+    match &r.provider {
+        None if provided => c.err(
+            "routes",
+            idx,
+            "provider",
+            format!(
+                "token = {} needs provider = \"NAME\" (a [[providers]] entry)",
+                super::words::as_written(&r.token)
+            ),
+        ),
+        Some(p) if provided && !config.providers.iter().any(|x| &x.name == p) => {
+            c.err("routes", idx, "provider", format!("no [[providers]] named {p:?}"))
+        }
+        Some(_) if !provided => c.err(
+            "routes",
+            idx,
+            "provider",
+            "provider is for token = \"component\" and \"authorizer\" routes",
+        ),
+        _ => {}
+    }
+    match (&r.authorizer, r.token) {
+        (Some(a), TokenKind::Authorizer) if matches!(OpenIdAt::parse(a), None | Some(OpenIdAt::Form(_))) => c.err(
+            "routes",
+            idx,
+            "authorizer",
+            "must be \"header:NAME\" or \"query:NAME\" (where the merchant app's appid is)",
+        ),
+        (Some(_), t) if t != TokenKind::Authorizer => c.err(
+            "routes",
+            idx,
+            "authorizer",
+            "authorizer is for token = \"authorizer\" routes",
+        ),
+        _ => {}
+    }
+    provided
 }
 
 #[cfg(test)]
@@ -311,5 +371,58 @@ mod tests {
         assert_eq!(route("provider = \"tp\"\n"), Vec::<String>::new());
         assert_eq!(route(""), vec!["routes[0].provider".to_string()]);
         assert_eq!(route("provider = \"nobody\"\n"), vec!["routes[0].provider".to_string()]);
+    }
+
+    /// The route problems of a config with the provider `tp` and this one route (`W ` before a
+    /// warning).
+    fn route_problems(route: &str) -> Vec<String> {
+        std::env::set_var("DG_UNIT_TP_SECRET", "s");
+        std::env::set_var("DG_UNIT_TP_KEY", "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds");
+        let text = format!(
+            "[store]\nkind = \"memory\"\n[[apps]]\nname = \"main\"\nclient_key = \"aw1\"\n\
+             client_secret_env = \"DG_UNIT_TP_SECRET\"\n[[providers]]\n{GOOD}api_version = \"v1\"\n\
+             [[routes]]\nname = \"r\"\npath = \"/x\"\n{route}\n"
+        );
+        let found = match Config::load_str(&text, "t") {
+            Ok((_, warnings)) => warnings,
+            Err(e) => e.problems,
+        };
+        found
+            .into_iter()
+            .filter(|p| p.key.starts_with("routes"))
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn provider_routes_name_their_provider_and_where_the_merchant_appid_is() {
+        for ok in [
+            "token = \"authorizer\"\nprovider = \"tp\"",
+            "token = \"authorizer\"\nprovider = \"tp\"\nauthorizer = \"query:appid\"",
+            "token = \"authorizer\"\nprovider = \"tp\"\nauthorizer = \"header:x-merchant\"",
+            "token = \"component\"\nprovider = \"tp\"",
+        ] {
+            assert_eq!(route_problems(ok), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, key) in [
+            ("token = \"authorizer\"", "routes[0].provider"),
+            ("token = \"authorizer\"\nprovider = \"nobody\"", "routes[0].provider"),
+            ("token = \"client\"\nprovider = \"tp\"", "routes[0].provider"),
+            (
+                "token = \"authorizer\"\nprovider = \"tp\"\nauthorizer = \"form:appid\"",
+                "routes[0].authorizer",
+            ),
+            (
+                "token = \"authorizer\"\nprovider = \"tp\"\nauthorizer = \"appid\"",
+                "routes[0].authorizer",
+            ),
+            (
+                "token = \"client\"\nauthorizer = \"query:appid\"",
+                "routes[0].authorizer",
+            ),
+        ] {
+            let p = route_problems(bad);
+            assert!(p.len() == 1 && p[0].starts_with(key), "{bad}: {p:?}");
+        }
     }
 }

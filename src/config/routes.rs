@@ -26,6 +26,9 @@ pub enum TokenKind {
     AppSecret,
     /// A service provider's component_access_token (route key `provider`).
     Component,
+    /// A merchant app's authorizer_access_token, held by a service provider (route keys
+    /// `provider`, `authorizer`).
+    Authorizer,
     /// A token endpoint an SDK calls itself (`/oauth/client_token/`, `/api/apps/v2/token`),
     /// answered by the gateway with a placeholder token in that endpoint's envelope; the platform
     /// is never contacted. The placeholder is replaced by the real token on every API route.
@@ -110,9 +113,15 @@ pub struct RouteConfig {
     /// Whether a signed route's answers must carry the platform's valid `Byte-Signature`;
     /// absent: when the app has a platform public key.
     pub verify_response: Option<bool>,
-    /// `token = "component"`: the `[[providers]]` whose token it attaches.
+    /// `token = "component"` or `"authorizer"`: the `[[providers]]` whose token it attaches.
     pub provider: Option<String>,
+    /// `token = "authorizer"`: where the merchant app's appid comes from, `header:NAME` (removed
+    /// before forwarding) or `query:NAME`; absent: `header:x-authorizer-appid`.
+    pub authorizer: Option<String>,
 }
+
+/// Where an authorizer route reads the merchant app's appid by default.
+pub const DEFAULT_AUTHORIZER_FROM: &str = "header:x-authorizer-appid";
 
 fn default_open_id() -> String {
     "query:open_id".into()
@@ -269,17 +278,8 @@ impl Config {
 
     /// A route attaching a token names an app that exists (or there is exactly one).
     fn check_route_app(&self, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-        if r.token == TokenKind::Component {
-            check_route_provider(self, c, idx, r);
-        } else if r.provider.is_some() {
-            c.err(
-                "routes",
-                idx,
-                "provider",
-                "provider is for token = \"component\" routes",
-            );
-        }
-        if r.token != TokenKind::None && r.token != TokenKind::Component {
+        let provided = super::providers::check_provider_route(self, c, idx, r);
+        if r.token != TokenKind::None && !provided {
             match &r.app {
                 Some(app) if !self.apps.iter().any(|a| &a.name == app) => {
                     c.err("routes", idx, "app", format!("no [[apps]] named {app:?}"))
@@ -327,22 +327,6 @@ impl Config {
         if r.token == TokenKind::Biz && r.biz_scope.as_deref().unwrap_or("").is_empty() {
             c.err("routes", idx, "biz_scope", "token = \"biz\" needs the scope to request");
         }
-    }
-}
-
-/// `token = "component"` names a `[[providers]]` entry.
-fn check_route_provider(config: &Config, c: &mut Collector<'_>, idx: Option<usize>, r: &RouteConfig) {
-    match &r.provider {
-        None => c.err(
-            "routes",
-            idx,
-            "provider",
-            "token = \"component\" needs provider = \"NAME\" (a [[providers]] entry)",
-        ),
-        Some(p) if !config.providers.iter().any(|x| &x.name == p) => {
-            c.err("routes", idx, "provider", format!("no [[providers]] named {p:?}"))
-        }
-        Some(_) => {}
     }
 }
 

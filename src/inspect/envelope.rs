@@ -133,6 +133,9 @@ struct Envelope {
     error_code: Lenient,
     err_no: Lenient,
     errcode: Lenient,
+    /// The third-party platform's V1 APIs (`open.microapp.bytedance.com/openapi/v1/…`):
+    /// `{"errno","message"}`.
+    errno: Lenient,
 }
 
 /// The first byte of a JSON object: serde would also read a struct from an array, and only objects
@@ -153,6 +156,7 @@ pub fn codes(body: &[u8]) -> Option<Codes> {
         env.error_code.0,
         env.err_no.0,
         env.errcode.0,
+        env.errno.0,
     ];
     let mut out = Vec::new();
     for c in all.into_iter().flatten() {
@@ -175,6 +179,16 @@ mod tests {
         assert_eq!(
             codes(br#"{"err_no":"28001008","data":null}"#).unwrap().first(),
             Some(28001008)
+        );
+        assert_eq!(
+            codes(r#"{"errno":11016,"message":"access_token不正确或者已过期"}"#.as_bytes())
+                .unwrap()
+                .first(),
+            Some(11016)
+        );
+        assert_eq!(
+            codes(br#"{"errno":0,"message":"success","data":{}}"#).unwrap().first(),
+            None
         );
         assert_eq!(
             codes(br#"{"data":[1,2],"errcode":40004}"#).unwrap().first(),

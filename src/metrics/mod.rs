@@ -136,6 +136,18 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["provider", "event", "outcome"],
     ),
     (
+        "douyin_gateway_authorizers",
+        "Merchant apps' authorizer tokens each [[providers]] holds, by state (valid, expired, failed, \
+         reauthorization_required); with a shared store every stored one once a pass over the store is complete.",
+        &["provider", "state"],
+    ),
+    (
+        "douyin_gateway_provider_ticket_age_seconds",
+        "Seconds since the gateway received the provider's latest component_ticket (the platform pushes one every \
+         10 minutes); -1 while it holds none.",
+        &["provider"],
+    ),
+    (
         "douyin_gateway_access_log_dropped_total",
         "Access lines dropped because the log's writer was behind (stderr blocked), never delaying a call.",
         &[],
@@ -198,6 +210,10 @@ pub struct Metrics {
     pub webhook_forwards: IntCounterVec,
     /// `douyin_gateway_provider_events_total{provider,event,outcome}`.
     pub provider_events: IntCounterVec,
+    /// `douyin_gateway_authorizers{provider,state}`, set at scrape time.
+    pub authorizers: IntGaugeVec,
+    /// `douyin_gateway_provider_ticket_age_seconds{provider}`, set at scrape time.
+    pub provider_ticket_age: IntGaugeVec,
     /// Each route's last 5 minutes, for the status page (not exported to Prometheus).
     pub windows: window::Windows,
     /// `douyin_gateway_access_log_dropped_total`: brought up to [`crate::logs::access::dropped`]
@@ -327,6 +343,8 @@ impl Metrics {
             callback_nonces: gauge("douyin_gateway_callback_nonces"),
             webhook_forwards: counter("douyin_gateway_webhook_forwards_total"),
             provider_events: counter("douyin_gateway_provider_events_total"),
+            authorizers: gauges("douyin_gateway_authorizers"),
+            provider_ticket_age: gauges("douyin_gateway_provider_ticket_age_seconds"),
             windows: Default::default(),
             access_log_dropped: {
                 let (n, help, _) = family("douyin_gateway_access_log_dropped_total");
@@ -343,7 +361,9 @@ impl Metrics {
     /// scrape, and a graph of it shows "no data" rather than 0).
     pub fn app_at_zero(&self, app: &str, mini_app: bool) {
         for class in crate::vocab::TokenClass::ALL {
-            if (class == crate::vocab::TokenClass::MiniApp && !mini_app) || class == crate::vocab::TokenClass::Component
+            use crate::vocab::TokenClass;
+            if (class == TokenClass::MiniApp && !mini_app)
+                || matches!(class, TokenClass::Component | TokenClass::Authorizer)
             {
                 continue;
             }
@@ -353,9 +373,19 @@ impl Metrics {
         self.renewals.with_label_values(&[app, "ok"]);
     }
 
-    /// Puts `douyin_gateway_provider_events_total` at zero for a provider: the outcomes an alert
-    /// watches.
+    /// Puts a provider's families at zero: `douyin_gateway_provider_events_total` for the outcomes
+    /// an alert watches, its component and authorizer token fetches and early evictions, its
+    /// merchant apps in every state, and its ticket's age at -1 (none held) until a scrape reads it.
     pub fn provider_at_zero(&self, provider: &str) {
+        use crate::vocab::TokenClass;
+        for class in [TokenClass::Component, TokenClass::Authorizer] {
+            self.token_fetches.with_label_values(&[provider, class.as_str(), "ok"]);
+            self.evicted_early.with_label_values(&[provider, class.as_str()]);
+        }
+        for state in crate::token::upkeep::TokenState::ALL {
+            self.authorizers.with_label_values(&[provider, state.as_str()]).set(0);
+        }
+        self.provider_ticket_age.with_label_values(&[provider]).set(-1);
         for (event, outcome) in [
             ("PUSH", "ok"),
             ("PUSH", "store_failed"),

@@ -38,7 +38,7 @@ pub fn codes_seen(class: TokenClass) -> Vec<i64> {
     let groups: &[&[i64]] = match class {
         TokenClass::Client => &[APP_CODES, OPEN_PLATFORM_REJECTIONS],
         TokenClass::User | TokenClass::Biz => &[APP_CODES, USER_CODES, OPEN_PLATFORM_REJECTIONS],
-        TokenClass::MiniApp | TokenClass::Component => &[MINI_APP_REJECTIONS],
+        TokenClass::MiniApp | TokenClass::Component | TokenClass::Authorizer => &[MINI_APP_REJECTIONS],
     };
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -6,8 +6,8 @@ use prometheus::{IntCounter, IntCounterVec};
 
 /// The token engine's events as counters (subscribed with [`Metrics::token_observer`]).
 pub struct TokenMetrics {
-    hits: [IntCounter; 5],
-    misses: [IntCounter; 5],
+    hits: [IntCounter; crate::vocab::TokenClass::ALL.len()],
+    misses: [IntCounter; crate::vocab::TokenClass::ALL.len()],
     fetches: IntCounterVec,
     evicted_early: IntCounterVec,
     renewals: IntCounterVec,
@@ -48,8 +48,8 @@ impl Metrics {
         })
     }
 
-    /// Sets `douyin_gateway_tokens` and `douyin_gateway_reauthorization` from the engine's
-    /// census (at scrape time). Every app's series start at zero: a graph shows 0, not "no
+    /// Sets `douyin_gateway_tokens`, `douyin_gateway_reauthorization` and
+    /// `douyin_gateway_authorizers` from the engine's census (at scrape time). Every app's series start at zero: a graph shows 0, not "no
     /// data", and an alert on `douyin_gateway_tokens{state="failed"} > 0` has a series to watch.
     pub fn set_token_gauges(&self, census: &crate::token::upkeep::Census) {
         use crate::token::upkeep::TokenState;
@@ -58,7 +58,9 @@ impl Metrics {
         self.reauthorization.reset();
         for (app, mini_app) in &census.apps {
             for class in TokenClass::ALL {
-                if (class == TokenClass::MiniApp && !mini_app) || class == TokenClass::Component {
+                if (class == TokenClass::MiniApp && !mini_app)
+                    || matches!(class, TokenClass::Component | TokenClass::Authorizer)
+                {
                     continue;
                 }
                 for state in TokenState::ALL.into_iter().filter(|s| s.applies_to(class)) {
@@ -71,13 +73,35 @@ impl Metrics {
                 self.reauthorization.with_label_values(&[&**app, when]).set(0);
             }
         }
+        self.authorizers.reset();
+        for provider in &census.providers {
+            for state in TokenState::ALL {
+                self.authorizers
+                    .with_label_values(&[&**provider, state.as_str()])
+                    .set(0);
+            }
+        }
         for ((app, class, state), n) in &census.tokens {
+            if *class == TokenClass::Authorizer && census.providers.contains(app) {
+                self.authorizers.with_label_values(&[&**app, state.as_str()]).set(*n);
+            }
             self.tokens
                 .with_label_values(&[&**app, class.as_str(), state.as_str()])
                 .set(*n);
         }
         for ((app, when), n) in &census.reauthorization {
             self.reauthorization.with_label_values(&[&**app, when]).set(*n);
+        }
+    }
+
+    /// Sets `douyin_gateway_provider_ticket_age_seconds` (at scrape time): for each configured
+    /// provider, the seconds since its latest ticket was received, or -1 when it holds none (a
+    /// series that is always there, so an alert can watch `== -1` as well as a large age).
+    pub fn set_ticket_ages(&self, ages: &[(std::sync::Arc<str>, Option<u64>)]) {
+        self.provider_ticket_age.reset();
+        for (provider, age) in ages {
+            let v = age.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+            self.provider_ticket_age.with_label_values(&[&**provider]).set(v);
         }
     }
 }

@@ -52,6 +52,7 @@ pub const GATEWAY_CODES: &[&str] = &[
     "store_unavailable",
     "bad_signature",
     "bad_upstream_signature",
+    "authorizer_authorization_required",
 ];
 
 /// One 10-second slot's counters.

@@ -173,6 +173,10 @@ fn prepare<B>(call: &Call, keys: Option<&Arc<Tokens>>, req: &mut Request<B>) -> 
         }
         _ => token_key(rt, (keys, &mut found), route, req.uri(), req.headers(), None)?,
     };
+    if let Some(OpenIdSource::Header(h)) = &route.authorizer_from {
+        // The gateway's own routing header: the platform never sees it.
+        req.headers_mut().remove(h);
+    }
     headers::strip_request(req.headers_mut());
     if let crate::config::Inject::HeaderNamed(name) = &route.inject {
         // The token goes in this header: the caller's own, in any spelling read as it, is dropped.
@@ -252,6 +256,26 @@ fn token_key(
         TokenKind::Client => Some(app().client_key.clone()),
         TokenKind::MiniApp => Some(app().mini_app_key.clone()),
         TokenKind::Component => route.provider.clone(),
+        TokenKind::Authorizer => {
+            let (Some(provider), Some(from)) = (&route.provider, &route.authorizer_from) else {
+                return Err(GatewayError::Internal);
+            };
+            let appid = from
+                .extract(uri, headers)
+                .map_err(|e| GatewayError::BadRequest(e.replace("open_id", "authorizer appid")))?
+                .ok_or_else(|| {
+                    GatewayError::BadRequest(format!(
+                        "this route needs the merchant app's appid in the {}",
+                        from.describe()
+                    ))
+                })?;
+            if !crate::vocab::valid_appid(&appid) {
+                return Err(GatewayError::BadRequest(
+                    "the merchant app's appid must be 1 to 64 letters, digits, _ or -".into(),
+                ));
+            }
+            Some(TokenKey::authorizer(Arc::clone(&provider.app), &appid))
+        }
         TokenKind::User => {
             let open_id = open_id()?;
             Some(key_of(keys, &app().name, KeyRef::user(&app().name, &open_id)))

@@ -147,7 +147,13 @@ struct Webhook {
 async fn webhook(state: &State, w: Webhook) -> Reply {
     let Some((client_key, secret)) = (match &w.client_key {
         Some(k) => state.apps.get_key_value(k),
-        None => state.apps.iter().min_by_key(|(k, _)| k.as_str()),
+        // The smallest of the apps it was started with (the provider's own client_key, always
+        // there, is not one of them).
+        None => state
+            .apps
+            .iter()
+            .filter(|(k, _)| k.as_str() != super::authorizer::PROVIDER_CLIENT_KEY)
+            .min_by_key(|(k, _)| k.as_str()),
     }) else {
         return bad("no such client_key".into());
     };

@@ -8,7 +8,8 @@
 //! `POST /sandbox/clock`, `GET|DELETE /sandbox/requests`, `POST /sandbox/login_code` (a `tt.login`
 //! code), `POST /sandbox/auth_code` (an authorization code as a mini-app receives it); the platform
 //! calling out, and a backend receiving what the gateway forwards ([`callbacks`]); the third-party
-//! platform pushing a service provider's events and issuing its component tokens ([`provider`]); for large
+//! platform pushing a service provider's events and issuing its component tokens ([`provider`]) and
+//! its merchants' authorizer tokens ([`authorizer`]); for large
 //! transfers `POST /sandbox/sink`
 //! (counts an upload's bytes) and `GET /sandbox/bytes?n=N` (N bytes); for signed calls
 //! `POST /sandbox/trade` and `GET /sandbox/signed` ([`trade`]).
@@ -18,8 +19,10 @@
 //! file serves them and injects the faults.
 
 mod api;
+pub mod authorizer;
 mod callbacks;
 mod control;
+mod grants;
 mod mini;
 mod oauth;
 mod options;
@@ -80,6 +83,10 @@ pub fn start(opts: SandboxOptions, listener: TcpListener) -> Result<Sandbox, Str
             .ok_or_else(|| format!("--app {a:?}: expected CLIENT_KEY:SECRET"))?;
         apps.insert(k.to_string(), s.to_string());
     }
+    // The sandbox service provider's own app on open.douyin.com: its client_token is what the
+    // V2 third-party endpoints take.
+    apps.entry(authorizer::PROVIDER_CLIENT_KEY.to_string())
+        .or_insert_with(|| authorizer::PROVIDER_CLIENT_SECRET.to_string());
     let faults = Faults {
         token_endpoint: opts.token_fault,
         api_latency_ms: opts.api_latency_ms,
@@ -152,10 +159,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         Err(_) => return Ok(Reply::status(StatusCode::BAD_REQUEST, "text/plain", "bad body").into_response()),
     };
     let path = parts.uri.path();
-    if path.starts_with("/sandbox/provider")
-        || path.starts_with("/openapi/v1/auth/tp/token")
-        || path.starts_with("/api/tpapp/sandbox/")
-    {
+    if path.starts_with("/sandbox/provider") || path.starts_with("/openapi/v1/") || path.starts_with("/api/tpapp/") {
         let query = parts.uri.query().unwrap_or("");
         if let Some(reply) = provider::handle(&state, &parts.method, path, query, &parts.headers, &body).await {
             return Ok(reply.into_response());

@@ -1,13 +1,14 @@
 //! The third-party platform (service providers): a control that pushes an encrypted, signed
-//! event to a provider's authorization event URL, and the component token endpoint.
+//! event to a provider's authorization event URL, and the component token endpoint. The
+//! authorizer tokens are [`super::authorizer`]'s.
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `POST /sandbox/provider/push` `{"url", "event"?, "authorizer_appid"?, "tamper"?, "replay"?, "timestamp_offset_secs"?}` | an event (`PUSH`, the default, with a fresh ticket; `AUTHORIZED`, `UPDATE_AUTHORIZED` with an authorization code; `UNAUTHORIZED`) sealed with [`MESSAGE_KEY`] for [`COMPONENT_APPID`] and signed with [`MESSAGE_TOKEN`], POSTed as `{"Nonce","TimeStamp","Encrypt","MsgSignature"}`; `tamper` swaps `Encrypt` after signing, `replay` sends the previous event again byte for byte. Answers `{"status","body","ticket"}` |
+//! | `POST /sandbox/provider/push` `{"url", "event"?, "authorizer_appid"?, "permissions"?, "tamper"?, "replay"?, "timestamp_offset_secs"?}` | an event (`PUSH`, the default, with a fresh ticket; `AUTHORIZED`, `UPDATE_AUTHORIZED` with an authorization code the platform now knows, for `permissions` (ids, default `[1,2,3,4]`); `UNAUTHORIZED`, whose app's tokens stop) sealed with [`MESSAGE_KEY`] for [`COMPONENT_APPID`] and signed with [`MESSAGE_TOKEN`], POSTed as `{"Nonce","TimeStamp","Encrypt","MsgSignature"}`; `tamper` swaps `Encrypt` after signing (and changes nothing at the platform), `replay` sends the previous event again byte for byte. Answers `{"status","body","ticket","code"}` |
 //! | `GET /openapi/v1/auth/tp/token?component_appid=&component_appsecret=&component_ticket=` | a component_access_token (`{"component_access_token","expires_in":7200}`) for the right appid and secret and one of the last two tickets pushed; else `{"errno","message"}` |
 //! | `/api/tpapp/sandbox/component_info` | an API that takes a component token (`component_access_token` or `access_token` in the query, or `access-token`): `{"err_no":0,"data":{"component_appid"}}`, or 11016 for a token not in force |
-//! | `POST /sandbox/provider` `{"expires_in"}` | the lifetime of the component tokens issued next (7200) |
-//! | `GET /sandbox/provider` | `{"tickets_pushed","token_calls","tokens_issued"}` |
+//! | `POST /sandbox/provider` `{"expires_in"?, "authorizer_expires_in"?, "token_delay_ms"?, "event_url"?}` | the lifetime of the component tokens issued next (7200), of the authorizer tokens issued next (7200), a delay before the authorizer token endpoints answer, and the provider's event URL: once set, each retrieved code is also pushed there as `UPDATE_AUTHORIZED`, as the platform does (counted in `retrieved_pushed`) |
+//! | `GET /sandbox/provider` | `{"tickets_pushed","token_calls","tokens_issued"}` and the authorizer counters ([`super::authorizer`]) |
 //!
 //! The sealing and the signature are written here again, with the RustCrypto crates directly,
 //! not with the gateway's `provider_crypto`: a test of the gateway's side does not check it
@@ -53,6 +54,30 @@ pub struct ProviderState {
     last_sent: Option<String>,
     /// The lifetime of the component tokens issued next (default 7200 s).
     expires_in: Option<u64>,
+    /// Merchants' authorizations: codes, authorizer tokens ([`super::authorizer`]).
+    pub(super) auth: super::grants::Authorizers,
+    /// The provider's authorization event URL, when a test set it: a retrieved code is pushed
+    /// there too, as `UPDATE_AUTHORIZED` (the platform's "授权码找回通知").
+    pub(super) event_url: Option<String>,
+    /// `UPDATE_AUTHORIZED` events pushed for retrieved codes.
+    pub(super) retrieved_pushed: u64,
+}
+
+/// What the platform does after a provider retrieves `code` for `app`: when the event URL is
+/// known, it pushes `UPDATE_AUTHORIZED` with that code (after answering the retrieval).
+pub(super) fn push_retrieved(g: &mut super::state::Inner, app: &str, code: &str) {
+    let Some(url) = g.provider.event_url.clone() else {
+        return;
+    };
+    let message = json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": "2026-12-05 12:00:00",
+        "Event": "UPDATE_AUTHORIZED", "AuthorizationCode": code, "AuthorizationCodeExpiresIn": 3600});
+    let sent = envelope(&message, 0, false);
+    g.provider.retrieved_pushed += 1;
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let headers = [("content-type", "application/json".to_string())];
+        let _ = super::callbacks::post(&url, &headers, sent).await;
+    });
 }
 
 impl ProviderState {
@@ -78,18 +103,29 @@ pub(super) async fn handle(
         },
         (&Method::POST, "/sandbox/provider") => {
             let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            state.inner.lock().unwrap().provider.expires_in = v["expires_in"].as_u64();
+            let mut g = state.inner.lock().unwrap();
+            if let Some(e) = v.get("expires_in") {
+                g.provider.expires_in = e.as_u64();
+            }
+            if let Some(u) = v.get("event_url") {
+                g.provider.event_url = u.as_str().map(str::to_string);
+            }
+            g.provider.auth.set_controls(&v);
             Reply::json(json!({"ok": true}))
         }
         (&Method::GET, "/sandbox/provider") => {
             let g = state.inner.lock().unwrap();
             let p = &g.provider;
-            Reply::json(json!({"tickets_pushed": p.tickets_pushed, "token_calls": p.token_calls,
-                "tokens_issued": p.tokens_issued}))
+            let mut stats = p.auth.stats();
+            stats.insert("tickets_pushed".into(), p.tickets_pushed.into());
+            stats.insert("retrieved_pushed".into(), p.retrieved_pushed.into());
+            stats.insert("token_calls".into(), p.token_calls.into());
+            stats.insert("tokens_issued".into(), p.tokens_issued.into());
+            Reply::json(Value::Object(stats))
         }
         (&Method::GET, "/openapi/v1/auth/tp/token" | "/openapi/v1/auth/tp/token/") => component_token(state, query),
         (_, "/api/tpapp/sandbox/component_info") => component_info(state, query, headers),
-        _ => return None,
+        _ => return super::authorizer::handle(state, method, path, query, headers, body).await,
     })
 }
 
@@ -106,6 +142,8 @@ struct Push {
     replay: bool,
     #[serde(default)]
     timestamp_offset_secs: i64,
+    /// What the merchant grants (`AUTHORIZED`, `UPDATE_AUTHORIZED`): ids of the docs' table.
+    permissions: Option<Value>,
 }
 
 fn default_event() -> String {
@@ -113,15 +151,31 @@ fn default_event() -> String {
 }
 
 async fn push(state: &State, p: Push) -> Reply {
-    let (sent, ticket) = if p.replay {
+    let (sent, ticket, code) = if p.replay {
         match state.inner.lock().unwrap().provider.last_sent.clone() {
-            Some(s) => (s, None),
+            Some(s) => (s, None, None),
             None => return Reply::json(json!({"error": "nothing to replay"})).with_status(StatusCode::BAD_REQUEST),
         }
     } else {
-        let (message, ticket) = message(&p);
-        let sent = envelope(&message, p.timestamp_offset_secs, p.tamper);
         let mut g = state.inner.lock().unwrap();
+        let now = g.now();
+        let app = p.authorizer_appid.as_deref().unwrap_or(DEFAULT_AUTHORIZER);
+        // The platform acts before it tells: the code works (and an unauthorized app's tokens
+        // stop) by the time the provider reads the event. A tampered event is not the
+        // platform's: it changes nothing.
+        let code = match p.event.as_str() {
+            "AUTHORIZED" | "UPDATE_AUTHORIZED" if !p.tamper => {
+                Some(g.provider.auth.authorize(app, p.permissions.as_ref(), now))
+            }
+            "AUTHORIZED" | "UPDATE_AUTHORIZED" => Some(format!("code.{}", hex::encode(rand::random::<[u8; 16]>()))),
+            "UNAUTHORIZED" if !p.tamper => {
+                g.provider.auth.unauthorize(app);
+                None
+            }
+            _ => None,
+        };
+        let (message, ticket) = message(&p, app, code.as_deref());
+        let sent = envelope(&message, p.timestamp_offset_secs, p.tamper);
         let pr = &mut g.provider;
         // A tampered event is not the platform's: its ticket is not one the platform knows.
         if let Some(t) = ticket.as_ref().filter(|_| !p.tamper) {
@@ -132,20 +186,20 @@ async fn push(state: &State, p: Push) -> Reply {
             pr.tickets_pushed += 1;
         }
         pr.last_sent = Some(sent.clone());
-        (sent, ticket)
+        (sent, ticket, code)
     };
     let headers = [("content-type", "application/json".to_string())];
     let (status, answer) = super::callbacks::post(&p.url, &headers, sent.clone()).await;
-    Reply::json(json!({"status": status, "body": answer, "ticket": ticket, "sent": sent}))
+    Reply::json(json!({"status": status, "body": answer, "ticket": ticket, "code": code, "sent": sent}))
 }
 
-/// The plain message of an event, and the ticket it carries (`PUSH`).
-fn message(p: &Push) -> (Value, Option<String>) {
+/// The merchant app of an authorization event that names none.
+const DEFAULT_AUTHORIZER: &str = "tt_merchant_sandbox";
+
+/// The plain message of an event for `app` (with `code` for an authorization), and the ticket
+/// it carries (`PUSH`).
+fn message(p: &Push, app: &str, code: Option<&str>) -> (Value, Option<String>) {
     let now = "2026-12-05 12:00:00";
-    let app = p
-        .authorizer_appid
-        .clone()
-        .unwrap_or_else(|| "tt_merchant_sandbox".into());
     match p.event.as_str() {
         "PUSH" => {
             let ticket = format!("ticket.{}", hex::encode(rand::random::<[u8; 12]>()));
@@ -155,7 +209,7 @@ fn message(p: &Push) -> (Value, Option<String>) {
         }
         "AUTHORIZED" | "UPDATE_AUTHORIZED" => (
             json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": now, "Event": p.event,
-                "AuthorizationCode": format!("code.{}", hex::encode(rand::random::<[u8; 8]>())),
+                "AuthorizationCode": code.unwrap_or_default(),
                 "AuthorizationCodeExpiresIn": 3600}),
             None,
         ),

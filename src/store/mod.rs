@@ -58,6 +58,12 @@ pub enum Put {
 
 /// The kind of a provider's latest component_ticket ([`Store::put_value`]).
 pub const KIND_TICKET: &str = "provider_ticket";
+/// The kind of the fingerprint of a merchant app's refresh token sent to the platform (name
+/// `provider/authorizer_appid`): a stored grant whose token it matches was spent already.
+pub const KIND_SPENT_REFRESH: &str = "authorizer_refresh_spent";
+
+/// Every kind of sealed value ([`Store::put_value`]).
+pub const VALUE_KINDS: [&str; 2] = [KIND_TICKET, KIND_SPENT_REFRESH];
 
 /// The associated data binding a sealed value to its kind and name.
 fn value_aad(kind: &str, name: &str) -> Vec<u8> {
@@ -183,6 +189,16 @@ impl Store {
         }
     }
 
+    /// A shared store's records of one app (or provider) and class, as every instance wrote
+    /// them (a merchant app authorized through another instance); a private store answers none,
+    /// its records being all in memory since the start.
+    pub async fn shared_records(&self, app: &str, class: crate::vocab::TokenClass) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::Redis(r) => r.records_of(app, class).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Several records, in the order of `keys`: one round trip to Redis per call.
     pub async fn get_many(&self, keys: &[TokenKey]) -> Result<Vec<Option<Record>>, StoreError> {
         match self {
@@ -260,6 +276,20 @@ impl Store {
         for r in &records {
             if let Put::Written(_) = self.put(r, r.version).await? {
                 n += 1;
+            }
+        }
+        // And the sealed values beside them (providers' tickets, spent refresh tokens).
+        for kind in VALUE_KINDS {
+            let names = match self {
+                Store::Memory => Vec::new(),
+                Store::Sqlite(s) => s.value_names(kind).await?,
+                Store::Redis(r) => r.value_names(kind).await?,
+            };
+            for name in names {
+                if let Some(v) = self.get_value(kind, &name).await? {
+                    self.put_value(kind, &name, &v).await?;
+                    n += 1;
+                }
             }
         }
         Ok(n)

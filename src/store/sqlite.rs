@@ -217,6 +217,22 @@ impl SqliteStore {
         .await
     }
 
+    /// The names of the values of `kind` (for `rekey`).
+    pub async fn value_names(&self, kind: &'static str) -> Result<Vec<String>, StoreError> {
+        self.run(move |c, _| {
+            let mut q = c
+                .prepare("SELECT app FROM tokens WHERE class = ?1 AND subject = ''")
+                .map_err(unavailable)?;
+            let names = q
+                .query_map(params![kind], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(names)
+        })
+        .await
+    }
+
     /// A value [`Self::put_value`] wrote, opened.
     pub async fn get_value(&self, kind: &'static str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let name = name.to_string();

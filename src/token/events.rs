@@ -95,6 +95,18 @@ pub enum Event<'a> {
         /// Why, in words.
         reason: &'a str,
     },
+    /// A merchant app's authorization is gone (`unauthorized`: it withdrew it, `UNAUTHORIZED`) or
+    /// its grant cannot be renewed and it must authorize the provider again.
+    AuthorizerLost {
+        /// The provider's name.
+        provider: &'a str,
+        /// The merchant app.
+        authorizer_appid: &'a str,
+        /// Why, in words.
+        reason: &'a str,
+        /// Withdrawn by the merchant (else: must authorize again).
+        unauthorized: bool,
+    },
     /// A user's refresh_token cannot be renewed again and dies within 7 days: the user must
     /// re-consent by then (once per user and deadline).
     ReauthorizationDue {

@@ -7,10 +7,12 @@
 //!   instances), owned by [`Tokens`] and knowing nothing of its slots.
 //! - [`upkeep`]: renewals, store events, what the admin API and gauges see.
 
+mod authorizer;
 mod budget;
 pub mod cache;
 mod error;
 pub mod events;
+mod import;
 pub mod issuer;
 mod names;
 mod obtain;
@@ -26,6 +28,7 @@ pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, KeyRef, TokenClass
 pub use budget::BUDGET_WINDOW;
 pub use cache::Need;
 pub use error::TokenError;
+pub use import::ImportedGrant;
 pub use obtain::CodeFailure;
 pub use settings::{Settings, Tuning};
 pub use slot::{FetchState, Slot};
@@ -99,7 +102,7 @@ impl Tokens {
     pub fn reconfigure(&self, settings: Settings) {
         let old = self.settings.load();
         self.cache.retain(|k| match k.class {
-            TokenClass::Component => old.same_provider(&settings, &k.app),
+            TokenClass::Component | TokenClass::Authorizer => old.same_provider(&settings, &k.app),
             _ => matches!(
                 (old.issuer.apps.get(&k.app), settings.issuer.apps.get(&k.app)),
                 (Some(a), Some(b)) if a.client_key == b.client_key

@@ -54,6 +54,14 @@ impl Tokens {
                     )
                 })?,
             },
+            // Likewise a merchant app: only an authorization or an import makes its slot.
+            TokenClass::Authorizer => match self.cache.get(key) {
+                Some(s) => s,
+                None => self
+                    .slot_from_store(key)
+                    .await
+                    .ok_or_else(|| super::authorizer::not_authorized(&key.app, key.subject()))?,
+            },
             _ => self.cache.slot(key),
         };
         self.obtain_in(&slot, key, need).await
@@ -159,6 +167,9 @@ impl Tokens {
     ) -> Result<Token, TokenError> {
         let mut tuning = settings.tuning;
         let fetch = async {
+            if key.class == TokenClass::Authorizer {
+                return self.fetch_authorizer(settings, key, current).await;
+            }
             if key.class != TokenClass::Component {
                 return issuer::fetch(&self.client, &settings.issuer, key, current).await;
             }
@@ -214,8 +225,11 @@ impl Tokens {
                 self.put(slot, key, t.killed().with_grant(dead), t.version, Mode::Adopt, None)
                     .await;
                 tracing::warn!(app = %key.app, class = key.class.as_str(), open_id = key.open_id().unwrap_or("-"),
-                    "user must authorize again: {why}");
+                    authorizer_appid = key.authorizer_appid().unwrap_or("-"), "must authorize again: {why}");
                 told = true;
+                if key.class == TokenClass::Authorizer {
+                    self.authorizer_lost(key, why, false);
+                }
                 if let Some(open_id) = key.open_id() {
                     self.events.publish(&Event::ReauthorizationRequired {
                         app: &key.app,
@@ -283,21 +297,7 @@ impl Tokens {
     /// Stores tokens obtained elsewhere (authorization callback, admin import), replacing
     /// whatever the slot held and clearing any back-off.
     pub async fn install(&self, key: &TokenKey, fetched: Fetched) -> Result<Arc<Token>, TokenError> {
-        let settings = self.settings.load();
-        let token = self.build(fetched, settings.tuning)?;
-        // The key under the config's copy of the app's name: not one copy per user.
-        let key = &self.names.key(&settings, key.clone());
-        let slot = self.cache.slot(key);
-        let mut flight = slot.flight().await;
-        let expected = slot.current().map_or(0, |c| c.version);
-        let token = self.put(&slot, key, token, expected, Mode::Overwrite, None).await;
-        flight.reset();
-        if slot.is_dirty() {
-            // In use, and written by the next sweep; but not durable yet, which the caller must hear.
-            return Err(TokenError::Network(
-                "the token store is unavailable: the tokens are in use but only in memory until it answers".into(),
-            ));
-        }
-        Ok(token)
+        let token = self.build(fetched, self.settings.load().tuning)?;
+        self.install_token(key, token).await
     }
 }

@@ -76,6 +76,26 @@ impl Settings {
             );
         }
         let providers = providers(config)?;
+        for p in &config.providers {
+            let (Some(key), true) = (&p.client_key, p.api_version == crate::config::ProviderApiVersion::V2) else {
+                continue;
+            };
+            let name = super::issuer::provider_client_app(&p.name);
+            let secret = crate::secret::read(&name, &p.client_secret_env, &p.client_secret_file)?
+                .ok_or_else(|| format!("provider {:?}: no client_secret configured for its client_key", p.name))?;
+            let creds = AppCreds {
+                client_key: key.trim().to_string(),
+                client_secret: secret,
+                client_token_endpoint: "/oauth/client_token/".into(),
+                mini_app: None,
+            };
+            if apps.insert(Arc::from(name.as_str()), creds).is_some() {
+                return Err(format!(
+                    "an app is named {name:?}: that name is the provider {:?}'s",
+                    p.name
+                ));
+            }
+        }
         let t = &config.tokens;
         Ok(Settings {
             issuer: IssuerConfig {
@@ -132,6 +152,9 @@ fn providers(config: &Config) -> Result<std::collections::HashMap<Arc<str>, Prov
                 component_appsecret: secret,
                 base: Base::parse(&up.base_url)?,
                 client: crate::upstream::client(&up)?,
+                v2: p.api_version == crate::config::ProviderApiVersion::V2,
+                client_app: (p.api_version == crate::config::ProviderApiVersion::V2 && p.client_key.is_some())
+                    .then(|| Arc::from(super::issuer::provider_client_app(&p.name).as_str())),
             },
         );
     }

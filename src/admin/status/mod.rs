@@ -1,6 +1,7 @@
 //! `GET /status` on the admin listener: one server-rendered page, no script and no external
 //! asset, of what an operator checks first: the store, each app's own tokens, user and biz
-//! tokens by state, each route's traffic over the last 5 minutes ([`traffic`]), who must
+//! tokens by state, each service provider's ticket, component token and merchant apps
+//! ([`providers`]), each route's traffic over the last 5 minutes ([`traffic`]), who must
 //! re-authorize within 7 days (searchable by open_id, paged), the last token events and the
 //! latest token errors. Token values never appear.
 //!
@@ -9,12 +10,13 @@
 
 mod events;
 mod page;
+mod providers;
 mod traffic;
 
 use crate::body::ProxyBody;
 use crate::state::Shared;
 use crate::token::events::{RecentError, RecentEvent};
-use crate::token::upkeep::TokenState;
+use crate::token::upkeep::{Census, TokenState};
 use crate::token::FetchState;
 use crate::token::{unix_now, TokenClass, TokenInfo, TokenKey};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -56,6 +58,8 @@ struct View {
     store_kind: String,
     apps: Vec<AppToken>,
     users: Vec<Users>,
+    /// The service providers (none: no section).
+    providers: Vec<providers::ProviderRow>,
     forecast: Forecast,
     traffic: Vec<traffic::RouteTraffic>,
     events: Vec<RecentEvent>,
@@ -116,12 +120,14 @@ pub(super) async fn page(shared: &Shared, query: Option<&str>) -> Response<Proxy
         Err(_) => Err("no answer within 1 s".to_owned()),
     };
     let (total, due) = shared.tokens.forecast(&search, (page_no - 1) * PAGE, PAGE);
+    let census = shared.tokens.census();
     let view = View {
         now: unix_now(),
         store,
         store_kind: format!("{:?}", shared.runtime.load().config.store.kind),
         apps: app_tokens(shared),
-        users: users(shared),
+        users: users(shared, &census),
+        providers: providers::gather(shared, &census).await,
         forecast: Forecast {
             search,
             page_no,
@@ -181,12 +187,15 @@ fn app_tokens(shared: &Shared) -> Vec<AppToken> {
 /// Each app's user-held tokens (every class that is not app-level: user, biz, and any class
 /// added later) by state, as the gauges count them: with a shared store, every stored token (the
 /// engine's last pass over the store), not only those this instance has read.
-fn users(shared: &Shared) -> Vec<Users> {
-    let census = shared.tokens.census();
+fn users(shared: &Shared, census: &Census) -> Vec<Users> {
     let rt = shared.runtime.load();
     let mut out = Vec::new();
     for app in &rt.apps {
-        for class in TokenClass::ALL.into_iter().filter(|c| !c.is_app_level()) {
+        // Merchant apps are the providers' ([`providers`]), not an app's.
+        for class in TokenClass::ALL
+            .into_iter()
+            .filter(|c| !c.is_app_level() && *c != TokenClass::Authorizer)
+        {
             let count = |state: TokenState| {
                 census
                     .tokens

@@ -43,6 +43,7 @@ pub(super) fn render(v: &View) -> String {
                 (apps(v.now, &v.apps))
                 h2 { "User and biz tokens" }
                 (users(&v.users))
+                (super::providers::render(v.now, &v.providers))
                 h2 { "Traffic" }
                 (super::traffic::render(&v.traffic))
                 h2 { "Who must re-authorize within 7 days" }
@@ -182,7 +183,7 @@ fn errors(errors: &[RecentError]) -> Markup {
 }
 
 /// `in 1h 59m`, or `2m ago`.
-fn until(now: u64, t: u64) -> String {
+pub(super) fn until(now: u64, t: u64) -> String {
     let (d, ago) = if t >= now { (t - now, false) } else { (now - t, true) };
     let s = match d {
         d if d >= 86_400 => format!("{}d {}h", d / 86_400, d % 86_400 / 3600),
@@ -254,6 +255,7 @@ mod tests {
                 reauthorize_now: 0,
                 within_7d: None,
             }],
+            providers: vec![],
             traffic: vec![],
             events: vec![],
             forecast: Forecast {

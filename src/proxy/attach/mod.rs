@@ -220,8 +220,12 @@ fn set_app_secret<B: TokenBody>(req: &mut Request<B>, app: usize) -> Result<(), 
 }
 
 /// A token failure as the caller sees it: a user to send through authorization (with the app's
-/// authorize URL when the route's app has one), or 503 `token_unavailable`.
-pub fn token_error(call: Option<&Call>, e: TokenError) -> GatewayError {
+/// authorize URL when the route's app has one), a merchant app that must authorize its service
+/// provider, or 503 `token_unavailable`.
+pub fn token_error(call: Option<&Call>, class: crate::vocab::TokenClass, e: TokenError) -> GatewayError {
+    if e.needs_authorization() && class == crate::vocab::TokenClass::Authorizer {
+        return GatewayError::AuthorizerAuthorizationRequired(e.to_string());
+    }
     if e.needs_authorization() {
         let authorize_url = call.and_then(|s| {
             let rt = s.runtime();
@@ -384,7 +388,8 @@ where
                     let result = std::task::ready!(obtain.as_mut().poll(cx));
                     let mut req = req.take().expect("once");
                     let need = need.take().expect("once");
-                    match result.map_err(|e| token_error(req.extensions().get::<Call>(), e)) {
+                    let class = need.key.class;
+                    match result.map_err(|e| token_error(req.extensions().get::<Call>(), class, e)) {
                         Ok(token) => match attach(&mut req, &token, &need.inject) {
                             Ok(()) => {
                                 req.extensions_mut().insert(Attached { need, token });

@@ -118,7 +118,7 @@ where
             Ok(t) => t,
             Err(e) => {
                 policy.metrics().inspect(|m| m.retry_token_unavailable.inc());
-                return Err(token_error(policy.call.as_ref(), e));
+                return Err(token_error(policy.call.as_ref(), key.class, e));
             }
         };
         if let Some(call) = &policy.call {

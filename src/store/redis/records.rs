@@ -3,7 +3,7 @@
 use super::{glob_escape, RedisStore, READ_BATCH};
 use crate::store::record::{class_from, class_name};
 use crate::store::{Record, StoreError};
-use crate::vocab::TokenKey;
+use crate::vocab::{TokenClass, TokenKey};
 
 impl RedisStore {
     /// Every key matching `pattern`, by `SCAN`.
@@ -149,5 +149,22 @@ impl RedisStore {
     /// One record.
     pub async fn get(&self, key: &TokenKey) -> Result<Option<Record>, StoreError> {
         self.read(&self.record_key(key)).await
+    }
+
+    /// Every record of one app (or provider) and class: one `SCAN` over the keyspace, then the
+    /// matching records in pipelined batches.
+    pub async fn records_of(&self, app: &str, class: TokenClass) -> Result<Vec<Record>, StoreError> {
+        let pattern = format!(
+            "{}t:{}:{}:*",
+            glob_escape(&self.prefix),
+            glob_escape(app),
+            class_name(class)
+        );
+        let keys = self.scan(&pattern).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_BATCH) {
+            out.extend(self.read_many(chunk).await?.into_iter().flatten());
+        }
+        Ok(out)
     }
 }

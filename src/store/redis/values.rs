@@ -21,6 +21,16 @@ impl RedisStore {
             .map_err(|e| self.fail(e))
     }
 
+    /// The names of the values of `kind` (for `rekey`).
+    pub async fn value_names(&self, kind: &'static str) -> Result<Vec<String>, StoreError> {
+        let head = self.value_key(kind, "");
+        let keys = self.scan(&format!("{}*", super::glob_escape(&head))).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&head).map(str::to_string))
+            .collect())
+    }
+
     /// A value [`Self::put_value`] wrote, opened.
     pub async fn get_value(&self, kind: &'static str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn().await;

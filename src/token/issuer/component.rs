@@ -26,6 +26,18 @@ pub struct ProviderCreds {
     pub base: Base,
     /// A client with that upstream's settings.
     pub client: HttpClient,
+    /// `api_version = "v2"`: authorizer tokens from `open.douyin.com/api/tpapp/v2/…` with the
+    /// provider's client_token; else V1's with the component token.
+    pub v2: bool,
+    /// V2: the name its own client_token is kept under (an app of the issuer's, named
+    /// [`provider_client_app`]).
+    pub client_app: Option<std::sync::Arc<str>>,
+}
+
+/// The name a V2 provider's own client_token is kept under, among the apps: `provider:NAME`
+/// (an `[[apps]]` of that name is refused).
+pub fn provider_client_app(provider: &str) -> String {
+    format!("provider:{provider}")
 }
 
 #[derive(Deserialize, Default)]

@@ -8,7 +8,9 @@
 //! | biz | `business_token` (JSON) | `refresh_biz_token` (JSON) | — |
 //! | mini_app | `/api/apps/v2/token` (JSON, on the app's `mini_app_upstream`) | fetch again | — |
 //! | component | `/openapi/v1/auth/tp/token` (GET, the provider's latest ticket) | fetch again | — |
+//! | authorizer | code exchange (V1 `/openapi/v1/oauth/token`, V2 `/api/tpapp/v2/auth/get_auth_token/`) | single-use refresh token (same endpoint) | — (a new authorization; a retrieved code) |
 
+pub mod authorizer;
 mod biz;
 mod client;
 mod component;
@@ -16,7 +18,7 @@ mod mini_app;
 mod user;
 
 pub(crate) use component::fetch as fetch_component;
-pub use component::{ProviderCreds, COMPONENT_TOKEN_PATH};
+pub use component::{provider_client_app, ProviderCreds, COMPONENT_TOKEN_PATH};
 pub use mini_app::MINI_APP_TOKEN_PATH;
 
 use super::{Grant, Token, TokenClass, TokenError, TokenKey};
@@ -136,8 +138,9 @@ pub async fn fetch(
         TokenClass::MiniApp => mini_app::fetch(cfg, key, app).await,
         TokenClass::User => user::refresh(client, cfg, app, grant).await,
         TokenClass::Biz => biz::fetch(client, cfg, key, app, grant).await,
-        // Fetched with the provider's latest ticket, by `fetch_component`.
-        TokenClass::Component => Err(TokenError::UnknownApp(key.app.to_string())),
+        // Fetched with the provider's latest ticket (`fetch_component`), and with the provider's
+        // credential (`authorizer`): the engine's.
+        TokenClass::Component | TokenClass::Authorizer => Err(TokenError::UnknownApp(key.app.to_string())),
     }
 }
 

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod authorizers;
 mod sweep;
 mod sync;
 mod view;

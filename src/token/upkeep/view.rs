@@ -40,9 +40,10 @@ impl TokenState {
         }
     }
 
-    /// Whether a token of `class` can be in this state (only users must re-authorize).
+    /// Whether a token of `class` can be in this state (only users and merchant apps must
+    /// re-authorize).
     pub fn applies_to(self, class: TokenClass) -> bool {
-        self != TokenState::ReauthorizationRequired || class == TokenClass::User
+        self != TokenState::ReauthorizationRequired || matches!(class, TokenClass::User | TokenClass::Authorizer)
     }
 }
 
@@ -59,12 +60,15 @@ impl serde::Serialize for TokenState {
 }
 
 /// What the gauges show: tokens by app, class and state, and users by re-consent forecast
-/// (`required`, `within_7d`), with every configured app (and whether it has a mini-app token) so
-/// that its series can start at zero.
+/// (`required`, `within_7d`), with every configured app (and whether it has a mini-app token) and
+/// provider so that its series can start at zero.
 #[derive(Debug, Default)]
 pub struct Census {
     /// The configured apps, and whether each has a mini-app token.
     pub apps: Vec<(Arc<str>, bool)>,
+    /// The configured service providers: their merchant apps count in `tokens` as
+    /// [`TokenClass::Authorizer`], the provider's name as the app.
+    pub providers: Vec<Arc<str>>,
     /// Tokens by app, class and state.
     pub tokens: std::collections::HashMap<(Arc<str>, TokenClass, TokenState), i64>,
     /// Users by app and forecast.
@@ -180,7 +184,14 @@ impl Tokens {
             .as_deref()
             .is_some_and(|g| !g.usable(now_unix) || g.state != GrantState::Active);
         let state = match current {
+            // A merchant app's grant is spent by design (single use): only a dead one counts.
             Some(_) if dead && key.class == TokenClass::User => TokenState::ReauthorizationRequired,
+            Some(_)
+                if key.class == TokenClass::Authorizer
+                    && grant.as_deref().is_some_and(|g| matches!(g.state, GrantState::Dead(_))) =>
+            {
+                TokenState::ReauthorizationRequired
+            }
             Some(t) if now < t.expires_at() => TokenState::Valid,
             Some(_) => TokenState::Expired,
             None => TokenState::Failed,
@@ -231,9 +242,12 @@ impl Tokens {
             .map(|(app, creds)| (Arc::clone(app), creds.mini_app.is_some()))
             .collect();
         apps.sort();
+        let mut providers: Vec<Arc<str>> = settings.issuer.providers.keys().cloned().collect();
+        providers.sort();
         let (tokens, reauthorization) = tally.into_counts();
         Census {
             apps,
+            providers,
             tokens,
             reauthorization,
         }
