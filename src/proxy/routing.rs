@@ -274,7 +274,7 @@ fn token_key(
                     "the merchant app's appid must be 1 to 64 letters, digits, _ or -".into(),
                 ));
             }
-            Some(TokenKey::authorizer(Arc::clone(&provider.app), &appid))
+            Some(key_of(keys, &provider.app, KeyRef::authorizer(&provider.app, &appid)))
         }
         TokenKind::User => {
             let open_id = open_id()?;

@@ -12,7 +12,7 @@ use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// A user or biz token's key by its parts, borrowed from the request: what a cache lookup needs,
+/// A user, biz or merchant app's token key by its parts, borrowed from the request: what a cache lookup needs,
 /// without the allocation of a [`TokenKey`]'s subject.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyRef<'a> {
@@ -41,6 +41,16 @@ impl<'a> KeyRef<'a> {
             class: TokenClass::Biz,
             head: open_id,
             scope: Some(scope),
+        }
+    }
+
+    /// [`TokenKey::authorizer`]'s parts (`provider`: the `[[providers]]` name).
+    pub fn authorizer(provider: &'a str, authorizer_appid: &'a str) -> Self {
+        KeyRef {
+            app: provider,
+            class: TokenClass::Authorizer,
+            head: authorizer_appid,
+            scope: None,
         }
     }
 
@@ -287,6 +297,14 @@ mod tests {
                 assert!(found.is_none_or(|k| k.class == TokenClass::User && k.subject() == o));
             }
         }
+        // A merchant app's key: found from its parts, never a user key of the same subject.
+        let merchant = TokenKey::authorizer("main".into(), "tt_m1");
+        let merchants: HashMap<TokenKey, usize> = [(merchant.clone(), 7)].into_iter().collect();
+        let parts = KeyRef::authorizer("main", "tt_m1");
+        assert_eq!(hash(merchants.hasher(), &parts), hash(merchants.hasher(), &merchant));
+        assert_eq!(merchants.get(&parts as &dyn Lookup), Some(&7));
+        assert_eq!(parts.to_key("main".into()), merchant);
+        assert_eq!(merchants.get(&KeyRef::user("main", "tt_m1") as &dyn Lookup), None);
         // Every owned key is found from its parts (the loop above finds misses as well).
         for k in &owned {
             let parts = match k.class {
