@@ -376,6 +376,27 @@ async fn a_reauthorization_replaces_the_grant_and_a_forged_event_changes_nothing
     gw.running.stop().await;
 }
 
+/// An event answered 503 (here: no ticket yet, so no component token to exchange its code with)
+/// is delivered again by the platform, byte for byte: that copy is taken, not refused as a replay.
+#[tokio::test]
+async fn an_authorization_answered_503_is_taken_when_delivered_again() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = start(&sb, MEMORY, "").await;
+    let r = push(&http, &sb, &gw, "tp1", "AUTHORIZED", "tt_again").await;
+    assert_eq!(r["status"].as_u64(), Some(503), "{r}");
+    let sent = r["sent"].as_str().unwrap().to_string();
+    let r = push(&http, &sb, &gw, "tp1", "PUSH", "").await;
+    assert_eq!(r["body"].as_str(), Some("success"), "{r}");
+    let r = http.post(&gw.admin("/providers/tp1/events"), sent.clone()).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "success"));
+    assert_eq!(call_v1(&http, &gw, "tt_again").await.status, 200);
+    // Taken once: the same bytes again are a replay.
+    let r = http.post(&gw.admin("/providers/tp1/events"), sent).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    gw.running.stop().await;
+}
+
 /// The platform pushes each code a provider retrieves back to its event URL as
 /// `UPDATE_AUTHORIZED`. The gateway that retrieved it has spent it: it must not retrieve again
 /// (which would push again, without end).

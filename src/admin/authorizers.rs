@@ -232,7 +232,9 @@ async fn refresh(shared: &Shared, name: &Arc<str>, appid: &str) -> Answer {
     let key = TokenKey::authorizer(Arc::clone(name), appid);
     tracing::info!(target: "audit", action = "refresh", provider = %name, class = key.class.as_str(),
         authorizer_appid = appid, "admin asked for a token refresh");
-    let generation = shared.tokens.cached(&key).map_or(0, |t| t.generation);
+    // The token held now, read from the store if this instance has not (else `Newer(0)` would
+    // take a live stored token for the refresh asked for).
+    let generation = shared.tokens.held_grant(&key).await.map_or(0, |t| t.generation);
     match shared.tokens.obtain(&key, Need::Newer(generation)).await {
         Ok(t) => Ok(json(
             StatusCode::OK,

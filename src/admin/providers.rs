@@ -92,7 +92,7 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
             .with_label_values(&[&p.name, event, outcome])
             .inc()
     };
-    let message = match open(cx, p, &body) {
+    let (message, seen) = match open(cx, p, &body) {
         Ok(m) => m,
         Err((outcome, e)) => {
             count("-", outcome);
@@ -100,12 +100,17 @@ pub(super) async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Answer {
             return Err(e);
         }
     };
-    act(cx, p, message, &count).await?;
+    if let Err(e) = act(cx, p, message, &count).await {
+        // Not acted on: the platform is told to deliver it again, and that copy must be taken.
+        cx.own.provider_nonces.forget(&p.name, &seen);
+        return Err(e);
+    }
     Ok(text(StatusCode::OK, "success"))
 }
 
-/// Verifies and opens an event: its message, or the outcome to count and the error to answer.
-fn open(cx: Ctx<'_>, p: &Provider, body: &[u8]) -> Result<Message, (&'static str, GatewayError)> {
+/// Verifies and opens an event: its message and the (`Nonce`, `MsgSignature`) recorded for it, or
+/// the outcome to count and the error to answer.
+fn open(cx: Ctx<'_>, p: &Provider, body: &[u8]) -> Result<(Message, String), (&'static str, GatewayError)> {
     let refused = |outcome, why: String| (outcome, GatewayError::CallbackRefused(why));
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
         (
@@ -179,12 +184,13 @@ fn open(cx: Ctx<'_>, p: &Provider, body: &[u8]) -> Result<Message, (&'static str
             ),
         ));
     }
-    serde_json::from_slice(&plain).map_err(|e| {
+    let message = serde_json::from_slice(&plain).map_err(|e| {
         (
             "bad_message",
             GatewayError::BadRequest(format!("the decrypted event is not a JSON object: {e}")),
         )
-    })
+    })?;
+    Ok((message, seen))
 }
 
 /// Does what a verified event says.
@@ -214,7 +220,11 @@ async fn act(cx: Ctx<'_>, p: &Provider, m: Message, count: &(dyn Fn(&str, &str) 
                     "{event} without an AppId or AuthorizationCode"
                 )));
             };
-            match cx.shared.tokens.authorize_authorizer(&p.name, appid, &code).await {
+            let kind = match event {
+                "AUTHORIZED" => crate::token::AuthorizationEvent::Authorized,
+                _ => crate::token::AuthorizationEvent::Retrieved,
+            };
+            match cx.shared.tokens.authorize_authorizer(&p.name, appid, &code, kind).await {
                 Ok(_) => {
                     count(event, "ok");
                     tracing::info!(provider = %p.name, authorizer_appid = %appid, event, "merchant app authorized; its grant is stored");

@@ -87,6 +87,16 @@ impl Nonces {
         Ok(())
     }
 
+    /// Forgets `nonce` of `app`: what it came with was not acted on (the sender is told to
+    /// deliver it again, and its copy must then be taken).
+    pub fn forget(&self, app: &str, nonce: &str) {
+        let key = format!("{app}\n{nonce}");
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.seen.remove(&key) {
+            g.order.retain(|(_, k)| *k != key);
+        }
+    }
+
     /// Nonces remembered now.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.len()

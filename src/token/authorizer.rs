@@ -43,6 +43,16 @@ pub(super) fn crash_point(name: &str) {
     let _ = name;
 }
 
+/// Which event brought an authorization code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationEvent {
+    /// `AUTHORIZED`: a merchant app authorized the provider.
+    Authorized,
+    /// `UPDATE_AUTHORIZED`: the platform's notice of a code retrieved (找回授权码) or an
+    /// authorization changed. Its code is not retrieved again when refused.
+    Retrieved,
+}
+
 /// What a merchant app's authorization needs to be told apart: `provider/appid`.
 fn spent_name(key: &TokenKey) -> String {
     format!("{}/{}", key.app, key.subject())
@@ -120,36 +130,40 @@ impl Tokens {
             return Err(TokenError::AuthorizationRequired(why.to_string()));
         }
         let print = fingerprint(grant.refresh_token.expose());
-        let store = self.persist.store();
-        let spent = match store.get_value(KIND_SPENT_REFRESH, &spent_name(key)).await {
-            Ok(v) => v.as_deref() == Some(&print[..]),
-            // Sealed under a key no longer configured: whether this token was sent is unknown,
-            // so it is treated as sent.
-            Err(StoreError::Unreadable { .. }) => true,
-            Err(e) => {
-                // Without the marker a crash could not be told from a refusal: do not spend the
-                // token blind.
-                return Err(TokenError::Network(format!("token store unavailable: {e}")));
+        if !self.is_spent(key, &print).await? {
+            // The credential first: a refresh token is marked spent only just before it is sent.
+            let cred = self.provider_credential(name, p, Need::Any).await?;
+            self.mark_spent(key, &print).await?;
+            let mut refreshed = issuer::refresh(p, &Credential(cred.value()), grant).await;
+            if matches!(&refreshed, Err(e) if Refusal::of(e) == Some(Refusal::Credential)) {
+                // Refused for the credential: the refresh token was not used.
+                tracing::info!(provider = %name, "the platform refused the provider's credential; getting a new one");
+                let cred = match self.provider_credential(name, p, Need::Rejected(cred.generation)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.mark_spent(key, &[]).await?;
+                        return Err(e);
+                    }
+                };
+                refreshed = issuer::refresh(p, &Credential(cred.value()), grant).await;
             }
-        };
-        if !spent {
-            if let Err(e) = store.put_value(KIND_SPENT_REFRESH, &spent_name(key), &print).await {
-                return Err(TokenError::Network(format!("token store unavailable: {e}")));
-            }
-            let refreshed = self
-                .with_credential(name, p, |cred| async move {
-                    issuer::refresh(p, &Credential(cred.value()), grant).await
-                })
-                .await;
             match refreshed {
                 Ok(f) => {
                     crash_point("authorizer_refreshed");
                     return Ok(f);
                 }
-                Err(e) if Refusal::of(&e) == Some(Refusal::RefreshToken) => {
+                Err(e) if matches!(Refusal::of(&e), Some(Refusal::RefreshToken | Refusal::NotAuthorized)) => {
                     tracing::warn!(provider = %name, authorizer_appid = appid,
                         "the platform refused the stored refresh token ({e}); retrieving a new authorization code");
                 }
+                Err(e @ TokenError::Refused { .. }) => {
+                    // The platform answered, and refused for another reason (busy, a rate limit):
+                    // the refresh token was not used, and may be sent again.
+                    self.mark_spent(key, &[]).await?;
+                    return Err(e);
+                }
+                // No answer, or not one that can be read: the token may have been used. It stays
+                // marked spent, and the next fetch retrieves a code.
                 Err(e) => return Err(e),
             }
         } else {
@@ -158,6 +172,40 @@ impl Tokens {
                  not sending it again; retrieving a new authorization code");
         }
         self.retrieve_grant(name, p, appid).await
+    }
+
+    /// Whether `print` (a refresh token's) is marked spent for `key`, in memory or in the store.
+    async fn is_spent(&self, key: &TokenKey, print: &[u8]) -> Result<bool, TokenError> {
+        let name = spent_name(key);
+        if self.spent.get(&name).is_some_and(|v| *v == print) {
+            return Ok(true);
+        }
+        match self.persist.store().get_value(KIND_SPENT_REFRESH, &name).await {
+            Ok(v) => Ok(v.as_deref() == Some(print)),
+            // Sealed under a key no longer configured: whether this token was sent is unknown,
+            // so it is treated as sent.
+            Err(StoreError::Unreadable { .. }) => Ok(true),
+            // Without the mark a crash could not be told from a refusal: do not spend the token
+            // blind.
+            Err(e) => Err(TokenError::Network(format!("token store unavailable: {e}"))),
+        }
+    }
+
+    /// Marks `print` spent for `key` (empty: nothing spent), in the store and in memory (the
+    /// memory store keeps no values). A store that does not take it stops the refresh.
+    async fn mark_spent(&self, key: &TokenKey, print: &[u8]) -> Result<(), TokenError> {
+        let name = spent_name(key);
+        self.persist
+            .store()
+            .put_value(KIND_SPENT_REFRESH, &name, print)
+            .await
+            .map_err(|e| TokenError::Network(format!("token store unavailable: {e}")))?;
+        if print.is_empty() {
+            self.spent.remove(&name);
+        } else {
+            self.spent.insert(name, print.to_vec());
+        }
+        Ok(())
     }
 
     /// A new grant for a merchant app that still authorizes the provider: a retrieved code,
@@ -193,6 +241,7 @@ impl Tokens {
         provider: &str,
         appid: &str,
         code: &str,
+        event: AuthorizationEvent,
     ) -> Result<Arc<Token>, TokenError> {
         let settings = self.settings.load_full();
         let (name, p) = settings
@@ -200,11 +249,16 @@ impl Tokens {
             .providers
             .get_key_value(provider)
             .ok_or_else(|| TokenError::UnknownApp(provider.to_string()))?;
-        let exchanged = self
-            .with_credential(name, p, |cred| async move {
-                issuer::exchange_code(p, &Credential(cred.value()), code).await
-            })
-            .await;
+        // The credential's own failures are not the code's: answered as they are (503, delivered
+        // again), never a reason to retrieve a code.
+        let cred = self.provider_credential(name, p, Need::Any).await?;
+        let mut exchanged = issuer::exchange_code(p, &Credential(cred.value()), code).await;
+        if matches!(&exchanged, Err(e) if Refusal::of(e) == Some(Refusal::Credential)) {
+            let cred = self
+                .provider_credential(name, p, Need::Rejected(cred.generation))
+                .await?;
+            exchanged = issuer::exchange_code(p, &Credential(cred.value()), code).await;
+        }
         let fetched = match exchanged {
             Ok((named, f)) => {
                 if let Some(other) = named.filter(|n| n != appid) {
@@ -215,7 +269,8 @@ impl Tokens {
                 crash_point("authorizer_exchanged");
                 f
             }
-            Err(e) if matches!(Refusal::of(&e), Some(Refusal::Other | Refusal::RefreshToken)) => {
+            // The code itself refused (used, expired, unknown).
+            Err(e) if Refusal::of(&e) == Some(Refusal::Other) => {
                 let key = TokenKey::authorizer(Arc::clone(name), appid);
                 if let Some(held) = self.held_grant(&key).await {
                     // The platform pushes every code a provider retrieves back as
@@ -227,6 +282,10 @@ impl Tokens {
                         "the event's code was used already ({e}) and a grant is held: nothing to do"
                     );
                     return Ok(held);
+                }
+                if event == AuthorizationEvent::Retrieved {
+                    // Never retrieve for a retrieval's own notification.
+                    return Err(e);
                 }
                 tracing::warn!(
                     provider,
@@ -242,7 +301,7 @@ impl Tokens {
     }
 
     /// The token of `key` if a live grant is held for it (in memory, or in a shared store).
-    async fn held_grant(&self, key: &TokenKey) -> Option<Arc<Token>> {
+    pub async fn held_grant(&self, key: &TokenKey) -> Option<Arc<Token>> {
         let slot = match self.cache.get(key) {
             Some(s) => s,
             None => self.slot_from_store(key).await?,

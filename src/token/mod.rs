@@ -25,6 +25,7 @@ pub mod upkeep;
 mod value;
 
 pub use crate::vocab::{lifetime, unix_now, Grant, GrantState, KeyRef, TokenClass, TokenKey};
+pub use authorizer::AuthorizationEvent;
 pub use budget::BUDGET_WINDOW;
 pub use cache::Need;
 pub use error::TokenError;
@@ -56,6 +57,9 @@ pub struct Tokens {
     upkeep: upkeep::Upkeep,
     names: names::Names,
     tickets: tickets::Tickets,
+    /// Merchant apps' spent refresh-token fingerprints, by `provider/appid` (also in the store;
+    /// the memory store keeps none).
+    spent: dashmap::DashMap<String, Vec<u8>>,
 }
 
 impl Tokens {
@@ -71,6 +75,7 @@ impl Tokens {
             upkeep: Default::default(),
             names: Default::default(),
             tickets: Default::default(),
+            spent: Default::default(),
         })
     }
 

@@ -95,6 +95,16 @@ impl Tokens {
             }
             Coordination::Fetch { current, lease } => (current, lease),
         };
+        if key.class == TokenClass::Authorizer && lease.is_none() && self.persist.store().is_shared() {
+            // A merchant app's refresh token is spent once: never without the lease that keeps
+            // another instance from spending it too (the store did not answer).
+            let err = TokenError::Network(
+                "the token store is unavailable: a merchant app's single-use refresh token is only spent under \
+                 the store's lease"
+                    .into(),
+            );
+            return Err(self.failed(slot, &mut flight, key, err, current, &tuning).await);
+        }
         if key.class.is_app_level() {
             if let Err((e, warned)) = self.budgets.spend(key, tuning.client_fetch_budget, Instant::now()) {
                 self.persist.release(lease).await;
@@ -115,7 +125,13 @@ impl Tokens {
         let result = match result {
             Ok(token) => {
                 let expected = current.as_ref().map_or(0, |c| c.version);
-                Ok(self.put(slot, key, token, expected, Mode::Adopt, lease.as_ref()).await)
+                // A merchant app's new grant is the only live one (the platform ended the one
+                // before): it is kept even if another writer got there first.
+                let mode = match key.class {
+                    TokenClass::Authorizer => Mode::KeepGrant,
+                    _ => Mode::Adopt,
+                };
+                Ok(self.put(slot, key, token, expected, mode, lease.as_ref()).await)
             }
             Err(e) => Err(e),
         };

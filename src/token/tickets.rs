@@ -46,6 +46,13 @@ impl Tokens {
         .expect("json");
         let stored = self.persist.store().put_value(KIND_TICKET, provider, &body).await;
         self.tickets.0.insert(Arc::from(provider), t);
+        // A component token that failed for want of a ticket is fetched at the next call, not
+        // after its back-off.
+        if let Some(slot) = self.cache.get(&super::TokenKey::component(Arc::from(provider))) {
+            if let Some(mut flight) = slot.try_flight() {
+                flight.reset();
+            }
+        }
         stored
     }
 

@@ -41,6 +41,8 @@ pub enum Refusal {
     Credential,
     /// 40004/40022: the merchant app has not authorized the provider (any more).
     NotAuthorized,
+    /// 40045 ("生成 token 失败,请重试"), busy or rate-limited: try again later; nothing was used.
+    Transient,
     /// 40020 and other refusals of an authorization code.
     Other,
 }
@@ -63,6 +65,7 @@ impl Refusal {
             40021 => Refusal::RefreshToken,
             40009 | 40010 => Refusal::Credential,
             40004 | 40022 => Refusal::NotAuthorized,
+            40045 | 2100004 | 28003018 | 10020 => Refusal::Transient,
             _ => Refusal::Other,
         })
     }
@@ -245,7 +248,9 @@ fn fetched(a: Answer, old: Option<&Grant>) -> Result<Fetched, TokenError> {
             refresh_token: Secret::new(refresh_token),
             refresh_expires_unix: unix_now() + refresh_in,
             refresh_lifetime_secs: crate::vocab::lifetime(refresh_in),
-            renewals: old.map_or(0, |g| g.renewals + 1),
+            // Not counted: a merchant app's grants are told apart by their expiry (a later grant
+            // expires later), whether refreshed or from a (retrieved) code.
+            renewals: 0,
             scope,
             state: GrantState::Active,
         }),
@@ -283,6 +288,7 @@ mod tests {
                 br#"{"err_no":28001003,"err_msg":"access_token is invalid"}"#,
                 Refusal::Credential,
             ),
+            (br#"{"errno":40045,"message":"retry"}"#, Refusal::Transient),
         ] {
             let e = Answer::read(body).err().unwrap();
             assert_eq!(Refusal::of(&e), Some(want), "{}", String::from_utf8_lossy(body));
@@ -291,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_keeps_the_permissions_and_counts_the_renewal() {
+    fn a_refresh_keeps_the_permissions() {
         let old = Grant {
             refresh_token: Secret::new("r0"),
             refresh_expires_unix: 1,
@@ -303,7 +309,7 @@ mod tests {
         let a = Answer::read(br#"{"authorizer_access_token":"a","expires_in":7200,"authorizer_refresh_token":"r9"}"#)
             .unwrap();
         let g = fetched(a, Some(&old)).unwrap().grant.unwrap();
-        assert_eq!((&*g.scope, g.renewals, g.refresh_token.expose()), ("1,2", 4, "r9"));
+        assert_eq!((&*g.scope, g.renewals, g.refresh_token.expose()), ("1,2", 0, "r9"));
         assert!(g.refresh_expires_unix > unix_now() + 29 * 24 * 3600);
     }
 }
