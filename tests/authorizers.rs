@@ -397,6 +397,52 @@ async fn an_authorization_answered_503_is_taken_when_delivered_again() {
     gw.running.stop().await;
 }
 
+/// The platform uses the refresh token, but its answer comes after the gateway gave up on it
+/// (`fetch_timeout_ms`): on the memory store too, the spent token is not sent again; a retrieved
+/// code gives the next grant.
+#[tokio::test]
+async fn a_refresh_whose_answer_never_came_is_not_sent_again() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let secret = secret_file();
+    let vars = provider_env();
+    let (tables, routes) = providers(&vars);
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .store(MEMORY)
+        .tokens(|t| {
+            t.fetch_timeout_ms = 400;
+            t.backoff_initial_ms = 10;
+            t.backoff_max_ms = 20;
+        })
+        .routes_first(&routes)
+        .extra(&tables)
+        .render();
+    let gw = gateway_text(&text, secret).await;
+    authorize_both(&http, &sb, &gw, "tt_lost1", "tt_lost2").await;
+    http.control(&sb, "/sandbox/provider", json!({"answer_delay_ms": 1500}))
+        .await;
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_lost1"}),
+    )
+    .await;
+    let r = call_v1(&http, &gw, "tt_lost1").await;
+    assert_eq!(r.status, 503, "the refresh timed out: {}", r.text());
+    http.control(&sb, "/sandbox/provider", json!({"answer_delay_ms": 0}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = call_v1(&http, &gw, "tt_lost1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = platform(&http, &sb).await;
+    assert_eq!(
+        (n(&p["refreshes"]), n(&p["refresh_reused"]), n(&p["retrieves"])),
+        (1, 0, 1),
+        "{p}"
+    );
+    gw.running.stop().await;
+}
+
 /// The platform pushes each code a provider retrieves back to its event URL as
 /// `UPDATE_AUTHORIZED`. The gateway that retrieved it has spent it: it must not retrieve again
 /// (which would push again, without end).

@@ -56,7 +56,7 @@ pub(super) async fn handle(
         }
     }
     let q = QueryView::parse(query);
-    Some(match (method, path) {
+    let reply = match (method, path) {
         (&Method::GET, "/openapi/v1/oauth/token" | "/openapi/v1/oauth/token/") => v1_token(state, &q),
         (&Method::GET, "/api/tpapp/v2/auth/get_auth_token" | "/api/tpapp/v2/auth/get_auth_token/") => {
             v2_token(state, &q, headers)
@@ -93,7 +93,16 @@ pub(super) async fn handle(
             }
         }
         _ => return None,
-    })
+    };
+    if token_endpoint {
+        // After the answer is decided (a refresh token used): an answer that comes too late for
+        // the caller, whose token is spent all the same.
+        let delay = state.inner.lock().unwrap().provider.auth.answer_delay_ms;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+    Some(reply)
 }
 
 /// 400 with `{"error": why}`.

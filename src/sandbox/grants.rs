@@ -129,6 +129,8 @@ pub(super) struct Authorizers {
     expires_in: Option<u64>,
     /// `token_delay_ms`: how long the token endpoints wait before answering.
     pub(super) token_delay_ms: u64,
+    /// `answer_delay_ms`: how long they wait after acting (a refresh token used), before answering.
+    pub(super) answer_delay_ms: u64,
 }
 
 impl Authorizers {
@@ -155,6 +157,9 @@ impl Authorizers {
         }
         if let Some(d) = v.get("token_delay_ms") {
             self.token_delay_ms = d.as_u64().unwrap_or(0);
+        }
+        if let Some(d) = v.get("answer_delay_ms") {
+            self.answer_delay_ms = d.as_u64().unwrap_or(0);
         }
     }
 
