@@ -443,6 +443,45 @@ async fn a_refresh_whose_answer_never_came_is_not_sent_again() {
     gw.running.stop().await;
 }
 
+/// The provider's own credential cannot be had when a refresh is due (its ticket is one the
+/// platform no longer accepts): the refresh token is not spent, and once a ticket comes the same
+/// token refreshes, with no code retrieved.
+#[tokio::test]
+async fn a_refresh_without_a_credential_leaves_the_refresh_token_unspent() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = start(&sb, MEMORY, "").await;
+    http.control(&sb, "/sandbox/provider", json!({"expires_in": 1})).await;
+    authorize_both(&http, &sb, &gw, "tt_cred1", "tt_cred2").await;
+    // Three tickets the gateway never hears of: the platform accepts only its last two.
+    let sink = format!("{}/sandbox/sink", sb.url());
+    for _ in 0..3 {
+        http.control(&sb, "/sandbox/provider/push", json!({"url": sink})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_cred1"}),
+    )
+    .await;
+    let r = call_v1(&http, &gw, "tt_cred1").await;
+    assert_eq!(r.status, 503, "no component token: {}", r.text());
+    let r = push(&http, &sb, &gw, "tp1", "PUSH", "").await;
+    assert_eq!(r["body"].as_str(), Some("success"), "{r}");
+    // Past the merchant app's own back-off (100 ms in tests) after the failure.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = call_v1(&http, &gw, "tt_cred1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = platform(&http, &sb).await;
+    assert_eq!(
+        (n(&p["refreshes"]), n(&p["refresh_reused"]), n(&p["retrieves"])),
+        (1, 0, 0),
+        "{p}"
+    );
+    gw.running.stop().await;
+}
+
 /// The platform pushes each code a provider retrieves back to its event URL as
 /// `UPDATE_AUTHORIZED`. The gateway that retrieved it has spent it: it must not retrieve again
 /// (which would push again, without end).
