@@ -482,6 +482,45 @@ async fn a_refresh_without_a_credential_leaves_the_refresh_token_unspent() {
     gw.running.stop().await;
 }
 
+/// The platform answers "try again" (40045) to an authorization's code exchange: the gateway
+/// retrieves no code for it (nothing was wrong with the code), answers 503, and takes the
+/// redelivery; and a refresh answered so keeps its refresh token for the next attempt.
+#[tokio::test]
+async fn a_try_again_answer_retrieves_nothing_and_spends_nothing() {
+    let sb = sandbox().await;
+    let http = Http::default();
+    let gw = start(&sb, MEMORY, "").await;
+    let r = push(&http, &sb, &gw, "tp1", "PUSH", "").await;
+    assert_eq!(r["body"].as_str(), Some("success"), "{r}");
+    http.control(&sb, "/sandbox/provider", json!({"refuse_next": 1})).await;
+    let r = push(&http, &sb, &gw, "tp1", "AUTHORIZED", "tt_try").await;
+    assert_eq!(r["status"].as_u64(), Some(503), "{r}");
+    let r = http
+        .post(
+            &gw.admin("/providers/tp1/events"),
+            r["sent"].as_str().unwrap().to_string(),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "success"));
+    http.control(&sb, "/sandbox/provider", json!({"refuse_next": 1})).await;
+    http.control(
+        &sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": "tt_try"}),
+    )
+    .await;
+    assert_eq!(call_v1(&http, &gw, "tt_try").await.status, 503);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(call_v1(&http, &gw, "tt_try").await.status, 200);
+    let p = platform(&http, &sb).await;
+    assert_eq!(
+        (n(&p["retrieves"]), n(&p["refreshes"]), n(&p["refresh_reused"])),
+        (0, 1, 0),
+        "{p}"
+    );
+    gw.running.stop().await;
+}
+
 /// The platform pushes each code a provider retrieves back to its event URL as
 /// `UPDATE_AUTHORIZED`. The gateway that retrieved it has spent it: it must not retrieve again
 /// (which would push again, without end).

@@ -54,6 +54,17 @@ pub(super) async fn handle(
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        // `refuse_next`: "生成 token 失败,请重试" (40045) before anything is used.
+        let mut g = state.inner.lock().unwrap();
+        if g.provider.auth.refuse_next > 0 {
+            g.provider.auth.refuse_next -= 1;
+            let msg = "生成 token 失败,请重试";
+            return Some(if path.starts_with("/api/tpapp/v2/") {
+                Reply::json(json!({"err_no": 20_040_045, "err_msg": msg, "log_id": "sandbox", "data": null}))
+            } else {
+                Reply::json(json!({"errno": 40045, "message": msg}))
+            });
+        }
     }
     let q = QueryView::parse(query);
     let reply = match (method, path) {

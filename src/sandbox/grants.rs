@@ -131,6 +131,8 @@ pub(super) struct Authorizers {
     pub(super) token_delay_ms: u64,
     /// `answer_delay_ms`: how long they wait after acting (a refresh token used), before answering.
     pub(super) answer_delay_ms: u64,
+    /// `refuse_next`: the next token endpoint calls answered 40045 (retry), nothing used.
+    pub(super) refuse_next: u64,
 }
 
 impl Authorizers {
@@ -160,6 +162,9 @@ impl Authorizers {
         }
         if let Some(d) = v.get("answer_delay_ms") {
             self.answer_delay_ms = d.as_u64().unwrap_or(0);
+        }
+        if let Some(n) = v.get("refuse_next") {
+            self.refuse_next = n.as_u64().unwrap_or(0);
         }
     }
 
