@@ -96,15 +96,32 @@ impl Tokens {
         Fut: std::future::Future<Output = Result<T, TokenError>>,
     {
         let cred = self.provider_credential(name, p, Need::Any).await?;
+        self.retry_credential(name, p, cred, call).await?
+    }
+
+    /// Runs `call` with `cred`; once more with a new credential if the platform refused that one
+    /// (which used nothing else of the call). `Err`: the new credential could not be had; else
+    /// the call's own result.
+    async fn retry_credential<T, F, Fut>(
+        &self,
+        name: &Arc<str>,
+        p: &ProviderCreds,
+        cred: Arc<Token>,
+        call: F,
+    ) -> Result<Result<T, TokenError>, TokenError>
+    where
+        F: Fn(Arc<Token>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TokenError>>,
+    {
         match call(Arc::clone(&cred)).await {
             Err(e) if Refusal::of(&e) == Some(Refusal::Credential) => {
                 tracing::info!(provider = %name, "the platform refused the provider's credential; getting a new one");
                 let cred = self
                     .provider_credential(name, p, Need::Rejected(cred.generation))
                     .await?;
-                call(cred).await
+                Ok(call(cred).await)
             }
-            other => other,
+            other => Ok(other),
         }
     }
 
@@ -134,19 +151,15 @@ impl Tokens {
             // The credential first: a refresh token is marked spent only just before it is sent.
             let cred = self.provider_credential(name, p, Need::Any).await?;
             self.mark_spent(key, &print).await?;
-            let mut refreshed = issuer::refresh(p, &Credential(cred.value()), grant).await;
-            if matches!(&refreshed, Err(e) if Refusal::of(e) == Some(Refusal::Credential)) {
-                // Refused for the credential: the refresh token was not used.
-                tracing::info!(provider = %name, "the platform refused the provider's credential; getting a new one");
-                let cred = match self.provider_credential(name, p, Need::Rejected(cred.generation)).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.mark_spent(key, &[]).await?;
-                        return Err(e);
-                    }
-                };
-                refreshed = issuer::refresh(p, &Credential(cred.value()), grant).await;
-            }
+            let refresh = |cred: Arc<Token>| async move { issuer::refresh(p, &Credential(cred.value()), grant).await };
+            let refreshed = match self.retry_credential(name, p, cred, refresh).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Refused for the credential, and no new one: the refresh token was not used.
+                    self.mark_spent(key, &[]).await?;
+                    return Err(e);
+                }
+            };
             match refreshed {
                 Ok(f) => {
                     crash_point("authorizer_refreshed");
@@ -252,13 +265,9 @@ impl Tokens {
         // The credential's own failures are not the code's: answered as they are (503, delivered
         // again), never a reason to retrieve a code.
         let cred = self.provider_credential(name, p, Need::Any).await?;
-        let mut exchanged = issuer::exchange_code(p, &Credential(cred.value()), code).await;
-        if matches!(&exchanged, Err(e) if Refusal::of(e) == Some(Refusal::Credential)) {
-            let cred = self
-                .provider_credential(name, p, Need::Rejected(cred.generation))
-                .await?;
-            exchanged = issuer::exchange_code(p, &Credential(cred.value()), code).await;
-        }
+        let exchange =
+            |cred: Arc<Token>| async move { issuer::exchange_code(p, &Credential(cred.value()), code).await };
+        let exchanged = self.retry_credential(name, p, cred, exchange).await?;
         let fetched = match exchanged {
             Ok((named, f)) => {
                 if let Some(other) = named.filter(|n| n != appid) {
