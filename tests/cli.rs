@@ -447,20 +447,15 @@ async fn serve_listens_on_inherited_sockets() {
     assert_eq!(status, 0, "{log}");
 }
 
-/// The mini-app walkthrough of docs/tokens.md, exactly as written, against `demo`: a `tt.login` code through
-/// `jscode2session`, a `tt.showDouyinOpenAuth` code exchanged by the gateway, the mini-app token in
-/// a JSON body, and an SDK's own token request answered with the placeholder.
-#[cfg_attr(
-    not(has_curl),
-    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
-)]
-#[tokio::test(flavor = "multi_thread")]
-async fn readme_mini_app_walkthrough_runs_against_demo() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
-    let block = readme
-        .split_once("<!-- walkthrough:mini-app -->\n```sh\n")
+/// The block of docs/tokens.md marked `<!-- walkthrough:NAME -->`, exactly as written, run by `sh
+/// -e` against a `demo` after the `export` line it prints: the demo (still running), that line,
+/// and what the block printed (it must have succeeded).
+async fn walkthrough_against_demo(name: &str) -> (Proc, String, String) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
+    let block = doc
+        .split_once(&format!("<!-- walkthrough:{name} -->\n```sh\n"))
         .and_then(|(_, rest)| rest.split_once("```"))
-        .expect("the walkthrough block in docs/tokens.md")
+        .unwrap_or_else(|| panic!("the {name} walkthrough block in docs/tokens.md"))
         .0
         .to_string();
     let mut p = Proc::spawn(&["demo"], &[]);
@@ -472,18 +467,26 @@ async fn readme_mini_app_walkthrough_runs_against_demo() {
         .find(|l| l.starts_with("export GW="))
         .expect("demo prints the export line")
         .to_string();
-    let sandbox = export.split("SANDBOX=").nth(1).unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("sh")
-            .arg("-ec")
-            .arg(format!("{export}\n{block}"))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let script = format!("{export}\n{block}");
+    let out = tokio::task::spawn_blocking(move || Command::new("sh").arg("-ec").arg(script).output().unwrap())
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (p, export, stdout)
+}
+
+/// The mini-app walkthrough of docs/tokens.md, exactly as written, against `demo`: a `tt.login` code through
+/// `jscode2session`, a `tt.showDouyinOpenAuth` code exchanged by the gateway, the mini-app token in
+/// a JSON body, and an SDK's own token request answered with the placeholder.
+#[cfg_attr(
+    not(has_curl),
+    ignore = "needs curl: apt-get install curl (CI installs it), then touch build.rs"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_mini_app_walkthrough_runs_against_demo() {
+    let (p, export, stdout) = walkthrough_against_demo("mini-app").await;
+    let sandbox = export.split("SANDBOX=").nth(1).unwrap().to_string();
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
@@ -529,33 +532,7 @@ async fn readme_mini_app_walkthrough_runs_against_demo() {
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_walkthrough_runs_against_demo() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tokens.md")).unwrap();
-    let block = doc
-        .split_once("<!-- walkthrough:providers -->\n```sh\n")
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .expect("the providers block in docs/tokens.md")
-        .0
-        .to_string();
-    let mut p = Proc::spawn(&["demo"], &[]);
-    p.wait_for("Ctrl-C stops it.");
-    let export = p
-        .seen
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("export GW="))
-        .expect("demo prints the export line")
-        .to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("sh")
-            .arg("-ec")
-            .arg(format!("{export}\n{block}"))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let (p, _, stdout) = walkthrough_against_demo("providers").await;
     // One JSON answer per line, the sandbox's and the gateway's without a newline between them.
     let lines: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
         .into_iter()
