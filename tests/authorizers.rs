@@ -19,38 +19,9 @@ const MEMORY: &str = "[store]\nkind = \"memory\"\n";
 const V1_API: &str = "/openapi/v1/microapp/app/info";
 const V2_API: &str = "/api/tpapp/sandbox/authorizer_info";
 
-/// The providers' secrets in environment variables (one set per test process is enough).
-fn provider_env() -> [(String, String); 4] {
-    let tag = hex::encode(rand::random::<[u8; 6]>());
-    let vars = [
-        (format!("DG_AZ_SECRET_{tag}"), "sandbox-component-secret".to_string()),
-        (format!("DG_AZ_TOKEN_{tag}"), "sandbox-message-token".to_string()),
-        (
-            format!("DG_AZ_KEY_{tag}"),
-            "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds".to_string(),
-        ),
-        (format!("DG_AZ_CLIENT_{tag}"), "sandbox-provider-secret".to_string()),
-    ];
-    for (k, v) in &vars {
-        std::env::set_var(k, v);
-    }
-    vars
-}
-
 /// Two providers with the sandbox's identity: `tp1` on V1, `tp2` on V2; a route for each.
-fn providers(vars: &[(String, String); 4]) -> (String, String) {
-    let [(secret, _), (token, _), (key, _), (client, _)] = vars;
-    let mut tables = String::new();
-    for (name, version) in [("tp1", "v1"), ("tp2", "v2")] {
-        tables += &format!(
-            "[[providers]]\nname = \"{name}\"\ncomponent_appid = \"tt_component_sandbox\"\n\
-             component_appsecret_env = \"{secret}\"\nmessage_token_env = \"{token}\"\nmessage_key_env = \"{key}\"\n\
-             api_version = \"{version}\"\n"
-        );
-        if version == "v2" {
-            tables += &format!("client_key = \"tt_provider_sandbox\"\nclient_secret_env = \"{client}\"\n");
-        }
-    }
+fn providers(secrets: &ProviderSecrets) -> (String, String) {
+    let tables = secrets.table("tp1", "v1") + &secrets.table("tp2", "v2");
     let routes = format!(
         "[[routes]]\nname = \"merchant_v2_query\"\npath = \"{V2_API}\"\nmethods = [\"POST\"]\ntoken = \"authorizer\"\n\
          provider = \"tp2\"\nauthorizer = \"query:appid\"\n\n\
@@ -63,8 +34,7 @@ fn providers(vars: &[(String, String); 4]) -> (String, String) {
 }
 
 fn config(sb: &Sandbox, secret: &std::path::Path, store: &str, extra: &str) -> String {
-    let vars = provider_env();
-    let (tables, routes) = providers(&vars);
+    let (tables, routes) = providers(&ProviderSecrets::set());
     TestConfig::standard(&sb.url(), secret)
         .store(store)
         .routes_first(&routes)
@@ -405,8 +375,7 @@ async fn a_refresh_whose_answer_never_came_is_not_sent_again() {
     let sb = sandbox().await;
     let http = Http::default();
     let secret = secret_file();
-    let vars = provider_env();
-    let (tables, routes) = providers(&vars);
+    let (tables, routes) = providers(&ProviderSecrets::set());
     let text = TestConfig::standard(&sb.url(), secret.path())
         .store(MEMORY)
         .tokens(|t| {
@@ -585,25 +554,10 @@ async fn a_retrieved_code_pushed_back_as_update_authorized_is_not_retrieved_agai
 )]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_on_one_redis_spend_one_refresh_token_for_200_calls_at_expiry() {
-    let own;
-    let url = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
-        Some(u) => u,
-        None => {
-            own = OwnRedis::start();
-            own.url()
-        }
-    };
+    let redis = OwnRedis::start();
     let sb = sandbox().await;
     let http = Http::default();
-    let var = format!("DG_AZ_REDIS_KEY_{}", hex::encode(rand::random::<[u8; 6]>()));
-    std::env::set_var(
-        &var,
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()),
-    );
-    let prefix = format!("dg-az-{}:", hex::encode(rand::random::<[u8; 6]>()));
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\nencryption_key_env = \"{var}\"\n"
-    );
+    let store = fresh_redis_store(&redis.url);
     let a = start(&sb, &store, "").await;
     let b = start(&sb, &store, "").await;
     authorize_both(&http, &sb, &a, "tt_redis1", "tt_redis2").await;
@@ -657,22 +611,16 @@ async fn crash_at(point: &str) -> (Value, Value) {
     let http = Http::default();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokens.db");
-    let var = format!("DG_AZ_DB_KEY_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let db_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>());
-    std::env::set_var(&var, &db_key);
-    let store = format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"\nencryption_key_env = \"{var}\"\n",
-        db.display()
-    );
+    // The store key and the providers' secrets are in this process's environment, which the
+    // gateway processes inherit.
+    let store = fresh_sqlite_store(&db);
     let secret = secret_file();
-    let vars = provider_env();
+    let secrets = ProviderSecrets::set();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     let cfg_path = cfg.path().to_str().unwrap().to_string();
-    let mut env: Vec<(String, String)> = vars.to_vec();
-    env.push((var.clone(), db_key.clone()));
     let run = |crash: Option<&str>| {
         let (bound, port, admin_port) = listeners();
-        let (tables, routes) = providers(&vars);
+        let (tables, routes) = providers(&secrets);
         let text = TestConfig::standard(&sb.url(), secret.path())
             .listen_port(port)
             .admin_port(admin_port)
@@ -681,10 +629,7 @@ async fn crash_at(point: &str) -> (Value, Value) {
             .extra(&tables)
             .render();
         std::fs::write(&cfg_path, text).unwrap();
-        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if let Some(c) = crash {
-            env.push(("DOUYIN_GATEWAY_CRASH_AT", c));
-        }
+        let env: Vec<(&str, &str)> = crash.map(|c| ("DOUYIN_GATEWAY_CRASH_AT", c)).into_iter().collect();
         let mut p = Proc::spawn_on(&["serve", "--config", &cfg_path], &env, [&bound[0], &bound[1]]);
         p.wait_for("gateway listening");
         (p, port, admin_port)
@@ -796,45 +741,4 @@ async fn killed_between_the_code_exchange_and_the_write_loses_no_grant() {
         "the used code is replaced by a retrieved one: {after}"
     );
     assert_eq!(n(&after["refresh_reused"]), 0, "{after}");
-}
-
-/// A redis-server of the test's own on a unix socket (when `REDIS_URL` is not set), stopped
-/// when dropped.
-struct OwnRedis(std::process::Child, tempfile::TempDir);
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let dir = tempfile::Builder::new().prefix("dg-az").tempdir_in("/tmp").unwrap();
-        let socket = dir.path().join("redis.sock");
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (found when the tests were built; uninstalled since? touch build.rs)");
-        let own = OwnRedis(child, dir);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(own.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_err()
-        {
-            assert!(std::time::Instant::now() < deadline, "redis-server never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        own
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.1.path().join("redis.sock").display())
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

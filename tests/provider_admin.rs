@@ -22,19 +22,7 @@ const MERCHANT: &str = "tt_merchant_1";
 const REFRESH: &str = "rft.imported-from-a-home-made-server";
 
 fn provider_table() -> String {
-    let tag = hex::encode(rand::random::<[u8; 6]>());
-    let (secret, token, key) = (
-        format!("DG_PA_SECRET_{tag}"),
-        format!("DG_PA_TOKEN_{tag}"),
-        format!("DG_PA_KEY_{tag}"),
-    );
-    std::env::set_var(&secret, "sandbox-component-secret");
-    std::env::set_var(&token, TOKEN);
-    std::env::set_var(&key, KEY);
-    format!(
-        "[[providers]]\nname = \"tp\"\ncomponent_appid = \"{APPID}\"\ncomponent_appsecret_env = \"{secret}\"\n\
-         message_token_env = \"{token}\"\nmessage_key_env = \"{key}\"\napi_version = \"v1\"\n"
-    )
+    ProviderSecrets::set().table("tp", "v1")
 }
 
 async fn provider_gateway(sb: &douyin_gateway::sandbox::Sandbox, store: &str) -> Gateway {
@@ -48,18 +36,6 @@ async fn provider_gateway(sb: &douyin_gateway::sandbox::Sandbox, store: &str) ->
 
 fn now() -> u64 {
     douyin_gateway::vocab::unix_now()
-}
-
-fn sqlite_store(db: &std::path::Path) -> String {
-    let var = format!("DG_PA_STORE_{}", hex::encode(rand::random::<[u8; 6]>()));
-    std::env::set_var(
-        &var,
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()),
-    );
-    format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"\nencryption_key_env = \"{var}\"\n",
-        db.display()
-    )
 }
 
 async fn import(http: &Http, gw: &Gateway, appid: &str, body: Value) -> Resp {
@@ -96,7 +72,7 @@ async fn an_imported_merchant_app_is_listed_without_a_live_token_survives_a_rest
     let sb = sandbox().await;
     let http = Http::default();
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir.path().join("tokens.db"));
+    let store = fresh_sqlite_store(&dir.path().join("tokens.db"));
     let gw = provider_gateway(&sb, &store).await;
     assert_eq!(authorizers(&http, &gw).await, Vec::<Value>::new());
     let p = provider(&http, &gw).await;
@@ -226,21 +202,14 @@ async fn an_imported_merchant_app_is_listed_without_a_live_token_survives_a_rest
     assert_eq!(authorizers(&http, &gw).await.len(), 1);
 }
 
+#[cfg_attr(
+    not(has_redis),
+    ignore = "needs a Redis: apt-get install redis-server (the test starts its own; CI installs it) or set REDIS_URL, then touch build.rs"
+)]
 #[tokio::test]
 async fn another_instance_on_the_same_redis_lists_what_the_store_holds() {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let var = format!("DG_PA_REDIS_KEY_{}", hex::encode(rand::random::<[u8; 6]>()));
-    std::env::set_var(
-        &var,
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()),
-    );
-    let prefix = format!("dg-pa-{}:", hex::encode(rand::random::<[u8; 6]>()));
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\nencryption_key_env = \"{var}\"\n"
-    );
+    let redis = OwnRedis::start();
+    let store = fresh_redis_store(&redis.url);
     let sb = sandbox().await;
     let http = Http::default();
     let a = provider_gateway(&sb, &store).await;

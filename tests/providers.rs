@@ -18,26 +18,8 @@ const APPID: &str = "tt_component_sandbox";
 const TOKEN: &str = "sandbox-message-token";
 const KEY: &str = "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds";
 
-/// Environment variables holding the provider's secrets (one set per test process).
-fn provider_env() -> (String, String, String) {
-    let tag = hex::encode(rand::random::<[u8; 6]>());
-    let vars = (
-        format!("DG_TP_SECRET_{tag}"),
-        format!("DG_TP_TOKEN_{tag}"),
-        format!("DG_TP_KEY_{tag}"),
-    );
-    std::env::set_var(&vars.0, "sandbox-component-secret");
-    std::env::set_var(&vars.1, TOKEN);
-    std::env::set_var(&vars.2, KEY);
-    vars
-}
-
 fn provider_table() -> String {
-    let (secret, token, key) = provider_env();
-    format!(
-        "[[providers]]\nname = \"tp\"\ncomponent_appid = \"{APPID}\"\ncomponent_appsecret_env = \"{secret}\"\n\
-         message_token_env = \"{token}\"\nmessage_key_env = \"{key}\"\napi_version = \"v1\"\n"
-    )
+    ProviderSecrets::set().table("tp", "v1")
 }
 
 async fn provider_gateway(sb: &douyin_gateway::sandbox::Sandbox, store: &str) -> Gateway {
@@ -86,24 +68,12 @@ async fn ticket_of(gw: &Gateway) -> Option<String> {
         .map(|t| t.value.expose().to_string())
 }
 
-fn sqlite_store(db: &std::path::Path) -> String {
-    let var = format!("DG_TP_STORE_{}", hex::encode(rand::random::<[u8; 6]>()));
-    std::env::set_var(
-        &var,
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
-    );
-    format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"\nencryption_key_env = \"{var}\"\n",
-        db.display()
-    )
-}
-
 #[tokio::test]
 async fn a_pushed_ticket_is_stored_encrypted_and_survives_a_restart_on_sqlite() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokens.db");
-    let store = sqlite_store(&db);
+    let store = fresh_sqlite_store(&db);
     let http = Http::default();
     let gw = provider_gateway(&sb, &store).await;
     assert_eq!(ticket_of(&gw).await, None);
@@ -248,61 +218,9 @@ async fn the_event_url_is_on_the_public_listener_when_there_is_one() {
     gw.running.stop().await;
 }
 
-/// A redis-server of the test's own on a unix socket, or `REDIS_URL`.
-struct OwnRedis {
-    url: String,
-    child: Option<std::process::Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn own_redis() -> OwnRedis {
-    let dir = tempfile::Builder::new().prefix("dg-tp").tempdir_in("/tmp").unwrap();
-    if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
-        return OwnRedis {
-            url,
-            child: None,
-            _dir: dir,
-        };
-    }
-    let socket = dir.path().join("redis.sock");
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
-        .arg(&socket)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (or set REDIS_URL)");
-    let url = format!("redis+unix://{}", socket.display());
-    let client = redis::Client::open(url.as_str()).unwrap();
-    for _ in 0..500 {
-        let up = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if up.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    OwnRedis {
-        url,
-        child: Some(child),
-        _dir: dir,
-    }
-}
-
 #[tokio::test]
 async fn a_pushed_ticket_survives_a_restart_on_redis() {
-    let redis = own_redis().await;
+    let redis = OwnRedis::start();
     let sb = sandbox().await;
     let http = Http::default();
     let var = format!("DG_TP_REDIS_{}", hex::encode(rand::random::<[u8; 6]>()));
@@ -479,7 +397,7 @@ async fn the_component_token_is_kept_across_a_restart_on_sqlite() {
     let sb = sandbox().await;
     let http = Http::default();
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir.path().join("tokens.db"));
+    let store = fresh_sqlite_store(&dir.path().join("tokens.db"));
     let start = || async {
         let secret = secret_file();
         let text = TestConfig::standard(&sb.url(), secret.path())
@@ -610,7 +528,7 @@ async fn rekey_rewrites_the_stored_ticket_under_the_new_key() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokens.db");
     let http = Http::default();
-    let old = sqlite_store(&db);
+    let old = fresh_sqlite_store(&db);
     let gw = provider_gateway(&sb, &old).await;
     let r = post(&http, &gw, &event(&push("ticket-to-rekey"), APPID, TOKEN, now())).await;
     assert_eq!(r.status, 200);
@@ -622,7 +540,7 @@ async fn rekey_rewrites_the_stored_ticket_under_the_new_key() {
         .unwrap()
         .trim_end_matches('"')
         .to_string();
-    let fresh = sqlite_store(&db);
+    let fresh = fresh_sqlite_store(&db);
     let rotated = format!("{fresh}previous_encryption_key_env = \"{old_var}\"\n");
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())

@@ -907,3 +907,136 @@ pub fn hmac_hex(key: &str, body: &str) -> String {
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// An environment variable of a fresh name holding a fresh 32-byte store key (base64), and its name.
+pub fn fresh_store_key(prefix: &str) -> String {
+    use base64::Engine;
+    let var = format!("{prefix}_{}", hex::encode(rand::random::<[u8; 6]>()));
+    std::env::set_var(
+        &var,
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+    );
+    var
+}
+
+/// A SQLite `[store]` at `db` under a fresh key.
+pub fn fresh_sqlite_store(db: &std::path::Path) -> String {
+    let var = fresh_store_key("DG_TEST_SQLITE_KEY");
+    format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"\nencryption_key_env = \"{var}\"\n",
+        db.display()
+    )
+}
+
+/// A Redis `[store]` on `url` under a fresh key prefix and key.
+pub fn fresh_redis_store(url: &str) -> String {
+    let var = fresh_store_key("DG_TEST_REDIS_KEY");
+    let prefix = format!("dgtest-{}:", hex::encode(rand::random::<[u8; 6]>()));
+    format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\nencryption_key_env = \"{var}\"\n")
+}
+
+/// A Redis for a test: `REDIS_URL` when set, else a `redis-server` of the test's own on a unix
+/// socket, stopped when this is dropped.
+pub struct OwnRedis {
+    pub url: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Returns once it answers `PING`.
+    pub fn start() -> OwnRedis {
+        let dir = tempfile::Builder::new().prefix("dg-redis").tempdir_in("/tmp").unwrap();
+        if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+            return OwnRedis {
+                url,
+                child: None,
+                _dir: dir,
+            };
+        }
+        let socket = dir.path().join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (found when the tests were built; uninstalled since? touch build.rs)");
+        let own = OwnRedis {
+            url: format!("redis+unix://{}", socket.display()),
+            child: Some(child),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(own.url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "redis-server never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        own
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The sandbox provider's secrets (`douyin_gateway::sandbox::provider`) in environment variables
+/// of fresh names, for `[[providers]]` tables: component appsecret, message token, message key,
+/// the V2 client secret.
+pub struct ProviderSecrets {
+    pub secret: String,
+    pub token: String,
+    pub key: String,
+    pub client: String,
+}
+
+impl ProviderSecrets {
+    pub fn set() -> ProviderSecrets {
+        use douyin_gateway::sandbox::{authorizer, provider};
+        let tag = hex::encode(rand::random::<[u8; 6]>());
+        let var = |what: &str, value: &str| {
+            let name = format!("DG_TP_{what}_{tag}");
+            std::env::set_var(&name, value);
+            name
+        };
+        ProviderSecrets {
+            secret: var("SECRET", provider::COMPONENT_APPSECRET),
+            token: var("TOKEN", provider::MESSAGE_TOKEN),
+            key: var("KEY", provider::MESSAGE_KEY),
+            client: var("CLIENT", authorizer::PROVIDER_CLIENT_SECRET),
+        }
+    }
+
+    /// A `[[providers]]` table for the sandbox's provider named `name` on `version` ("v1", "v2";
+    /// V2 with the sandbox's provider client key).
+    pub fn table(&self, name: &str, version: &str) -> String {
+        let ProviderSecrets {
+            secret,
+            token,
+            key,
+            client,
+        } = self;
+        let mut t = format!(
+            "[[providers]]\nname = \"{name}\"\ncomponent_appid = \"{}\"\ncomponent_appsecret_env = \"{secret}\"\n\
+             message_token_env = \"{token}\"\nmessage_key_env = \"{key}\"\napi_version = \"{version}\"\n",
+            douyin_gateway::sandbox::provider::COMPONENT_APPID
+        );
+        if version == "v2" {
+            t += &format!(
+                "client_key = \"{}\"\nclient_secret_env = \"{client}\"\n",
+                douyin_gateway::sandbox::authorizer::PROVIDER_CLIENT_KEY
+            );
+        }
+        t
+    }
+}
