@@ -69,8 +69,7 @@ pub(super) fn push_retrieved(g: &mut super::state::Inner, app: &str, code: &str)
     let Some(url) = g.provider.event_url.clone() else {
         return;
     };
-    let message = json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": "2026-12-05 12:00:00",
-        "Event": "UPDATE_AUTHORIZED", "AuthorizationCode": code, "AuthorizationCodeExpiresIn": 3600});
+    let (message, _) = message("UPDATE_AUTHORIZED", app, Some(code));
     let sent = envelope(&message, 0, false);
     g.provider.retrieved_pushed += 1;
     tokio::spawn(async move {
@@ -174,7 +173,7 @@ async fn push(state: &State, p: Push) -> Reply {
             }
             _ => None,
         };
-        let (message, ticket) = message(&p, app, code.as_deref());
+        let (message, ticket) = message(&p.event, app, code.as_deref());
         let sent = envelope(&message, p.timestamp_offset_secs, p.tamper);
         let pr = &mut g.provider;
         // A tampered event is not the platform's: its ticket is not one the platform knows.
@@ -198,9 +197,9 @@ const DEFAULT_AUTHORIZER: &str = "tt_merchant_sandbox";
 
 /// The plain message of an event for `app` (with `code` for an authorization), and the ticket
 /// it carries (`PUSH`).
-fn message(p: &Push, app: &str, code: Option<&str>) -> (Value, Option<String>) {
+fn message(event: &str, app: &str, code: Option<&str>) -> (Value, Option<String>) {
     let now = "2026-12-05 12:00:00";
-    match p.event.as_str() {
+    match event {
         "PUSH" => {
             let ticket = format!("ticket.{}", hex::encode(rand::random::<[u8; 12]>()));
             let m = json!({"Ticket": ticket, "FromUserName": "ByteDanceMicroApp", "CreateTime": now,
@@ -208,7 +207,7 @@ fn message(p: &Push, app: &str, code: Option<&str>) -> (Value, Option<String>) {
             (m, Some(ticket))
         }
         "AUTHORIZED" | "UPDATE_AUTHORIZED" => (
-            json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": now, "Event": p.event,
+            json!({"AppId": app, "TpAppId": COMPONENT_APPID, "EventTime": now, "Event": event,
                 "AuthorizationCode": code.unwrap_or_default(),
                 "AuthorizationCodeExpiresIn": 3600}),
             None,
