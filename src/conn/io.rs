@@ -188,7 +188,17 @@ impl HeadScan {
             self.started_line = true;
             self.in_first_line = true;
         }
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.in_first_line || self.name_over {
+                // The request line, or a value: nothing to read before the line's end.
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(n) => i += n,
+                    None => return None,
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             match b {
                 b'\n' => {
                     if self.at_line_start && !self.in_first_line {

@@ -107,7 +107,7 @@ fn now_ms() -> u64 {
 }
 
 /// Which connections may serve a call: one client's (its TLS settings), to one host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub(super) struct Key {
     /// The [`super::LocalClient`] that opened them.
     pub(super) client: u64,
@@ -115,6 +115,17 @@ pub(super) struct Key {
     pub(super) https: bool,
     /// host:port.
     pub(super) authority: http::uri::Authority,
+}
+
+impl PartialEq for Key {
+    /// As `Authority`'s own comparison (case-insensitive), after a plain byte comparison that
+    /// settles every call to the same base URL at the cost of a `memcmp` (profiled: the
+    /// case-insensitive one took about 600 instructions a call, two lookups).
+    fn eq(&self, other: &Key) -> bool {
+        self.client == other.client
+            && self.https == other.https
+            && (self.authority.as_str() == other.authority.as_str() || self.authority == other.authority)
+    }
 }
 
 /// One host's idle connections.
