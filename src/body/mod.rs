@@ -29,23 +29,29 @@ pub struct TooLarge(pub u64);
 pub enum ProxyBody<B = Incoming> {
     /// All of it, in memory (taken once).
     Full(Option<Bytes>),
-    /// A stream, with bytes already read from it first.
-    Stream {
-        /// Bytes read before the decision to stream (sent first).
-        prefix: Option<Bytes>,
-        /// The rest.
-        rest: B,
-        /// Bytes the stream may still carry.
-        remaining: u64,
-        /// The limit, for the error message.
-        limit: u64,
-        /// A caller's body (its faults are the caller's, and it may not stall); `None` for an
-        /// upstream answer.
-        caller: Option<Patience>,
-        /// A caller's multipart body: checked as it passes (a part named like a credential fails
-        /// it before the chunk that names it is sent).
-        scan: Option<Box<dyn BodyCheck>>,
-    },
+    /// A stream, with bytes already read from it first; boxed, so the body (and every request
+    /// and answer the layers move) stays small for the buffered bodies of the hot path (a
+    /// request of 400 bytes unboxed, 264 boxed).
+    Stream(Box<Streaming<B>>),
+}
+
+/// A [`ProxyBody::Stream`]'s state.
+#[derive(Debug)]
+pub struct Streaming<B> {
+    /// Bytes read before the decision to stream (sent first).
+    prefix: Option<Bytes>,
+    /// The rest.
+    rest: B,
+    /// Bytes the stream may still carry.
+    remaining: u64,
+    /// The limit, for the error message.
+    limit: u64,
+    /// A caller's body (its faults are the caller's, and it may not stall); `None` for an
+    /// upstream answer.
+    caller: Option<Patience>,
+    /// A caller's multipart body: checked as it passes (a part named like a credential fails
+    /// it before the chunk that names it is sent).
+    scan: Option<Box<dyn BodyCheck>>,
 }
 
 impl<B> ProxyBody<B> {
@@ -63,14 +69,14 @@ impl<B> ProxyBody<B> {
     /// A stream passed through unchanged, after `prefix`, at most `limit` bytes in all.
     pub fn stream(prefix: Option<Bytes>, rest: B, limit: u64) -> Self {
         let used = prefix.as_ref().map_or(0, |p| p.len() as u64);
-        ProxyBody::Stream {
+        ProxyBody::Stream(Box::new(Streaming {
             prefix: prefix.filter(|p| !p.is_empty()),
             rest,
             remaining: limit.saturating_sub(used),
             limit,
             caller: None,
             scan: None,
-        }
+        }))
     }
 
     /// A caller's request body, streamed after `prefix`: at most `limit` bytes, keeping the
@@ -78,16 +84,16 @@ impl<B> ProxyBody<B> {
     /// ([`CallerBody`], [`Stalled`]).
     pub fn from_caller(prefix: Option<Bytes>, rest: B, limit: u64, patience: Patience) -> Self {
         let mut b = Self::stream(prefix, rest, limit);
-        if let ProxyBody::Stream { caller, .. } = &mut b {
-            *caller = Some(patience);
+        if let ProxyBody::Stream(s) = &mut b {
+            s.caller = Some(patience);
         }
         b
     }
 
     /// A stream checked by `scan` as it passes (nothing changes without one).
     pub fn scanned(mut self, scanner: Option<Box<dyn BodyCheck>>) -> Self {
-        if let ProxyBody::Stream { scan, .. } = &mut self {
-            *scan = scanner;
+        if let ProxyBody::Stream(s) = &mut self {
+            s.scan = scanner;
         }
         self
     }
@@ -96,7 +102,7 @@ impl<B> ProxyBody<B> {
     pub fn kept(&self) -> Option<Self> {
         match self {
             ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
-            ProxyBody::Stream { .. } => None,
+            ProxyBody::Stream(_) => None,
         }
     }
 }
@@ -112,14 +118,15 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream {
-                prefix,
-                rest,
-                remaining,
-                limit,
-                caller,
-                scan,
-            } => {
+            ProxyBody::Stream(s) => {
+                let Streaming {
+                    prefix,
+                    rest,
+                    remaining,
+                    limit,
+                    caller,
+                    scan,
+                } = &mut **s;
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
@@ -168,14 +175,15 @@ where
         match self {
             ProxyBody::Full(b) => b.is_none(),
             // A scanner still to finish is polled once more.
-            ProxyBody::Stream { prefix, rest, scan, .. } => prefix.is_none() && scan.is_none() && rest.is_end_stream(),
+            ProxyBody::Stream(s) => s.prefix.is_none() && s.scan.is_none() && s.rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream { prefix, rest, .. } => {
+            ProxyBody::Stream(s) => {
+                let (prefix, rest) = (&s.prefix, &s.rest);
                 let p = prefix.as_ref().map_or(0, |p| p.len() as u64);
                 let h = rest.size_hint();
                 let mut out = SizeHint::new();
@@ -186,5 +194,22 @@ where
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every layer moves the request and the answer whole: a stream's state stays boxed, out of
+    /// the body a buffered call carries (profiled: 2,600 instructions a call with it inline).
+    #[test]
+    fn a_body_stays_small() {
+        assert!(
+            std::mem::size_of::<ProxyBody>() <= 40,
+            "{}",
+            std::mem::size_of::<ProxyBody>()
+        );
+        assert!(std::mem::size_of::<http::Request<ProxyBody>>() <= std::mem::size_of::<http::Request<Incoming>>());
     }
 }

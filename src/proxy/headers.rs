@@ -15,7 +15,7 @@ pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 /// How many [`HOP_BY_HOP`] names there are.
 const HOPS: usize = 8;
 
-const HOP_BY_HOP: [HeaderName; HOPS] = [
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

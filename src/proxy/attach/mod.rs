@@ -83,7 +83,7 @@ impl<B> TokenBody for ProxyBody<B> {
     fn whole(&self) -> Option<&[u8]> {
         match self {
             ProxyBody::Full(b) => Some(b.as_deref().unwrap_or_default()),
-            ProxyBody::Stream { .. } => None,
+            ProxyBody::Stream(_) => None,
         }
     }
     fn from_bytes(b: Bytes) -> Self {
