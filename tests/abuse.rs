@@ -440,15 +440,8 @@ async fn content_length_with_transfer_encoding_is_refused_and_the_connection_clo
 async fn refusals_before_routing_reach_the_access_log_with_the_peer() {
     let sb = sandbox().await;
     let secret = secret_file();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut cfg, config_text(&sb.url(), secret.path(), |_| {}, "").as_bytes()).unwrap();
-    let (ls, port, admin_port) = listeners();
-    let mut p = Proc::spawn_on(
-        &["serve", "--config", cfg.path().to_str().unwrap()],
-        &[],
-        [&ls[0], &ls[1]],
-    );
-    p.wait_for("gateway listening");
+    let cfg = text_file(&config_text(&sb.url(), secret.path(), |_| {}, ""));
+    let (mut p, port, admin_port) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // hyper's own refusals: a 70,000-character path (past hyper's read buffer, which is bounded
     // near max_header_bytes: 431) and a head it cannot parse (400).

@@ -149,8 +149,7 @@ async fn serve_reloads_on_sighup_drains_on_sigterm_and_logs_no_secret() {
     .await;
     let secret = secret_file();
     let text = config_text(&sb.url(), secret.path(), |_| {}, "");
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg = text_file(&text);
     let cfg_path = cfg.path().to_str().unwrap().to_string();
     let mut p = Proc::spawn(&["serve", "--config", &cfg_path], &[("RUST_LOG", "debug")]);
     // RUST_LOG=debug includes the access log: proven below to carry no token.
@@ -579,12 +578,8 @@ async fn json_logs_carry_the_access_log_and_audit_lines_one_event_per_line() {
     let text = TestConfig::standard(&sb.url(), secret.path())
         .extra("[log]\nformat = \"json\"\n")
         .render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
-    let (listeners, port, admin_port) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
-    p.wait_for("gateway listening");
+    let cfg = text_file(&text);
+    let (mut p, port, admin_port) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
     let http = Http::default();
     let r = http
         .send(
@@ -663,8 +658,7 @@ fn text_logs_have_no_doubled_prefixes() {
         .listen_at(&taken.local_addr().unwrap().to_string(), "127.0.0.1:0")
         .extra("[[routes]]\nname = \"shadowed\"\npath = \"/js/getticket/\"\ntoken = \"client\"\n")
         .render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg = text_file(&text);
     let out = Command::new(BIN)
         .args(["serve", "--config", cfg.path().to_str().unwrap()])
         .env("NO_COLOR", "1")
@@ -1080,12 +1074,8 @@ async fn a_reload_refuses_the_example_keys_too() {
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path()).render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
-    let (listeners, _, admin_port) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
-    p.wait_for("gateway listening");
+    let cfg = text_file(&text);
+    let (mut p, _, admin_port) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
     let example = text.replace(
         &douyin_gateway::caller::hash_key(ADMIN_KEY),
         &douyin_gateway::caller::hash_key("example-admin-key"),
@@ -1126,15 +1116,11 @@ async fn serve_with_allow_example_keys_serves_and_warns() {
             &douyin_gateway::caller::hash_key(CALLER_KEY),
             &douyin_gateway::caller::hash_key("example-caller-key"),
         );
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg = text_file(&text);
     let cfg_path = cfg.path().to_str().unwrap();
     let (code, out) = run(&["serve", "--config", cfg_path], &[]);
     assert_eq!(code, 1, "refused without the flag: {out}");
-    let (listeners, port, _) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(&["serve", "--allow-example-keys", "--config", cfg_path], &[], [l0, l1]);
-    p.wait_for("gateway listening");
+    let (p, port, _) = Proc::serve(&["serve", "--allow-example-keys", "--config", cfg_path], &[]);
     let warned = p.seen.join("\n");
     assert!(
         warned.contains("WARN") && warned.contains("admin.api_key_sha256: is the example's key"),
@@ -1164,12 +1150,8 @@ async fn a_reload_names_the_settings_that_need_a_restart() {
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path()).render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
-    let (listeners, _, _) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
-    p.wait_for("gateway listening");
+    let cfg = text_file(&text);
+    let (mut p, _, _) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
     let changed = text
         .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
         .replace("connect_timeout_ms = 1000", "connect_timeout_ms = 1500")

@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -212,8 +211,7 @@ async fn under_a_1024_fd_limit_1100_slow_connections_do_not_take_the_gateway_dow
     let sb = sandbox().await;
     let secret = secret_file();
     let text = config_text(&sb.url(), secret.path(), |s| s.header_read_timeout_ms = 2000, "");
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg = text_file(&text);
     let mut cmd = std::process::Command::new("bash");
     cmd.args([
         "-c",

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use http::Method;
 use serde_json::json;
-use std::io::Write;
 
 /// A gateway process logging in `format`, on listeners of its own, against `sb`.
 /// The files are kept until the end of the test.
@@ -22,11 +21,8 @@ fn spawn_with(
     env: &[(&str, &str)],
 ) -> (Proc, u16, u16, [tempfile::NamedTempFile; 2]) {
     let (cfg, secret) = config_files(sb, extra);
-    let (listeners, port, admin_port) = listeners();
-    let [l0, l1] = &listeners;
     let env: Vec<(&str, &str)> = [("NO_COLOR", "1")].into_iter().chain(env.iter().copied()).collect();
-    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &env, [l0, l1]);
-    p.wait_for("gateway listening");
+    let (p, port, admin_port) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &env);
     (p, port, admin_port, [cfg, secret])
 }
 
@@ -37,8 +33,7 @@ fn config_files(
 ) -> (tempfile::NamedTempFile, tempfile::NamedTempFile) {
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path()).extra(extra).render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
+    let cfg = text_file(&text);
     (cfg, secret)
 }
 

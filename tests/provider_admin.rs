@@ -11,28 +11,13 @@
 mod common;
 
 use common::*;
-use douyin_gateway::provider_crypto::{encrypt, msg_signature, MessageKey};
 use http::Method;
 use serde_json::{json, Value};
 
-const APPID: &str = "tt_component_sandbox";
-const TOKEN: &str = "sandbox-message-token";
-const KEY: &str = "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds";
+use douyin_gateway::sandbox::provider::{COMPONENT_APPID as APPID, MESSAGE_TOKEN as TOKEN};
+
 const MERCHANT: &str = "tt_merchant_1";
 const REFRESH: &str = "rft.imported-from-a-home-made-server";
-
-fn provider_table() -> String {
-    ProviderSecrets::set().table("tp", "v1")
-}
-
-async fn provider_gateway(sb: &douyin_gateway::sandbox::Sandbox, store: &str) -> Gateway {
-    let secret = secret_file();
-    let text = TestConfig::standard(&sb.url(), secret.path())
-        .store(store)
-        .extra(&provider_table())
-        .render();
-    gateway_text(&text, secret).await
-}
 
 fn now() -> u64 {
     douyin_gateway::vocab::unix_now()
@@ -357,16 +342,12 @@ async fn the_status_page_and_the_metrics_show_the_provider_and_its_merchant_apps
     let r = import(&http, &gw, MERCHANT, json!({"authorizer_refresh_token": REFRESH})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // A ticket, as the platform pushes it.
-    let sealed = encrypt(
-        &MessageKey::parse(KEY).unwrap(),
-        json!({"Ticket": "ticket-1", "MsgType": "Ticket", "Event": "PUSH"})
-            .to_string()
-            .as_bytes(),
+    let event = provider_event(
+        &json!({"Ticket": "ticket-1", "MsgType": "Ticket", "Event": "PUSH"}),
         APPID,
+        TOKEN,
+        now(),
     );
-    let ts = now().to_string();
-    let event = json!({"Nonce": "n1", "TimeStamp": ts, "Encrypt": sealed,
-                       "MsgSignature": msg_signature(TOKEN, &ts, "n1", &sealed)});
     let r = http.post(&gw.admin("/providers/tp/events"), event.to_string()).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "success"));
 
@@ -414,19 +395,14 @@ async fn the_status_page_and_the_metrics_show_the_provider_and_its_merchant_apps
 /// no refresh token reaches the log.
 #[tokio::test(flavor = "multi_thread")]
 async fn imports_deletions_and_refreshes_of_merchant_apps_are_audited() {
-    use std::io::Write;
     let sb = sandbox().await;
     let secret = secret_file();
     let text = TestConfig::standard(&sb.url(), secret.path())
         .extra(&provider_table())
         .extra("[log]\nformat = \"json\"\n")
         .render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
-    let (listeners, _, admin_port) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(&["serve", "--config", cfg.path().to_str().unwrap()], &[], [l0, l1]);
-    p.wait_for("gateway listening");
+    let cfg = text_file(&text);
+    let (mut p, _, admin_port) = Proc::serve(&["serve", "--config", cfg.path().to_str().unwrap()], &[]);
     let http = Http::default();
     let url = |suffix: &str| format!("http://127.0.0.1:{admin_port}/admin/providers/tp/authorizers/{MERCHANT}{suffix}");
     let key = [("x-admin-key", ADMIN_KEY)];

@@ -10,39 +10,14 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use douyin_gateway::provider_crypto::{encrypt, msg_signature, MessageKey};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const APPID: &str = "tt_component_sandbox";
-const TOKEN: &str = "sandbox-message-token";
-const KEY: &str = "CAoJaFLeTHIV/P5ehOAcKXPehZhj0ZIxRZDu3diVPds";
+use douyin_gateway::sandbox::provider::{COMPONENT_APPID as APPID, MESSAGE_KEY as KEY, MESSAGE_TOKEN as TOKEN};
 
-fn provider_table() -> String {
-    ProviderSecrets::set().table("tp", "v1")
-}
-
-async fn provider_gateway(sb: &douyin_gateway::sandbox::Sandbox, store: &str) -> Gateway {
-    let secret = secret_file();
-    let text = TestConfig::standard(&sb.url(), secret.path())
-        .store(store)
-        .extra(&provider_table())
-        .render();
-    gateway_text(&text, secret).await
-}
-
-/// An event as the platform sends it: `message` sealed for `appid`, signed with `token` at `ts`.
+/// An event for the sandbox's provider ([`provider_event`]).
 fn event(message: &Value, appid: &str, token: &str, ts: u64) -> Value {
-    let key = MessageKey::parse(KEY).unwrap();
-    let sealed = encrypt(&key, message.to_string().as_bytes(), appid);
-    let nonce = hex::encode(rand::random::<[u8; 4]>());
-    let ts = ts.to_string();
-    json!({
-        "Nonce": nonce,
-        "TimeStamp": ts,
-        "Encrypt": sealed,
-        "MsgSignature": msg_signature(token, &ts, &nonce, &sealed),
-    })
+    provider_event(message, appid, token, ts)
 }
 
 fn now() -> u64 {

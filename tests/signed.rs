@@ -321,7 +321,6 @@ fn check_refuses_a_signing_route_without_the_keys_it_needs() {
 /// line of its log holds the private key, whatever happened.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_answer_is_logged_with_the_platforms_log_id_and_never_a_key() {
-    use std::io::Write;
     let sb = sandbox().await;
     let k = keys_dir();
     let secret = secret_file();
@@ -333,17 +332,11 @@ async fn a_refused_answer_is_logged_with_the_platforms_log_id_and_never_a_key() 
         ))
         .routes_first("[[routes]]\nname = \"trade\"\npath = \"/api/apps/trade/v2/*\"\ntoken = \"client\"\nsign = \"byte_authorization\"")
         .render();
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(text.as_bytes()).unwrap();
-    let (listeners, port, _) = listeners();
-    let [l0, l1] = &listeners;
-    let mut p = Proc::spawn_on(
+    let cfg = text_file(&text);
+    let (mut p, port, _) = Proc::serve(
         &["serve", "--config", cfg.path().to_str().unwrap()],
         &[("NO_COLOR", "1")],
-        [l0, l1],
     );
-    p.wait_for("gateway listening");
-    drop(listeners);
     let http = Http::default();
     let url = format!("http://127.0.0.1:{port}{QUERY_ORDER}");
     let h = [("x-gateway-key", CALLER_KEY), ("content-type", "application/json")];

@@ -52,8 +52,13 @@ impl Gateway {
 }
 
 pub fn secret_file() -> tempfile::NamedTempFile {
+    text_file(CLIENT_SECRET)
+}
+
+/// A temporary file holding `text` (a config, a secret).
+pub fn text_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(CLIENT_SECRET.as_bytes()).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
     f
 }
 
@@ -683,6 +688,16 @@ impl Proc {
         Proc::spawn_command(Proc::command_on(args, env, listeners))
     }
 
+    /// `douyin-gateway` with `args` (`serve …`) on two fresh [`listeners`], once it says it is
+    /// listening; its proxy and admin ports.
+    pub fn serve(args: &[&str], env: &[(&str, &str)]) -> (Proc, u16, u16) {
+        let (listeners, port, admin_port) = listeners();
+        let [l0, l1] = &listeners;
+        let mut p = Proc::spawn_on(args, env, [l0, l1]);
+        p.wait_for("gateway listening");
+        (p, port, admin_port)
+    }
+
     /// The command [`Proc::spawn_on`] runs, for a test that sets its output itself.
     pub fn command_on(args: &[&str], env: &[(&str, &str)], listeners: [&std::net::TcpListener; 2]) -> Command {
         use std::os::fd::AsRawFd;
@@ -988,6 +1003,37 @@ impl Drop for OwnRedis {
             let _ = c.wait();
         }
     }
+}
+
+/// The sandbox's provider as `[[providers]]` "tp", API version 1.
+pub fn provider_table() -> String {
+    ProviderSecrets::set().table("tp", "v1")
+}
+
+/// A gateway on `store` in front of `sb`, with [`provider_table`].
+pub async fn provider_gateway(sb: &Sandbox, store: &str) -> Gateway {
+    let secret = secret_file();
+    let text = TestConfig::standard(&sb.url(), secret.path())
+        .store(store)
+        .extra(&provider_table())
+        .render();
+    gateway_text(&text, secret).await
+}
+
+/// An event as the platform sends it to the sandbox provider's event URL: `message` sealed with
+/// the provider's message key for `appid`, signed with `token` at `ts` (a fresh nonce).
+pub fn provider_event(message: &Value, appid: &str, token: &str, ts: u64) -> Value {
+    use douyin_gateway::provider_crypto::{encrypt, msg_signature, MessageKey};
+    let key = MessageKey::parse(sandbox::provider::MESSAGE_KEY).unwrap();
+    let sealed = encrypt(&key, message.to_string().as_bytes(), appid);
+    let nonce = hex::encode(rand::random::<[u8; 4]>());
+    let ts = ts.to_string();
+    serde_json::json!({
+        "Nonce": nonce,
+        "TimeStamp": ts,
+        "Encrypt": sealed,
+        "MsgSignature": msg_signature(token, &ts, &nonce, &sealed),
+    })
 }
 
 /// The sandbox provider's secrets (`douyin_gateway::sandbox::provider`) in environment variables
