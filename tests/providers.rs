@@ -522,13 +522,7 @@ async fn rekey_rewrites_the_stored_ticket_under_the_new_key() {
         .store(&rotated)
         .extra(&provider_table())
         .render();
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["rekey", "--config", cfg.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rekey(&text);
     let gw = provider_gateway(&sb, &fresh).await;
     assert_eq!(ticket_of(&gw).await.as_deref(), Some("ticket-to-rekey"));
     gw.running.stop().await;

@@ -211,13 +211,7 @@ async fn key_rotation_round_trip() {
     let text = TestConfig::standard(&sb.url(), secret.path())
         .store(&sqlite_store(&db, &newest, Some(&new)))
         .render();
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["rekey", "--config", cfg.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rekey(&text);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 record(s) rewritten"),
         "{}",

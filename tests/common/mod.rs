@@ -55,6 +55,17 @@ pub fn secret_file() -> tempfile::NamedTempFile {
     text_file(CLIENT_SECRET)
 }
 
+/// `douyin-gateway rekey` on a config of `text`; it must succeed. Its output.
+pub fn rekey(text: &str) -> std::process::Output {
+    let cfg = text_file(text);
+    let out = Command::new(BIN)
+        .args(["rekey", "--config", cfg.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 /// A temporary file holding `text` (a config, a secret).
 pub fn text_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
