@@ -85,6 +85,19 @@ const HOP: [&str; 8] = [
     "host",
 ];
 
+/// Appends `headers` as `name: value` lines, without the hop-by-hop ones and `also`.
+fn copy_headers(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], also: Option<&str>) {
+    for h in headers {
+        if HOP.iter().chain(&also).any(|x| h.name.eq_ignore_ascii_case(x)) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 async fn serve(mut c: TcpStream, up: SocketAddr) -> std::io::Result<()> {
     let mut u = TcpStream::connect(up).await?;
     u.set_nodelay(true)?;
@@ -106,17 +119,7 @@ async fn serve(mut c: TcpStream, up: SocketAddr) -> std::io::Result<()> {
                     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
                     out.extend_from_slice(host.as_bytes());
                     out.extend_from_slice(b"\r\n");
-                    for h in req.headers.iter() {
-                        if HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x))
-                            || h.name.eq_ignore_ascii_case("access-token")
-                        {
-                            continue;
-                        }
-                        out.extend_from_slice(h.name.as_bytes());
-                        out.extend_from_slice(b": ");
-                        out.extend_from_slice(h.value);
-                        out.extend_from_slice(b"\r\n");
-                    }
+                    copy_headers(&mut out, req.headers, Some("access-token"));
                     out.extend_from_slice(b"access-token: clt.bench0123456789\r\n\r\n");
                     break n;
                 }
@@ -151,15 +154,7 @@ async fn serve(mut c: TcpStream, up: SocketAddr) -> std::io::Result<()> {
                         out.extend_from_slice(b"HTTP/1.1 ");
                         out.extend_from_slice(resp.code.unwrap().to_string().as_bytes());
                         out.extend_from_slice(b" OK\r\n");
-                        for h in resp.headers.iter() {
-                            if HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
-                                continue;
-                            }
-                            out.extend_from_slice(h.name.as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(h.value);
-                            out.extend_from_slice(b"\r\n");
-                        }
+                        copy_headers(&mut out, resp.headers, None);
                         out.extend_from_slice(b"\r\n");
                         Some((n, len))
                     }
