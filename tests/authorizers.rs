@@ -60,6 +60,16 @@ async fn push(http: &Http, sb: &Sandbox, gw: &Gateway, provider: &str, event: &s
     .await
 }
 
+/// The sandbox ends `appid`'s access token now: its next call finds it expired.
+async fn expire(http: &Http, sb: &Sandbox, appid: &str) {
+    http.control(
+        sb,
+        "/sandbox/provider/authorizer/expire",
+        json!({"authorizer_appid": appid}),
+    )
+    .await;
+}
+
 async fn platform(http: &Http, sb: &Sandbox) -> Value {
     http.get(&format!("{}/sandbox/provider", sb.url())).await.json()
 }
@@ -175,12 +185,7 @@ async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
     authorize_both(&http, &sb, &gw, "tt_r1", "tt_r2").await;
     for round in 0..3 {
         for (appid, call) in [("tt_r1", 1), ("tt_r2", 2)] {
-            http.control(
-                &sb,
-                "/sandbox/provider/authorizer/expire",
-                json!({"authorizer_appid": appid}),
-            )
-            .await;
+            expire(&http, &sb, appid).await;
             let r = if call == 1 {
                 call_v1(&http, &gw, appid).await
             } else {
@@ -193,12 +198,7 @@ async fn a_rejected_token_is_refreshed_once_and_each_refresh_token_used_once() {
     // new client_token is fetched, and the refresh goes through with it.
     http.control(&sb, "/sandbox/revoke", json!({"client_key": "tt_provider_sandbox"}))
         .await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_r2"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_r2").await;
     let r = call_v2(&http, &gw, "tt_r2").await;
     assert_eq!(r.status, 200, "after the client_token's revocation: {}", r.text());
     let p = platform(&http, &sb).await;
@@ -239,12 +239,7 @@ async fn unauthorized_drops_the_merchant_app_and_a_withdrawn_one_gets_401() {
         json!({"url": format!("{}/sandbox/sink", sb.url()), "event": "UNAUTHORIZED", "authorizer_appid": "tt_u2"}),
     )
     .await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_u2"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_u2").await;
     let r = call_v2(&http, &gw, "tt_u2").await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.gateway_error().as_deref(), Some("authorizer_authorization_required"));
@@ -311,12 +306,7 @@ async fn a_reauthorization_replaces_the_grant_and_a_forged_event_changes_nothing
     // UPDATE_AUTHORIZED: the platform ends the old refresh token; the new grant must be the one used.
     let r = push(&http, &sb, &gw, "tp1", "UPDATE_AUTHORIZED", "tt_a1").await;
     assert_eq!(r["body"].as_str(), Some("success"), "{r}");
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_a1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_a1").await;
     let r = call_v1(&http, &gw, "tt_a1").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let p = platform(&http, &sb).await;
@@ -390,12 +380,7 @@ async fn a_refresh_whose_answer_never_came_is_not_sent_again() {
     authorize_both(&http, &sb, &gw, "tt_lost1", "tt_lost2").await;
     http.control(&sb, "/sandbox/provider", json!({"answer_delay_ms": 1500}))
         .await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_lost1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_lost1").await;
     let r = call_v1(&http, &gw, "tt_lost1").await;
     assert_eq!(r.status, 503, "the refresh timed out: {}", r.text());
     http.control(&sb, "/sandbox/provider", json!({"answer_delay_ms": 0}))
@@ -428,12 +413,7 @@ async fn a_refresh_without_a_credential_leaves_the_refresh_token_unspent() {
         http.control(&sb, "/sandbox/provider/push", json!({"url": sink})).await;
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_cred1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_cred1").await;
     let r = call_v1(&http, &gw, "tt_cred1").await;
     assert_eq!(r.status, 503, "no component token: {}", r.text());
     let r = push(&http, &sb, &gw, "tp1", "PUSH", "").await;
@@ -472,12 +452,7 @@ async fn a_try_again_answer_retrieves_nothing_and_spends_nothing() {
         .await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "success"));
     http.control(&sb, "/sandbox/provider", json!({"refuse_next": 1})).await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_try"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_try").await;
     assert_eq!(call_v1(&http, &gw, "tt_try").await.status, 503);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(call_v1(&http, &gw, "tt_try").await.status, 200);
@@ -514,12 +489,7 @@ async fn a_retrieved_code_pushed_back_as_update_authorized_is_not_retrieved_agai
         json!({"url": sink, "event": "UPDATE_AUTHORIZED", "authorizer_appid": "tt_loop1"}),
     )
     .await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_loop1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_loop1").await;
     let r = call_v1(&http, &gw, "tt_loop1").await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The pushed-back event arrives and is taken (`success`); then nothing more happens.
@@ -536,12 +506,7 @@ async fn a_retrieved_code_pushed_back_as_update_authorized_is_not_retrieved_agai
     let p = platform(&http, &sb).await;
     assert_eq!((n(&p["retrieves"]), n(&p["retrieved_pushed"])), (1, 1), "{p}");
     // The grant the retrieval gave is the one in use, and it renews.
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_loop1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_loop1").await;
     assert_eq!(call_v1(&http, &gw, "tt_loop1").await.status, 200);
     let p = platform(&http, &sb).await;
     assert_eq!((n(&p["retrieves"]), n(&p["refresh_reused"])), (1, 0), "{p}");
@@ -567,12 +532,7 @@ async fn two_instances_on_one_redis_spend_one_refresh_token_for_200_calls_at_exp
     }
     http.control(&sb, "/sandbox/provider", json!({"token_delay_ms": 300}))
         .await;
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_redis1"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_redis1").await;
     let before = platform(&http, &sb).await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..200 {
@@ -667,12 +627,7 @@ async fn crash_at(point: &str) -> (Value, Value) {
     }
     if point == "authorizer_refreshed" {
         assert_eq!(call(port).await.status, 200);
-        http.control(
-            &sb,
-            "/sandbox/provider/authorizer/expire",
-            json!({"authorizer_appid": "tt_crash"}),
-        )
-        .await;
+        expire(&http, &sb, "tt_crash").await;
         // The refresh answers; the process dies before writing the new grant (the call's
         // connection drops with it: the task's panic is that).
         let _ = tokio::time::timeout(Duration::from_secs(10), tokio::spawn(call(port))).await;
@@ -699,12 +654,7 @@ async fn crash_at(point: &str) -> (Value, Value) {
     let r = call(port).await;
     assert_eq!(r.status, 200, "after the restart: {}", r.text());
     // And the grant it holds now renews as any other.
-    http.control(
-        &sb,
-        "/sandbox/provider/authorizer/expire",
-        json!({"authorizer_appid": "tt_crash"}),
-    )
-    .await;
+    expire(&http, &sb, "tt_crash").await;
     let r = call(port).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let after = platform(&http, &sb).await;
