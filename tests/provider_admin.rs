@@ -443,13 +443,7 @@ async fn an_imported_refresh_token_is_spent_once_and_an_app_that_never_authorize
     let sb = sandbox().await;
     let http = Http::default();
     let gw = provider_gateway(&sb, "[store]\nkind = \"memory\"\n").await;
-    let r = http
-        .control(
-            &sb,
-            "/sandbox/provider/push",
-            json!({"url": gw.admin("/providers/tp/events")}),
-        )
-        .await;
+    let r = push_ticket(&http, &sb, &gw).await;
     assert_eq!(r["body"], "success", "{r}");
     let ticket = r["ticket"].as_str().unwrap().to_string();
 

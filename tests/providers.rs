@@ -337,13 +337,7 @@ async fn a_component_route_gets_one_token_from_the_ticket_for_many_concurrent_ca
     let sb = sandbox().await;
     let http = Http::default();
     let gw = component_gateway(&sb).await;
-    let r = http
-        .control(
-            &sb,
-            "/sandbox/provider/push",
-            json!({"url": gw.admin("/providers/tp/events")}),
-        )
-        .await;
+    let r = push_ticket(&http, &sb, &gw).await;
     assert_eq!(r["status"].as_u64(), Some(200), "{r}");
     let calls = (0..50).map(|_| call_component_api(&http, &gw));
     for r in futures_util::future::join_all(calls).await {
@@ -383,12 +377,7 @@ async fn the_component_token_is_kept_across_a_restart_on_sqlite() {
         gateway_text(&text, secret).await
     };
     let gw = start().await;
-    http.control(
-        &sb,
-        "/sandbox/provider/push",
-        json!({"url": gw.admin("/providers/tp/events")}),
-    )
-    .await;
+    push_ticket(&http, &sb, &gw).await;
     assert_eq!(call_component_api(&http, &gw).await.status, 200);
     gw.running.stop().await;
     let gw = start().await;
@@ -420,12 +409,7 @@ async fn a_v1_route_puts_the_component_token_in_its_named_query_parameter() {
         .extra(&provider_table())
         .render();
     let gw = gateway_text(&text, secret).await;
-    http.control(
-        &sb,
-        "/sandbox/provider/push",
-        json!({"url": gw.admin("/providers/tp/events")}),
-    )
-    .await;
+    push_ticket(&http, &sb, &gw).await;
     for query in [
         "",
         "?x=1",
@@ -453,12 +437,7 @@ async fn a_component_token_is_fetched_again_once_under_30_minutes_remain() {
     let sb = sandbox().await;
     let http = Http::default();
     let gw = component_gateway(&sb).await;
-    http.control(
-        &sb,
-        "/sandbox/provider/push",
-        json!({"url": gw.admin("/providers/tp/events")}),
-    )
-    .await;
+    push_ticket(&http, &sb, &gw).await;
     let token_calls = || async {
         http.get(&format!("{}/sandbox/provider", sb.url())).await.json()["token_calls"]
             .as_u64()
@@ -475,12 +454,7 @@ async fn a_component_token_is_fetched_again_once_under_30_minutes_remain() {
 
     // 30 minutes of life: the second use starts a fetch, and is served with the token at hand.
     let gw = component_gateway(&sb).await;
-    http.control(
-        &sb,
-        "/sandbox/provider/push",
-        json!({"url": gw.admin("/providers/tp/events")}),
-    )
-    .await;
+    push_ticket(&http, &sb, &gw).await;
     http.control(&sb, "/sandbox/provider", json!({"expires_in": 1800}))
         .await;
     let before = token_calls().await;

@@ -1047,6 +1047,17 @@ pub fn provider_event(message: &Value, appid: &str, token: &str, ts: u64) -> Val
     })
 }
 
+/// The sandbox pushes a new component_ticket to `gw`'s event URL for provider "tp"; the push
+/// control's answer (the gateway's status and body, the ticket).
+pub async fn push_ticket(http: &Http, sb: &Sandbox, gw: &Gateway) -> Value {
+    http.control(
+        sb,
+        "/sandbox/provider/push",
+        serde_json::json!({"url": gw.admin("/providers/tp/events")}),
+    )
+    .await
+}
+
 /// The sandbox provider's secrets (`douyin_gateway::sandbox::provider`) in environment variables
 /// of fresh names, for `[[providers]]` tables: component appsecret, message token, message key,
 /// the V2 client secret.
