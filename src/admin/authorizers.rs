@@ -12,6 +12,7 @@
 //! | `POST /admin/providers/{name}/authorizers/{appid}/refresh` | a new authorizer token now |
 
 use super::body::read_body;
+use super::status::providers::row;
 use super::{json, Answer, Ctx};
 use crate::config::ProviderApiVersion;
 use crate::error::GatewayError;
@@ -19,7 +20,7 @@ use crate::inspect::Lenient;
 use crate::secret::Secret;
 use crate::state::Shared;
 use crate::token::upkeep::TokenState;
-use crate::token::{unix_now, GrantState, ImportedGrant, Need, TokenClass, TokenInfo, TokenKey};
+use crate::token::{unix_now, GrantState, ImportedGrant, Need, TokenInfo, TokenKey};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -76,7 +77,7 @@ fn appid_of(appid: &str) -> Result<&str, GatewayError> {
     }
 }
 
-/// `GET /admin/providers`.
+/// `GET /admin/providers`: what the status page shows of each ([`row`]), and its config.
 async fn providers(shared: &Shared) -> http::Response<crate::body::ProxyBody> {
     let census = shared.tokens.census();
     let now = unix_now();
@@ -84,25 +85,20 @@ async fn providers(shared: &Shared) -> http::Response<crate::body::ProxyBody> {
     let mut out = Vec::with_capacity(rt.config.providers.len());
     for p in &rt.config.providers {
         let name: Arc<str> = Arc::from(p.name.as_str());
-        let ticket = match super::ticket_received(shared, &p.name).await {
+        let row = row(shared, &name, &census).await;
+        let ticket = match row.ticket_unix {
             Ok(Some(t)) => json!({"received_unix": t, "age_s": now.saturating_sub(t)}),
             Ok(None) => Value::Null,
             Err(e) => json!({ "error": e }),
         };
-        let component = shared.tokens.info_of(&TokenKey::component(Arc::clone(&name))).map_or(
+        let component = row.component.map_or(
             Value::Null,
-            |i| json!({"state": i.state, "expires_unix": i.expires_unix}),
+            |(state, expires_unix)| json!({"state": state, "expires_unix": expires_unix}),
         );
         let counts: serde_json::Map<String, Value> = TokenState::ALL
             .into_iter()
-            .map(|s| {
-                let n = census
-                    .tokens
-                    .get(&(Arc::clone(&name), TokenClass::Authorizer, s))
-                    .copied()
-                    .unwrap_or(0);
-                (s.as_str().to_string(), n.into())
-            })
+            .zip(row.counts)
+            .map(|(s, n)| (s.as_str().to_string(), n.into()))
             .collect();
         out.push(json!({
             "name": p.name,

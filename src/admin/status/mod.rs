@@ -10,7 +10,7 @@
 
 mod events;
 mod page;
-mod providers;
+pub(super) mod providers;
 mod traffic;
 
 use crate::body::ProxyBody;

@@ -13,39 +13,52 @@ use std::sync::Arc;
 /// many in all).
 const LISTED: usize = 50;
 
-/// One provider as the page shows it.
-pub(super) struct ProviderRow {
-    pub(super) name: String,
+/// One provider as the page and `GET /admin/providers` show it.
+pub(in crate::admin) struct ProviderRow {
+    pub(in crate::admin) name: String,
     /// When its latest ticket was received; `Err`: the store could not say.
-    pub(super) ticket_unix: Result<Option<u64>, String>,
+    pub(in crate::admin) ticket_unix: Result<Option<u64>, String>,
     /// Its component token; `None`: not fetched yet.
-    pub(super) component: Option<(TokenState, Option<u64>)>,
+    pub(in crate::admin) component: Option<(TokenState, Option<u64>)>,
     /// Merchant apps in each of [`TokenState::ALL`]: the gauges' figures (with a shared store,
     /// every stored one once a pass is complete).
-    pub(super) counts: [i64; 4],
+    pub(in crate::admin) counts: [i64; 4],
     /// Merchant apps this instance holds that must authorize again: appid and why, at most
-    /// [`LISTED`].
-    pub(super) reauthorize: Vec<(String, String)>,
+    /// [`LISTED`] (the page's list; empty from [`row`]).
+    pub(in crate::admin) reauthorize: Vec<(String, String)>,
 }
 
-/// Each configured provider, in config order, its merchant apps counted from `census`.
+/// Provider `name`'s ticket, component token and merchant apps by state, counted from `census`.
+pub(in crate::admin) async fn row(shared: &Shared, name: &Arc<str>, census: &Census) -> ProviderRow {
+    let ticket_unix = super::super::ticket_received(shared, name).await;
+    let component = shared
+        .tokens
+        .info_of(&TokenKey::component(Arc::clone(name)))
+        .map(|i| (i.state, i.expires_unix));
+    let counts = TokenState::ALL.map(|s| {
+        census
+            .tokens
+            .get(&(Arc::clone(name), TokenClass::Authorizer, s))
+            .copied()
+            .unwrap_or(0)
+    });
+    ProviderRow {
+        name: name.to_string(),
+        ticket_unix,
+        component,
+        counts,
+        reauthorize: Vec::new(),
+    }
+}
+
+/// Each configured provider, in config order ([`row`]), with the merchant apps this instance
+/// holds that must authorize again.
 pub(super) async fn gather(shared: &Shared, census: &Census) -> Vec<ProviderRow> {
     let rt = shared.runtime.load_full();
     let mut out = Vec::with_capacity(rt.providers.len());
     for p in &rt.providers {
-        let ticket_unix = super::super::ticket_received(shared, &p.name).await;
-        let component = shared
-            .tokens
-            .info_of(&TokenKey::component(Arc::clone(&p.name)))
-            .map(|i| (i.state, i.expires_unix));
-        let counts = TokenState::ALL.map(|s| {
-            census
-                .tokens
-                .get(&(Arc::clone(&p.name), TokenClass::Authorizer, s))
-                .copied()
-                .unwrap_or(0)
-        });
-        let reauthorize = shared
+        let mut row = row(shared, &p.name, census).await;
+        row.reauthorize = shared
             .tokens
             .cached_authorizers(&p.name)
             .into_iter()
@@ -59,13 +72,7 @@ pub(super) async fn gather(shared: &Shared, census: &Census) -> Vec<ProviderRow>
                 (i.key.subject().to_string(), why)
             })
             .collect();
-        out.push(ProviderRow {
-            name: p.name.to_string(),
-            ticket_unix,
-            component,
-            counts,
-            reauthorize,
-        });
+        out.push(row);
     }
     out
 }
