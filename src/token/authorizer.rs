@@ -134,11 +134,7 @@ impl Tokens {
         current: Option<&Token>,
     ) -> Result<Fetched, TokenError> {
         let name = &key.app;
-        let p = settings
-            .issuer
-            .providers
-            .get(name)
-            .ok_or_else(|| TokenError::UnknownApp(name.to_string()))?;
+        let (_, p) = super::issuer::provider(&settings.issuer, name)?;
         let appid = key.subject();
         let Some(grant) = current.and_then(|t| t.grant.as_deref()) else {
             return Err(not_authorized(name, appid));
@@ -257,11 +253,7 @@ impl Tokens {
         event: AuthorizationEvent,
     ) -> Result<Arc<Token>, TokenError> {
         let settings = self.settings.load_full();
-        let (name, p) = settings
-            .issuer
-            .providers
-            .get_key_value(provider)
-            .ok_or_else(|| TokenError::UnknownApp(provider.to_string()))?;
+        let (name, p) = super::issuer::provider(&settings.issuer, provider)?;
         // The credential's own failures are not the code's: answered as they are (503, delivered
         // again), never a reason to retrieve a code.
         let cred = self.provider_credential(name, p, Need::Any).await?;

@@ -33,9 +33,7 @@ impl Tokens {
         grant: ImportedGrant,
     ) -> Result<Arc<Token>, TokenError> {
         let settings = self.settings.load_full();
-        let Some((name, _)) = settings.issuer.providers.get_key_value(provider) else {
-            return Err(TokenError::UnknownApp(provider.to_string()));
-        };
+        let (name, _) = super::issuer::provider(&settings.issuer, provider)?;
         let refresh_in = grant.refresh_expires_in.unwrap_or(REFRESH_TOKEN_LIFETIME);
         let now = unix_now();
         let grant = Grant {

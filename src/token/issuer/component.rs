@@ -53,9 +53,7 @@ struct Answer {
 
 /// A new component token for `key` (its app is the provider's name), made with `ticket`.
 pub(crate) async fn fetch(cfg: &IssuerConfig, key: &TokenKey, ticket: &Secret) -> Result<Fetched, TokenError> {
-    let Some(p) = cfg.providers.get(&key.app) else {
-        return Err(TokenError::UnknownApp(key.app.to_string()));
-    };
+    let (_, p) = super::provider(cfg, &key.app)?;
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("component_appid", &p.component_appid)
         .append_pair("component_appsecret", p.component_appsecret.expose())

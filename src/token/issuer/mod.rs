@@ -114,6 +114,13 @@ pub(super) fn app<'a>(cfg: &'a IssuerConfig, key: &TokenKey) -> Result<&'a AppCr
         .ok_or_else(|| TokenError::UnknownApp(key.app.to_string()))
 }
 
+/// The `[[providers]]` named `name`, with the config's copy of its name.
+pub(crate) fn provider<'a>(cfg: &'a IssuerConfig, name: &str) -> Result<(&'a Arc<str>, &'a ProviderCreds), TokenError> {
+    cfg.providers
+        .get_key_value(name)
+        .ok_or_else(|| TokenError::UnknownApp(name.to_string()))
+}
+
 pub(super) fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
