@@ -258,6 +258,14 @@ pub(super) fn check_provider_route(
 mod tests {
     use crate::config::{Config, Severity};
 
+    /// What loading `text` reports: its warnings, or the problems that refused it.
+    fn found(text: &str) -> Vec<crate::config::Problem> {
+        match Config::load_str(text, "t") {
+            Ok((_, warnings)) => warnings,
+            Err(e) => e.problems,
+        }
+    }
+
     /// The problems `check` finds in a config of one provider with these lines, as `key: message`
     /// (`W ` before a warning).
     fn problems(lines: &str) -> Vec<String> {
@@ -268,11 +276,7 @@ mod tests {
             "[store]\nkind = \"memory\"\n[[upstreams]]\nname = \"microapp\"\nbase_url = \"https://open.microapp.bytedance.com\"\n\
              [[providers]]\n{lines}\n"
         );
-        let found = match Config::load_str(&text, "t") {
-            Ok((_, warnings)) => warnings,
-            Err(e) => e.problems,
-        };
-        found
+        found(&text)
             .into_iter()
             .filter(|p| p.key.starts_with("providers"))
             .map(|p| {
@@ -383,11 +387,7 @@ mod tests {
              client_secret_env = \"DG_UNIT_TP_SECRET\"\n[[providers]]\n{GOOD}api_version = \"v1\"\n\
              [[routes]]\nname = \"r\"\npath = \"/x\"\n{route}\n"
         );
-        let found = match Config::load_str(&text, "t") {
-            Ok((_, warnings)) => warnings,
-            Err(e) => e.problems,
-        };
-        found
+        found(&text)
             .into_iter()
             .filter(|p| p.key.starts_with("routes"))
             .map(|p| format!("{}: {}", p.key, p.message))
