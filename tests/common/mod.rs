@@ -770,6 +770,16 @@ impl Proc {
         self.wait_for_any(&[needle])
     }
 
+    /// The first line containing `needle`, among those already read (while waiting for others)
+    /// or, failing that, those still to come. For lines whose order against the ones waited for
+    /// before is not fixed: [`Proc::wait_for`] would pass over one read while it waited.
+    pub fn line_with(&mut self, needle: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
+        }
+    }
+
     /// Waits for a line containing any of `needles`; returns it.
     pub fn wait_for_any(&mut self, needles: &[&str]) -> String {
         let needle = needles.join("\" or \"");
