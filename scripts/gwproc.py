@@ -1,8 +1,9 @@
 """Helpers shared by the measurement scripts: free ports, waiting for a listener, and reading a
-process's RSS and open file descriptors from /proc."""
+process's RSS and open file descriptors from /proc. `GATEWAY_BIN` names another build to run
+(to compare two), else target/release."""
 import contextlib, hashlib, os, socket, subprocess, sys, tempfile, time
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "douyin-gateway")
+BIN = os.environ.get("GATEWAY_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "douyin-gateway")
 
 
 def free_port():
