@@ -55,7 +55,7 @@ impl Health {
 
     /// `route` rejected, for `caller`, token `generation`, fetched to replace one it rejected.
     /// Returns how long the route is suspect for that caller from now, if it is.
-    pub fn rejected_fresh(&self, route: &str, caller: &str, generation: u64) -> Option<std::time::Duration> {
+    pub fn rejected_fresh(&self, route: &str, caller: &str, generation: u32) -> Option<std::time::Duration> {
         let h = Arc::clone(
             &self
                 .entries
@@ -82,7 +82,7 @@ impl Health {
 #[derive(Debug, Default)]
 struct CallerHealth {
     strikes: std::sync::atomic::AtomicU32,
-    struck_generation: std::sync::atomic::AtomicU64,
+    struck_generation: std::sync::atomic::AtomicU32,
     suspect_until_ms: std::sync::atomic::AtomicU64,
 }
 
@@ -110,7 +110,7 @@ impl CallerHealth {
     /// The route rejected token `generation`, fetched to replace one it rejected. Counted once
     /// per token; returns whether this was the first strike, and how long the route is suspect
     /// from now, if it is.
-    fn rejected_fresh(&self, generation: u64) -> (bool, Option<std::time::Duration>) {
+    fn rejected_fresh(&self, generation: u32) -> (bool, Option<std::time::Duration>) {
         use std::sync::atomic::Ordering::{AcqRel, Relaxed};
         if self.struck_generation.swap(generation, AcqRel) == generation {
             return (false, None);

@@ -8,7 +8,7 @@ use super::events::Event;
 use super::{Slot, Token, TokenKey, Tokens};
 use crate::vocab::{KeyRef, Lookup};
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,22 +18,22 @@ pub enum Need {
     /// Any live token.
     Any,
     /// The platform rejected generation `n`: drop it (if still current) and get another.
-    Rejected(u64),
+    Rejected(u32),
     /// Generation `n` is getting old: replace it, keeping it in use meanwhile.
-    Newer(u64),
+    Newer(u32),
 }
 
 /// The slots by key, and the generation counter that names each token put in one.
 pub(crate) struct Cache {
     slots: DashMap<TokenKey, Arc<Slot>>,
-    generation: AtomicU64,
+    generation: AtomicU32,
 }
 
 impl Default for Cache {
     fn default() -> Self {
         Cache {
             slots: DashMap::new(),
-            generation: AtomicU64::new(1),
+            generation: AtomicU32::new(1),
         }
     }
 }
@@ -81,9 +81,15 @@ impl Cache {
         }
     }
 
-    /// The name of the next token made.
-    pub(crate) fn next_generation(&self) -> u64 {
-        self.generation.fetch_add(1, Ordering::Relaxed)
+    /// The name of the next token made: never 0 (which names no token), distinct among the
+    /// last 4 billion tokens (4 bytes in every cached token; it is only compared for equality).
+    pub(crate) fn next_generation(&self) -> u32 {
+        loop {
+            let g = self.generation.fetch_add(1, Ordering::Relaxed);
+            if g != 0 {
+                return g;
+            }
+        }
     }
 }
 

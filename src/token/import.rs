@@ -48,7 +48,7 @@ impl Tokens {
         // An empty value that is expired from the start: never attached, and a restart reads it
         // back as expired too.
         let mut token = Token::new(self.cache.next_generation(), String::new(), 1, 0.5)?.killed();
-        token.expires_unix = now;
+        token.expires_unix = super::unix_u32(now);
         token.grant = Some(Arc::new(self.names.grant(grant)));
         self.install_token(&TokenKey::authorizer(Arc::clone(name), appid), token)
             .await

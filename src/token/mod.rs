@@ -35,7 +35,7 @@ pub use settings::{Settings, Tuning};
 pub use slot::{FetchState, Slot};
 pub use tickets::Ticket;
 pub use upkeep::TokenInfo;
-pub use value::{Flag, Token};
+pub use value::{unix_u32, Flag, Token};
 
 use crate::store::{Store, StoreError};
 use crate::upstream::HttpClient;

@@ -14,7 +14,7 @@ impl Tokens {
             key: key.clone(),
             version: t.version,
             access_token: crate::secret::Secret::new(t.value()),
-            expires_unix: t.expires_unix,
+            expires_unix: t.expires_unix.into(),
             grant: t.grant.as_deref().cloned(),
             stale_key: false,
         }
@@ -29,7 +29,7 @@ impl Tokens {
         if left == 0 {
             t = t.killed();
         }
-        t.expires_unix = r.expires_unix;
+        t.expires_unix = super::unix_u32(r.expires_unix);
         t.grant = r.grant.map(|g| Arc::new(self.names.grant(g)));
         t.version = r.version;
         Ok(t)

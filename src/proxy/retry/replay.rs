@@ -143,7 +143,7 @@ where
 
 /// What the replay's answer says of the route: accepted (trusted again), or the new token
 /// rejected too (a strike against the route, for this caller).
-fn replayed(policy: &super::Policy, key: &crate::token::TokenKey, generation: u64, codes: Option<inspect::Codes>) {
+fn replayed(policy: &super::Policy, key: &crate::token::TokenKey, generation: u32, codes: Option<inspect::Codes>) {
     let m = policy.metrics();
     let Some(code) = policy.rejected(codes) else {
         policy.accepted();

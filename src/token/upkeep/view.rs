@@ -211,7 +211,7 @@ impl Tokens {
         TokenInfo {
             key: key.clone(),
             state,
-            expires_unix: current.map(|t| t.expires_unix),
+            expires_unix: current.map(|t| t.expires_unix.into()),
             version: current.map_or(0, |t| t.version),
             grant,
             reauthorize_by,
