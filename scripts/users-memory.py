@@ -2,9 +2,9 @@
 """Memory per cached user token: imports N users (default 100,000) through the admin API, then
 calls each once, and prints the gateway's RSS (MiB) before, at its peak during the import, after
 it, after the calls, and 12 s later (once jemalloc returned what the calls freed), with bytes per
-token.
+token; then its peak over the next WATCH seconds (default 65: a maintenance round).
 
-    cargo build --release && python3 scripts/users-memory.py [N]
+    cargo build --release && python3 scripts/users-memory.py [N [WATCH]]
 
 The calls go to a user route whose path the sandbox does not serve (it answers 404 without
 checking the token), so every user's token is attached and nothing is refreshed.
@@ -14,6 +14,8 @@ import http.client, json, sys, threading, time
 from gwproc import config_head, rss_mb, running
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+# Seconds to watch the RSS after it settled: one maintenance round at least.
+WATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 65
 ADMIN_KEY = "users-memory-admin-key"
 
 
@@ -73,6 +75,12 @@ def main():
         time.sleep(12)
         settled = rss_mb(g.pid)
         print(f"settled (12 s): rss_mb={settled:.1f} bytes_per_token={(settled - before) * 1048576 / N:.0f}", flush=True)
+        # A maintenance round (every 60 s by default) must not raise it either.
+        top, t0 = settled, time.time()
+        while time.time() - t0 < WATCH:
+            top = max(top, rss_mb(g.pid))
+            time.sleep(0.05)
+        print(f"watched ({WATCH} s): peak_rss_mb={top:.1f} rss_mb={rss_mb(g.pid):.1f}", flush=True)
 
 
 if __name__ == "__main__":

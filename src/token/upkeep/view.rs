@@ -122,6 +122,20 @@ impl Tokens {
         }
     }
 
+    /// Whether [`Tokens::announce_due`] would do anything for user `key`'s token `t`: announce
+    /// its deadline (within the horizon), or forget one it announced. Read without building the
+    /// token's [`TokenInfo`].
+    pub(super) fn announces(&self, key: &TokenKey, t: &Token, tuning: Tuning, now_unix: u64) -> bool {
+        let Some(g) = t.grant.as_deref() else {
+            return false;
+        };
+        if key.class != TokenClass::User || matches!(g.state, GrantState::Dead(_)) {
+            return false;
+        }
+        reauthorize_by(g, tuning, now_unix) <= now_unix + REAUTHORIZE_HORIZON.as_secs()
+            || self.upkeep.due_announced.contains_key(key)
+    }
+
     /// Users who must re-authorize now or within 7 days, soonest first, whose open_id contains
     /// `search`: the total, and `limit` of them from `offset`. Walks the cached users once
     /// without copying the others (with a shared store: the users this instance has read).
@@ -196,18 +210,10 @@ impl Tokens {
             Some(_) => TokenState::Expired,
             None => TokenState::Failed,
         };
-        let reauthorize_by = grant.as_deref().filter(|_| key.class == TokenClass::User).map(|g| {
-            let left = match g.state {
-                GrantState::Active => tuning.max_renewals.saturating_sub(g.renewals) as u64,
-                _ => 0,
-            };
-            // Each renewal happens `renew_before` ahead of expiry and adds a full lifetime.
-            let step = u64::from(g.refresh_lifetime_secs).saturating_sub(tuning.renew_before.as_secs());
-            match g.state {
-                GrantState::Dead(_) => now_unix.min(g.refresh_expires_unix),
-                _ => g.refresh_expires_unix + left * step,
-            }
-        });
+        let reauthorize_by = grant
+            .as_deref()
+            .filter(|_| key.class == TokenClass::User)
+            .map(|g| reauthorize_by(g, tuning, now_unix));
         TokenInfo {
             key: key.clone(),
             state,
@@ -251,5 +257,20 @@ impl Tokens {
             tokens,
             reauthorization,
         }
+    }
+}
+
+/// When user grant `g`'s holder must authorize again: now for a dead refresh_token (or when it
+/// was to expire, if earlier); otherwise its expiry plus a lifetime for each renewal left, each
+/// renewal happening `renew_before` ahead of expiry.
+fn reauthorize_by(g: &Grant, tuning: Tuning, now_unix: u64) -> u64 {
+    let left = match g.state {
+        GrantState::Active => tuning.max_renewals.saturating_sub(g.renewals) as u64,
+        _ => 0,
+    };
+    let step = u64::from(g.refresh_lifetime_secs).saturating_sub(tuning.renew_before.as_secs());
+    match g.state {
+        GrantState::Dead(_) => now_unix.min(g.refresh_expires_unix),
+        _ => g.refresh_expires_unix + left * step,
     }
 }
