@@ -40,7 +40,7 @@ impl Tokens {
         self.flush_dirty().await;
         let (tuning, now_unix, announcing) = (self.settings.load().tuning, unix_now(), self.events().wants_due());
         // Only the users with work this round (a refresh_token to renew, a deadline to announce
-        // or forget), not a copy of every user's key and slot: 48 bytes each, a 5 MiB rise
+        // or forget), not a copy of every user's key and slot: 48 bytes each, a 6 MiB rise
         // every round with 100,000 users. Each is checked again under its slot's lock.
         let work = self.cache.collect(|key, slot| {
             key.class == TokenClass::User
