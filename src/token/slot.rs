@@ -23,6 +23,11 @@ impl Slot {
         self.current.load_full()
     }
 
+    /// Whether it holds a token that `pick` picks: read in place, no reference count taken.
+    pub(crate) fn current_is(&self, pick: impl FnOnce(&Token) -> bool) -> bool {
+        self.current.load().as_deref().is_some_and(pick)
+    }
+
     /// Whether it holds a token at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.current.load().is_none()

@@ -183,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_token_stays_in_the_96_byte_class() {
+    fn a_token_is_at_most_80_bytes_for_the_96_byte_class() {
         // With an `Arc`'s two counts: 96 bytes, not 112, in every cached user's token.
         assert!(std::mem::size_of::<Token>() <= 80, "{}", std::mem::size_of::<Token>());
         // A platform expiry past 2106 reads as 2106 rather than wrapping to the past.

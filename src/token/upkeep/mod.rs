@@ -44,9 +44,7 @@ impl Tokens {
         // every round with 100,000 users. Each is checked again under its slot's lock.
         let work = self.cache.collect(|key, slot| {
             key.class == TokenClass::User
-                && slot
-                    .current()
-                    .is_some_and(|t| due(&t, tuning) || (announcing && self.announces(key, &t, tuning, now_unix)))
+                && slot.current_is(|t| due(t, tuning) || (announcing && self.announces(key, t, tuning, now_unix)))
         });
         for (key, slot) in work {
             self.maintain_one(&key, &slot).await;

@@ -122,9 +122,10 @@ impl Tokens {
         }
     }
 
-    /// Whether [`Tokens::announce_due`] would do anything for user `key`'s token `t`: announce
-    /// its deadline (within the horizon), or forget one it announced. Read without building the
-    /// token's [`TokenInfo`].
+    /// Whether [`Tokens::announce_due`] would do anything for user `key`'s token `t`: announce a
+    /// deadline within the horizon not announced yet (or announced as another), or forget one
+    /// that left it. Read without building the token's [`TokenInfo`]; a user announced already,
+    /// deadline unchanged, is not picked again round after round.
     pub(super) fn announces(&self, key: &TokenKey, t: &Token, tuning: Tuning, now_unix: u64) -> bool {
         let Some(g) = t.grant.as_deref() else {
             return false;
@@ -132,8 +133,13 @@ impl Tokens {
         if key.class != TokenClass::User || matches!(g.state, GrantState::Dead(_)) {
             return false;
         }
-        reauthorize_by(g, tuning, now_unix) <= now_unix + REAUTHORIZE_HORIZON.as_secs()
-            || self.upkeep.due_announced.contains_key(key)
+        let by = reauthorize_by(g, tuning, now_unix);
+        let announced = self.upkeep.due_announced.get(key).map(|e| *e.value());
+        if by <= now_unix + REAUTHORIZE_HORIZON.as_secs() {
+            announced != Some(by)
+        } else {
+            announced.is_some()
+        }
     }
 
     /// Users who must re-authorize now or within 7 days, soonest first, whose open_id contains
