@@ -28,12 +28,30 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::UPGRADE,
 ];
 
+/// Where `n` is in [`HOP_BY_HOP`]: one `match` on the name, which tells most names apart by
+/// their length alone, rather than nine comparisons for every name of every head (profiled:
+/// about 1,100 instructions a call over the request and the answer).
+fn hop_index(n: &HeaderName) -> Option<usize> {
+    Some(match n.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass over the names first: most heads carry none of them, or only `Connection`, and a
     // lookup per name (ten) cost more than the rest of the cleaning (profiled).
     let mut present = [false; HOPS];
     for n in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|x| x == n) {
+        if let Some(i) = hop_index(n) {
             present[i] = true;
         }
     }
@@ -283,6 +301,24 @@ mod tests {
 
     /// Each hop-by-hop header goes, and those every `Connection` line names, whatever else the
     /// head holds; a head with none keeps every header.
+    #[test]
+    fn each_hop_by_hop_name_is_found_and_no_other() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(n), Some(i), "{n}");
+        }
+        for n in [
+            "content-type",
+            "host",
+            "connection-x",
+            "x-connection",
+            "t",
+            "trailers",
+            "upgrade-insecure-requests",
+        ] {
+            assert_eq!(hop_index(&HeaderName::from_bytes(n.as_bytes()).unwrap()), None, "{n}");
+        }
+    }
+
     #[test]
     fn hop_by_hop_headers_go_however_many_connection_lines_name_them() {
         let head = |pairs: &[(&'static str, &'static str)]| {
