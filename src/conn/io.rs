@@ -197,6 +197,22 @@ impl HeadScan {
                     None => return None,
                 }
             }
+            if self.at_line_start && !self.in_first_line && self.name_len == 0 && !matches!(bytes[i], b'\r' | b'\n') {
+                // A header line's start: when its whole name is in this read, it is compared at
+                // once (byte by byte cost about 1,000 instructions a call, profiled); a name cut
+                // by the read's end goes byte by byte below.
+                if let Some(n) = memchr::memchr2(b':', b'\n', &bytes[i..]) {
+                    if bytes[i + n] == b':' {
+                        let name = &bytes[i..i + n];
+                        self.saw_cl |= name.eq_ignore_ascii_case(b"content-length");
+                        self.saw_te |= name.eq_ignore_ascii_case(b"transfer-encoding");
+                        self.at_line_start = false;
+                        self.name_over = true;
+                        i += n + 1;
+                        continue;
+                    }
+                }
+            }
             let b = bytes[i];
             i += 1;
             match b {
@@ -277,6 +293,19 @@ mod tests {
             conflicting
         );
         assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\n"]), None);
+        // Whole names compared at once or byte by byte, the same verdicts.
+        let heads: [&[u8]; 6] = [
+            both,
+            b"POST / HTTP/1.1\r\n\rContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length : 1\r\nTransfer-Encoding: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nno colon here\r\nContent-Length: 1\r\nTRANSFER-ENCODING:x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nX-A-Very-Long-Header-Name-Indeed: 1\r\ncontent-length:1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n:\r\nContent\r-Length: 1\r\nTransfer-Encoding: x\r\n\r\n",
+        ];
+        for head in heads {
+            let bytes: Vec<&[u8]> = head.chunks(1).collect();
+            assert_eq!(scan(&[head]), scan(&bytes), "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[test]
