@@ -1,6 +1,7 @@
 #!/bin/bash
 # usage: [UPSTREAM_TLS=1] scripts/callgrind-calls.sh GATEWAY_BINARY LABEL [CALLS]
-# Instructions per proxied call, counted by callgrind (steady on a shared machine, unlike time):
+# Instructions per proxied call, counted by callgrind (steady on a shared machine, unlike time), and
+# by function with scripts/callgrind-top.py on the dump it names:
 # one keep-alive caller connection, worker_threads = 1, access log off; CALLS (2000) calls counted
 # after a 300-call warm-up. The upstream: the sandbox over plain HTTP, a client_token route; with
 # UPSTREAM_TLS=1 a second gateway serving HTTPS (ALPN h2, a certificate made here with openssl) in
@@ -64,7 +65,7 @@ $app
 [[routes]]
 $ROUTE
 CFG
-RUST_LOG=info,access=off valgrind --tool=callgrind --callgrind-out-file=$D/cg.%p.out $BIN serve --config $D/config.toml > $D/gw.log 2>&1 &
+RUST_LOG=info,access=off valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file=$D/cg.%p.out $BIN serve --config $D/config.toml > $D/gw.log 2>&1 &
 GW=$!
 for i in $(seq 1 120); do curl -s -o /dev/null $URL && break; sleep 1; done
 URLS=$(for i in $(seq 1 300); do echo -n "-o /dev/null $URL "; done)
