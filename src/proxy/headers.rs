@@ -299,8 +299,8 @@ mod tests {
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-url"]);
     }
 
-    /// Each hop-by-hop header goes, and those every `Connection` line names, whatever else the
-    /// head holds; a head with none keeps every header.
+    /// [`hop_index`] finds each name of [`HOP_BY_HOP`] at its place, and no other name: the
+    /// `match` and the list say the same.
     #[test]
     fn each_hop_by_hop_name_is_found_and_no_other() {
         for (i, n) in HOP_BY_HOP.iter().enumerate() {
@@ -319,6 +319,8 @@ mod tests {
         }
     }
 
+    /// Each hop-by-hop header goes, and those every `Connection` line names, whatever else the
+    /// head holds; a head with none keeps every header.
     #[test]
     fn hop_by_hop_headers_go_however_many_connection_lines_name_them() {
         let head = |pairs: &[(&'static str, &'static str)]| {
