@@ -5,8 +5,9 @@
 use super::{table, Activity, Limits};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -134,14 +135,43 @@ where
     // hyper still detects the protocol drops the connection unanswered, and a caller connected
     // just as its listener was retired (or the gateway stopped) is owed an answer.
     let mut stop_pending = *stop.borrow();
+    // The watchdog's own futures are polled only after one of them woke the task (`side`): the
+    // task wakes a few times a call for its I/O, and each poll of a `Notify`'s future takes the
+    // `Notify`'s lock.
+    let side = Arc::new(SideWake::default());
+    let side_waker = std::task::Waker::from(Arc::clone(&side));
+    let mut evict = std::pin::pin!(activity.evict_now.notified());
+    let mut stop_changed = std::pin::pin!(stop.changed());
     loop {
         if stop_pending && !closing && activity.has_read() {
             closing = true;
             graceful(conn.as_mut());
         }
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => {
+        let stop_armed = !closing && !stop_pending;
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Conn(r));
+            }
+            if !side.take(cx.waker()) {
+                return Poll::Pending;
+            }
+            let mut side_cx = Context::from_waker(&side_waker);
+            let event = if evict.as_mut().poll(&mut side_cx).is_ready() {
+                Event::Evict
+            } else if stop_armed && stop_changed.as_mut().poll(&mut side_cx).is_ready() {
+                Event::Stop
+            } else if ticker.poll_tick(&mut side_cx).is_ready() {
+                Event::Tick
+            } else {
+                return Poll::Pending;
+            };
+            // The futures after this one were not polled: they are, at the next turn.
+            side.woken.store(true, Ordering::Release);
+            Poll::Ready(event)
+        })
+        .await;
+        match event {
+            Event::Conn(r) => {
                 let Err(e) = r else { return End::Closed };
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                 if activity.over_budget() {
@@ -157,17 +187,18 @@ where
                 tracing::debug!("connection ended: {e}");
                 return End::Closed;
             }
-            _ = activity.evict_now.notified() => {
+            Event::Evict => {
                 if table::is_evicted(&activity) {
                     tracing::debug!(listener = origin.listener, peer = %origin.peer,
                         "connection closed to make room for another (the listener is at its cap)");
                     return End::Evicted;
                 }
+                evict.set(activity.evict_now.notified());
             }
-            _ = stop.changed(), if !closing && !stop_pending => stop_pending = true,
+            Event::Stop => stop_pending = true,
             // Still watched while closing: a head that slipped in as the close began must
             // complete in time too.
-            _ = ticker.tick() => match watch.look(&activity, &limits, Instant::now()) {
+            Event::Tick => match watch.look(&activity, &limits, Instant::now()) {
                 Verdict::Fine => {}
                 Verdict::HeadTooSlow => {
                     tracing::debug!(listener = origin.listener, peer = %origin.peer,
@@ -182,6 +213,55 @@ where
                 Verdict::Idle => {}
             },
         }
+    }
+}
+
+/// What woke a connection's watchdog.
+enum Event<E> {
+    /// The connection ended.
+    Conn(Result<(), E>),
+    /// The table may have chosen this connection to make room.
+    Evict,
+    /// The gateway or the listener stops.
+    Stop,
+    /// Time to look at the connection's activity.
+    Tick,
+}
+
+/// The waker of the watchdog's own futures: it wakes the connection's task and remembers that it
+/// did, so that the task polls those futures only then.
+struct SideWake {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        SideWake {
+            // Polled once at the start, so that each future registers its waker.
+            woken: AtomicBool::new(true),
+            task: Default::default(),
+        }
+    }
+}
+
+impl SideWake {
+    /// Registers the task's `waker` for the next wake, and whether one came since the last call.
+    fn take(&self, waker: &std::task::Waker) -> bool {
+        // Registered first: a wake after the flag is read still wakes the task.
+        self.task.register(waker);
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl std::task::Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
