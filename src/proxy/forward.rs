@@ -11,9 +11,8 @@
 use super::{headers, Call};
 use crate::body::ProxyBody;
 use crate::error::GatewayError;
-use crate::upstream::LocalClient;
+use crate::upstream::{LocalClient, UpstreamBody};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -47,7 +46,7 @@ impl Forward {
 }
 
 impl tower::Service<Request<ProxyBody>> for Forward {
-    type Response = Response<Incoming>;
+    type Response = Response<UpstreamBody>;
     type Error = GatewayError;
     type Future = ForwardFuture;
 
@@ -103,7 +102,7 @@ impl ForwardFuture {
 }
 
 impl Future for ForwardFuture {
-    type Output = Result<Response<Incoming>, GatewayError>;
+    type Output = Result<Response<UpstreamBody>, GatewayError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(inner) = self.inner.as_mut() else {

@@ -1,17 +1,18 @@
 //! The proxy's client: each thread drives its own upstream connections (`hyper::client::conn`,
-//! HTTP/1.1, or HTTP/2 where ALPN says so), kept in the thread's own [pool](super::pool). A call
+//! HTTP/1.1, or HTTP/2 where ALPN says so; over plain HTTP, a call whose body is in memory takes
+//! the own client, [`super::h1`]), kept in the thread's own [pool](super::pool). A call
 //! never crosses threads nor takes a lock; connecting is the shared [`super::connector`] (TCP,
 //! rustls, `ca_file`, connect timeout, resumed TLS sessions).
 
+use super::h1::{self, UpstreamBody};
 use super::pool::{self, Conn, Key, Life, Sender};
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use http::{header, HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ struct Inner {
 }
 
 /// The answer to a call on a [`LocalClient`].
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, Error>> + Send>>;
 
 impl LocalClient {
     /// A client trusting the webpki roots plus `ca_file`, with `connect_timeout_ms`.
@@ -53,8 +54,16 @@ impl LocalClient {
         Box::pin(async move { this.send(req).await })
     }
 
-    async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, Error> {
+    async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
         let key = self.key(req.uri())?;
+        if !key.https && matches!(req.body(), ProxyBody::Full(_)) {
+            let conn = match pool::checkout_own(&key) {
+                Some(c) => c,
+                None => Box::pin(self.connect_own(&key)).await?,
+            };
+            prepare(&mut req, &key, false);
+            return h1::send(conn, key, req).await.map_err(Error::wire);
+        }
         let (mut conn, mut fresh) = match pool::checkout(&key) {
             Some(c) => (c, false),
             // Boxed: the call's own future stays small (it is moved and polled on every call).
@@ -65,11 +74,12 @@ impl LocalClient {
             let sent = match &mut conn.sender {
                 Sender::H1(s) => s.try_send_request(req).await,
                 Sender::H2(s) => s.try_send_request(req).await,
+                Sender::Own(_) => unreachable!("pool::checkout gives hyper's connections only"),
             };
             match sent {
                 Ok(resp) => {
                     release(&key, conn);
-                    return Ok(resp);
+                    return Ok(resp.map(UpstreamBody::Hyper));
                 }
                 Err(mut e) => {
                     match e.take_message() {
@@ -102,17 +112,7 @@ impl LocalClient {
 
     /// A new connection to `key`'s host, taken; an HTTP/2 one is also kept for the next calls.
     async fn connect(&self, key: &Key) -> Result<Conn, Error> {
-        pool::prune();
-        let scheme = if key.https { "https" } else { "http" };
-        let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(key.authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| Error::connect(e.into()))?;
-        let io = tower::ServiceExt::oneshot(self.0.connector.clone(), uri)
-            .await
-            .map_err(Error::connect)?;
+        let io = self.open(key).await?;
         let life = Life::taken();
         if io.connected().is_negotiated_h2() {
             let (sender, conn) = self.0.h2.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
@@ -123,6 +123,32 @@ impl LocalClient {
             let (sender, conn) = self.0.h1.handshake(io).await.map_err(|e| Error::connect(e.into()))?;
             tokio::spawn(pool::drive(conn, Arc::clone(&life)));
             Ok(Conn::opened(Sender::H1(sender), life))
+        }
+    }
+
+    /// A socket to `key`'s host (TCP, and TLS for `https`), through the shared connector.
+    async fn open(&self, key: &Key) -> Result<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, Error> {
+        pool::prune();
+        let scheme = if key.https { "https" } else { "http" };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Error::connect(e.into()))?;
+        tower::ServiceExt::oneshot(self.0.connector.clone(), uri)
+            .await
+            .map_err(Error::connect)
+    }
+
+    /// A new plain-HTTP connection for the own client ([`h1`]), taken.
+    async fn connect_own(&self, key: &Key) -> Result<Conn, Error> {
+        match self.open(key).await? {
+            MaybeHttpsStream::Http(io) => Ok(Conn::opened(
+                Sender::Own(Box::new(h1::Wire::new(io.into_inner()))),
+                Life::taken(),
+            )),
+            MaybeHttpsStream::Https(_) => Err(Error::connect("a plain-HTTP upstream answered with TLS".into())),
         }
     }
 }
@@ -169,7 +195,7 @@ fn host_header(key: &Key) -> Option<HeaderValue> {
 /// once when it came with the head), still taken until then so its driver does not close it.
 fn release(key: &Key, conn: Conn) {
     let ready = match &conn.sender {
-        Sender::H2(_) => return,
+        Sender::H2(_) | Sender::Own(_) => return,
         Sender::H1(s) if s.is_closed() => return,
         Sender::H1(s) => s.is_ready(),
     };
@@ -206,6 +232,13 @@ impl Error {
         }
     }
 
+    fn wire(e: h1::WireError) -> Self {
+        Error {
+            connect: false,
+            cause: Box::new(e),
+        }
+    }
+
     /// Whether the call failed before a connection was open.
     pub fn is_connect(&self) -> bool {
         self.connect
@@ -232,6 +265,7 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Incoming;
     use std::sync::atomic::AtomicUsize;
 
     /// A plain-HTTP upstream answering `{}`: counts the connections it accepted; with `keep_alive`
@@ -348,6 +382,172 @@ mod tests {
         call(&client, &other).await;
         let hosts: Vec<String> = pool::hosts().iter().map(|(a, _)| format!("http://{a}")).collect();
         assert_eq!(hosts, [other]);
+    }
+
+    /// An upstream that writes its `answers` in turn, the next one for each request it reads
+    /// (head and `Content-Length` body), on whichever connection: closes the connection after an
+    /// answer marked so. Counts the connections it accepted and keeps each request's bytes.
+    async fn scripted(
+        answers: Vec<(&'static [u8], bool)>,
+    ) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (accepted, seen) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        );
+        let (count, requests) = (Arc::clone(&accepted), Arc::clone(&seen));
+        let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let (answers, requests) = (Arc::clone(&answers), Arc::clone(&requests));
+                tokio::spawn(async move {
+                    loop {
+                        let mut req = Vec::new();
+                        while !req.ends_with(b"\r\n\r\n") {
+                            let mut byte = [0u8];
+                            if stream.read_exact(&mut byte).await.is_err() {
+                                return;
+                            }
+                            req.push(byte[0]);
+                        }
+                        let head = String::from_utf8(req.clone()).unwrap().to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                        let mut body = vec![0u8; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        req.extend_from_slice(&body);
+                        requests.lock().unwrap().push(String::from_utf8(req).unwrap());
+                        let Some((answer, close)) = answers.lock().unwrap().next() else {
+                            return;
+                        };
+                        stream.write_all(answer).await.unwrap();
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted, seen)
+    }
+
+    async fn body_of(client: &LocalClient, req: Request<ProxyBody>) -> Result<bytes::Bytes, String> {
+        use http_body_util::BodyExt;
+        let resp = client.request(req).await.map_err(|e| super::super::describe(&e))?;
+        resp.into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The own client ([`h1`]) reads what hyper's reads: interim answers skipped, a chunked body
+    /// decoded (trailers dropped), an answer delimited by the close read to its end; a
+    /// connection goes back to the pool only after an answer that leaves it usable.
+    #[tokio::test]
+    async fn the_own_client_reads_every_framing_and_reuses_only_what_it_may() {
+        let big = Box::leak(
+            [
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".as_slice(),
+                &vec![b'x'; 1 << 20],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let (url, accepted, seen) = scripted(vec![
+            (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nx-t: 1\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+            (big, false),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            (b"HTTP/1.0 200 OK\r\n\r\nto the close", true),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok", true),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        ])
+        .await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"hello, world");
+        let post = Request::post(format!("{url}/p"))
+            .header(header::CONTENT_LENGTH, "99")
+            .body(ProxyBody::full(&b"{}"[..]))
+            .unwrap();
+        assert_eq!(&body_of(&client, post).await.unwrap()[..], b"ok");
+        assert_eq!(
+            body_of(&client, get()).await.unwrap().len(),
+            1 << 20,
+            "a body longer than one read"
+        );
+        assert!(body_of(&client, get()).await.unwrap().is_empty());
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection so far");
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"to the close");
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection after each close");
+        let seen = seen.lock().unwrap();
+        assert!(seen[0].starts_with("GET /x HTTP/1.1\r\n"), "{}", seen[0]);
+        assert!(
+            seen[1].ends_with("\r\ncontent-length: 2\r\n\r\n{}"),
+            "the body's own length: {}",
+            seen[1]
+        );
+        assert!(!seen[1].contains("99"), "{}", seen[1]);
+    }
+
+    /// An answer the own client cannot trust is an error, and its connection is not used again.
+    #[tokio::test]
+    async fn the_own_client_refuses_a_broken_answer() {
+        for (answer, says) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab"[..],
+                "Content-Length values differ",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+                "before its answer was complete",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                "chunk size",
+            ),
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101"),
+            (b"NOT HTTP\r\n\r\n", "malformed head"),
+        ] {
+            let (url, accepted, _) = scripted(vec![
+                (answer, true),
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+            ])
+            .await;
+            let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+            let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
+            let e = body_of(&client, get()).await.unwrap_err();
+            assert!(e.contains(says), "{e}");
+            assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        }
+    }
+
+    /// An own connection the upstream closed while it waited in the pool is not used: the next
+    /// call opens another and gets its answer (no system call spent on one that is fine).
+    #[tokio::test]
+    async fn an_own_connection_closed_while_waiting_is_not_used() {
+        let (url, accepted, _) = scripted(vec![
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        ])
+        .await;
+        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        // The answer said nothing of a close: the connection waits in the pool, then closes.
+        until(|| matches!(&pool::hosts()[..], [(_, false)])).await;
+        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     /// A host that refuses connections: the error says it was the connection.

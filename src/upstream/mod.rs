@@ -1,11 +1,14 @@
 //! The clients to the platform: HTTP/1.1 or HTTP/2 (ALPN) over rustls, TCP_NODELAY, idle
 //! connections reaped. The proxy's calls go over [`LocalClient`] (each thread drives its own
-//! connections, pooled per thread); the token engine, `[[notify]]` and the status checks use the
+//! connections, pooled per thread; a plain-HTTP call whose body is in memory on the proxy's own
+//! HTTP/1.1 client, `h1`); the token engine, `[[notify]]` and the status checks use the
 //! pooled [`HttpClient`]. Both connect the same way ([`connector`]).
 
+mod h1;
 mod local;
 mod pool;
 
+pub use h1::{OwnBody, UpstreamBody, WireError};
 pub use local::{Error, LocalClient, ResponseFuture};
 
 use crate::body::ProxyBody;

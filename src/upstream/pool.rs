@@ -2,8 +2,11 @@
 //! other thread woken): per host, the HTTP/1.1 connections waiting for a call (the most recent
 //! first, so a quiet period lets the others age out) and the one HTTP/2 connection calls share.
 //!
-//! Each connection runs on a task of its own ([`drive`]) that closes it once it has had no call
-//! for [`IDLE_TIMEOUT`]; the pool drops the handles of closed ones as it meets them.
+//! Each of hyper's connections runs on a task of its own ([`drive`]) that closes it once it has
+//! had no call for [`IDLE_TIMEOUT`]; the pool drops the handles of closed ones as it meets them.
+//! The own client's connections ([`Sender::Own`]) have no task: one that waited past
+//! [`IDLE_TIMEOUT`], or that the upstream closed meanwhile (its socket readable while idle), is
+//! closed when the pool meets it (a call's checkout, a checkin, a new connection's prune).
 
 use super::{POOL_IDLE_TIMEOUT as IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST as MAX_IDLE};
 use crate::body::ProxyBody;
@@ -21,6 +24,9 @@ pub(super) enum Sender {
     H1(http1::SendRequest<ProxyBody>),
     /// HTTP/2 (ALPN): calls share it.
     H2(http2::SendRequest<ProxyBody>),
+    /// HTTP/1.1 on the proxy's own client ([`super::h1`]): no driver task, the call reads and
+    /// writes it.
+    Own(Box<super::h1::Wire>),
 }
 
 /// A connection, taken for a call (until dropped or given back) or waiting in the pool: its
@@ -133,6 +139,8 @@ struct Host {
     key: Key,
     /// HTTP/1.1 connections waiting, the most recent last.
     idle: VecDeque<Conn>,
+    /// The own client's connections waiting ([`Sender::Own`]), the most recent last.
+    own: VecDeque<Conn>,
     /// The HTTP/2 connection calls share.
     shared: Option<(http2::SendRequest<ProxyBody>, Arc<Life>)>,
 }
@@ -141,13 +149,32 @@ thread_local! {
     static POOL: RefCell<Vec<Host>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether a waiting connection can take a call now.
+/// Whether a waiting connection can take a call now. An own connection has no driver to close
+/// it when idle: it is not used past [`IDLE_TIMEOUT`], nor after the upstream closed it.
 fn usable(c: &Conn) -> bool {
     !c.life.retired.load(Ordering::Relaxed)
         && match &c.sender {
             Sender::H1(s) => s.is_ready(),
             Sender::H2(s) => !s.is_closed(),
+            Sender::Own(w) => !c.life.idle_left().is_zero() && w.open_and_quiet(),
         }
+}
+
+/// An own connection of this thread's pool for `key` ([`Sender::Own`]), taken: the one that
+/// waited least.
+pub(super) fn checkout_own(key: &Key) -> Option<Conn> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let host = pool.iter_mut().find(|h| h.key == *key)?;
+        while let Some(mut c) = host.own.pop_back() {
+            if usable(&c) {
+                c.life.take();
+                c.taken = true;
+                return Some(c);
+            }
+        }
+        None
+    })
 }
 
 /// A connection of this thread's pool for `key`, taken: the shared HTTP/2 one, or the HTTP/1.1
@@ -181,6 +208,7 @@ pub(super) fn prune() {
         let mut pool = pool.borrow_mut();
         for host in pool.iter_mut() {
             host.idle.retain(usable);
+            host.own.retain(usable);
             if host
                 .shared
                 .as_ref()
@@ -189,7 +217,7 @@ pub(super) fn prune() {
                 host.shared = None;
             }
         }
-        pool.retain(|h| !h.idle.is_empty() || h.shared.is_some());
+        pool.retain(|h| !h.idle.is_empty() || !h.own.is_empty() || h.shared.is_some());
     });
 }
 
@@ -200,7 +228,7 @@ pub(super) fn hosts() -> Vec<(http::uri::Authority, bool)> {
     POOL.with(|pool| {
         pool.borrow()
             .iter()
-            .map(|h| (h.key.authority.clone(), h.idle.iter().all(usable)))
+            .map(|h| (h.key.authority.clone(), h.idle.iter().chain(&h.own).all(usable)))
             .collect()
     })
 }
@@ -215,11 +243,15 @@ pub(super) fn share(key: &Key, sender: &http2::SendRequest<ProxyBody>, life: &Ar
 pub(super) fn checkin(key: &Key, mut conn: Conn) {
     conn.put_down();
     with_host(key, |host| {
-        while host.idle.front().is_some_and(|c| !usable(c)) {
-            host.idle.pop_front();
+        let idle = match conn.sender {
+            Sender::Own(_) => &mut host.own,
+            _ => &mut host.idle,
+        };
+        while idle.front().is_some_and(|c| !usable(c)) {
+            idle.pop_front();
         }
-        if host.idle.len() < MAX_IDLE {
-            host.idle.push_back(conn);
+        if idle.len() < MAX_IDLE {
+            idle.push_back(conn);
         }
     });
 }
@@ -233,6 +265,7 @@ fn with_host(key: &Key, f: impl FnOnce(&mut Host)) {
                 pool.push(Host {
                     key: key.clone(),
                     idle: VecDeque::new(),
+                    own: VecDeque::new(),
                     shared: None,
                 });
                 pool.len() - 1
