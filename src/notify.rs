@@ -104,6 +104,7 @@ impl Notifier {
                 base_url: c.url.clone(),
                 connect_timeout_ms: c.timeout_ms,
                 ca_file: None,
+                lean_http1: false,
             })?;
             for outcome in ["delivered", "dropped", "given_up"] {
                 events.with_label_values(&[&name, outcome]);

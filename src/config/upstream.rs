@@ -20,6 +20,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// An extra CA (PEM) to trust besides the webpki roots.
     pub ca_file: Option<PathBuf>,
+    /// *(extension, experimental)* Over plain HTTP, a call whose body is in memory goes over the
+    /// proxy's own HTTP/1.1 client rather than hyper's (about 15% fewer instructions a call;
+    /// a longer p99 under concurrency, not yet explained: docs/performance.md). Off by default.
+    pub lean_http1: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -28,6 +32,7 @@ impl Default for UpstreamConfig {
             base_url: DEFAULT_UPSTREAM.into(),
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             ca_file: None,
+            lean_http1: false,
         }
     }
 }
@@ -59,6 +64,7 @@ impl NamedUpstream {
             base_url: self.base_url.clone(),
             connect_timeout_ms: self.connect_timeout_ms,
             ca_file: self.ca_file.clone(),
+            lean_http1: false,
         }
     }
 }

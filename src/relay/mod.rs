@@ -114,6 +114,7 @@ impl Target {
             base_url: url.to_string(),
             connect_timeout_ms: timeout_ms,
             ca_file: None,
+            lean_http1: false,
         })?;
         Ok(Target {
             label: label.into(),

@@ -29,6 +29,8 @@ struct Inner {
     connector: HttpsConnector<HttpConnector>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    /// `lean_http1`: plain-HTTP calls with a body in memory take the own client ([`h1`]).
+    lean: bool,
 }
 
 /// The answer to a call on a [`LocalClient`].
@@ -43,6 +45,7 @@ impl LocalClient {
             connector: super::connector(cfg)?,
             h1: http1::Builder::new(),
             h2: http2::Builder::new(TokioExecutor::new()),
+            lean: cfg.lean_http1,
         })))
     }
 
@@ -56,7 +59,7 @@ impl LocalClient {
 
     async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, Error> {
         let key = self.key(req.uri())?;
-        if !key.https && matches!(req.body(), ProxyBody::Full(_)) {
+        if self.0.lean && !key.https && matches!(req.body(), ProxyBody::Full(_)) {
             let conn = match pool::checkout_own(&key) {
                 Some(c) => c,
                 None => Box::pin(self.connect_own(&key)).await?,
@@ -313,26 +316,28 @@ mod tests {
     /// and a `Host` header naming it.
     #[tokio::test]
     async fn calls_in_turn_reuse_the_threads_connection() {
-        let (url, accepted) = upstream(true).await;
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
-        for _ in 0..3 {
-            let (target, host) = call(&client, &url).await;
-            assert_eq!(target, "/a/b?c=d");
-            assert_eq!(format!("http://{host}"), url);
+        for client in [LocalClient::new(&UpstreamConfig::default()).unwrap(), lean()] {
+            let (url, accepted) = upstream(true).await;
+            for _ in 0..3 {
+                let (target, host) = call(&client, &url).await;
+                assert_eq!(target, "/a/b?c=d");
+                assert_eq!(format!("http://{host}"), url);
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     /// An upstream that closes its connections after each answer: every call still gets its
     /// answer, each on a new connection.
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
-        let (url, accepted) = upstream(false).await;
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
-        for _ in 0..3 {
-            assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
+        for client in [LocalClient::new(&UpstreamConfig::default()).unwrap(), lean()] {
+            let (url, accepted) = upstream(false).await;
+            for _ in 0..3 {
+                assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     /// Lets this thread's other tasks run until `done` holds.
@@ -437,6 +442,15 @@ mod tests {
         (url, accepted, seen)
     }
 
+    /// A client with the own HTTP/1.1 client on (`lean_http1`).
+    fn lean() -> LocalClient {
+        LocalClient::new(&UpstreamConfig {
+            lean_http1: true,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     async fn body_of(client: &LocalClient, req: Request<ProxyBody>) -> Result<bytes::Bytes, String> {
         use http_body_util::BodyExt;
         let resp = client.request(req).await.map_err(|e| super::super::describe(&e))?;
@@ -470,7 +484,7 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
         ])
         .await;
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let client = lean();
         let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
         assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"hello, world");
         let post = Request::post(format!("{url}/p"))
@@ -496,7 +510,11 @@ mod tests {
             "the body's own length: {}",
             seen[1]
         );
-        assert!(!seen[1].contains("99"), "{}", seen[1]);
+        assert!(
+            !seen[1].contains("content-length: 99"),
+            "the caller's length is not sent: {}",
+            seen[1]
+        );
     }
 
     /// An answer the own client cannot trust is an error, and its connection is not used again.
@@ -523,7 +541,7 @@ mod tests {
                 (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
             ])
             .await;
-            let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+            let client = lean();
             let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
             let e = body_of(&client, get()).await.unwrap_err();
             assert!(e.contains(says), "{e}");
@@ -541,7 +559,7 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
         ])
         .await;
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let client = lean();
         let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
         assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
         // The answer said nothing of a close: the connection waits in the pool, then closes.
