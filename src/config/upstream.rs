@@ -22,7 +22,8 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// *(extension, experimental)* Over plain HTTP, a call whose body is in memory goes over the
     /// proxy's own HTTP/1.1 client rather than hyper's (about 15% fewer instructions a call;
-    /// a longer p99 under concurrency, not yet explained: docs/performance.md). Off by default.
+    /// on the 2-core bench machine a longer p99 under concurrency, not yet explained:
+    /// docs/performance.md). Off by default.
     pub lean_http1: bool,
 }
 
