@@ -19,6 +19,7 @@ use super::pool::{self, Conn, Key, Sender};
 use crate::body::ProxyBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use std::task::Poll;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -304,6 +305,20 @@ pub(super) async fn send(
         ProxyBody::Full(b) => b.as_ref(),
         ProxyBody::Stream(_) => unreachable!("a body in memory"),
     };
+    // Back to the end of the thread's run queue once before writing, as hyper's client does by
+    // handing the request to its connection's task: the upstream writes of one scheduler turn
+    // then go out together. Writing each at once woke the upstream once a call, and on the 2-core
+    // bench machine 1% of calls then waited ~3 ms (p99 at 10 connections 3.3-4.1 ms, 0.5-0.6
+    // with this; docs/performance.md).
+    let mut requeued = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut requeued, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
     wire.write(&req, body).await?;
     let method = req.method().clone();
     drop(req);
