@@ -21,9 +21,8 @@ pub struct UpstreamConfig {
     /// An extra CA (PEM) to trust besides the webpki roots.
     pub ca_file: Option<PathBuf>,
     /// *(extension, experimental)* Over plain HTTP, a call whose body is in memory goes over the
-    /// proxy's own HTTP/1.1 client rather than hyper's (about 15% fewer instructions a call;
-    /// on the 2-core bench machine a longer p99 under concurrency, not yet explained:
-    /// docs/performance.md). Off by default.
+    /// proxy's own HTTP/1.1 client rather than hyper's (about 11% fewer instructions a call;
+    /// docs/performance.md). Off until measured in every mode and with large streams.
     pub lean_http1: bool,
 }
 
