@@ -262,8 +262,9 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
 }
 
-/// An unsigned integer in decimal, without a formatter.
-fn number(buf: &mut Vec<u8>, mut n: u64) {
+/// An unsigned integer in decimal, without a formatter (also the upstream client's
+/// `Content-Length`).
+pub(crate) fn number(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

@@ -166,15 +166,21 @@ pub(super) fn checkout_own(key: &Key) -> Option<Conn> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let host = pool.iter_mut().find(|h| h.key == *key)?;
-        while let Some(mut c) = host.own.pop_back() {
-            if usable(&c) {
-                c.life.take();
-                c.taken = true;
-                return Some(c);
-            }
-        }
-        None
+        take_newest(&mut host.own)
     })
+}
+
+/// The usable connection of `idle` that waited least, taken; the unusable ones met on the way
+/// are dropped.
+fn take_newest(idle: &mut VecDeque<Conn>) -> Option<Conn> {
+    while let Some(mut c) = idle.pop_back() {
+        if usable(&c) {
+            c.life.take();
+            c.taken = true;
+            return Some(c);
+        }
+    }
+    None
 }
 
 /// A connection of this thread's pool for `key`, taken: the shared HTTP/2 one, or the HTTP/1.1
@@ -190,14 +196,7 @@ pub(super) fn checkout(key: &Key) -> Option<Conn> {
             }
             host.shared = None;
         }
-        while let Some(mut c) = host.idle.pop_back() {
-            if usable(&c) {
-                c.life.take();
-                c.taken = true;
-                return Some(c);
-            }
-        }
-        None
+        take_newest(&mut host.idle)
     })
 }
 

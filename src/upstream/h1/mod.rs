@@ -217,28 +217,13 @@ fn encode(req: &Request<ProxyBody>, body: Option<&Bytes>, out: &mut Vec<u8>) {
     }
     if let Some(b) = body {
         out.extend_from_slice(b"content-length: ");
-        decimal(b.len() as u64, out);
+        crate::logs::access::number(out, b.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if let Some(b) = body {
         out.extend_from_slice(b);
     }
-}
-
-/// `n` in decimal, without the formatter.
-fn decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// How the answer to a `method` request with `head` is delimited.
@@ -456,8 +441,11 @@ mod tests {
             "GET /a/b?c=1 HTTP/1.1\r\nhost: up.example\r\ncontent-length: 99\r\nx-one: 1\r\n\r\n"
         );
         let mut out = Vec::new();
-        decimal(0, &mut out);
-        decimal(18_446_744_073_709_551_615, &mut out);
-        assert_eq!(out, b"018446744073709551615");
+        crate::logs::access::number(&mut out, 0);
+        crate::logs::access::number(&mut out, 18_446_744_073_709_551_615);
+        assert_eq!(
+            out, b"018446744073709551615",
+            "the lengths it writes, from 0 to u64::MAX"
+        );
     }
 }
