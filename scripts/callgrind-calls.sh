@@ -1,9 +1,10 @@
 #!/bin/bash
-# usage: [UPSTREAM_TLS=1] scripts/callgrind-calls.sh GATEWAY_BINARY LABEL [CALLS]
+# usage: [UPSTREAM_TLS=1] [LEAN=false] scripts/callgrind-calls.sh GATEWAY_BINARY LABEL [CALLS]
 # Instructions per proxied call, counted by callgrind (steady on a shared machine, unlike time), and
 # by function with scripts/callgrind-top.py on the dump it names:
 # one keep-alive caller connection, worker_threads = 1, access log off; CALLS (2000) calls counted
 # after a 300-call warm-up. The upstream: the sandbox over plain HTTP, a client_token route; with
+# LEAN=false hyper's client instead of the lean one (the default); with
 # UPSTREAM_TLS=1 a second gateway serving HTTPS (ALPN h2, a certificate made here with openssl) in
 # front of the sandbox, a token-less route. Ports 18181-18191. Build the gateway with its own code
 # optimised, without a release build: CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo build --bin douyin-gateway
@@ -47,7 +48,8 @@ path = \"/sandbox/stats\"
 token = \"none\""
   URL=http://127.0.0.1:18190/sandbox/stats
 else
-  UPSTREAM="base_url = \"http://127.0.0.1:18181\""
+  UPSTREAM="base_url = \"http://127.0.0.1:18181\"
+lean_http1 = ${LEAN:-true}"
   ROUTE="name = \"ticket\"
 path = \"/js/getticket/\"
 token = \"client\""

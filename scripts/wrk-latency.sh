@@ -3,9 +3,9 @@
 # with the gateway's own request and upstream histograms, to tell a wait inside it from one
 # outside (scheduling). Used to find the lean client's p99 tail (docs/performance.md).
 #
-#   [CONNS=10] [SECS=8] [LEAN=true] [PIN=1] scripts/wrk-latency.sh target/release/douyin-gateway
+#   [CONNS=10] [SECS=8] [LEAN=false] [PIN=1] scripts/wrk-latency.sh target/release/douyin-gateway
 #
-# PIN=1: the gateway on core 0, wrk and the upstream on core 1 (taskset).
+# PIN=1: the gateway on core 0, wrk and the upstream on core 1 (taskset). LEAN=false: hyper's client.
 set -euo pipefail
 BIN=$1; SECS=${SECS:-8}; CONNS=${CONNS:-10}
 GWCPU=""; OTHERCPU=""
@@ -31,7 +31,7 @@ admin_listen = "127.0.0.1:$AD"
 allow_anonymous = true
 [upstream]
 base_url = "http://127.0.0.1:$UP"
-lean_http1 = ${LEAN:-false}
+lean_http1 = ${LEAN:-true}
 [store]
 kind = "memory"
 [[apps]]
