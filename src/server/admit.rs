@@ -211,17 +211,70 @@ pub(super) fn admit<T>(stream: T, peer: SocketAddr, serving: &Serving, refused: 
 /// The connections already waiting in a retired listener's accept queue, taken before the socket
 /// closes: closing it with them inside would reset connections the kernel had completed for
 /// callers. Taken with plain non-blocking `accept` calls until the queue is empty.
-pub(super) fn sweep(listener: TcpListener) -> Vec<(std::net::TcpStream, SocketAddr)> {
+///
+/// On Linux the socket first stops taking new handshakes ([`refuse_new_handshakes`]) and the
+/// queue is then taken until it has stayed empty for [`SETTLE`], so the handshakes under way
+/// complete into it and the last `accept` is the last. Without that, a handshake completed
+/// between the last `accept` and the `close` (a few µs, longer when the thread is descheduled
+/// there) was reset: a call lost for its caller.
+pub(super) async fn sweep(listener: TcpListener) -> Vec<(std::net::TcpStream, SocketAddr)> {
     let mut waiting = Vec::new();
     let Ok(listener) = listener.into_std() else {
         return waiting;
     };
-    while let Ok((stream, peer)) = listener.accept() {
-        if stream.set_nonblocking(true).is_ok() {
-            waiting.push((stream, peer));
+    let settle = if refuse_new_handshakes(&listener) {
+        SETTLE
+    } else {
+        Duration::ZERO
+    };
+    let mut quiet_since = std::time::Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    waiting.push((stream, peer));
+                }
+                quiet_since = std::time::Instant::now();
+            }
+            Err(_) if quiet_since.elapsed() >= settle => break,
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
     waiting
+}
+
+/// How long a retired listener's queue must stay empty, new handshakes refused, before it
+/// closes: a handshake under way when they were refused completes within a round trip.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// A socket filter on the listener that drops every packet with SYN set: a new connection's
+/// first packet goes unanswered (the caller's retry, a second later, finds the port closed:
+/// refused, safe to retry), while the last ACK of a handshake under way still completes it into
+/// the queue. The connections already accepted or queued are sockets of their own: unaffected.
+/// `false` where no filter could be attached.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn refuse_new_handshakes(listener: &std::net::TcpListener) -> bool {
+    use socket2::SockFilter;
+    // cBPF over the TCP header: load the flags byte; SYN (0x02) set: keep 0 bytes (drop); else
+    // keep the packet whole.
+    const DROP_SYN: [SockFilter; 4] = [
+        SockFilter::new(0x30, 0, 0, 13),       // ldb [13]
+        SockFilter::new(0x45, 0, 1, 0x02),     // jset #0x02, next, skip one
+        SockFilter::new(0x06, 0, 0, 0),        // ret #0
+        SockFilter::new(0x06, 0, 0, u32::MAX), // ret #-1
+    ];
+    match socket2::SockRef::from(listener).attach_filter(&DROP_SYN) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("a retiring listener's filter could not be attached: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn refuse_new_handshakes(_: &std::net::TcpListener) -> bool {
+    false
 }
 
 /// What ties a connection to the accept loop that admitted it: when to close it gracefully
@@ -281,5 +334,64 @@ impl Refusals {
             self.last = Some(std::time::Instant::now());
             self.since = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Callers connect as fast as they can while a retired listener is swept and closed: every
+    /// connection the kernel completed for one of them was taken by the sweep. One it completed
+    /// after the sweep's last `accept` would be reset when the socket closes.
+    #[test]
+    fn a_sweep_leaves_no_completed_connection_behind() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut lost = Vec::new();
+        for round in 0..40 {
+            let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+            let at = listener.local_addr().unwrap();
+            let (connected, stop) = (Arc::new(Mutex::new(HashSet::new())), Arc::new(AtomicBool::new(false)));
+            let callers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (connected, stop) = (Arc::clone(&connected), Arc::clone(&stop));
+                    std::thread::spawn(move || {
+                        let mut held = Vec::new();
+                        // Fewer than the listen backlog (128 here): a full queue drops the last
+                        // ACK of a handshake the caller thinks complete, which no sweep can take.
+                        while !stop.load(Ordering::Relaxed) && connected.lock().unwrap().len() < 100 {
+                            match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
+                                Ok(s) => {
+                                    connected.lock().unwrap().insert(s.local_addr().unwrap());
+                                    held.push(s);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Callers are connecting: the queue fills, then the sweep takes it while more arrive.
+            while connected.lock().unwrap().len() < 20 {
+                std::thread::yield_now();
+            }
+            let taken: HashSet<SocketAddr> = {
+                let _guard = rt.enter();
+                rt.block_on(sweep(listener)).into_iter().map(|(_, peer)| peer).collect()
+            };
+            stop.store(true, Ordering::Relaxed);
+            for c in callers {
+                c.join().unwrap();
+            }
+            let connected = connected.lock().unwrap();
+            lost.extend(connected.difference(&taken).map(|a| format!("round {round}: {a}")));
+        }
+        assert!(lost.is_empty(), "completed for a caller, never accepted: {lost:?}");
     }
 }

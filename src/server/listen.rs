@@ -135,7 +135,7 @@ pub(super) async fn hand_out(listener: TcpListener, hands: Hands, stops: Stops, 
         return;
     }
     let at = listener.local_addr().ok();
-    for (stream, peer) in sweep(listener) {
+    for (stream, peer) in sweep(listener).await {
         if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
             // Served as any connection (not closed before its first call), until the gateway stops.
             give(
@@ -230,7 +230,7 @@ pub(super) async fn serve<S, B>(
     };
     let at = listener.local_addr().ok();
     if stops.retired() {
-        for (stream, peer) in sweep(listener) {
+        for (stream, peer) in sweep(listener).await {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 continue;
             };
