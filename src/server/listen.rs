@@ -1,7 +1,7 @@
 //! Serving a listener's connections: admission through its [`Table`], hyper's limits, each
 //! connection under its watchdog, and the proxy's connections handed to its threads.
 
-use super::admit::{accept, admit, sweep, Lease, Open, Refusals, Serving};
+use super::admit::{accept, admit, sweep, Lease, Open, Refusals, Serving, SETTLE};
 use crate::conn::{Activity, Admitted, Counted, Limits, Origin, Tracked};
 use crate::state::Shared;
 use http::{Request, Response};
@@ -135,7 +135,7 @@ pub(super) async fn hand_out(listener: TcpListener, hands: Hands, stops: Stops, 
         return;
     }
     let at = listener.local_addr().ok();
-    for (stream, peer) in sweep(listener).await {
+    sweep(listener, SETTLE, |stream, peer| {
         if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
             // Served as any connection (not closed before its first call), until the gateway stops.
             give(
@@ -144,7 +144,8 @@ pub(super) async fn hand_out(listener: TcpListener, hands: Hands, stops: Stops, 
                 (stream, peer, activity, admitted, open.lease(stops.global.clone())),
             );
         }
-    }
+    })
+    .await;
     finish(open, grace, serving.name(), at, true).await;
 }
 
@@ -230,9 +231,9 @@ pub(super) async fn serve<S, B>(
     };
     let at = listener.local_addr().ok();
     if stops.retired() {
-        for (stream, peer) in sweep(listener).await {
+        sweep(listener, SETTLE, |stream, peer| {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                continue;
+                return;
             };
             if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
                 // Served as any connection (not closed before its first call), until the gateway stops.
@@ -245,7 +246,8 @@ pub(super) async fn serve<S, B>(
                     &serving,
                 );
             }
-        }
+        })
+        .await;
     }
     finish(open, grace, serving.name(), at, stops.retired()).await;
 }
