@@ -275,6 +275,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "upstream.connect_timeout_ms",
             old.upstream.connect_timeout_ms != new.upstream.connect_timeout_ms,
         ),
+        (
+            "upstream.lean_http1",
+            old.upstream.lean_http1 != new.upstream.lean_http1,
+        ),
         ("upstreams", differs(&old.upstreams, &new.upstreams)),
         ("notify", differs(&old.notify, &new.notify)),
         ("log.format", old.log.format != new.log.format),
@@ -309,6 +313,7 @@ mod tests {
         new.server.shutdown_grace_ms += 1;
         new.tokens.maintain_interval_ms += 1;
         new.server.worker_threads = Some(3);
+        new.upstream.lean_http1 = !old.upstream.lean_http1;
         assert_eq!(
             needs_restart(&old, &new),
             [
@@ -318,6 +323,7 @@ mod tests {
                 "server.max_header_bytes",
                 "server.shutdown_grace_ms",
                 "tokens.maintain_interval_ms",
+                "upstream.lean_http1",
             ]
         );
     }

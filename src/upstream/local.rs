@@ -316,7 +316,7 @@ mod tests {
     /// and a `Host` header naming it.
     #[tokio::test]
     async fn calls_in_turn_reuse_the_threads_connection() {
-        for client in [LocalClient::new(&UpstreamConfig::default()).unwrap(), lean()] {
+        for client in [hyper(), lean()] {
             let (url, accepted) = upstream(true).await;
             for _ in 0..3 {
                 let (target, host) = call(&client, &url).await;
@@ -331,7 +331,7 @@ mod tests {
     /// answer, each on a new connection.
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
-        for client in [LocalClient::new(&UpstreamConfig::default()).unwrap(), lean()] {
+        for client in [hyper(), lean()] {
             let (url, accepted) = upstream(false).await;
             for _ in 0..3 {
                 assert_eq!(call(&client, &url).await.0, "/a/b?c=d");
@@ -375,7 +375,7 @@ mod tests {
             let _ = closed.await;
         });
         let (other, _) = upstream(true).await;
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let client = hyper();
         let req = Request::get(format!("{closing}/x")).body(ProxyBody::empty()).unwrap();
         let resp = client.request(req).await.unwrap();
         use http_body_util::BodyExt;
@@ -442,7 +442,16 @@ mod tests {
         (url, accepted, seen)
     }
 
-    /// A client with the own HTTP/1.1 client on (`lean_http1`).
+    /// A client with every call on hyper's client (`lean_http1 = false`).
+    fn hyper() -> LocalClient {
+        LocalClient::new(&UpstreamConfig {
+            lean_http1: false,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// A client with the own HTTP/1.1 client on (`lean_http1`, the default).
     fn lean() -> LocalClient {
         LocalClient::new(&UpstreamConfig {
             lean_http1: true,
@@ -574,7 +583,7 @@ mod tests {
         let reserved = tokio::net::TcpSocket::new_v4().unwrap();
         reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let at = reserved.local_addr().unwrap();
-        let client = LocalClient::new(&UpstreamConfig::default()).unwrap();
+        let client = hyper();
         let req = Request::get(format!("http://{at}/x")).body(ProxyBody::empty()).unwrap();
         let e = client.request(req).await.unwrap_err();
         assert!(e.is_connect());
