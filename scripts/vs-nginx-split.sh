@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ../shared/bench/vs-nginx.sh as it is, with each proxy's CPU per call also split into user and
 # system time (user_us, sys_us, and their ratios on the last line): where the gateway's extra CPU
-# goes. Same arguments and environment as that script.
+# goes. Same arguments and environment as that script; LEAN=false (or true) also sets the
+# gateway's `upstream.lean_http1` (its own HTTP/1.1 client, on by default).
 #
 #   NGINX_ACCESS_LOG=1 scripts/vs-nginx-split.sh target/release/douyin-gateway client
 set -euo pipefail
@@ -9,7 +10,7 @@ SRC=${VS_NGINX:-$(dirname "$0")/../../shared/bench/vs-nginx.sh}
 [ -f "$SRC" ] || { echo "no $SRC (set VS_NGINX)"; exit 2; }
 T=$(mktemp); trap 'rm -f $T' EXIT
 python3 - "$SRC" "$T" <<'PY'
-import sys
+import os, sys
 s = open(sys.argv[1]).read()
 edits = [
     ('local t=0 p tp f;', 'local t=0 u=0 p tp f;'),
@@ -23,6 +24,10 @@ edits = [
     ('''f"p99={g['p99_ms']/x['p99_ms']:.2f} gateway_non2xx''',
      '''f"p99={g['p99_ms']/x['p99_ms']:.2f} user={g['user_us']/x['user_us']:.2f} sys={g['sys_us']/x['sys_us']:.2f} gateway_non2xx'''),
 ]
+lean = os.environ.get("LEAN")
+if lean is not None:
+    edits.append(('base_url = "$SCHEME://127.0.0.1:$UP"\n',
+                  'base_url = "$SCHEME://127.0.0.1:$UP"\nlean_http1 = ' + lean + '\n'))
 for old, new in edits:
     if s.count(old) != 1:
         sys.exit(f"vs-nginx.sh changed: cannot find {old!r}")
