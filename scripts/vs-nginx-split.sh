@@ -25,6 +25,8 @@ edits = [
      '''f"p99={g['p99_ms']/x['p99_ms']:.2f} user={g['user_us']/x['user_us']:.2f} sys={g['sys_us']/x['sys_us']:.2f} gateway_non2xx'''),
 ]
 lean = os.environ.get("LEAN")
+if lean not in (None, "true", "false"):
+    sys.exit(f"LEAN must be true or false, not {lean!r}")
 if lean is not None:
     edits.append(('base_url = "$SCHEME://127.0.0.1:$UP"\n',
                   'base_url = "$SCHEME://127.0.0.1:$UP"\nlean_http1 = ' + lean + '\n'))

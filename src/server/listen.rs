@@ -135,7 +135,7 @@ pub(super) async fn hand_out(listener: TcpListener, hands: Hands, stops: Stops, 
         return;
     }
     let at = listener.local_addr().ok();
-    sweep(listener, SETTLE, |stream, peer| {
+    sweep(listener, SETTLE, stops.global.clone(), |stream, peer| {
         if let Some((stream, peer, activity, admitted)) = admit(stream, peer, &serving, &mut refused) {
             // Served as any connection (not closed before its first call), until the gateway stops.
             give(
@@ -230,8 +230,10 @@ pub(super) async fn serve<S, B>(
         Connections::Listener(listener) => listener,
     };
     let at = listener.local_addr().ok();
-    if stops.retired() {
-        sweep(listener, SETTLE, |stream, peer| {
+    // Read once: a stop of the gateway during the sweep still ends it as a retirement.
+    let retired = stops.retired();
+    if retired {
+        sweep(listener, SETTLE, stops.global.clone(), |stream, peer| {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                 return;
             };
@@ -249,7 +251,7 @@ pub(super) async fn serve<S, B>(
         })
         .await;
     }
-    finish(open, grace, serving.name(), at, stops.retired()).await;
+    finish(open, grace, serving.name(), at, retired).await;
 }
 
 /// A connection accepted and admitted, ready to serve.
