@@ -261,9 +261,10 @@ pub(super) async fn sweep(
                     }
                     break;
                 }
+                // A stop whose sender is gone leaves the sleep alone (the branch is disabled).
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                    _ = stop.changed() => {}
+                    Ok(()) = stop.changed() => {}
                 }
             }
         }
@@ -279,8 +280,8 @@ pub(super) const SETTLE: Duration = Duration::from_millis(1_500);
 
 /// A socket filter on the listener that drops every packet with SYN set: a new connection's
 /// first packet goes unanswered (the caller's first or second retry, 1 to 3 s later, finds the
-/// port closed: refused, safe to retry), while the last ACK of a handshake under way still completes it into
-/// the queue. The connections accepted or queued before it are sockets of their own, without
+/// port closed: refused, safe to retry), while the last ACK of a handshake under way still
+/// completes it into the queue. The connections accepted or queued before it are sockets of their own, without
 /// it; one completed after it gets a copy, which [`sweep`] takes off. `false` where no filter
 /// could be attached.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -386,7 +387,7 @@ mod tests {
     /// Callers keep connecting while a retired listener is swept and closed: every
     /// connection the kernel completed for one of them was taken by the sweep. One it completed
     /// after the sweep's last `accept` would be reset when the socket closes (the old sweep lost
-    /// 5 to 16 in 40 rounds). Linux only: elsewhere the sweep has no filter to close the window.
+    /// 1 to 16 in 40 rounds). Linux only: elsewhere the sweep has no filter to close the window.
     #[test]
     fn a_sweep_leaves_no_completed_connection_behind() {
         let rt = tokio::runtime::Builder::new_current_thread()
