@@ -4,24 +4,15 @@
 #
 #   cargo build --release && scripts/syscalls-per-call.sh [path/to/douyin-gateway]
 #
-# Env: SECS (5), CONNS (50), GW_SERVER_EXTRA (lines for the gateway's [server] table), STRACE=1
-# (also a `strace -c` summary of the gateway). Needs nginx, wrk and perf.
+# Env: SECS (5), CONNS (50), GW_SERVER_EXTRA (lines for the gateway's [server] table), LEAN=false
+# (hyper's client), STRACE=1 (also a `strace -c` summary of the gateway). Needs nginx, wrk and
+# perf. The upstream and the gateway are set up by scripts/bench-setup.sh.
 set -euo pipefail
 BIN=${1:-target/release/douyin-gateway}
 SECS=${SECS:-5}; CONNS=${CONNS:-50}
-W=$(mktemp -d); trap 'for p in $(cat $W/pids 2>/dev/null); do kill $p 2>/dev/null || true; done; rm -rf $W' EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-UP=$(port); NX=$(port); GW=$(port); AD=$(port)
-BODY='{"data":{"list":[{"item_id":"@9VwL3","title":"hello"}],"error_code":0,"description":""},"extra":{"error_code":0,"description":"","logid":"2024","now":1700000000}}'
-TOK='{"data":{"access_token":"clt.bench0123456789","description":"","error_code":0,"expires_in":7200},"message":"success"}'
-cat >$W/up.conf <<EOF
-worker_processes 1; pid $W/up.pid; error_log $W/up.err; daemon on;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP;
-    location = /oauth/client_token/ { default_type application/json; return 200 '$TOK'; }
-    location / { default_type application/json; return 200 '$BODY'; } } }
-EOF
+. "$(dirname "$0")/bench-setup.sh"
+NX=$(port)
+bench_upstream
 cat >$W/nx.conf <<EOF
 worker_processes 1; pid $W/nx.pid; error_log $W/nx.err; daemon on;
 events { worker_connections 4096; }
@@ -31,32 +22,9 @@ http { access_log $W/nx.access combined buffer=64k flush=1s; keepalive_requests 
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header access-token "clt.bench0123456789"; } } }
 EOF
-nginx -c $W/up.conf; nginx -c $W/nx.conf; sleep 0.3
-echo "$(cat $W/up.pid) $(cat $W/nx.pid)" >$W/pids
-cat >$W/gw.toml <<EOF
-[server]
-listen = "127.0.0.1:$GW"
-admin_listen = "127.0.0.1:$AD"
-allow_anonymous = true
-${GW_SERVER_EXTRA:-}
-[upstream]
-base_url = "http://127.0.0.1:$UP"
-[store]
-kind = "memory"
-[[apps]]
-name = "bench"
-client_key = "awbench"
-client_secret_env = "BENCH_SECRET"
-[[routes]]
-name = "all"
-path = "/*"
-token = "client"
-inject = "header"
-EOF
-BENCH_SECRET=s3cret "$BIN" serve --config $W/gw.toml >$W/gw.log 2>&1 </dev/null &
-GWPID=$!; echo "$GWPID" >>$W/pids
-for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:$AD/healthz && break; sleep 0.1; done
-P=/api/douyin/v1/video/video_list/
+nginx -c $W/nx.conf; sleep 0.3; cat $W/nx.pid >>$W/pids
+bench_gateway
+P=$BENCH_PATH
 NXW=$(pgrep -P "$(cat $W/nx.pid)")
 wrk -t1 -c$CONNS -d2s "http://127.0.0.1:$GW$P" >/dev/null; wrk -t1 -c$CONNS -d2s "http://127.0.0.1:$NX$P" >/dev/null
 for who in gateway nginx; do
