@@ -233,11 +233,9 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, WireError> {
         return Ok(Framing::Empty);
     }
     if let Some(last) = head.headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        let chunked = elements(last)
+            .next_back()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
@@ -246,8 +244,8 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, WireError> {
     }
     let mut length = None;
     for v in head.headers.get_all(header::CONTENT_LENGTH) {
-        for piece in v.as_bytes().split(|&b| b == b',') {
-            let n = std::str::from_utf8(piece.trim_ascii())
+        for piece in elements(v) {
+            let n = std::str::from_utf8(piece)
                 .ok()
                 .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|p| p.parse::<u64>().ok())
@@ -261,14 +259,18 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, WireError> {
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
+/// The elements of a comma-separated header value (RFC 9110 §5.6.1), each trimmed.
+fn elements(v: &HeaderValue) -> impl DoubleEndedIterator<Item = &[u8]> {
+    v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// Whether the connection stays open after this answer.
 fn keep_alive(head: &Head) -> bool {
     let said = |word: &[u8]| {
-        head.headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(word))
-        })
+        head.headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| elements(v).any(|t| t.eq_ignore_ascii_case(word)))
     };
     match head.version {
         Version::HTTP_10 => said(b"keep-alive"),
