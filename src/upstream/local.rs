@@ -442,6 +442,11 @@ mod tests {
         (url, accepted, seen)
     }
 
+    /// A GET of `{url}/x` without a body.
+    fn get(url: &str) -> Request<ProxyBody> {
+        Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap()
+    }
+
     /// A client with every call on hyper's client (`lean_http1 = false`).
     fn hyper() -> LocalClient {
         LocalClient::new(&UpstreamConfig {
@@ -494,23 +499,22 @@ mod tests {
         ])
         .await;
         let client = lean();
-        let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"hello, world");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"hello, world");
         let post = Request::post(format!("{url}/p"))
             .header(header::CONTENT_LENGTH, "99")
             .body(ProxyBody::full(&b"{}"[..]))
             .unwrap();
         assert_eq!(&body_of(&client, post).await.unwrap()[..], b"ok");
         assert_eq!(
-            body_of(&client, get()).await.unwrap().len(),
+            body_of(&client, get(&url)).await.unwrap().len(),
             1 << 20,
             "a body longer than one read"
         );
-        assert!(body_of(&client, get()).await.unwrap().is_empty());
+        assert!(body_of(&client, get(&url)).await.unwrap().is_empty());
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection so far");
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"to the close");
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"to the close");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"ok");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection after each close");
         let seen = seen.lock().unwrap();
         assert!(seen[0].starts_with("GET /x HTTP/1.1\r\n"), "{}", seen[0]);
@@ -551,10 +555,9 @@ mod tests {
             ])
             .await;
             let client = lean();
-            let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
-            let e = body_of(&client, get()).await.unwrap_err();
+            let e = body_of(&client, get(&url)).await.unwrap_err();
             assert!(e.contains(says), "{e}");
-            assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+            assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"ok");
             assert_eq!(accepted.load(Ordering::SeqCst), 2);
         }
     }
@@ -569,11 +572,10 @@ mod tests {
         ])
         .await;
         let client = lean();
-        let get = || Request::get(format!("{url}/x")).body(ProxyBody::empty()).unwrap();
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"ok");
         // The answer said nothing of a close: the connection waits in the pool, then closes.
         until(|| matches!(&pool::hosts()[..], [(_, false)])).await;
-        assert_eq!(&body_of(&client, get()).await.unwrap()[..], b"ok");
+        assert_eq!(&body_of(&client, get(&url)).await.unwrap()[..], b"ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
